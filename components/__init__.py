@@ -1,0 +1,1 @@
+"""Pipeline steps as plain typed functions. No module here imports an orchestrator."""

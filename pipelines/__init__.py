@@ -1,0 +1,1 @@
+"""Orchestrator wrappers (KFP, later Argo/Hera) around the plain steps in `components`."""

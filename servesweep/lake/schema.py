@@ -1,0 +1,143 @@
+"""The lake schema: three Parquet tables, versioned, defined here and nowhere else.
+
+Layout: ``{lake}/{table}/run_id={run_id}/part-*.parquet`` (hive partitioning by run id).
+
+Metric definitions (all times measured on the client with a monotonic clock, reported in ms unless
+the column says otherwise; a "token chunk" is an SSE event whose choice carries non-empty text):
+
+- **TTFT** (time to first token): first token chunk arrival - request send.
+- **E2E** (end-to-end latency): last token chunk arrival - request send.
+- **TPOT** (time per output token, after the first): (E2E - TTFT) / (output_tokens - 1), per request;
+  undefined (null) for one-token outputs. Same formula as vLLM's bench and MLPerf (AIPerf calls it ITL).
+- **ITL** (inter-token latency): every gap between consecutive token chunks of a request, pooled
+  over all requests of a point. With one token per chunk (vLLM streams that way) ITL percentiles
+  describe decode-step jitter that TPOT's per-request mean hides.
+- **Output tokens** come from the server's `usage.completion_tokens`; the client also counts token
+  chunks (`output_chunks`) so a mismatch is visible. Input tokens: `usage.prompt_tokens`.
+- **Throughput** of a point: tokens (or requests) finished / (last end - first send) of the point's
+  measured requests; warm-up requests are excluded. Total = input + output tokens.
+- **Schedule lag** (open loop): actual send - scheduled send. Large lag means the client, not the
+  server, limited the load; closed loop reports the time a request waited for a free slot (zero).
+- Percentiles use linear interpolation between closest ranks (numpy's default), over successful
+  requests only.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+TABLES = ("requests", "points", "server_metrics")
+PARTITION_COLUMN = "run_id"
+STATS = ("p50", "p90", "p95", "p99", "mean")
+LATENCY_METRICS = ("ttft", "tpot", "itl", "e2e")
+
+
+def _f(name: str, kind: pa.DataType, doc: str, nullable: bool = True) -> pa.Field:
+    return pa.field(name, kind, nullable=nullable, metadata={"doc": doc})
+
+
+_RUN_KEYS = [
+    _f("run_id", pa.string(), "Run identifier; the partition key.", nullable=False),
+    _f("schema_version", pa.int32(), "Lake schema version that wrote the row.", nullable=False),
+]
+
+REQUESTS = pa.schema(
+    _RUN_KEYS
+    + [
+        _f("point_id", pa.string(), "Sweep point the request belongs to.", nullable=False),
+        _f("deployment_id", pa.string(), "Server deployment that served it.", nullable=False),
+        _f("request_index", pa.int32(), "Order of issue within the point.", nullable=False),
+        _f("warmup", pa.bool_(), "Warm-up request, excluded from the point's statistics.", nullable=False),
+        _f("ok", pa.bool_(), "Request finished with the requested output and no error.", nullable=False),
+        _f("error", pa.string(), "Error text when not ok."),
+        _f("scheduled_at_s", pa.float64(), "Planned send time, seconds since the point started."),
+        _f("sent_at_s", pa.float64(), "Send time, seconds since the point started.", nullable=False),
+        _f("sent_at_unix", pa.float64(), "Send time, Unix epoch seconds (joins to server_metrics).", nullable=False),
+        _f("ttft_ms", pa.float64(), "First token chunk arrival - send."),
+        _f("e2e_ms", pa.float64(), "Last token chunk arrival - send."),
+        _f("tpot_ms", pa.float64(), "(E2E - TTFT) / (output_tokens - 1)."),
+        _f("itl_ms", pa.list_(pa.float32()), "Gaps between consecutive token chunks."),
+        _f("schedule_lag_ms", pa.float64(), "Actual - scheduled send."),
+        _f("requested_input_tokens", pa.int32(), "Prompt length asked for.", nullable=False),
+        _f("requested_output_tokens", pa.int32(), "max_tokens asked for (ignore_eos set).", nullable=False),
+        _f("input_tokens", pa.int32(), "usage.prompt_tokens reported by the server."),
+        _f("output_tokens", pa.int32(), "usage.completion_tokens reported by the server."),
+        _f("output_chunks", pa.int32(), "Token chunks the client received."),
+    ]
+)
+
+
+def _stat_fields(metric: str, doc: str) -> list[pa.Field]:
+    return [_f(f"{metric}_{stat}_ms", pa.float64(), f"{doc} ({stat}).") for stat in STATS]
+
+
+POINTS = pa.schema(
+    _RUN_KEYS
+    + [
+        _f("point_id", pa.string(), "Unique within the run.", nullable=False),
+        _f("deployment_id", pa.string(), "Server deployment of the point.", nullable=False),
+        _f("source", pa.string(), "'measured', or 'predicted' for planner rows.", nullable=False),
+        _f("status", pa.string(), "'ok', 'partial' (some errors) or 'failed' (no successful request).", nullable=False),
+        _f("failure_reason", pa.string(), "Why the point failed (server start, all requests failed...)."),
+        _f("run_name", pa.string(), "Spec name."),
+        _f("started_at", pa.timestamp("us", tz="UTC"), "Point start."),
+        _f("model_name", pa.string(), "Served model name."),
+        _f("model_preset", pa.string(), "Architecture preset."),
+        _f("model_parameters", pa.int64(), "Parameter count."),
+        _f("model_dtype", pa.string(), "Weights dtype."),
+        _f("quantization", pa.string(), "none, fp8, int8, awq, gptq."),
+        _f("server_kind", pa.string(), "vllm, transformers..."),
+        _f("server_max_num_seqs", pa.int32(), "Server's batch cap for this deployment."),
+        _f("server_start_s", pa.float64(), "Cold start: launch to ready, seconds."),
+        _f("accelerator", pa.string(), "cpu or a GKE accelerator type."),
+        _f("accelerator_count", pa.int32(), "Accelerators per server."),
+        _f("sweep_mode", pa.string(), "client_concurrency (one deploy) or server_max_seqs (redeploy)."),
+        _f("load_kind", pa.string(), "closed (fixed concurrency) or open (Poisson)."),
+        _f("batch_size", pa.int32(), "The swept batch size: client concurrency or server cap.", nullable=False),
+        _f("concurrency", pa.int32(), "Client concurrency limit."),
+        _f("request_rate", pa.float64(), "Requested arrival rate, req/s (open loop)."),
+        _f("input_tokens", pa.int32(), "Requested prompt length."),
+        _f("output_tokens", pa.int32(), "Requested output length."),
+        _f("num_requests", pa.int32(), "Measured requests (warm-up excluded)."),
+        _f("num_errors", pa.int32(), "Measured requests that failed."),
+        _f("duration_s", pa.float64(), "Last end - first send of measured requests."),
+        _f("achieved_rate", pa.float64(), "Requests sent / send window, req/s."),
+        _f("request_throughput", pa.float64(), "Successful requests / duration, req/s."),
+        _f("input_token_throughput", pa.float64(), "Input tokens / duration, tok/s."),
+        _f("output_token_throughput", pa.float64(), "Output tokens / duration, tok/s."),
+        _f("total_token_throughput", pa.float64(), "(Input + output) tokens / duration, tok/s."),
+    ]
+    + _stat_fields("ttft", "Time to first token")
+    + _stat_fields("tpot", "Time per output token after the first")
+    + _stat_fields("itl", "Inter-token latency, pooled gaps")
+    + _stat_fields("e2e", "End-to-end latency")
+    + [
+        _f("schedule_lag_p50_ms", pa.float64(), "Median send lag behind schedule."),
+        _f("schedule_lag_p99_ms", pa.float64(), "p99 send lag behind schedule."),
+        _f("kv_cache_usage_max", pa.float64(), "Peak server KV-cache usage (0-1) during the point."),
+        _f("running_requests_mean", pa.float64(), "Mean running requests on the server."),
+        _f("running_requests_max", pa.float64(), "Peak running requests on the server."),
+        _f("waiting_requests_max", pa.float64(), "Peak queued requests on the server."),
+        _f("servesweep_version", pa.string(), "Tool version."),
+    ]
+)
+
+SERVER_METRICS = pa.schema(
+    _RUN_KEYS
+    + [
+        _f("deployment_id", pa.string(), "Server deployment scraped.", nullable=False),
+        _f("point_id", pa.string(), "Point running when scraped (null between points)."),
+        _f("scraped_at_unix", pa.float64(), "Scrape time, Unix epoch seconds.", nullable=False),
+        _f("metric", pa.string(), "Sample name as exposed (e.g. vllm:num_requests_running).", nullable=False),
+        _f("labels", pa.map_(pa.string(), pa.string()), "Sample labels."),
+        _f("value", pa.float64(), "Sample value.", nullable=False),
+    ]
+)
+
+SCHEMAS: dict[str, pa.Schema] = {"requests": REQUESTS, "points": POINTS, "server_metrics": SERVER_METRICS}
+
+
+def describe(table: str) -> list[tuple[str, str, str]]:
+    """(column, type, definition) for every column of a table: the data dictionary."""
+    return [(f.name, str(f.type), (f.metadata or {}).get(b"doc", b"").decode()) for f in SCHEMAS[table]]

@@ -1,0 +1,353 @@
+"""The benchmark spec: one pydantic model, loadable from YAML or from pipeline parameters.
+
+Everything a run needs is here; steps receive the spec as JSON and never read files of their own.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ServerKind = Literal["vllm", "transformers"]
+Quantization = Literal["none", "fp8", "int8", "awq", "gptq"]
+Accelerator = Literal[
+    "cpu",
+    "nvidia-l4",
+    "nvidia-tesla-a100",
+    "nvidia-a100-80gb",
+    "nvidia-h100-80gb",
+    "nvidia-h200-141gb",
+    "nvidia-b200",
+]
+Dtype = Literal["float32", "bfloat16", "float16"]
+SweepMode = Literal["client_concurrency", "server_max_seqs"]
+LoadKind = Literal["closed", "open"]
+
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
+
+
+class SpecError(ValueError):
+    """A spec that cannot be used; the message names the offending field(s)."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelShape(_Strict):
+    """Architecture of a Llama-family checkpoint generated with random weights."""
+
+    hidden_size: int = Field(128, gt=0)
+    intermediate_size: int = Field(256, gt=0)
+    num_hidden_layers: int = Field(2, gt=0)
+    num_attention_heads: int = Field(2, gt=0)
+    num_key_value_heads: int = Field(1, gt=0)
+    vocab_size: int = Field(2048, ge=300)
+    max_position_embeddings: int = Field(2048, gt=0)
+    tie_word_embeddings: bool = False
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> ModelShape:
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError("hidden_size must be divisible by num_attention_heads")
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError("num_attention_heads must be divisible by num_key_value_heads")
+        return self
+
+
+# Real architectures with random weights: same compute and memory traffic as the real model.
+MODEL_PRESETS: dict[str, ModelShape] = {
+    "tiny": ModelShape(),
+    "llama-1b": ModelShape(
+        hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+        num_key_value_heads=8, vocab_size=128256, max_position_embeddings=8192, tie_word_embeddings=True,
+    ),
+    "llama3-8b": ModelShape(
+        hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+        num_key_value_heads=8, vocab_size=128256, max_position_embeddings=8192,
+    ),
+}
+
+
+class ModelSpec(_Strict):
+    name: str = Field("tiny-llama", min_length=1, description="Name the server serves the model under.")
+    source: Literal["random"] = Field(
+        "random", description="'random': a random-weight Llama of `preset`/`shape`, made locally."
+    )
+    preset: str = "tiny"
+    shape: ModelShape | None = Field(None, description="Overrides the preset's shape when given.")
+    dtype: Dtype = "bfloat16"
+    seed: int = 0
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, value: str) -> str:
+        if value not in MODEL_PRESETS:
+            raise ValueError(f"unknown preset {value!r}; known: {', '.join(MODEL_PRESETS)}")
+        return value
+
+    def resolved_shape(self) -> ModelShape:
+        return self.shape or MODEL_PRESETS[self.preset]
+
+
+class ServerSpec(_Strict):
+    kind: ServerKind = "vllm"
+    max_model_len: int = Field(1024, gt=0)
+    startup_timeout_s: float = Field(600.0, gt=0)
+    cpu_kv_cache_gib: int = Field(1, gt=0, description="KV cache size for the CPU build (VLLM_CPU_KVCACHE_SPACE).")
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    extra_args: list[str] = Field(default_factory=list, description="Appended to the server command line.")
+    env: dict[str, str] = Field(default_factory=dict)
+
+
+class AcceleratorSpec(_Strict):
+    type: Accelerator = "cpu"
+    count: int = Field(1, ge=1, le=16)
+
+
+class WorkloadShape(_Strict):
+    input_tokens: int = Field(..., ge=2)
+    output_tokens: int = Field(..., ge=1)
+
+
+class SweepSpec(_Strict):
+    batch_sizes: list[int] = Field(default_factory=lambda: [1, 2, 4], min_length=1)
+    modes: list[SweepMode] = Field(default_factory=lambda: ["client_concurrency"], min_length=1)
+    load: LoadKind = Field("closed", description="closed: fixed concurrency = batch size; open: Poisson arrivals.")
+    request_rates: list[float] = Field(
+        default_factory=list, description="Open loop only: requests/s for each batch size (same length)."
+    )
+    requests_per_point: int | None = Field(None, ge=1)
+    duration_s: float | None = Field(None, gt=0)
+    warmup_requests: int = Field(1, ge=0)
+    request_timeout_s: float = Field(300.0, gt=0)
+    scrape_interval_s: float = Field(0.5, gt=0)
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _positive_unique(cls, value: list[int]) -> list[int]:
+        if any(b < 1 for b in value):
+            raise ValueError("batch sizes must be >= 1")
+        if len(set(value)) != len(value):
+            raise ValueError("batch sizes must not repeat")
+        return sorted(value)
+
+    @model_validator(mode="after")
+    def _one_stop_rule(self) -> SweepSpec:
+        if self.requests_per_point is None and self.duration_s is None:
+            raise ValueError("give requests_per_point or duration_s")
+        if self.load == "open" and len(self.request_rates) != len(self.batch_sizes):
+            raise ValueError("open loop needs one request rate per batch size")
+        if any(r <= 0 for r in self.request_rates):
+            raise ValueError("request rates must be > 0")
+        return self
+
+
+class SLOSpec(_Strict):
+    ttft_p99_ms: float | None = Field(None, gt=0)
+    tpot_p99_ms: float | None = Field(None, gt=0)
+    e2e_p99_ms: float | None = Field(None, gt=0)
+
+
+class BenchmarkSpec(_Strict):
+    """One benchmark run: a model on a server on an accelerator, swept over batch sizes."""
+
+    name: str = Field("local-smoke", min_length=1)
+    run_id: str = Field("", description="Empty: derived from the name and the start time.")
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    server: ServerSpec = Field(default_factory=ServerSpec)
+    quantization: Quantization = "none"
+    accelerator: AcceleratorSpec = Field(default_factory=AcceleratorSpec)
+    workloads: list[WorkloadShape] = Field(
+        default_factory=lambda: [WorkloadShape(input_tokens=64, output_tokens=32)], min_length=1
+    )
+    sweep: SweepSpec = Field(default_factory=lambda: SweepSpec(requests_per_point=8))
+    slo: SLOSpec = Field(default_factory=SLOSpec)
+    lake_uri: str = Field("./lake", min_length=1, description="Local directory or gs://bucket/prefix.")
+
+    @field_validator("run_id")
+    @classmethod
+    def _run_id_path_safe(cls, value: str) -> str:
+        if value and not _RUN_ID.match(value):
+            raise ValueError("run_id may hold letters, digits, '.', '_' and '-' (at most 80)")
+        return value
+
+    @model_validator(mode="after")
+    def _fits_context(self) -> BenchmarkSpec:
+        for shape in self.workloads:
+            if shape.input_tokens + shape.output_tokens > self.server.max_model_len:
+                raise ValueError(
+                    f"workload {shape.input_tokens}+{shape.output_tokens} tokens exceeds "
+                    f"server.max_model_len={self.server.max_model_len}"
+                )
+        if self.server.max_model_len > self.model.resolved_shape().max_position_embeddings:
+            raise ValueError("server.max_model_len exceeds the model's max_position_embeddings")
+        return self
+
+    def with_run_id(self) -> BenchmarkSpec:
+        """The spec with a concrete run id (name + UTC start time when none was given)."""
+        if self.run_id:
+            return self
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", self.name).strip("-")[:60] or "run"
+        return self.model_copy(update={"run_id": f"{slug}-{stamp}"})
+
+
+def _format_error(error: ValidationError, source: str) -> SpecError:
+    lines = [f"invalid benchmark spec ({source}):"]
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"].removeprefix("Value error, ")
+        lines.append(f"  - {where}: {message}")
+    return SpecError("\n".join(lines))
+
+
+def parse_spec(data: Any, source: str = "spec") -> BenchmarkSpec:
+    """Validate a mapping into a spec; errors become one SpecError naming each bad field."""
+    if not isinstance(data, dict):
+        raise SpecError(f"invalid benchmark spec ({source}): expected a mapping, got {type(data).__name__}")
+    try:
+        return BenchmarkSpec.model_validate(data)
+    except ValidationError as error:
+        raise _format_error(error, source) from None
+
+
+def load_spec(path: str | Path) -> BenchmarkSpec:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise SpecError(f"cannot read spec {path}: {error.strerror}") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as error:
+        raise SpecError(f"spec {path} is not valid YAML: {error}") from None
+    return parse_spec(data, source=str(path))
+
+
+def spec_from_json(text: str) -> BenchmarkSpec:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise SpecError(f"spec JSON is malformed: {error}") from None
+    return parse_spec(data, source="spec_json")
+
+
+# --- pipeline parameters: the typed fields a user fills in the KFP UI ---------------------------
+
+class PipelineParams(_Strict):
+    """Flat, typed pipeline parameters; `spec_yaml` carries any field not exposed on its own."""
+
+    run_name: str = "local-smoke"
+    run_id: str = ""
+    model_preset: str = "tiny"
+    model_dtype: str = "bfloat16"
+    server_kind: str = "vllm"
+    quantization: str = "none"
+    accelerator: str = "cpu"
+    accelerator_count: int = 1
+    batch_sizes: list[int] = Field(default_factory=lambda: [1, 2, 4])
+    sweep_modes: list[str] = Field(default_factory=lambda: ["client_concurrency"])
+    input_tokens: int = 64
+    output_tokens: int = 32
+    requests_per_point: int = 8
+    slo_ttft_p99_ms: float = 0.0
+    slo_tpot_p99_ms: float = 0.0
+    lake_uri: str = "./lake"
+    spec_yaml: str = ""
+
+
+def spec_to_params(spec: BenchmarkSpec) -> PipelineParams:
+    """Flatten a spec; the full spec rides along in spec_yaml so nothing is lost."""
+    first = spec.workloads[0]
+    return PipelineParams(
+        run_name=spec.name,
+        run_id=spec.run_id,
+        model_preset=spec.model.preset,
+        model_dtype=spec.model.dtype,
+        server_kind=spec.server.kind,
+        quantization=spec.quantization,
+        accelerator=spec.accelerator.type,
+        accelerator_count=spec.accelerator.count,
+        batch_sizes=spec.sweep.batch_sizes,
+        sweep_modes=list(spec.sweep.modes),
+        input_tokens=first.input_tokens,
+        output_tokens=first.output_tokens,
+        requests_per_point=spec.sweep.requests_per_point or 0,
+        slo_ttft_p99_ms=spec.slo.ttft_p99_ms or 0.0,
+        slo_tpot_p99_ms=spec.slo.tpot_p99_ms or 0.0,
+        lake_uri=spec.lake_uri,
+        spec_yaml=yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False),
+    )
+
+
+def spec_from_params(params: dict[str, Any]) -> BenchmarkSpec:
+    """Build a spec from pipeline parameters.
+
+    With `spec_yaml` set, it is the base and the typed parameters are ignored unless they differ from
+    the base (a user who edits a field in the UI wins). Without it, the typed parameters are the spec.
+    """
+    flat = PipelineParams.model_validate(params)
+    base: dict[str, Any] = yaml.safe_load(flat.spec_yaml) if flat.spec_yaml.strip() else {}
+    if not isinstance(base, dict):
+        raise SpecError("invalid benchmark spec (spec_yaml): expected a mapping")
+    typed = {
+        "name": flat.run_name,
+        "run_id": flat.run_id,
+        "quantization": flat.quantization,
+        "lake_uri": flat.lake_uri,
+        "model": {"preset": flat.model_preset, "dtype": flat.model_dtype},
+        "server": {"kind": flat.server_kind},
+        "accelerator": {"type": flat.accelerator, "count": flat.accelerator_count},
+        "workloads": [{"input_tokens": flat.input_tokens, "output_tokens": flat.output_tokens}],
+        "sweep": {
+            "batch_sizes": flat.batch_sizes,
+            "modes": flat.sweep_modes,
+            "requests_per_point": flat.requests_per_point or None,
+        },
+        "slo": {"ttft_p99_ms": flat.slo_ttft_p99_ms or None, "tpot_p99_ms": flat.slo_tpot_p99_ms or None},
+    }
+    if base:
+        defaults = spec_to_params(parse_spec(base, "spec_yaml")).model_dump()
+        changed = {k for k, v in flat.model_dump().items() if k != "spec_yaml" and v != defaults[k]}
+        typed = _only_changed(typed, changed)
+    return parse_spec(_deep_merge(base, typed), source="pipeline parameters")
+
+
+_PARAM_PATHS = {
+    "run_name": ("name",), "run_id": ("run_id",), "quantization": ("quantization",),
+    "lake_uri": ("lake_uri",), "model_preset": ("model", "preset"), "model_dtype": ("model", "dtype"),
+    "server_kind": ("server", "kind"), "accelerator": ("accelerator", "type"),
+    "accelerator_count": ("accelerator", "count"), "batch_sizes": ("sweep", "batch_sizes"),
+    "sweep_modes": ("sweep", "modes"), "requests_per_point": ("sweep", "requests_per_point"),
+    "slo_ttft_p99_ms": ("slo", "ttft_p99_ms"), "slo_tpot_p99_ms": ("slo", "tpot_p99_ms"),
+    "input_tokens": ("workloads",), "output_tokens": ("workloads",),
+}
+
+
+def _only_changed(typed: dict[str, Any], changed: set[str]) -> dict[str, Any]:
+    kept: dict[str, Any] = {}
+    for param in changed:
+        path = _PARAM_PATHS[param]
+        source, target = typed, kept
+        for key in path[:-1]:
+            source = source[key]
+            target = target.setdefault(key, {})
+        target[path[-1]] = source[path[-1]]
+    return kept
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
