@@ -1,0 +1,80 @@
+"""Collect metrics step: turn raw sweep output into the lake's three tables.
+
+Every planned point gets a `points` row, failed ones included (status 'failed' with the reason),
+so a sweep that broke half-way still says what it measured and what it could not.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+import servesweep
+from components.load_model import ModelInfo
+from components.sweep import PointWindow, SweepManifest, SweepPoint, read_sweep
+from servesweep.lake.schema import TABLES
+from servesweep.lake.store import to_table
+from servesweep.metrics.summary import summarise_requests, summarise_server
+from servesweep.spec import BenchmarkSpec
+
+
+def point_row(spec: BenchmarkSpec, model: ModelInfo, manifest: SweepManifest, point: SweepPoint,
+              window: PointWindow, requests: list[dict], samples: list[dict]) -> dict[str, Any]:
+    summary = summarise_requests(requests) if requests else {"status": "failed", "num_requests": 0, "num_errors": 0}
+    failure = window.failure_reason
+    if summary["status"] == "failed" and failure is None:
+        errors = sorted({r["error"] for r in requests if r["error"]})
+        failure = "all requests failed: " + "; ".join(errors)[:400] if errors else "no requests completed"
+    started = datetime.fromtimestamp(window.started_unix, UTC) if window.started_unix else None
+    return {
+        "run_id": spec.run_id, "point_id": point.point_id, "deployment_id": point.deployment_id,
+        "source": "measured", "failure_reason": failure, "run_name": spec.name, "started_at": started,
+        "model_name": spec.model.name, "model_preset": spec.model.preset, "model_parameters": model.parameters,
+        "model_dtype": model.dtype, "quantization": spec.quantization, "server_kind": spec.server.kind,
+        "server_max_num_seqs": manifest.deployment.max_num_seqs, "server_start_s": manifest.endpoint.start_seconds,
+        "accelerator": spec.accelerator.type, "accelerator_count": spec.accelerator.count,
+        "sweep_mode": point.sweep_mode, "load_kind": spec.sweep.load, "batch_size": point.batch_size,
+        "concurrency": point.concurrency, "request_rate": point.request_rate,
+        "input_tokens": point.input_tokens, "output_tokens": point.output_tokens,
+        **summary, **summarise_server(samples), "servesweep_version": servesweep.__version__,
+    }
+
+
+def collect_metrics(spec: BenchmarkSpec, model: ModelInfo, sweep_dirs: list[str]) -> dict[str, pa.Table]:
+    requests_tables, samples_tables, points = [], [], []
+    for sweep_dir in sweep_dirs:
+        manifest, requests, samples = read_sweep(sweep_dir)
+        requests_tables.append(requests)
+        samples_tables.append(samples)
+        by_point: dict[str | None, list[dict]] = defaultdict(list)
+        for row in requests.to_pylist():
+            by_point[row["point_id"]].append(row)
+        samples_by_point: dict[str | None, list[dict]] = defaultdict(list)
+        for row in samples.select(["point_id", "metric", "value"]).to_pylist():
+            samples_by_point[row["point_id"]].append(row)
+        windows = {w.point_id: w for w in manifest.windows}
+        for point in manifest.deployment.points:
+            window = windows.get(point.point_id, PointWindow(point_id=point.point_id, failure_reason="not run"))
+            points.append(point_row(spec, model, manifest, point, window, by_point[point.point_id],
+                                    samples_by_point[point.point_id]))
+    return {
+        "requests": to_table("requests", pa.concat_tables(requests_tables) if requests_tables else []),
+        "points": to_table("points", points),
+        "server_metrics": to_table("server_metrics", pa.concat_tables(samples_tables) if samples_tables else []),
+    }
+
+
+def save_tables(tables: dict[str, pa.Table], out_dir: str | Path) -> None:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, table in tables.items():
+        pq.write_table(table, out / f"{name}.parquet")
+
+
+def load_tables(out_dir: str | Path) -> dict[str, pa.Table]:
+    return {name: pq.read_table(Path(out_dir) / f"{name}.parquet") for name in TABLES}

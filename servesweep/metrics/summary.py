@@ -1,0 +1,82 @@
+"""Per-request latencies and per-point summaries. Definitions: servesweep/lake/schema.py's docstring."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from servesweep.lake.schema import STATS
+
+_QUANTILES = {"p50": 50, "p90": 90, "p95": 95, "p99": 99}
+
+
+def request_latencies(sent_at: float, token_times: Sequence[float], output_tokens: int | None) -> dict[str, Any]:
+    """TTFT, E2E, TPOT (ms) and the inter-token gaps of one request from its chunk arrival times (s)."""
+    if not token_times:
+        return {"ttft_ms": None, "e2e_ms": None, "tpot_ms": None, "itl_ms": []}
+    ttft = (token_times[0] - sent_at) * 1000.0
+    e2e = (token_times[-1] - sent_at) * 1000.0
+    tpot = (e2e - ttft) / (output_tokens - 1) if output_tokens and output_tokens > 1 else None
+    gaps = np.diff(np.asarray(token_times, dtype=np.float64)) * 1000.0
+    return {"ttft_ms": ttft, "e2e_ms": e2e, "tpot_ms": tpot, "itl_ms": gaps.tolist()}
+
+
+def stats(values: Iterable[float | None], prefix: str) -> dict[str, float | None]:
+    """p50/p90/p95/p99/mean of the non-null values (linear interpolation), keyed `{prefix}_{stat}_ms`."""
+    array = np.asarray([v for v in values if v is not None], dtype=np.float64)
+    if array.size == 0:
+        return {f"{prefix}_{stat}_ms": None for stat in STATS}
+    result = {f"{prefix}_{name}_ms": float(np.percentile(array, q)) for name, q in _QUANTILES.items()}
+    result[f"{prefix}_mean_ms"] = float(array.mean())
+    return result
+
+
+def summarise_requests(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Throughput and latency statistics of one point's request rows (warm-up rows are ignored)."""
+    measured = [r for r in rows if not r["warmup"]]
+    ok = [r for r in measured if r["ok"]]
+    summary: dict[str, Any] = {"num_requests": len(measured), "num_errors": len(measured) - len(ok)}
+    sends = sorted(r["sent_at_s"] for r in measured)
+    summary["achieved_rate"] = (len(sends) - 1) / (sends[-1] - sends[0]) if len(sends) > 1 and sends[-1] > sends[0] else None
+    if ok:
+        start = min(r["sent_at_s"] for r in ok)
+        end = max(r["sent_at_s"] + r["e2e_ms"] / 1000.0 for r in ok)
+        duration = end - start
+        input_tokens = sum(r["input_tokens"] or 0 for r in ok)
+        output_tokens = sum(r["output_tokens"] or 0 for r in ok)
+        summary.update(
+            duration_s=duration,
+            request_throughput=len(ok) / duration if duration > 0 else None,
+            input_token_throughput=input_tokens / duration if duration > 0 else None,
+            output_token_throughput=output_tokens / duration if duration > 0 else None,
+            total_token_throughput=(input_tokens + output_tokens) / duration if duration > 0 else None,
+        )
+    for metric in ("ttft", "tpot", "e2e"):
+        summary.update(stats((r[f"{metric}_ms"] for r in ok), metric))
+    summary.update(stats((gap for r in ok for gap in (r["itl_ms"] or ())), "itl"))
+    lags = stats((r["schedule_lag_ms"] for r in measured), "schedule_lag")
+    summary["schedule_lag_p50_ms"] = lags["schedule_lag_p50_ms"]
+    summary["schedule_lag_p99_ms"] = lags["schedule_lag_p99_ms"]
+    summary["status"] = "failed" if not ok else ("partial" if len(ok) < len(measured) else "ok")
+    return summary
+
+
+def summarise_server(samples: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:
+    """Peak KV-cache use and running/waiting request counts from one point's scraped samples."""
+
+    def values(metric: str) -> list[float]:
+        return [s["value"] for s in samples if s["metric"] == metric]
+
+    kv, running, waiting = (
+        values("vllm:kv_cache_usage_perc"),
+        values("vllm:num_requests_running"),
+        values("vllm:num_requests_waiting"),
+    )
+    return {
+        "kv_cache_usage_max": max(kv) if kv else None,
+        "running_requests_mean": float(np.mean(running)) if running else None,
+        "running_requests_max": max(running) if running else None,
+        "waiting_requests_max": max(waiting) if waiting else None,
+    }
