@@ -121,16 +121,19 @@ def run_sweep(spec: BenchmarkSpec, deployment: Deployment, endpoint: Endpoint, t
                    for p in deployment.points]
     else:
         prompts = PromptFactory(tokenizer_dir, seed=spec.model.seed)
-        with MetricsSampler(endpoint.metrics_url, deployment.deployment_id, spec.sweep.scrape_interval_s) as sampler:
-            with Progress(transient=False) as progress:
-                task = progress.add_task(f"sweep {deployment.deployment_id}", total=len(deployment.points))
-                for point in deployment.points:
-                    sampler.point_id = point.point_id
-                    window, rows = _run_point(spec, point, endpoint, prompts.make)
-                    sampler.point_id = None
-                    windows.append(window)
-                    requests.extend(rows)
-                    progress.advance(task)
+        sampler = MetricsSampler(endpoint.metrics_url, deployment.deployment_id, spec.sweep.scrape_interval_s)
+        # No auto-refresh: a render thread competes for CPU with the client and the server and
+        # measurably slows streaming on small machines. The bar moves between points only.
+        with sampler, Progress(auto_refresh=False) as progress:
+            task = progress.add_task(f"sweep {deployment.deployment_id}", total=len(deployment.points))
+            for point in deployment.points:
+                sampler.point_id = point.point_id
+                window, rows = _run_point(spec, point, endpoint, prompts.make)
+                sampler.point_id = None
+                windows.append(window)
+                requests.extend(rows)
+                progress.update(task, advance=1, description=f"sweep {deployment.deployment_id}: {point.point_id}")
+                progress.refresh()
         samples = [dict(row, run_id=spec.run_id) for row in sampler.rows]
     pq.write_table(to_table("requests", requests), out / "requests.parquet")
     pq.write_table(to_table("server_metrics", samples), out / "server_metrics.parquet")

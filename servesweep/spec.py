@@ -203,7 +203,7 @@ def _format_error(error: ValidationError, source: str) -> SpecError:
     lines = [f"invalid benchmark spec ({source}):"]
     for item in error.errors():
         where = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        message = item["msg"].removeprefix("Value error, ")
+        message = "unknown field" if item["type"] == "extra_forbidden" else item["msg"].removeprefix("Value error, ")
         lines.append(f"  - {where}: {message}")
     return SpecError("\n".join(lines))
 
@@ -293,7 +293,10 @@ def spec_from_params(params: dict[str, Any]) -> BenchmarkSpec:
     With `spec_yaml` set, it is the base and the typed parameters are ignored unless they differ from
     the base (a user who edits a field in the UI wins). Without it, the typed parameters are the spec.
     """
-    flat = PipelineParams.model_validate(params)
+    try:
+        flat = PipelineParams.model_validate(params)
+    except ValidationError as error:
+        raise _format_error(error, "pipeline parameters") from None
     base: dict[str, Any] = yaml.safe_load(flat.spec_yaml) if flat.spec_yaml.strip() else {}
     if not isinstance(base, dict):
         raise SpecError("invalid benchmark spec (spec_yaml): expected a mapping")

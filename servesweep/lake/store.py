@@ -106,10 +106,13 @@ def read_table(lake_uri: str, table: str, run_ids: list[str] | None = None) -> p
 
 
 def run_ids(lake_uri: str) -> list[str]:
+    """Run ids present in the points table (a recursive listing: object stores have no real folders)."""
     filesystem, root = resolve(lake_uri)
-    path = f"{root}/points"
-    if filesystem.get_file_info(path).type != pafs.FileType.Directory:
-        return []
-    entries = filesystem.get_file_info(pafs.FileSelector(path))
+    selector = pafs.FileSelector(f"{root}/points", recursive=True, allow_not_found=True)
     prefix = f"{PARTITION_COLUMN}="
-    return sorted(e.base_name.removeprefix(prefix) for e in entries if e.base_name.startswith(prefix))
+    found = {
+        part.removeprefix(prefix)
+        for info in filesystem.get_file_info(selector) if info.path.endswith(".parquet")
+        for part in info.path.split("/") if part.startswith(prefix)
+    }
+    return sorted(found)

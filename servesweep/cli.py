@@ -1,0 +1,150 @@
+"""The `servesweep` command: run the pipeline locally, compile it, query the lake."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from servesweep.lake.schema import SCHEMA_VERSION, SCHEMAS, describe
+from servesweep.spec import SpecError, load_spec
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+console = Console()
+errors = Console(stderr=True)
+
+_POINT_COLUMNS = [
+    ("point_id", "point"), ("status", "status"), ("batch_size", "batch"), ("num_requests", "reqs"),
+    ("num_errors", "errs"), ("request_throughput", "req/s"), ("output_token_throughput", "out tok/s"),
+    ("ttft_p50_ms", "TTFT p50 ms"), ("ttft_p99_ms", "TTFT p99 ms"), ("tpot_p50_ms", "TPOT p50 ms"),
+    ("itl_p99_ms", "ITL p99 ms"), ("e2e_p99_ms", "E2E p99 ms"), ("server_start_s", "start s"),
+]
+
+
+def _fail(message: str, code: int = 2) -> None:
+    errors.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.2f}" if abs(value) < 1000 else f"{value:,.0f}"
+    return str(value)
+
+
+def print_arrow(table, title: str | None = None) -> None:
+    """Render any Arrow table as a rich table."""
+    view = Table(title=title, show_lines=False)
+    for name in table.column_names:
+        view.add_column(name, overflow="fold")
+    for row in table.to_pylist():
+        view.add_row(*(_cell(v) for v in row.values()))
+    console.print(view)
+
+
+def print_points(lake_uri: str, run_id: str) -> None:
+    from servesweep.lake.query import query
+
+    columns = ", ".join(f'{name} AS "{label}"' for name, label in _POINT_COLUMNS)
+    table = query(lake_uri, f"SELECT {columns} FROM points WHERE run_id = '{run_id}' ORDER BY point_id")
+    print_arrow(table, title=f"run {run_id}")
+
+
+@app.command()
+def run(
+    spec_path: Annotated[Path, typer.Argument(help="Benchmark spec (YAML).")],
+    run_id: Annotated[str, typer.Option(help="Override the spec's run id.")] = "",
+    lake: Annotated[str, typer.Option(help="Override the spec's lake URI (directory or gs://).")] = "",
+    pipeline_root: Annotated[Path, typer.Option(help="Where KFP keeps task artifacts.")] = Path("local_outputs"),
+) -> None:
+    """Run the benchmark pipeline locally (KFP local runner) against a real server."""
+    from pipelines.local import PipelineFailed, run_locally
+
+    try:
+        spec = load_spec(spec_path)
+    except SpecError as error:
+        _fail(str(error))
+    overrides = {k: v for k, v in {"run_id": run_id, "lake_uri": lake}.items() if v}
+    spec = spec.model_copy(update=overrides).with_run_id()
+    console.print(f"[bold]servesweep[/] run [cyan]{spec.run_id}[/] -> lake [cyan]{spec.lake_uri}[/]")
+    try:
+        lake_uri = run_locally(spec, pipeline_root)
+    except PipelineFailed as error:
+        _fail(f"{error}\nServers started by this run were stopped.", code=1)
+    except KeyboardInterrupt:
+        _fail("interrupted; servers started by this run were stopped.", code=130)
+    print_points(lake_uri, spec.run_id)
+    console.print(f"lake: [cyan]{lake_uri}[/]  (query it: servesweep query \"select * from points\" --lake {lake_uri})")
+
+
+@app.command()
+def query(
+    sql: Annotated[str, typer.Argument(help="SQL over the views requests, points, server_metrics.")],
+    lake: Annotated[str, typer.Option(help="Lake URI (directory or gs://).")] = "./lake",
+    output: Annotated[str, typer.Option(help="table, csv or json")] = "table",
+) -> None:
+    """Run DuckDB SQL over the lake."""
+    import duckdb
+
+    from servesweep.lake.query import query as run_query
+
+    try:
+        result = run_query(lake, sql)
+    except duckdb.Error as error:
+        _fail(f"query failed: {error}")
+    if output == "csv":
+        import pyarrow.csv as pacsv
+
+        pacsv.write_csv(result, sys.stdout.buffer)
+    elif output == "json":
+        import json
+
+        typer.echo(json.dumps(result.to_pylist(), default=str, indent=2))
+    else:
+        print_arrow(result)
+
+
+@app.command()
+def schema(table: Annotated[str, typer.Argument(help="requests, points or server_metrics")] = "points") -> None:
+    """Print a lake table's columns with their definitions."""
+    if table not in SCHEMAS:
+        _fail(f"unknown table {table!r}; tables: {', '.join(SCHEMAS)}")
+    view = Table(title=f"{table} (schema v{SCHEMA_VERSION})")
+    for column in ("column", "type", "definition"):
+        view.add_column(column, overflow="fold")
+    for row in describe(table):
+        view.add_row(*row)
+    console.print(view)
+
+
+@app.command(name="compile")
+def compile_(out: Annotated[Path, typer.Option(help="Output directory.")] = Path("pipelines")) -> None:
+    """Compile the KFP pipeline to YAML (upload it in the KFP UI or submit it from CI)."""
+    from pipelines.local import compile_pipeline
+
+    console.print(f"wrote {compile_pipeline(out)}")
+
+
+@app.command()
+def validate(spec_path: Annotated[Path, typer.Argument(help="Benchmark spec (YAML).")]) -> None:
+    """Check a spec without running anything; print the sweep it would run."""
+    from components.sweep import plan_deployments
+
+    try:
+        spec = load_spec(spec_path)
+    except SpecError as error:
+        _fail(str(error))
+    for deployment in plan_deployments(spec):
+        points = ", ".join(p.point_id for p in deployment.points)
+        console.print(f"deployment [cyan]{deployment.deployment_id}[/] (max_num_seqs={deployment.max_num_seqs}): "
+                      f"{points}")
+
+
+if __name__ == "__main__":
+    app()

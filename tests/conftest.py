@@ -1,0 +1,62 @@
+"""Shared fixtures: a tiny generated checkpoint and a real GCS emulator process."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from components.load_model import ModelInfo, load_model
+from servesweep.spec import ModelSpec
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> ModelInfo:
+    return load_model(ModelSpec(), tmp_path_factory.mktemp("model"))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator():
+    """A real gcp-storage-emulator process with a bucket named `lake`; fails loudly if it cannot start."""
+    executable = shutil.which("gcp-storage-emulator", path=str(Path(sys.executable).parent)) or shutil.which(
+        "gcp-storage-emulator")
+    if executable is None:
+        pytest.fail("gcp-storage-emulator is not installed: run `make setup` (it is in the dev extra)")
+    port = _free_port()
+    process = subprocess.Popen(
+        [executable, "start", "--host=127.0.0.1", f"--port={port}", "--in-memory", "--default-bucket=lake"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                output = process.stdout.read().decode() if process.stdout else ""
+                process.kill()
+                pytest.fail(f"gcp-storage-emulator did not start: {output[-2000:]}")
+            time.sleep(0.2)
+    host = f"http://127.0.0.1:{port}"
+    previous = os.environ.get("STORAGE_EMULATOR_HOST")
+    os.environ["STORAGE_EMULATOR_HOST"] = host
+    yield host
+    if previous is None:
+        os.environ.pop("STORAGE_EMULATOR_HOST", None)
+    else:
+        os.environ["STORAGE_EMULATOR_HOST"] = previous
+    process.terminate()
+    process.wait(timeout=10)

@@ -1,0 +1,97 @@
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from servesweep.cli import app
+from servesweep.spec import (
+    BenchmarkSpec, SpecError, load_spec, parse_spec, spec_from_json, spec_from_params, spec_to_params,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_default_spec_file_loads():
+    spec = load_spec(REPO / "specs" / "local.yaml")
+    assert spec.sweep.batch_sizes == [1, 2, 4, 8]
+    assert spec.workloads[0].input_tokens == 128
+
+
+@pytest.mark.parametrize(
+    ("data", "field", "message"),
+    [
+        ({"sweep": {"batch_sizes": [0, 2], "requests_per_point": 4}}, "sweep.batch_sizes", ">= 1"),
+        ({"sweep": {"batch_sizes": [2, 2], "requests_per_point": 4}}, "sweep.batch_sizes", "repeat"),
+        ({"sweep": {"batch_sizes": [1]}}, "sweep", "requests_per_point or duration_s"),
+        ({"sweep": {"batch_sizes": [1], "requests_per_point": 1, "load": "open"}}, "sweep", "one request rate"),
+        ({"workloads": [{"input_tokens": 1000, "output_tokens": 100}]}, "(top level)", "max_model_len"),
+        ({"model": {"preset": "gpt-9"}}, "model.preset", "unknown preset"),
+        ({"model": {"shape": {"hidden_size": 100, "num_attention_heads": 3}}}, "model.shape", "divisible"),
+        ({"accelerator": {"type": "tpu-v9"}}, "accelerator.type", "Input should be"),
+        ({"run_id": "has/slash"}, "run_id", "letters, digits"),
+        ({"quantisation": "fp8"}, "quantisation", "unknown field"),
+    ],
+)
+def test_bad_spec_names_the_field(data, field, message):
+    with pytest.raises(SpecError) as raised:
+        parse_spec(data, "test")
+    text = str(raised.value)
+    assert f"  - {field}:" in text and message in text
+
+
+def test_spec_errors_are_one_message_for_non_mappings(tmp_path):
+    path = tmp_path / "list.yaml"
+    path.write_text("- 1\n- 2\n")
+    with pytest.raises(SpecError, match="expected a mapping"):
+        load_spec(path)
+    path.write_text("a: [unclosed\n")
+    with pytest.raises(SpecError, match="not valid YAML"):
+        load_spec(path)
+    with pytest.raises(SpecError, match="cannot read spec"):
+        load_spec(tmp_path / "missing.yaml")
+    with pytest.raises(SpecError, match="malformed"):
+        spec_from_json("{nope")
+
+
+def test_cli_reports_a_bad_spec_without_a_traceback(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("sweep:\n  batch_sizes: [-1]\n  requests_per_point: 2\n")
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    assert result.exit_code == 2
+    assert "sweep.batch_sizes" in result.output and "Traceback" not in result.output
+    result = CliRunner().invoke(app, ["run", str(path)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+def test_params_round_trip_keeps_the_whole_spec():
+    spec = load_spec(REPO / "specs" / "local.yaml").model_copy(update={"run_id": "abc"})
+    params = spec_to_params(spec).model_dump()
+    assert spec_from_params(params) == spec
+
+
+def test_typed_params_alone_make_a_spec():
+    spec = spec_from_params({"batch_sizes": [1, 8], "input_tokens": 32, "output_tokens": 16,
+                             "requests_per_point": 3, "slo_ttft_p99_ms": 250.0})
+    assert spec.sweep.batch_sizes == [1, 8]
+    assert spec.workloads[0].input_tokens == 32 and spec.sweep.requests_per_point == 3
+    assert spec.slo.ttft_p99_ms == 250.0 and spec.slo.tpot_p99_ms is None
+
+
+def test_a_typed_param_edited_in_the_ui_overrides_spec_yaml():
+    spec = load_spec(REPO / "specs" / "local.yaml")
+    params = spec_to_params(spec).model_dump()
+    params["batch_sizes"] = [3]
+    params["requests_per_point"] = 5
+    merged = spec_from_params(params)
+    assert merged.sweep.batch_sizes == [3] and merged.sweep.requests_per_point == 5
+    assert merged.server.max_model_len == spec.server.max_model_len  # untouched fields survive
+
+
+def test_bad_pipeline_params_are_spec_errors():
+    with pytest.raises(SpecError, match="sweep.batch_sizes"):
+        spec_from_params({"batch_sizes": [0]})
+
+
+def test_run_id_is_derived_once():
+    spec = BenchmarkSpec(name="my run!").with_run_id()
+    assert spec.run_id.startswith("my-run-") and spec.with_run_id().run_id == spec.run_id
