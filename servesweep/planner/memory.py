@@ -25,7 +25,7 @@ from servesweep.planner.models import ModelArch
 
 DTYPE_BYTES: dict[str, float] = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5}
 _DTYPE_ALIASES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "half": "fp16", "float8": "fp8"}
-_FIT_TOLERANCE = 1e-9  # relative: a model exactly at the limit fits despite float rounding
+_FIT_TOLERANCE = 1e-12  # relative: a model exactly at the limit fits despite float rounding
 
 
 class _Strict(BaseModel):
