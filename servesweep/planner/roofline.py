@@ -306,8 +306,9 @@ def _prediction_columns(p: Prediction) -> dict[str, Any]:
         "num_requests": p.batch_size,
         "num_errors": 0 if p.fits else p.batch_size,
     }
-    if p.fits:
-        columns.update(_predicted_metrics(p))
+    metrics = _predicted_metrics(p)
+    # A failed point has no latencies; keep the keys so every row has the same columns.
+    columns.update(metrics if p.fits else dict.fromkeys(metrics))
     return columns
 
 
