@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -100,21 +101,16 @@ def plan_report(
     placements = [Placement(fit=fit) for fit in fits]
     predictions: list[Prediction] = []
     if input_tokens and output_tokens:
+        workload = _Workload(input_tokens, output_tokens, batch_sizes, slo_ttft_ms, slo_tpot_ms)
         options = {"activation_dtype": activation, "kv_dtype": kv, "policy": policy}
         for index, fit in enumerate(fits):
             if not fit.fits and batch_sizes is None:
-                continue
-            accelerator = catalog.get(fit.accelerator)
-            chosen = efficiency or Efficiency()
-            if calibration:
-                chosen = calibration.efficiency_for(server_kind, fit.accelerator)
-            sizes = batch_sizes or _default_batch_sizes(model, accelerator, fit, input_tokens + output_tokens, policy)
-            swept = predict_sweep(model, accelerator, fit.gpus, sizes, input_tokens, output_tokens, weight_dtype,
-                                  efficiency=chosen, **options)
+                continue  # nothing to predict for a placement that cannot start
+            chosen = calibration.efficiency_for(server_kind, fit.accelerator) if calibration else efficiency
+            placements[index], swept = _predict_placement(
+                model, catalog.get(fit.accelerator), fit, workload, chosen or Efficiency(), options
+            )
             predictions.extend(swept)
-            best = _best(swept, slo_ttft_ms, slo_tpot_ms)
-            note = "" if best else _no_best_note(swept)
-            placements[index] = Placement(fit=fit, best=best, note=note)
 
     bests = [p.best for p in placements if p.best and p.best.usd_per_million_output_tokens is not None]
     return PlanResult(
@@ -134,6 +130,32 @@ def plan_report(
         predictions=predictions,
         warnings=_warnings(model, context_len, fits),
     )
+
+
+@dataclass(frozen=True)
+class _Workload:
+    input_tokens: int
+    output_tokens: int
+    batch_sizes: Sequence[int] | None
+    slo_ttft_ms: float | None
+    slo_tpot_ms: float | None
+
+
+def _predict_placement(
+    model: ModelArch,
+    accelerator: AcceleratorType,
+    fit: Fit,
+    workload: _Workload,
+    efficiency: Efficiency,
+    options: dict[str, Any],
+) -> tuple[Placement, list[Prediction]]:
+    """Predictions over the batch sizes, and the placement with its best point (or why there is none)."""
+    sequence_len = workload.input_tokens + workload.output_tokens
+    sizes = workload.batch_sizes or _default_batch_sizes(model, accelerator, fit, sequence_len, options["policy"])
+    swept = predict_sweep(model, accelerator, fit.gpus, sizes, workload.input_tokens, workload.output_tokens,
+                          fit.weight_dtype, efficiency=efficiency, **options)
+    best = _best(swept, workload.slo_ttft_ms, workload.slo_tpot_ms)
+    return Placement(fit=fit, best=best, note="" if best else _no_best_note(swept)), swept
 
 
 def _activation_for(weight_dtype: str) -> str:
