@@ -1,0 +1,58 @@
+"""Plan step: roofline predictions for a benchmark spec, before anything is deployed.
+
+Orchestrator-free: takes the spec, returns a PlanResult whose ``rows`` are ``points`` rows with
+source='predicted' (one per workload x batch size) for the lake, next to the measured ones.
+"""
+
+from __future__ import annotations
+
+from servesweep.catalog import Catalog
+from servesweep.planner.calibrate import Calibration
+from servesweep.planner.memory import normalize_dtype
+from servesweep.planner.models import from_shape
+from servesweep.planner.report import PlanResult, plan_report
+from servesweep.planner.roofline import prediction_rows, weight_dtype_for
+from servesweep.spec import BenchmarkSpec
+
+
+def plan(spec: BenchmarkSpec, catalog: Catalog | None = None, calibration: Calibration | None = None) -> PlanResult:
+    """Fit and predictions of the spec's model preset on its accelerator type and count.
+
+    The fit table uses ``server.max_model_len`` as the context (vLLM reserves KV for one such sequence);
+    predictions cover every workload and batch size of the sweep, and the result's best/cheapest fields
+    refer to the first workload. A run id is derived when the spec has none.
+    """
+    spec = spec.with_run_id()
+    model = from_shape(spec.model.preset, spec.model.resolved_shape())
+    reports = [
+        plan_report(
+            model,
+            [spec.accelerator.type],
+            weight_dtype_for(spec.quantization, spec.model.dtype),
+            spec.server.max_model_len,
+            input_tokens=workload.input_tokens,
+            output_tokens=workload.output_tokens,
+            batch_sizes=spec.sweep.batch_sizes,
+            gpu_counts=[spec.accelerator.count],
+            activation_dtype=normalize_dtype(spec.model.dtype),
+            slo_ttft_ms=spec.slo.ttft_p99_ms,
+            slo_tpot_ms=spec.slo.tpot_p99_ms,
+            calibration=calibration,
+            server_kind=spec.server.kind,
+            catalog=catalog,
+        )
+        for workload in spec.workloads
+    ]
+    predictions = [p for report in reports for p in report.predictions]
+    rows = prediction_rows(
+        predictions,
+        run_id=spec.run_id,
+        run_name=spec.name,
+        model_name=spec.model.name,
+        model_preset=spec.model.preset,
+        model_parameters=model.parameters,
+        model_dtype=spec.model.dtype,
+        quantization=spec.quantization,
+        server_kind=spec.server.kind,
+    )
+    return reports[0].model_copy(update={"predictions": predictions, "rows": rows})
