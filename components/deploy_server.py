@@ -7,6 +7,7 @@ on GKE), so it runs in its own session and leaves a state file; `teardown_server
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -171,16 +172,12 @@ def _kill_group(pid: int, grace_s: float) -> None:
             return
         _reap(pid)
         time.sleep(0.2)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     _reap(pid)
 
 
 def _reap(pid: int) -> None:
     # When this process started the server, collect its exit status so it leaves no zombie.
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass

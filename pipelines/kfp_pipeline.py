@@ -1,6 +1,6 @@
 """The benchmark as a Kubeflow Pipelines (v2) DAG: thin wrappers around the plain steps in `components`.
 
-    resolve-spec -> provision -> load-model, plan-sweep
+    resolve-spec -> plan (roofline predictions) -> provision -> load-model, plan-sweep
         -> for each deployment (one at a time): deploy-server -> sweep -> teardown-server
         -> collect-metrics -> write-lake
     exit handler: teardown-all (stops whatever this job left running, on success, failure or cancel)
@@ -55,6 +55,20 @@ def provision(spec_json: str) -> str:
 
 
 @dsl.component(base_image=IMAGE)
+def plan(spec_json: str, predicted: Output[Dataset]):
+    import pyarrow.parquet as pq
+
+    from components.plan import plan as plan_spec
+    from pipelines.kfp_io import json_param
+    from servesweep.lake.store import to_table
+    from servesweep.spec import parse_spec
+
+    result = plan_spec(parse_spec(json_param(spec_json)))
+    pq.write_table(to_table("points", result.rows), predicted.path)
+    predicted.metadata.update({"rows": len(result.rows), "fits": any(p.fits for p in result.placements)})
+
+
+@dsl.component(base_image=IMAGE)
 def load_model(spec_json: str, model: Output[Model]):
     from components.load_model import load_model as load
     from pipelines.kfp_io import json_param
@@ -106,8 +120,12 @@ def teardown_server(endpoint_json: str, owner: str):
 
 
 @dsl.component(base_image=IMAGE)
-def collect_metrics(spec_json: str, model: Input[Model], raws: Input[list[Dataset]], tables: Output[Dataset]):
+def collect_metrics(spec_json: str, model: Input[Model], raws: Input[list[Dataset]], predicted: Input[Dataset],
+                    tables: Output[Dataset]):
     import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
     from components.collect_metrics import collect_metrics as collect
     from components.collect_metrics import save_tables
@@ -118,6 +136,7 @@ def collect_metrics(spec_json: str, model: Input[Model], raws: Input[list[Datase
     with open(f"{model.path}/servesweep-model.json") as f:
         info = ModelInfo.model_validate(json.load(f))
     result = collect(parse_spec(json_param(spec_json)), info, [raw.path for raw in raws])
+    result["points"] = pa.concat_tables([result["points"], pq.read_table(predicted.path)])
     save_tables(result, tables.path)
     tables.metadata.update({name: len(table) for name, table in result.items()})
 
@@ -174,7 +193,8 @@ def servesweep_pipeline(
             spec_yaml=spec_yaml,
         )
         spec_json = spec.output
-        capacity = provision(spec_json=spec_json)
+        predictions = plan(spec_json=spec_json)
+        capacity = provision(spec_json=spec_json).after(predictions)
         model = load_model(spec_json=spec_json).after(capacity)
         deployments = plan_sweep(spec_json=spec_json)
         with dsl.ParallelFor(deployments.output, parallelism=1, name="deployments") as item:
@@ -184,5 +204,6 @@ def servesweep_pipeline(
                           model=model.outputs["model"])
             teardown_server(endpoint_json=server.output, owner=owner).after(swept)
         collected = collect_metrics(spec_json=spec_json, model=model.outputs["model"],
-                                    raws=dsl.Collected(swept.outputs["raw"]))
+                                    raws=dsl.Collected(swept.outputs["raw"]),
+                                    predicted=predictions.outputs["predicted"])
         write_lake(spec_json=spec_json, tables=collected.outputs["tables"])

@@ -14,7 +14,8 @@ from servesweep.lake.schema import SCHEMA_VERSION, SCHEMAS, describe
 from servesweep.spec import SpecError, load_spec
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
-console = Console()
+# Piped output (CI logs, files) gets room for wide tables instead of an 80-column squeeze.
+console = Console(width=None if sys.stdout.isatty() else 200)
 errors = Console(stderr=True)
 
 _POINT_COLUMNS = [
@@ -129,6 +130,29 @@ def compile_(out: Annotated[Path, typer.Option(help="Output directory.")] = Path
     from pipelines.local import compile_pipeline
 
     console.print(f"wrote {compile_pipeline(out)}")
+
+
+@app.command(name="plan")
+def plan_command(
+    model: Annotated[str, typer.Argument(help="Catalog name, Hugging Face id, spec preset, or path to a config.json.")],
+    dtype: Annotated[str, typer.Option(help="Weights dtype: fp32, bf16, fp16, fp8, int8, int4.")] = "bf16",
+    context: Annotated[int | None, typer.Option(help="Context length (default: the model's maximum).")] = None,
+    input_tokens: Annotated[int, typer.Option(help="Prompt length for predictions.")] = 1024,
+    output_tokens: Annotated[int, typer.Option(help="Output length for predictions.")] = 256,
+    accelerator: Annotated[list[str] | None, typer.Option(help="Limit to these accelerators (repeatable).")] = None,
+    slo_ttft_ms: Annotated[float | None, typer.Option(help="p99 TTFT target, ms.")] = None,
+    slo_tpot_ms: Annotated[float | None, typer.Option(help="p99 TPOT target, ms.")] = None,
+) -> None:
+    """Memory fit, cheapest GPU and roofline predictions for a model, before spending money."""
+    from servesweep.catalog import CatalogError
+    from servesweep.planner import plan_report, render_plan
+
+    try:
+        result = plan_report(model, accelerator or None, dtype, context, input_tokens=input_tokens,
+                             output_tokens=output_tokens, slo_ttft_ms=slo_ttft_ms, slo_tpot_ms=slo_tpot_ms)
+    except (CatalogError, KeyError, ValueError, FileNotFoundError) as error:
+        _fail(str(error).strip("'\""))
+    console.print(render_plan(result))
 
 
 @app.command()

@@ -5,7 +5,13 @@ from typer.testing import CliRunner
 
 from servesweep.cli import app
 from servesweep.spec import (
-    BenchmarkSpec, SpecError, load_spec, parse_spec, spec_from_json, spec_from_params, spec_to_params,
+    BenchmarkSpec,
+    SpecError,
+    load_spec,
+    parse_spec,
+    spec_from_json,
+    spec_from_params,
+    spec_to_params,
 )
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,6 +1,9 @@
 from servesweep.loadgen.sse import SSEParser
 
-STREAM = b'data: {"a": 1}\n\ndata: {"b": 2}\r\n\r\n: keep-alive comment\n\nevent: x\ndata: line1\ndata: line2\n\ndata: [DONE]\n\n'
+STREAM = (
+    b'data: {"a": 1}\n\ndata: {"b": 2}\r\n\r\n: keep-alive comment\n\n'
+    b"event: x\ndata: line1\ndata: line2\n\ndata: [DONE]\n\n"
+)
 EXPECTED = [b'{"a": 1}', b'{"b": 2}', b"line1\nline2", b"[DONE]"]
 
 

@@ -39,7 +39,8 @@ def summarise_requests(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     ok = [r for r in measured if r["ok"]]
     summary: dict[str, Any] = {"num_requests": len(measured), "num_errors": len(measured) - len(ok)}
     sends = sorted(r["sent_at_s"] for r in measured)
-    summary["achieved_rate"] = (len(sends) - 1) / (sends[-1] - sends[0]) if len(sends) > 1 and sends[-1] > sends[0] else None
+    spread = sends[-1] - sends[0] if sends else 0.0
+    summary["achieved_rate"] = (len(sends) - 1) / spread if spread > 0 else None
     if ok:
         start = min(r["sent_at_s"] for r in ok)
         end = max(r["sent_at_s"] + r["e2e_ms"] / 1000.0 for r in ok)
