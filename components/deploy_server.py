@@ -1,7 +1,7 @@
 """Deploy server step (local platform): vLLM as a process on a free loopback port.
 
 The server outlives this step on purpose (the sweep step talks to it, as it would to a Deployment
-on GKE), so it runs in its own session and leaves a state file; `teardown_server` or
+on GKE), so it runs in its own process group and leaves a state file; `teardown_server` or
 `teardown_owner` (the pipeline's exit handler, and the CLI on Ctrl-C) stop it by process group.
 """
 
@@ -92,8 +92,12 @@ def deploy_server(
     command = vllm_command(spec, model_path, port, max_num_seqs)
     started = time.perf_counter()
     with open(log_path, "wb") as log:
+        # Own process group (so teardown reaches engine and workers, and Ctrl-C in the terminal does
+        # not), but not a new session: with the kernel's autogroup scheduling a new session gets its own
+        # CPU share, and the server's busy engine then starves its own HTTP frontend, which batches
+        # every streamed token of a request into one late write.
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=server_env(spec),
-                                   start_new_session=True)
+                                   stdin=subprocess.DEVNULL, process_group=0)
     endpoint = Endpoint(
         deployment_id=deployment_id, max_num_seqs=max_num_seqs, base_url=f"http://127.0.0.1:{port}",
         metrics_url=f"http://127.0.0.1:{port}/metrics", served_name=spec.model.name, pid=process.pid,
