@@ -16,7 +16,7 @@ from typing import Any
 from kubernetes import client as k8s
 
 from servesweep.gke_spec import GCSModel, GKESpec, ModelSource
-from servesweep.k8s.accelerators import accelerator_info
+from servesweep.k8s.accelerators import accelerator_info, machine_for
 from servesweep.k8s.servers import (
     HF_TOKEN_DIR,
     HF_TOKEN_ENV,
@@ -134,6 +134,7 @@ def build_server_bundle(
     """Deployment, Service and PodMonitoring for one server; `node_selector` comes from provisioning."""
     rendered = render_server(kind, model_ref(gke.model, served_name), options, gke.images)
     info = accelerator_info(accelerator)
+    machine_for(accelerator, options.tensor_parallel)  # e.g. 2 TPU chips: no single-host slice has that
     if info.kind != rendered.accelerator_kind:
         raise ValueError(f"server {kind!r} runs on {rendered.accelerator_kind.upper()}s, "
                          f"not on {accelerator} ({info.kind.upper()})")

@@ -26,11 +26,11 @@ ROLE_NAME = "servesweep-runner"
 # (API group, resources, verbs): exactly the calls deploy, readiness and teardown make.
 RUNNER_RULES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("apps", ("deployments",), ("create", "get", "list", "delete")),
-    ("", ("services",), ("create", "get", "list", "delete")),
-    ("", ("pods",), ("get", "list")),
+    ("", ("services",), ("create", "list", "delete")),
+    ("", ("pods",), ("list",)),
     ("", ("pods/log",), ("get",)),
     ("", ("events",), ("list",)),
-    (PODMONITORING_GROUP, (PODMONITORING_PLURAL,), ("create", "get", "list", "delete")),
+    (PODMONITORING_GROUP, (PODMONITORING_PLURAL,), ("create", "list", "delete")),
 )
 
 

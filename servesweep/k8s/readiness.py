@@ -20,7 +20,7 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 _MAX_MESSAGE = 400
-_HF_TOKEN = re.compile(r"hf_[A-Za-z0-9]{8,}")
+_HF_TOKEN = re.compile(r"\bhf_[A-Za-z0-9]{20,}")  # hub tokens: hf_ + 34 letters/digits
 
 
 class FailureKind(StrEnum):
@@ -218,7 +218,8 @@ def _observe(core: k8s.CoreV1Api, namespace: str, label_selector: str) -> tuple[
     pods = [serialize(pod) for pod in core.list_namespaced_pod(namespace, label_selector=label_selector).items]
     names = {pod["metadata"]["name"] for pod in pods}
     events = core.list_namespaced_event(namespace, field_selector="involvedObject.kind=Pod").items
-    return pods, [serialize(event) for event in events if event.involved_object.name in names]
+    events = [serialize(event) for event in events]
+    return pods, [event for event in events if event.get("involvedObject", {}).get("name") in names]
 
 
 def _with_logs(core: k8s.CoreV1Api, namespace: str, failure: FailureReason) -> FailureReason:
