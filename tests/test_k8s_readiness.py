@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from k8s_fakes import FakeApps, FakeClock, FakeCore, api_error, load_fixture
+from kubernetes.client.exceptions import ApiException
 
 from servesweep.k8s.readiness import FailureKind, classify_failure, redact, wait_until_ready
 
@@ -116,3 +117,25 @@ def test_times_out_plainly_when_nothing_is_wrong_but_slow():
     assert result.failure.kind == FailureKind.TIMEOUT
     assert "ss-llama3-8b-vllm-b4-59f7c8d6b-r7n2c=Running" in result.failure.message
     assert clock.sleeps == [5.0, 5.0, 2.0]  # never sleeps past the deadline
+
+
+class FlakyApps(FakeApps):
+    """The API server answers 503 once, then works."""
+
+    def read_namespaced_deployment(self, name: str, namespace: str):
+        if self.reads == 0:
+            self.reads += 1
+            raise api_error(503)
+        return super().read_namespaced_deployment(name, namespace)
+
+
+def test_api_server_hiccups_are_polled_through_but_other_errors_raise():
+    result = wait(FlakyApps(ready_after=1), FakeCore(load_fixture("starting")), FakeClock())
+    assert result.ready
+
+    class Forbidden(FakeApps):
+        def read_namespaced_deployment(self, name: str, namespace: str):
+            raise api_error(403)
+
+    with pytest.raises(ApiException, match="Forbidden"):
+        wait(Forbidden(), FakeCore(load_fixture("starting")), FakeClock())

@@ -19,6 +19,8 @@ from typing import Any
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
+from servesweep.k8s.manifests import to_dict
+
 _MAX_MESSAGE = 400
 _HF_TOKEN = re.compile(r"\bhf_[A-Za-z0-9]{20,}")  # hub tokens: hf_ + 34 letters/digits
 
@@ -196,7 +198,7 @@ def wait_until_ready(
     """Poll until the Deployment has its replicas ready, a fatal reason shows, or time runs out."""
     started = clock()
     while True:
-        if _deployment_ready(apps.read_namespaced_deployment(name, namespace)):
+        if _deployment_ready(apps, namespace, name):
             return Readiness(True, clock() - started)
         pods, events = _observe(core, namespace, label_selector)
         failure = classify_failure(pods, events)
@@ -208,17 +210,22 @@ def wait_until_ready(
         sleep(min(poll_s, timeout_s - elapsed))
 
 
-def _deployment_ready(deployment: k8s.V1Deployment) -> bool:
+def _deployment_ready(apps: k8s.AppsV1Api, namespace: str, name: str) -> bool:
+    try:
+        deployment = apps.read_namespaced_deployment(name, namespace)
+    except ApiException as error:
+        if error.status is not None and error.status >= 500:
+            return False  # a hiccup of the API server must not end an hours-long sweep; poll again
+        raise
     wanted = deployment.spec.replicas if deployment.spec.replicas is not None else 1
     return (deployment.status.ready_replicas or 0) >= wanted > 0
 
 
 def _observe(core: k8s.CoreV1Api, namespace: str, label_selector: str) -> tuple[list[dict], list[dict]]:
-    serialize = k8s.ApiClient().sanitize_for_serialization
-    pods = [serialize(pod) for pod in core.list_namespaced_pod(namespace, label_selector=label_selector).items]
+    pods = [to_dict(pod) for pod in core.list_namespaced_pod(namespace, label_selector=label_selector).items]
     names = {pod["metadata"]["name"] for pod in pods}
     events = core.list_namespaced_event(namespace, field_selector="involvedObject.kind=Pod").items
-    events = [serialize(event) for event in events]
+    events = [to_dict(event) for event in events]
     return pods, [event for event in events if event.get("involvedObject", {}).get("name") in names]
 
 
