@@ -1,0 +1,1 @@
+"""Run servers on GKE: capacity, manifests, readiness, teardown, RBAC."""
