@@ -65,7 +65,7 @@ def plan(spec_json: str, predicted: Output[Dataset]):
 
     result = plan_spec(parse_spec(json_param(spec_json)))
     pq.write_table(to_table("points", result.rows), predicted.path)
-    predicted.metadata.update({"rows": len(result.rows), "fits": any(p.fits for p in result.placements)})
+    predicted.metadata.update({"rows": len(result.rows), "fits": any(p.fit.fits for p in result.placements)})
 
 
 @dsl.component(base_image=IMAGE)
