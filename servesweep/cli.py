@@ -53,7 +53,8 @@ def print_points(lake_uri: str, run_id: str) -> None:
     from servesweep.lake.query import query
 
     columns = ", ".join(f'{name} AS "{label}"' for name, label in _POINT_COLUMNS)
-    table = query(lake_uri, f"SELECT {columns} FROM points WHERE run_id = '{run_id}' AND source = 'measured' ORDER BY point_id")
+    where = f"run_id = '{run_id}' AND source = 'measured'"
+    table = query(lake_uri, f"SELECT {columns} FROM points WHERE {where} ORDER BY point_id")
     print_arrow(table, title=f"run {run_id}")
 
 
