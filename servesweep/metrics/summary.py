@@ -14,7 +14,7 @@ _QUANTILES = {"p50": 50, "p90": 90, "p95": 95, "p99": 99}
 
 def request_latencies(sent_at: float, token_times: Sequence[float], output_tokens: int | None) -> dict[str, Any]:
     """TTFT, E2E, TPOT (ms) and the inter-token gaps of one request from its chunk arrival times (s)."""
-    if not token_times:
+    if len(token_times) == 0:
         return {"ttft_ms": None, "e2e_ms": None, "tpot_ms": None, "itl_ms": []}
     ttft = (token_times[0] - sent_at) * 1000.0
     e2e = (token_times[-1] - sent_at) * 1000.0
