@@ -84,7 +84,10 @@ class Engine:
     async def connect(self) -> None:
         """Open the connections a closed loop needs before the clock starts (no connect in TTFT)."""
         wanted = min(self.job.concurrency or 0, len(self._requests))
-        self._idle = list(await asyncio.gather(*(self.target.connect(self.origin) for _ in range(wanted))))
+        opened = await asyncio.gather(*(self.target.connect(self.origin) for _ in range(wanted)),
+                                      return_exceptions=True)
+        # A failed connect is not fatal here: the request that needs it retries and records the error.
+        self._idle = [c for c in opened if isinstance(c, StreamingConnection)]
 
     async def warmup(self) -> list[RequestRecord]:
         records = []
@@ -98,7 +101,11 @@ class Engine:
 
     async def _one(self, request: bytes, record: RequestRecord) -> None:
         done = asyncio.get_running_loop().create_future()
-        connection = self._idle.pop() if self._idle else await self.target.connect(self.origin)
+        try:
+            connection = self._idle.pop() if self._idle else await self.target.connect(self.origin)
+        except OSError as error:
+            record.error = f"connect: {error}"[:300]
+            return
         connection.send(request, record, lambda c, r, t: done.set_result(c), self.job.timeout_s)
         connection = await done
         if connection.open:

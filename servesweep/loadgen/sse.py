@@ -117,12 +117,15 @@ class TokenScanner:
             self.usage = event["usage"]
 
 
+_JSON_SPACE = (b" ", b"\n", b"\r", b"\t")
+
+
 def _has_text(payload: bytes) -> int:
     """1 when the event carries a non-empty `"text"` value (compact or spaced JSON), else 0."""
     at = payload.find(b'"text":')
     if at < 0:
         return 0
     at += 7
-    while payload[at : at + 1] == b" ":
+    while payload[at : at + 1] in _JSON_SPACE:
         at += 1
     return 1 if payload[at : at + 1] == b'"' and payload[at + 1 : at + 2] != b'"' else 0
