@@ -62,11 +62,14 @@ def write_report(results: dict, path: Path) -> None:
         "before any request finished, which wait in the server's accept queue) is shown apart. "
         "Client CPU: CPU seconds of the client's process tree inside the server-side load window. "
         "Errors are |client - server| per request (TTFT; mean ITL) and per chunk gap.",
+        "- Caveat: other processes of the machine are not pinned away from either core. A client that is "
+        "descheduled shows it as TTFT/gap error and loop lag even at low CPU use; a busy server core shows as "
+        "server lateness. Compare tok/s per client core (CPU actually used) more than wall-clock peaks.",
         "",
         "## Summary",
         "",
         "| client | max sustained concurrency | req/s | streamed tok/s | client cores | tok/s per client core "
-        "| TTFT err p50 / p99 (ms) at ~80 % | mean-ITL err p50 / p99 (ms) at ~80 % | limit |",
+        "| TTFT err p50 / p99 (ms) at ~80 % | mean-ITL err p50 / p99 (ms) at ~80 % | next level |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
@@ -74,15 +77,18 @@ def write_report(results: dict, path: Path) -> None:
         if best is None:
             lines.append(f"| {row['client']} | none | | | | | | | nothing sustained |")
             continue
-        limit = "server (client not saturated)" if row["server_bound"] and best["concurrency"] == max(
-            p["concurrency"] for p in points if p["client"] == row["client"] and p["sustained"]) \
-            and best["client_cores"] and best["client_cores"] < 0.9 else "client"
+        stop = next((p for p in points if p["client"] == row["client"] and not p["sustained"]
+                     and p["concurrency"] > best["concurrency"]), None)
+        limit = (f"c={stop['concurrency']}: {_fmt(stop['achieved_rate'], 1)}/{_fmt(stop['requested_rate'], 1)} req/s, "
+                 f"{_fmt(stop['client_cores'])} cores{', ' + stop['note'] if stop['note'] else ''}"
+                 if stop else "highest level run")
         lines.append(
             f"| {row['client']} | {best['concurrency']} | {_fmt(best['achieved_rate'], 1)} | "
             f"{_fmt(best['tokens_per_s'])} | {_fmt(best['client_cores'])} | {_fmt(best['tokens_per_core_s'])} | "
             f"{_fmt(at80['ttft_err_p50_ms'], 3)} / {_fmt(at80['ttft_err_p99_ms'], 3)} (c={at80['concurrency']}) | "
             f"{_fmt(at80['itl_err_p50_ms'], 3)} / {_fmt(at80['itl_err_p99_ms'], 3)} | {limit} |")
     lines += _ratio(rows)
+    lines += per_level(points)
     lines += [
         "",
         "## Every point",
@@ -105,11 +111,29 @@ def write_report(results: dict, path: Path) -> None:
 
 
 def _ratio(rows: list[dict]) -> list[str]:
+    lines = []
     ours = next((r for r in rows if r["client"] == "servesweep" and r["best"]), None)
     peers = [r for r in rows if r["client"] != "servesweep" and r["best"]]
-    if not ours or not peers:
-        return []
-    best_peer = max(peers, key=lambda r: r["best"]["tokens_per_core_s"] or 0)
-    ratio = (ours["best"]["tokens_per_core_s"] or 0) / (best_peer["best"]["tokens_per_core_s"] or 1)
-    return ["", f"servesweep streams **{ratio:.1f}x** the tokens per client CPU core-second of the best peer "
-                f"({best_peer['client']}) at each one's highest sustained point."]
+    if ours and peers:
+        best_peer = max(peers, key=lambda r: r["best"]["tokens_per_core_s"] or 0)
+        ratio = (ours["best"]["tokens_per_core_s"] or 0) / (best_peer["best"]["tokens_per_core_s"] or 1)
+        lines += ["", f"At each one's highest sustained point, servesweep streams **{ratio:.1f}x** the tokens per "
+                      f"client CPU core-second of the best peer that sustained any level ({best_peer['client']})."]
+    return lines
+
+
+def per_level(points: list[dict]) -> list[str]:
+    """Tokens per client core-second at every level each client ran, sustained or not."""
+    clients = list(dict.fromkeys(p["client"] for p in points))
+    levels = sorted({p["concurrency"] for p in points})
+    table = {(p["client"], p["concurrency"]): p for p in points}
+    lines = ["", "## Tokens per client CPU core-second at each level (sustained or not)", "",
+             "| concurrency | " + " | ".join(clients) + " | servesweep / best peer |",
+             "|---|" + "---|" * (len(clients) + 1)]
+    for level in levels:
+        values = {c: (table.get((c, level)) or {}).get("tokens_per_core_s") for c in clients}
+        peer = max((v for c, v in values.items() if c != "servesweep" and v), default=None)
+        ours = values.get("servesweep")
+        ratio = f"{ours / peer:.1f}x" if ours and peer else "–"
+        lines.append(f"| {level} | " + " | ".join(_fmt(values[c]) for c in clients) + f" | {ratio} |")
+    return lines

@@ -52,7 +52,7 @@ CLIENTS = ("servesweep", "guidellm", "inference-perf")
 
 
 class BenchConfig(BaseModel):
-    levels: list[int] = Field(default_factory=lambda: [16, 64, 128, 256, 384, 512])
+    levels: list[int] = Field(default_factory=lambda: [4, 8, 16, 64, 128, 256, 384, 512])
     rounds: int = Field(3, ge=1, description="Requests per point = rounds x concurrency.")
     input_tokens: int = 128
     output_tokens: int = 128
