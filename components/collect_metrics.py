@@ -19,7 +19,7 @@ from components.load_model import ModelInfo
 from components.sweep import PointWindow, SweepManifest, SweepPoint, read_sweep
 from servesweep.lake.schema import TABLES
 from servesweep.lake.store import to_table
-from servesweep.metrics.summary import summarise_requests, summarise_server
+from servesweep.metrics.summary import client_limited, summarise_requests, summarise_server
 from servesweep.spec import BenchmarkSpec
 
 
@@ -31,6 +31,9 @@ def point_row(spec: BenchmarkSpec, model: ModelInfo, manifest: SweepManifest, po
         errors = sorted({r["error"] for r in requests if r["error"]})
         failure = "all requests failed: " + "; ".join(errors)[:400] if errors else "no requests completed"
     started = datetime.fromtimestamp(window.started_unix, UTC) if window.started_unix else None
+    client = {"client_loop_lag_p99_ms": window.client_loop_lag_p99_ms, "client_workers": window.client_workers,
+              "client_limited": client_limited(summary, spec.sweep.load == "open", window.client_loop_lag_p99_ms)
+              if requests else None}
     return {
         "run_id": spec.run_id, "point_id": point.point_id, "deployment_id": point.deployment_id,
         "source": "measured", "failure_reason": failure, "run_name": spec.name, "started_at": started,
@@ -41,7 +44,7 @@ def point_row(spec: BenchmarkSpec, model: ModelInfo, manifest: SweepManifest, po
         "sweep_mode": point.sweep_mode, "load_kind": spec.sweep.load, "batch_size": point.batch_size,
         "concurrency": point.concurrency, "request_rate": point.request_rate,
         "input_tokens": point.input_tokens, "output_tokens": point.output_tokens,
-        **summary, **summarise_server(samples), "servesweep_version": servesweep.__version__,
+        **summary, **client, **summarise_server(samples), "servesweep_version": servesweep.__version__,
     }
 
 

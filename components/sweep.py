@@ -3,6 +3,10 @@
 Batch size is swept two ways: `client_concurrency` keeps one deployment (server cap = the largest
 batch size) and varies the client's concurrency; `server_max_seqs` redeploys with
 `--max-num-seqs` = batch size and loads it at that concurrency.
+
+Strategy `grid` runs every batch size. Strategy `adaptive` (client_concurrency, closed loop) searches
+1..max(batch_sizes) for the largest batch meeting the spec's SLO (servesweep.loadgen.adaptive); the
+manifest records the points it measured and how many it used, next to the grid's count.
 """
 
 from __future__ import annotations
@@ -19,12 +23,13 @@ from rich.progress import Progress
 
 from components.deploy_server import Endpoint
 from servesweep.lake.store import to_table
+from servesweep.loadgen.adaptive import AdaptiveResult, PointResult, find_largest_batch
 from servesweep.loadgen.client import RequestRecord
 from servesweep.loadgen.datagen import PromptFactory
 from servesweep.loadgen.runner import LoadPlan, run_load
 from servesweep.metrics.gpu import GpuSampler, GpuUnavailable
 from servesweep.metrics.prometheus import MetricsSampler
-from servesweep.metrics.summary import request_latencies
+from servesweep.metrics.summary import request_latencies, summarise_requests
 from servesweep.spec import BenchmarkSpec, SweepMode
 
 _MODE_TAG = {"client_concurrency": "cc", "server_max_seqs": "sm"}
@@ -55,12 +60,23 @@ class PointWindow(BaseModel):
     started_unix: float | None = None
     ended_unix: float | None = None
     failure_reason: str | None = None
+    client_loop_lag_p99_ms: float | None = None  # lateness of a 10 ms timer in the load generator
+    client_workers: int | None = None
+
+
+class AdaptiveSearch(BaseModel):
+    """One adaptive batch-size search (per workload shape)."""
+
+    input_tokens: int
+    output_tokens: int
+    result: AdaptiveResult
 
 
 class SweepManifest(BaseModel):
     deployment: Deployment
     endpoint: Endpoint
     windows: list[PointWindow]
+    searches: list[AdaptiveSearch] = []
 
 
 def plan_deployments(spec: BenchmarkSpec) -> list[Deployment]:
@@ -118,32 +134,36 @@ def run_sweep(spec: BenchmarkSpec, deployment: Deployment, endpoint: Endpoint, t
     requests: list[dict[str, Any]] = []
     windows: list[PointWindow] = []
     samples: list[dict[str, Any]] = []
+    searches: list[AdaptiveSearch] = []
     if endpoint.error:
         windows = [PointWindow(point_id=p.point_id, failure_reason=f"server start: {endpoint.error}")
                    for p in deployment.points]
     else:
         prompts = PromptFactory(tokenizer_dir, seed=spec.model.seed)
         samplers = _samplers(spec, deployment, endpoint)
-        # No auto-refresh: a render thread competes for CPU with the client and the server and
-        # measurably slows streaming on small machines. The bar moves between points only.
-        with contextlib.ExitStack() as stack, Progress(auto_refresh=False) as progress:
+
+        def run(point: SweepPoint) -> list[dict]:
+            for sampler in samplers:
+                sampler.point_id = point.point_id
+            window, rows = _run_point(spec, point, endpoint, prompts.make)
+            for sampler in samplers:
+                sampler.point_id = None
+            windows.append(window)
+            requests.extend(rows)
+            return rows
+
+        with contextlib.ExitStack() as stack:
             for sampler in samplers:
                 stack.enter_context(sampler)
-            task = progress.add_task(f"sweep {deployment.deployment_id}", total=len(deployment.points))
-            for point in deployment.points:
-                for sampler in samplers:
-                    sampler.point_id = point.point_id
-                window, rows = _run_point(spec, point, endpoint, prompts.make)
-                for sampler in samplers:
-                    sampler.point_id = None
-                windows.append(window)
-                requests.extend(rows)
-                progress.update(task, advance=1, description=f"sweep {deployment.deployment_id}: {point.point_id}")
-                progress.refresh()
+            if spec.sweep.strategy == "adaptive":
+                measured, searches = _adaptive(spec, deployment, run)
+                deployment = deployment.model_copy(update={"points": measured})
+            else:
+                _grid(deployment, run)
         samples = [dict(row, run_id=spec.run_id) for sampler in samplers for row in sampler.rows]
     pq.write_table(to_table("requests", requests), out / "requests.parquet")
     pq.write_table(to_table("server_metrics", samples), out / "server_metrics.parquet")
-    manifest = SweepManifest(deployment=deployment, endpoint=endpoint, windows=windows)
+    manifest = SweepManifest(deployment=deployment, endpoint=endpoint, windows=windows, searches=searches)
     (out / "manifest.json").write_text(manifest.model_dump_json(indent=2))
     return manifest
 
@@ -160,20 +180,67 @@ def _samplers(spec: BenchmarkSpec, deployment: Deployment, endpoint: Endpoint) -
     return samplers
 
 
+def _grid(deployment: Deployment, run) -> None:
+    # No auto-refresh: a render thread competes for CPU with the client and the server and
+    # measurably slows streaming on small machines. The bar moves between points only.
+    with Progress(auto_refresh=False) as progress:
+        task = progress.add_task(f"sweep {deployment.deployment_id}", total=len(deployment.points))
+        for point in deployment.points:
+            run(point)
+            progress.update(task, advance=1, description=f"sweep {deployment.deployment_id}: {point.point_id}")
+            progress.refresh()
+
+
+def _adaptive(spec: BenchmarkSpec, deployment: Deployment, run) -> tuple[list[SweepPoint], list[AdaptiveSearch]]:
+    """Search each workload shape for its largest batch meeting the SLO; returns the measured points."""
+    measured: list[SweepPoint] = []
+    searches = []
+    for shape in spec.workloads:
+        def measure(batch: int, isl: int = shape.input_tokens, osl: int = shape.output_tokens) -> PointResult:
+            point = _point(spec, "client_concurrency", deployment.deployment_id, batch, isl, osl)
+            measured.append(point)
+            return point_result(batch, run(point))
+
+        result = find_largest_batch(measure, spec.slo, max(spec.sweep.batch_sizes))
+        searches.append(AdaptiveSearch(input_tokens=shape.input_tokens, output_tokens=shape.output_tokens,
+                                       result=result))
+        print(f"adaptive {deployment.deployment_id} i{shape.input_tokens}-o{shape.output_tokens}: largest batch "
+              f"meeting the SLO = {result.best_batch} ({result.points_used} points; grid: {result.grid_points})",
+              flush=True)
+    return measured, searches
+
+
+def point_result(batch: int, rows: list[dict]) -> PointResult:
+    """The SLO metrics of one point's request rows (a point without a successful request has failed)."""
+    if not rows:
+        return PointResult(batch_size=batch, failed=True)
+    summary = summarise_requests(rows)
+    return PointResult(batch_size=batch, ttft_p99_ms=summary["ttft_p99_ms"], tpot_p99_ms=summary["tpot_p99_ms"],
+                       e2e_p99_ms=summary["e2e_p99_ms"], failed=summary["status"] == "failed")
+
+
+def requests_for(spec: BenchmarkSpec, point: SweepPoint) -> int | None:
+    """Measured requests of a point: requests_per_point, raised to rounds x batch size (None: by duration)."""
+    by_rounds = spec.sweep.rounds_per_point * (point.concurrency or point.batch_size)
+    counts = [n for n in (spec.sweep.requests_per_point, by_rounds) if n]
+    return max(counts) if counts else None
+
+
 def _run_point(spec: BenchmarkSpec, point: SweepPoint, endpoint: Endpoint, make_prompt) -> tuple[PointWindow, list]:
     plan = LoadPlan(
         base_url=endpoint.base_url, model=endpoint.served_name, input_tokens=point.input_tokens,
         output_tokens=point.output_tokens, concurrency=point.concurrency, rate=point.request_rate,
-        num_requests=spec.sweep.requests_per_point, duration_s=spec.sweep.duration_s,
+        num_requests=requests_for(spec, point), duration_s=spec.sweep.duration_s,
         warmup_requests=spec.sweep.warmup_requests, timeout_s=spec.sweep.request_timeout_s, seed=spec.model.seed,
-        dialect=spec.server.kind,
+        dialect=spec.server.kind, workers=spec.sweep.client_workers, request_id_prefix=f"{point.point_id}-",
     )
     try:
         result = run_load(plan, make_prompt)
     except Exception as error:  # a broken point is recorded, the rest of the sweep goes on
         return PointWindow(point_id=point.point_id, failure_reason=f"load generator: {error!r}"[:500]), []
     rows = request_rows(spec.run_id, point, result.records, result.started_unix)
-    window = PointWindow(point_id=point.point_id, started_unix=result.started_unix, ended_unix=time.time())
+    window = PointWindow(point_id=point.point_id, started_unix=result.started_unix, ended_unix=time.time(),
+                         client_loop_lag_p99_ms=result.loop_lag_p99_ms, client_workers=result.workers)
     return window, rows
 
 

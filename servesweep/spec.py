@@ -28,6 +28,7 @@ Accelerator = Literal[
 Dtype = Literal["float32", "bfloat16", "float16"]
 SweepMode = Literal["client_concurrency", "server_max_seqs"]
 LoadKind = Literal["closed", "open"]
+SweepStrategy = Literal["grid", "adaptive"]
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
 
@@ -120,10 +121,17 @@ class SweepSpec(_Strict):
     batch_sizes: list[int] = Field(default_factory=lambda: [1, 2, 4], min_length=1)
     modes: list[SweepMode] = Field(default_factory=lambda: ["client_concurrency"], min_length=1)
     load: LoadKind = Field("closed", description="closed: fixed concurrency = batch size; open: Poisson arrivals.")
+    strategy: SweepStrategy = Field(
+        "grid", description="grid: every batch size; adaptive: search 1..max(batch_sizes) for the largest batch "
+        "meeting the SLO (doubling, then bisection on the measured curve); client_concurrency, closed loop only.")
+    client_workers: int = Field(1, ge=1, le=64, description="Load-generator processes (one per client core).")
     request_rates: list[float] = Field(
         default_factory=list, description="Open loop only: requests/s for each batch size (same length)."
     )
     requests_per_point: int | None = Field(None, ge=1)
+    rounds_per_point: int = Field(
+        0, ge=0, description="At least this many requests per client slot (batch size x rounds), so a large "
+        "batch fills the server more than once; combined with requests_per_point by taking the larger.")
     duration_s: float | None = Field(None, gt=0)
     warmup_requests: int = Field(1, ge=0)
     request_timeout_s: float = Field(300.0, gt=0)
@@ -140,12 +148,14 @@ class SweepSpec(_Strict):
 
     @model_validator(mode="after")
     def _one_stop_rule(self) -> SweepSpec:
-        if self.requests_per_point is None and self.duration_s is None:
-            raise ValueError("give requests_per_point or duration_s")
+        if self.requests_per_point is None and self.duration_s is None and not self.rounds_per_point:
+            raise ValueError("give requests_per_point, rounds_per_point or duration_s")
         if self.load == "open" and len(self.request_rates) != len(self.batch_sizes):
             raise ValueError("open loop needs one request rate per batch size")
         if any(r <= 0 for r in self.request_rates):
             raise ValueError("request rates must be > 0")
+        if self.strategy == "adaptive" and (self.load != "closed" or list(self.modes) != ["client_concurrency"]):
+            raise ValueError("the adaptive strategy runs closed loop in client_concurrency mode only")
         return self
 
 
@@ -188,6 +198,8 @@ class BenchmarkSpec(_Strict):
                 )
         if self.server.max_model_len > self.model.resolved_shape().max_position_embeddings:
             raise ValueError("server.max_model_len exceeds the model's max_position_embeddings")
+        if self.sweep.strategy == "adaptive" and not any(self.slo.model_dump().values()):
+            raise ValueError("the adaptive strategy needs at least one SLO limit (slo.*_p99_ms)")
         return self
 
     def with_run_id(self) -> BenchmarkSpec:

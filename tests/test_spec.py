@@ -28,7 +28,7 @@ def test_default_spec_file_loads():
     [
         ({"sweep": {"batch_sizes": [0, 2], "requests_per_point": 4}}, "sweep.batch_sizes", ">= 1"),
         ({"sweep": {"batch_sizes": [2, 2], "requests_per_point": 4}}, "sweep.batch_sizes", "repeat"),
-        ({"sweep": {"batch_sizes": [1]}}, "sweep", "requests_per_point or duration_s"),
+        ({"sweep": {"batch_sizes": [1]}}, "sweep", "requests_per_point, rounds_per_point or duration_s"),
         ({"sweep": {"batch_sizes": [1], "requests_per_point": 1, "load": "open"}}, "sweep", "one request rate"),
         ({"workloads": [{"input_tokens": 1000, "output_tokens": 100}]}, "(top level)", "max_model_len"),
         ({"model": {"preset": "gpt-9"}}, "model.preset", "unknown preset"),
@@ -101,3 +101,13 @@ def test_bad_pipeline_params_are_spec_errors():
 def test_run_id_is_derived_once():
     spec = BenchmarkSpec(name="my run!").with_run_id()
     assert spec.run_id.startswith("my-run-") and spec.with_run_id().run_id == spec.run_id
+
+
+def test_adaptive_strategy_needs_an_slo_and_closed_loop_client_concurrency():
+    base = {"sweep": {"strategy": "adaptive", "batch_sizes": [1, 64], "requests_per_point": 4}}
+    with pytest.raises(SpecError, match="needs at least one SLO limit"):
+        parse_spec(base)
+    spec = parse_spec({**base, "slo": {"ttft_p99_ms": 500}})
+    assert spec.sweep.strategy == "adaptive" and spec.sweep.client_workers == 1
+    with pytest.raises(SpecError, match="client_concurrency mode only"):
+        parse_spec({"sweep": {**base["sweep"], "modes": ["server_max_seqs"]}, "slo": {"ttft_p99_ms": 500}})

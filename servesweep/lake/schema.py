@@ -16,8 +16,12 @@ the column says otherwise; a "token chunk" is an SSE event whose choice carries 
   chunks (`output_chunks`) so a mismatch is visible. Input tokens: `usage.prompt_tokens`.
 - **Throughput** of a point: tokens (or requests) finished / (last end - first send) of the point's
   measured requests; warm-up requests are excluded. Total = input + output tokens.
-- **Schedule lag** (open loop): actual send - scheduled send. Large lag means the client, not the
-  server, limited the load; closed loop reports the time a request waited for a free slot (zero).
+- **Schedule lag**: actual send - scheduled send. Open loop: the Poisson plan's time (a request
+  that found every slot busy waited for one, and that wait counts). Closed loop: the time its slot
+  became free (the end of the previous response on it; the point's start for the first), so the lag
+  is the client's turnaround. `client_limited` flags a point where the client, not the server, set
+  the pace: achieved rate < 95 % of the scheduled rate, or schedule lag p99 / client loop lag p99
+  (how late a 10 ms timer fires in the load generator) over 5 ms.
 - Percentiles use linear interpolation between closest ranks (numpy's default), over successful
   requests only.
 """
@@ -28,7 +32,8 @@ import pyarrow as pa
 
 # Version history (readers accept every version; missing columns read as null):
 #   1: first lake.
-#   2: points gain gpu_utilization_mean, gpu_memory_used_max_gib, gpu_power_mean_w (NVML).
+#   2: points gain gpu_utilization_mean, gpu_memory_used_max_gib, gpu_power_mean_w (NVML) and
+#      scheduled_rate, client_loop_lag_p99_ms, client_limited, client_workers (load-generator health).
 SCHEMA_VERSION = 2
 TABLES = ("requests", "points", "server_metrics")
 PARTITION_COLUMN = "run_id"
@@ -118,6 +123,11 @@ POINTS = pa.schema(
     + [
         _f("schedule_lag_p50_ms", pa.float64(), "Median send lag behind schedule."),
         _f("schedule_lag_p99_ms", pa.float64(), "p99 send lag behind schedule."),
+        _f("scheduled_rate", pa.float64(), "Rate of the planned sends, req/s: what achieved_rate should be."),
+        _f("client_loop_lag_p99_ms", pa.float64(), "p99 lateness of a 10 ms timer in the load generator's loop."),
+        _f("client_limited", pa.bool_(), "The load generator, not the server, limited the point: achieved < 95 % "
+           "of scheduled rate, or schedule lag p99 or client loop lag p99 over 5 ms."),
+        _f("client_workers", pa.int32(), "Load-generator processes."),
         _f("kv_cache_usage_max", pa.float64(), "Peak server KV-cache usage (0-1) during the point."),
         _f("running_requests_mean", pa.float64(), "Mean running requests on the server."),
         _f("running_requests_max", pa.float64(), "Peak running requests on the server."),

@@ -1,14 +1,26 @@
-"""Streaming client for OpenAI-compatible /v1/completions: one request, every token chunk timed."""
+"""Streaming client for OpenAI-compatible /v1/completions: every token chunk timed, nothing more.
+
+A lean HTTP/1.1 client on a raw asyncio protocol (uvloop when installed): one keep-alive connection
+streams one response at a time, chunked bodies are decoded in place, SSE events are classified by
+byte search (`TokenScanner`), and a read's arrival time is stored once per token chunk in an
+`array('d')`. No per-token Python objects and no JSON parse per token: on a small machine the client's
+CPU time per token is the limit of what it can measure truthfully (benchmarks/loadgen/RESULTS.md).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import ssl
 import time
+from array import array
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
-import aiohttp
+from servesweep.loadgen.sse import TokenScanner
 
-from servesweep.loadgen.sse import SSEParser
+_clock = time.perf_counter  # CLOCK_MONOTONIC on Linux: one time line for every process of the machine
 
 
 @dataclass(slots=True)
@@ -21,14 +33,16 @@ class RequestRecord:
     requested_output_tokens: int
     scheduled_at: float | None = None
     sent_at: float = 0.0
-    token_times: list[float] = field(default_factory=list)
+    token_times: Sequence[float] = field(default_factory=lambda: array("d"))
     input_tokens: int | None = None
     output_tokens: int | None = None
     error: str | None = None
+    request_id: str = ""  # sent as X-Request-Id: joins the record to server-side logs
 
     @property
     def ok(self) -> bool:
-        return self.error is None and self.output_tokens == self.requested_output_tokens and bool(self.token_times)
+        return (self.error is None and self.output_tokens == self.requested_output_tokens
+                and len(self.token_times) > 0)
 
 
 def completion_payload(model: str, prompt: str, output_tokens: int, dialect: str = "vllm") -> dict:
@@ -50,48 +64,215 @@ def completion_payload(model: str, prompt: str, output_tokens: int, dialect: str
     }
 
 
-async def stream_completion(
-    session: aiohttp.ClientSession, url: str, payload: dict, record: RequestRecord, origin: float
-) -> None:
-    """Send one streaming request, filling `record` (errors are recorded, never raised)."""
-    parser = SSEParser()
-    clock = time.perf_counter
-    record.sent_at = clock() - origin
-    try:
-        async with session.post(url, json=payload) as response:
-            if response.status != 200:
-                body = (await response.text())[:300]
-                record.error = f"HTTP {response.status}: {body}"
+@dataclass(frozen=True)
+class Target:
+    """Where requests go, parsed once from the base URL."""
+
+    host: str
+    port: int
+    tls: bool
+    path: str
+
+    @classmethod
+    def from_base_url(cls, base_url: str, route: str = "/v1/completions") -> Target:
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"base_url must be http(s)://host[:port][/prefix], got {base_url!r}")
+        tls = parts.scheme == "https"
+        return cls(parts.hostname, parts.port or (443 if tls else 80), tls, parts.path.rstrip("/") + route)
+
+    def request_bytes(self, payload: dict, request_id: str) -> bytes:
+        """The complete HTTP request, built before the clock starts so a send is one write."""
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        head = (f"POST {self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: application/json\r\n"
+                f"Accept: text/event-stream\r\nX-Request-Id: {request_id}\r\nContent-Length: {len(body)}\r\n\r\n")
+        return head.encode() + body
+
+    async def connect(self, origin: float) -> StreamingConnection:
+        loop = asyncio.get_running_loop()
+        context = ssl.create_default_context() if self.tls else None
+        _, protocol = await loop.create_connection(
+            lambda: StreamingConnection(origin), self.host, self.port, ssl=context,
+            server_hostname=self.host if self.tls else None)
+        return protocol
+
+
+# HTTP body framing states
+_HEAD, _CHUNKED, _LENGTH, _UNTIL_CLOSE, _IDLE = range(5)
+
+Done = Callable[["StreamingConnection", RequestRecord, float], None]
+
+
+class StreamingConnection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection; `send` starts a request, `on_done` fires when it ends."""
+
+    def __init__(self, origin: float) -> None:
+        self._origin = origin
+        self._transport: asyncio.Transport | None = None
+        self.open = False
+        self._state = _IDLE
+        self._record: RequestRecord | None = None
+        self._on_done: Done | None = None
+        self._raw = b""
+        self._left = 0  # bytes left in the current chunk (chunked) or body (content-length)
+        self._status = 0
+        self._keep_alive = True
+        self._scanner = TokenScanner()
+        self._error_body = b""
+        self._timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+        self.open = True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.open = False
+        if self._record is None:
+            return
+        if self._state == _UNTIL_CLOSE:
+            self._finish(_clock() - self._origin)
+        else:
+            self._fail(f"connection lost: {exc or 'closed by server'}"[:300])
+
+    def send(self, request: bytes, record: RequestRecord, on_done: Done, timeout_s: float) -> None:
+        assert self._transport is not None and self._record is None
+        self._record, self._on_done = record, on_done
+        self._state, self._raw, self._status, self._keep_alive = _HEAD, b"", 0, True
+        self._scanner, self._error_body = TokenScanner(), b""
+        self._timer = asyncio.get_running_loop().call_later(timeout_s, self._time_out, timeout_s)
+        record.sent_at = _clock() - self._origin
+        self._transport.write(request)
+
+    def data_received(self, data: bytes) -> None:
+        arrived = _clock() - self._origin
+        if self._record is None:
+            return  # bytes after a finished response (a misbehaving server): ignore
+        if self._state == _HEAD:
+            data = self._read_head(data)
+            if data is None:
                 return
-            async for chunk in response.content.iter_any():
-                arrived = clock() - origin
-                for data in parser.feed(chunk):
-                    _handle_event(data, arrived, record)
-            for data in parser.close():
-                _handle_event(data, clock() - origin, record)
-        if record.error is None and record.output_tokens is None:
-            record.error = "stream ended without usage"
-        elif record.error is None and record.output_tokens != record.requested_output_tokens:
-            record.error = f"server produced {record.output_tokens} of {record.requested_output_tokens} tokens"
-    except (aiohttp.ClientError, TimeoutError) as error:
-        record.error = f"{type(error).__name__}: {error}"[:300]
+        if self._state == _CHUNKED:
+            body, complete = self._dechunk(data)
+        elif self._state == _LENGTH:
+            body, complete = data[: self._left], len(data) >= self._left
+            self._left -= len(body)
+        else:
+            body, complete = data, False
+        self._consume(body, arrived)
+        if complete:
+            self._finish(arrived)
+
+    def _read_head(self, data: bytes) -> bytes | None:
+        raw = self._raw + data
+        end = raw.find(b"\r\n\r\n")
+        if end < 0:
+            self._raw = raw
+            return None
+        lines = raw[:end].decode("latin-1").split("\r\n")
+        self._status = int(lines[0].split(" ", 2)[1])
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip().lower()
+        self._keep_alive = headers.get("connection") != "close"
+        self._raw = b""
+        if "chunked" in headers.get("transfer-encoding", ""):
+            self._state, self._left = _CHUNKED, -1
+        elif "content-length" in headers:
+            self._state, self._left = _LENGTH, int(headers["content-length"])
+        else:
+            self._state, self._keep_alive = _UNTIL_CLOSE, False
+        return raw[end + 4 :]
+
+    def _dechunk(self, data: bytes) -> tuple[bytes, bool]:
+        """Decode chunked framing. `_left`: bytes left in a chunk, -1 size line next, -3 CRLF after data
+        next, -2 trailer lines until the empty one that ends the body."""
+        raw = self._raw + data if self._raw else data
+        parts, pos, size = [], 0, len(raw)
+        while True:
+            if self._left > 0:
+                if pos >= size:
+                    break
+                piece = raw[pos : pos + self._left]
+                parts.append(piece)
+                pos += len(piece)
+                self._left -= len(piece)
+                if self._left == 0:
+                    self._left = -3
+                continue
+            line_end = raw.find(b"\r\n", pos)
+            if line_end < 0:
+                break
+            line, pos = raw[pos:line_end], line_end + 2
+            if self._left == -3:
+                self._left = -1
+            elif self._left == -1:
+                chunk_size = int(line.split(b";", 1)[0], 16)
+                self._left = chunk_size or -2
+            elif not line:
+                self._raw = b""
+                return b"".join(parts), True
+        self._raw = raw[pos:]
+        return b"".join(parts), False
+
+    def _consume(self, body: bytes, arrived: float) -> None:
+        if not body:
+            return
+        if self._status != 200:
+            self._error_body += body
+            return
+        tokens = self._scanner.feed(body)
+        if tokens:
+            record = self._record
+            assert record is not None
+            times = record.token_times
+            for _ in range(tokens):
+                times.append(arrived)  # type: ignore[attr-defined]
+
+    def _finish(self, arrived: float) -> None:
+        record = self._record
+        assert record is not None
+        if self._status == 200:
+            tokens = self._scanner.close()
+            for _ in range(tokens):
+                record.token_times.append(arrived)  # type: ignore[attr-defined]
+            _settle(record, self._scanner)
+        else:
+            record.error = f"HTTP {self._status}: {self._error_body[:300].decode(errors='replace')}"
+        self._complete(arrived)
+
+    def _fail(self, error: str) -> None:
+        record = self._record
+        assert record is not None
+        record.error = record.error or error
+        self._keep_alive = False
+        self._complete(_clock() - self._origin)
+
+    def _time_out(self, timeout_s: float) -> None:
+        if self._record is not None:
+            self._fail(f"TimeoutError: no complete response in {timeout_s:g} s")
+
+    def _complete(self, arrived: float) -> None:
+        record, on_done = self._record, self._on_done
+        assert record is not None and on_done is not None
+        if self._timer is not None:
+            self._timer.cancel()
+        self._record, self._on_done, self._state = None, None, _IDLE
+        if not self._keep_alive and self._transport is not None:
+            self.open = False
+            self._transport.abort()
+        on_done(self, record, arrived)
 
 
-def _handle_event(data: bytes, arrived: float, record: RequestRecord) -> None:
-    if data == b"[DONE]":
+def _settle(record: RequestRecord, scanner: TokenScanner) -> None:
+    """Token counts from `usage`, and why the request is not ok if it is not."""
+    if scanner.error is not None:
+        record.error = scanner.error
         return
-    try:
-        event = json.loads(data)
-    except json.JSONDecodeError:
-        record.error = f"malformed event: {data[:100]!r}"
+    if scanner.usage is None:
+        record.error = "stream ended without usage"
         return
-    if "error" in event:
-        record.error = str(event["error"].get("message", event["error"]))[:300]
-        return
-    choices = event.get("choices") or ()
-    if choices and choices[0].get("text"):
-        record.token_times.append(arrived)
-    usage = event.get("usage")
-    if usage:
-        record.input_tokens = usage.get("prompt_tokens")
-        record.output_tokens = usage.get("completion_tokens")
+    record.input_tokens = scanner.usage.get("prompt_tokens")
+    record.output_tokens = scanner.usage.get("completion_tokens")
+    if record.output_tokens != record.requested_output_tokens:
+        record.error = f"server produced {record.output_tokens} of {record.requested_output_tokens} tokens"

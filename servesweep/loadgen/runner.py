@@ -1,17 +1,28 @@
-"""Load patterns: closed loop at a fixed concurrency, open loop at a Poisson arrival rate."""
+"""Load patterns: closed loop at a fixed concurrency, open loop at a Poisson arrival rate.
+
+One worker runs in this process. With `workers` > 1 the point is split across worker processes,
+each with its own event loop (uvloop when installed): the concurrency (closed loop) or the arrivals
+(open loop, round robin) are divided, the parent only builds prompts, picks the common start time
+and merges the records. Every process reads the same CLOCK_MONOTONIC (perf_counter on Linux), so
+record times from all workers share the parent's origin.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-import aiohttp
+import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
-from servesweep.loadgen.client import RequestRecord, completion_payload, stream_completion
+from servesweep.loadgen.client import RequestRecord
+from servesweep.loadgen.engine import Engine, WorkerJob
+
+_GO_MARGIN_S = 0.05  # workers are told to start this far in the future, so all start together
 
 
 class LoadPlan(BaseModel):
@@ -28,6 +39,8 @@ class LoadPlan(BaseModel):
     warmup_requests: int = Field(0, ge=0)
     timeout_s: float = Field(300.0, gt=0)
     seed: int = 0
+    workers: int = Field(1, ge=1, le=256, description="Client processes; use more when one core cannot keep up.")
+    request_id_prefix: str = Field("r", description="X-Request-Id = prefix + request index.")
     dialect: str = Field("vllm", description="Server kind whose request fields to use (see completion_payload).")
 
     @model_validator(mode="after")
@@ -47,78 +60,46 @@ class LoadPlan(BaseModel):
 class LoadResult:
     records: list[RequestRecord]
     started_unix: float  # wall clock at the point's origin (offset 0 of every record time, warm-up included)
+    loop_lag_p99_ms: float | None = None  # p99 lateness of a 10 ms timer in the client loop(s)
+    workers: int = 1
+    origin_perf: float = 0.0  # perf_counter (CLOCK_MONOTONIC) at offset 0: joins records to same-host logs
+    loop_lags_ms: list[float] = field(default_factory=list, repr=False)
 
 
 def run_load(plan: LoadPlan, make_prompt: Callable[[int], str]) -> LoadResult:
-    """Run one point to completion (blocking); uses uvloop when installed."""
-    try:
-        import uvloop
+    """Run one point to completion (blocking)."""
+    total = plan.num_requests or _upper_bound(plan)
+    prompts = [make_prompt(plan.input_tokens) for _ in range(total)]
+    warmups = tuple(make_prompt(plan.input_tokens) for _ in range(plan.warmup_requests))
+    jobs = split_jobs(plan, prompts, warmups)
+    started_unix, origin = time.time(), time.perf_counter()
+    if len(jobs) == 1:
+        records, lags = _run_loop(_in_process(jobs[0], origin))
+    else:
+        records, lags = _run_processes(jobs, origin)
+    warm = [r for r in records if r.warmup]
+    measured = sorted((r for r in records if not r.warmup), key=lambda r: r.index)
+    lags_ms = [lag * 1000.0 for lag in lags]
+    p99 = float(np.percentile(lags_ms, 99)) if lags_ms else None
+    return LoadResult(warm + measured, started_unix, p99, len(jobs), origin, lags_ms)
 
-        return uvloop.run(_run(plan, make_prompt))
-    except ImportError:
-        return asyncio.run(_run(plan, make_prompt))
 
-
-async def _run(plan: LoadPlan, make_prompt: Callable[[int], str]) -> LoadResult:
-    url = plan.base_url.rstrip("/") + "/v1/completions"
-    timeout = aiohttp.ClientTimeout(total=plan.timeout_s)
-    connector = aiohttp.TCPConnector(limit=0, force_close=False)
-    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
-        total = plan.num_requests or _upper_bound(plan)
-        prompts = [make_prompt(plan.input_tokens) for _ in range(total)]
-        started_unix, origin = time.time(), time.perf_counter()
-        warmup = await _warmup(session, url, plan, make_prompt, origin)
-        origin_after_warmup = time.perf_counter()
-        if plan.rate is None:
-            records = await _closed_loop(session, url, plan, prompts, origin, origin_after_warmup)
-        else:
-            records = await _open_loop(session, url, plan, prompts, origin, origin_after_warmup)
-    return LoadResult(records=warmup + records, started_unix=started_unix)
+MAX_PREBUILT_CLOSED_LOOP = 8  # rounds of `concurrency` requests a duration-bound closed loop may send
 
 
 def _upper_bound(plan: LoadPlan) -> int:
-    """Prompts to pre-build for a duration-bound point (generous; unused ones are never sent)."""
+    """Prompts to pre-build for a duration-bound point (unused ones are never sent).
+
+    A closed loop's count depends on the server's speed, so it is capped: at most 20 requests per
+    slot and second, and at most MAX_PREBUILT_CLOSED_LOOP rounds (or 512 requests): long prompts for
+    a large batch would otherwise take minutes to build. The point ends when either runs out.
+    """
     assert plan.duration_s is not None
     if plan.rate is not None:
         return max(1, int(plan.rate * plan.duration_s * 1.5) + 10)
-    return max(1, (plan.concurrency or 1) * int(plan.duration_s * 20) + 10)
-
-
-def _record(plan: LoadPlan, index: int, warmup: bool = False) -> RequestRecord:
-    return RequestRecord(index, warmup, plan.input_tokens, plan.output_tokens)
-
-
-async def _warmup(session, url: str, plan: LoadPlan, make_prompt, origin: float) -> list[RequestRecord]:
-    records = []
-    for i in range(plan.warmup_requests):
-        record = _record(plan, -(i + 1), warmup=True)
-        payload = completion_payload(plan.model, make_prompt(plan.input_tokens), plan.output_tokens, plan.dialect)
-        await stream_completion(session, url, payload, record, origin)
-        records.append(record)
-    return records
-
-
-async def _closed_loop(
-    session, url: str, plan: LoadPlan, prompts: list[str], origin: float, start: float
-) -> list[RequestRecord]:
-    """`concurrency` workers, each sending its next request as soon as the last one finishes."""
-    records: list[RequestRecord] = []
-    next_index = 0
-    deadline = start + plan.duration_s if plan.duration_s else None
-
-    async def worker() -> None:
-        nonlocal next_index
-        while next_index < len(prompts) and (deadline is None or time.perf_counter() < deadline):
-            index = next_index
-            next_index += 1
-            record = _record(plan, index)
-            records.append(record)
-            payload = completion_payload(plan.model, prompts[index], plan.output_tokens, plan.dialect)
-            await stream_completion(session, url, payload, record, origin)
-
-    await asyncio.gather(*(worker() for _ in range(plan.concurrency or 1)))
-    records.sort(key=lambda r: r.index)
-    return records
+    concurrency = plan.concurrency or 1
+    by_speed = concurrency * int(plan.duration_s * 20) + 10
+    return max(1, min(by_speed, max(MAX_PREBUILT_CLOSED_LOOP * concurrency, 512)))
 
 
 def poisson_schedule(rate: float, count: int, seed: int) -> list[float]:
@@ -131,34 +112,156 @@ def poisson_schedule(rate: float, count: int, seed: int) -> list[float]:
     return times
 
 
-async def _open_loop(
-    session, url: str, plan: LoadPlan, prompts: list[str], origin: float, start: float
-) -> list[RequestRecord]:
-    """Send at Poisson times regardless of completions (capped at `concurrency` in flight if set)."""
-    assert plan.rate is not None
+def split_jobs(plan: LoadPlan, prompts: list[str], warmups: tuple[str, ...] = ()) -> list[WorkerJob]:
+    """Divide a point across `plan.workers` jobs (fewer when there is not enough work for each)."""
+    ids = [f"{plan.request_id_prefix}{i}" for i in range(len(prompts))]
+    common = dict(base_url=plan.base_url, model=plan.model, input_tokens=plan.input_tokens, dialect=plan.dialect,
+                  output_tokens=plan.output_tokens, timeout_s=plan.timeout_s, duration_s=plan.duration_s)
+    if plan.rate is None:
+        return _split_closed(plan, prompts, ids, warmups, common)
     schedule = poisson_schedule(plan.rate, len(prompts), plan.seed)
     if plan.duration_s:
         schedule = [t for t in schedule if t < plan.duration_s]
-    slots = asyncio.Semaphore(plan.concurrency) if plan.concurrency else None
-    records: list[RequestRecord] = []
-    tasks = []
+    workers = max(1, min(plan.workers, len(schedule), plan.concurrency or len(schedule)))
+    jobs = []
+    for w in range(workers):
+        picks = range(w, len(schedule), workers)
+        jobs.append(WorkerJob(prompts=[prompts[i] for i in picks], indices=list(picks),
+                              request_ids=[ids[i] for i in picks], schedule=[schedule[i] for i in picks],
+                              concurrency=_share(plan.concurrency, workers, w) if plan.concurrency else None,
+                              warmup_prompts=warmups if w == 0 else (), **common))
+    return jobs
 
-    async def send(record: RequestRecord, prompt: str) -> None:
-        payload = completion_payload(plan.model, prompt, plan.output_tokens, plan.dialect)
-        if slots is None:
-            await stream_completion(session, url, payload, record, origin)
-            return
-        async with slots:
-            await stream_completion(session, url, payload, record, origin)
 
-    base = start - origin  # schedule offsets count from the end of warm-up
-    for index, offset in enumerate(schedule):
-        delay = start + offset - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        record = _record(plan, index)
-        record.scheduled_at = base + offset
-        records.append(record)
-        tasks.append(asyncio.create_task(send(record, prompts[index])))
-    await asyncio.gather(*tasks)
+def _split_closed(plan: LoadPlan, prompts: list[str], ids: list[str], warmups: tuple[str, ...],
+                  common: dict) -> list[WorkerJob]:
+    concurrency = plan.concurrency or 1
+    workers = max(1, min(plan.workers, concurrency, len(prompts)))
+    jobs, start = [], 0
+    for w in range(workers):
+        slots = _share(concurrency, workers, w)
+        count = len(prompts) - start if w == workers - 1 else round(len(prompts) * slots / concurrency)
+        picks = range(start, start + count)
+        start += count
+        jobs.append(WorkerJob(prompts=prompts[picks.start : picks.stop], indices=list(picks),
+                              request_ids=ids[picks.start : picks.stop], concurrency=slots,
+                              warmup_prompts=warmups if w == 0 else (), **common))
+    return jobs
+
+
+def _share(total: int, parts: int, part: int) -> int:
+    return total // parts + (1 if part < total % parts else 0)
+
+
+def _run_loop(coroutine):
+    try:
+        import uvloop
+
+        return uvloop.run(coroutine)
+    except ImportError:
+        return asyncio.run(coroutine)
+
+
+async def _in_process(job: WorkerJob, origin: float) -> tuple[list[RequestRecord], list[float]]:
+    engine = Engine(job, origin)
+    try:
+        await engine.connect()
+        warm = await engine.warmup()
+        records = await engine.run(time.perf_counter())
+    finally:
+        engine.close()
+    return warm + records, list(engine.monitor.lags)
+
+
+def _run_processes(jobs: list[WorkerJob], origin: float) -> tuple[list[RequestRecord], list[float]]:
+    context = multiprocessing.get_context("spawn")  # no fork: the parent may hold threads (metrics sampler)
+    pipes, processes = [], []
+    for job in jobs:
+        parent_end, child_end = context.Pipe()
+        process = context.Process(target=_worker_main, args=(job, origin, child_end), daemon=True)
+        process.start()
+        pipes.append(parent_end)
+        processes.append(process)
+    try:
+        for pipe in pipes:
+            _expect(pipe.recv(), "ready")
+        go = time.perf_counter() + _GO_MARGIN_S
+        for pipe in pipes:
+            pipe.send(go)
+        outputs = [pipe.recv() for pipe in pipes]
+    finally:
+        for process in processes:
+            process.join(timeout=10)
+            if process.is_alive():
+                process.kill()
+    records, lags = [], []
+    for output in outputs:
+        _expect(output, dict)
+        records.extend(records_from_columns(output))
+        lags.extend(output["lags"])
+    return records, lags
+
+
+def _expect(message, kind) -> None:
+    if isinstance(message, str) and message.startswith("error:"):
+        raise RuntimeError(f"load worker failed: {message[6:]}")
+    if (isinstance(kind, str) and message != kind) or (isinstance(kind, type) and not isinstance(message, kind)):
+        raise RuntimeError(f"load worker protocol: expected {kind}, got {type(message).__name__}")
+
+
+def _worker_main(job: WorkerJob, origin: float, pipe) -> None:
+    async def main() -> None:
+        engine = Engine(job, origin)
+        try:
+            await engine.connect()
+            warm = await engine.warmup()
+            pipe.send("ready")
+            records = await engine.run(pipe.recv())  # blocking recv: nothing else runs before the start
+        finally:
+            engine.close()
+        pipe.send(records_to_columns(warm + records, list(engine.monitor.lags)))
+
+    try:
+        _run_loop(main())
+    except Exception as error:  # reported to the parent, which raises it
+        pipe.send(f"error:{error!r}"[:1000])
+
+
+def records_to_columns(records: list[RequestRecord], lags: list[float]) -> dict:
+    """Columnar form of records for the trip between processes (one array per field)."""
+    counts = np.array([len(r.token_times) for r in records], dtype=np.int64)
+    times = [np.asarray(r.token_times, dtype=np.float64) for r in records]
+    return {
+        "index": np.array([r.index for r in records], dtype=np.int64),
+        "warmup": np.array([r.warmup for r in records], dtype=bool),
+        "requested": np.array([[r.requested_input_tokens, r.requested_output_tokens] for r in records],
+                              dtype=np.int64).reshape(-1, 2),
+        "scheduled_at": np.array([np.nan if r.scheduled_at is None else r.scheduled_at for r in records]),
+        "sent_at": np.array([r.sent_at for r in records], dtype=np.float64),
+        "offsets": np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+        "token_times": np.concatenate(times) if times else np.zeros(0),
+        "tokens": np.array([[_int(r.input_tokens), _int(r.output_tokens)] for r in records],
+                           dtype=np.int64).reshape(-1, 2),
+        "error": [r.error for r in records], "request_id": [r.request_id for r in records], "lags": lags,
+    }
+
+
+def records_from_columns(columns: dict) -> list[RequestRecord]:
+    offsets, times = columns["offsets"], columns["token_times"]
+    records = []
+    for i, index in enumerate(columns["index"].tolist()):
+        scheduled = float(columns["scheduled_at"][i])
+        input_tokens, output_tokens = (int(v) for v in columns["tokens"][i])
+        records.append(RequestRecord(
+            index=index, warmup=bool(columns["warmup"][i]), requested_input_tokens=int(columns["requested"][i, 0]),
+            requested_output_tokens=int(columns["requested"][i, 1]),
+            scheduled_at=None if np.isnan(scheduled) else scheduled, sent_at=float(columns["sent_at"][i]),
+            token_times=times[offsets[i] : offsets[i + 1]], input_tokens=None if input_tokens < 0 else input_tokens,
+            output_tokens=None if output_tokens < 0 else output_tokens, error=columns["error"][i],
+            request_id=columns["request_id"][i],
+        ))
     return records
+
+
+def _int(value: int | None) -> int:
+    return -1 if value is None else value

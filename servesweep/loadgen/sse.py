@@ -7,6 +7,8 @@ comments (`:`), `event:`, `id:` and `retry:` lines are skipped. Multi-line data 
 
 from __future__ import annotations
 
+import json
+
 
 class SSEParser:
     __slots__ = ("_buffer", "_data")
@@ -42,3 +44,88 @@ class SSEParser:
         """Flush an event the stream ended without a blank line after."""
         events = self.feed(b"\n\n") if (self._buffer or self._data) else []
         return events
+
+
+class TokenScanner:
+    """Counts the token-bearing events of an OpenAI completions SSE stream without a JSON parse per chunk.
+
+    A token chunk is found with a byte search for a non-empty `"text"` value; JSON keys cannot occur
+    inside an encoded string (its quotes are escaped), so the search does not misfire on generated
+    text. Only the rare events that carry `usage` or `error` are parsed with `json.loads`. The fast
+    path handles `data: {...}\\n\\n` events; anything else (CRLF, comments, multi-line data) falls back
+    to the general `SSEParser` for the rest of the stream.
+    """
+
+    __slots__ = ("_tail", "_parser", "usage", "error", "done")
+
+    def __init__(self) -> None:
+        self._tail = b""
+        self._parser: SSEParser | None = None
+        self.usage: dict | None = None
+        self.error: str | None = None
+        self.done = False
+
+    def feed(self, chunk: bytes) -> int:
+        """Scan a piece of the body; return how many token-bearing events it completed."""
+        if self._parser is not None:
+            return self._count(self._parser.feed(chunk))
+        buffer = self._tail + chunk if self._tail else chunk
+        if b"\r" in buffer:
+            self._parser = SSEParser()
+            self._tail = b""
+            return self._count(self._parser.feed(buffer))
+        events = buffer.split(b"\n\n")
+        self._tail = events.pop()
+        tokens = 0
+        for event in events:
+            if event.startswith(b"data: ") and b"\n" not in event:
+                tokens += self._classify(event[6:])
+            elif event:
+                tokens += self._count(SSEParser().feed(event + b"\n\n"))
+        return tokens
+
+    def close(self) -> int:
+        """Flush an event the stream ended without a blank line after."""
+        if self._parser is not None:
+            return self._count(self._parser.close())
+        tail, self._tail = self._tail, b""
+        return self._count(SSEParser().feed(tail + b"\n\n")) if tail.strip() else 0
+
+    def _count(self, payloads: list[bytes]) -> int:
+        return sum(self._classify(payload) for payload in payloads)
+
+    def _classify(self, payload: bytes) -> int:
+        token = _has_text(payload)
+        if b'"usage"' in payload and b'"usage":null' not in payload or b'"error"' in payload and not token:
+            self._parse(payload)
+        elif payload == b"[DONE]":
+            self.done = True
+        return token
+
+    def _parse(self, payload: bytes) -> None:
+        try:
+            event = json.loads(payload)
+        except json.JSONDecodeError:
+            self.error = f"malformed event: {payload[:100]!r}"
+            return
+        if not isinstance(event, dict):
+            return
+        if "error" in event:
+            error = event["error"]
+            self.error = str(error.get("message", error) if isinstance(error, dict) else error)[:300]
+        if isinstance(event.get("usage"), dict):
+            self.usage = event["usage"]
+
+
+_JSON_SPACE = (b" ", b"\n", b"\r", b"\t")
+
+
+def _has_text(payload: bytes) -> int:
+    """1 when the event carries a non-empty `"text"` value (compact or spaced JSON), else 0."""
+    at = payload.find(b'"text":')
+    if at < 0:
+        return 0
+    at += 7
+    while payload[at : at + 1] in _JSON_SPACE:
+        at += 1
+    return 1 if payload[at : at + 1] == b'"' and payload[at + 1 : at + 2] != b'"' else 0

@@ -10,11 +10,13 @@ import numpy as np
 from servesweep.lake.schema import STATS
 
 _QUANTILES = {"p50": 50, "p90": 90, "p95": 95, "p99": 99}
+RATE_FRACTION = 0.95  # achieved below this share of the scheduled rate: the client fell behind
+CLIENT_LAG_LIMIT_MS = 5.0  # schedule or loop lag (p99) above this: the client was the bottleneck
 
 
 def request_latencies(sent_at: float, token_times: Sequence[float], output_tokens: int | None) -> dict[str, Any]:
     """TTFT, E2E, TPOT (ms) and the inter-token gaps of one request from its chunk arrival times (s)."""
-    if not token_times:
+    if len(token_times) == 0:
         return {"ttft_ms": None, "e2e_ms": None, "tpot_ms": None, "itl_ms": []}
     ttft = (token_times[0] - sent_at) * 1000.0
     e2e = (token_times[-1] - sent_at) * 1000.0
@@ -60,8 +62,20 @@ def summarise_requests(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     lags = stats((r["schedule_lag_ms"] for r in measured), "schedule_lag")
     summary["schedule_lag_p50_ms"] = lags["schedule_lag_p50_ms"]
     summary["schedule_lag_p99_ms"] = lags["schedule_lag_p99_ms"]
+    planned = sorted(r["scheduled_at_s"] for r in measured if r.get("scheduled_at_s") is not None)
+    plan_spread = planned[-1] - planned[0] if planned else 0.0
+    summary["scheduled_rate"] = (len(planned) - 1) / plan_spread if plan_spread > 0 else None
     summary["status"] = "failed" if not ok else ("partial" if len(ok) < len(measured) else "ok")
     return summary
+
+
+def client_limited(summary: Mapping[str, Any], open_loop: bool, loop_lag_p99_ms: float | None) -> bool:
+    """Did the load generator, not the server, set the pace of this point? (schema: points.client_limited)"""
+    lag = summary.get("schedule_lag_p99_ms")
+    behind = (open_loop and summary.get("scheduled_rate") is not None and summary.get("achieved_rate") is not None
+              and summary["achieved_rate"] < RATE_FRACTION * summary["scheduled_rate"])
+    return bool(behind or (lag is not None and lag > CLIENT_LAG_LIMIT_MS)
+                or (loop_lag_p99_ms is not None and loop_lag_p99_ms > CLIENT_LAG_LIMIT_MS))
 
 
 def summarise_server(samples: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:

@@ -1,0 +1,216 @@
+"""The send/receive engine of one worker process: callbacks on one event loop, no task per token.
+
+Closed loop: each of `concurrency` connections sends its next request from the callback that
+finished the last one, so no request waits for a scheduler. Open loop: one timer chain walks the
+arrival schedule; a request that finds all `concurrency` slots busy waits in a FIFO queue (that wait
+is its schedule lag). A loop-lag monitor records how late a 10 ms timer fires: when the loop is
+saturated, the client and not the server is the limit, whatever the load pattern.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from array import array
+from collections import deque
+from dataclasses import dataclass
+
+from servesweep.loadgen.client import RequestRecord, StreamingConnection, Target, completion_payload
+
+_clock = time.perf_counter
+LAG_PROBE_S = 0.010
+
+
+@dataclass
+class WorkerJob:
+    """One worker's share of a point (picklable: sent to worker processes)."""
+
+    base_url: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    timeout_s: float
+    prompts: list[str]
+    indices: list[int]
+    request_ids: list[str]
+    concurrency: int | None
+    schedule: list[float] | None = None  # open loop: send offsets (s) after the go time, one per prompt
+    duration_s: float | None = None
+    warmup_prompts: tuple[str, ...] = ()
+    dialect: str = "vllm"
+
+
+class LagMonitor:
+    """Samples event-loop lag: how late a timer meant for now + 10 ms really fires."""
+
+    def __init__(self) -> None:
+        self.lags = array("d")
+        self._handle: asyncio.TimerHandle | None = None
+        self._due = 0.0
+
+    def start(self) -> None:
+        self._due = _clock() + LAG_PROBE_S
+        self._handle = asyncio.get_running_loop().call_later(LAG_PROBE_S, self._tick)
+
+    def _tick(self) -> None:
+        now = _clock()
+        self.lags.append(max(0.0, now - self._due))
+        self._due = now + LAG_PROBE_S
+        self._handle = asyncio.get_running_loop().call_later(LAG_PROBE_S, self._tick)
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+
+
+class Engine:
+    """Runs one WorkerJob on the running loop; all times are seconds since `origin` (perf_counter)."""
+
+    def __init__(self, job: WorkerJob, origin: float) -> None:
+        self.job = job
+        self.origin = origin
+        self.target = Target.from_base_url(job.base_url)
+        self.monitor = LagMonitor()
+        self._requests = [self.target.request_bytes(
+                              completion_payload(job.model, prompt, job.output_tokens, job.dialect), rid)
+                          for prompt, rid in zip(job.prompts, job.request_ids, strict=True)]
+        self._idle: list[StreamingConnection] = []
+        self._records: list[RequestRecord] = []
+        self._next = 0
+        self._in_flight = 0
+        self._waiting: deque[tuple[RequestRecord, int]] = deque()
+        self._deadline = float("inf")
+        self._go = 0.0
+        self._finished: asyncio.Future | None = None
+
+    async def connect(self) -> None:
+        """Open the connections a closed loop needs before the clock starts (no connect in TTFT)."""
+        wanted = min(self.job.concurrency or 0, len(self._requests))
+        opened = await asyncio.gather(*(self.target.connect(self.origin) for _ in range(wanted)),
+                                      return_exceptions=True)
+        # A failed connect is not fatal here: the request that needs it retries and records the error.
+        self._idle = [c for c in opened if isinstance(c, StreamingConnection)]
+
+    async def warmup(self) -> list[RequestRecord]:
+        records = []
+        for i, prompt in enumerate(self.job.warmup_prompts):
+            record = RequestRecord(-(i + 1), True, self.job.input_tokens, self.job.output_tokens,
+                                   request_id=f"{self.job.request_ids[0] if self.job.request_ids else 'w'}-w{i}")
+            payload = completion_payload(self.job.model, prompt, self.job.output_tokens, self.job.dialect)
+            await self._one(self.target.request_bytes(payload, record.request_id), record)
+            records.append(record)
+        return records
+
+    async def _one(self, request: bytes, record: RequestRecord) -> None:
+        done = asyncio.get_running_loop().create_future()
+        try:
+            connection = self._idle.pop() if self._idle else await self.target.connect(self.origin)
+        except OSError as error:
+            record.error = f"connect: {error}"[:300]
+            return
+        connection.send(request, record, lambda c, r, t: done.set_result(c), self.job.timeout_s)
+        connection = await done
+        if connection.open:
+            self._idle.append(connection)
+
+    async def run(self, go: float) -> list[RequestRecord]:
+        """Send this job's requests from perf_counter time `go`; returns when every one has ended."""
+        loop = asyncio.get_running_loop()
+        self._finished = loop.create_future()
+        if go > _clock():
+            await asyncio.sleep(go - _clock())
+        self._go = go - self.origin
+        if self.job.duration_s:
+            self._deadline = go + self.job.duration_s
+        self.monitor.start()
+        if not self._requests:
+            self._finished.set_result(None)
+        elif self.job.schedule is None:
+            self._start_closed()
+        else:
+            self._arrive()
+        await self._finished
+        self.monitor.stop()
+        return self._records
+
+    # -- closed loop -------------------------------------------------------------------------------
+    def _start_closed(self) -> None:
+        slots = min(self.job.concurrency or 1, len(self._requests))
+        for _ in range(slots):
+            self._issue(*self._take(self._go))
+
+    def _take(self, scheduled: float) -> tuple[RequestRecord, int]:
+        k = self._next
+        self._next += 1
+        job = self.job
+        record = RequestRecord(job.indices[k], False, job.input_tokens, job.output_tokens,
+                               scheduled_at=scheduled, request_id=job.request_ids[k])
+        self._records.append(record)
+        return record, k
+
+    def _more(self) -> bool:
+        return self._next < len(self._requests) and _clock() < self._deadline
+
+    # -- open loop ---------------------------------------------------------------------------------
+    def _arrive(self) -> None:
+        """Issue every arrival that is due, then arm a timer for the next one."""
+        schedule = self.job.schedule
+        assert schedule is not None
+        now = _clock() - self.origin
+        while self._next < len(schedule) and self._go + schedule[self._next] <= now:
+            taken = self._take(self._go + schedule[self._next])
+            if self.job.concurrency and self._in_flight >= self.job.concurrency:
+                self._waiting.append(taken)
+            else:
+                self._issue(*taken)
+        if self._next < len(schedule):
+            delay = self._go + schedule[self._next] - (_clock() - self.origin)
+            asyncio.get_running_loop().call_later(max(0.0, delay), self._arrive)
+        else:
+            self._maybe_finish()
+
+    # -- shared ------------------------------------------------------------------------------------
+    def _issue(self, record: RequestRecord, k: int) -> None:
+        self._in_flight += 1
+        if self._idle:
+            self._idle.pop().send(self._requests[k], record, self._done, self.job.timeout_s)
+        else:
+            asyncio.ensure_future(self._connect_and_send(record, k))
+
+    async def _connect_and_send(self, record: RequestRecord, k: int) -> None:
+        try:
+            connection = await self.target.connect(self.origin)
+        except OSError as error:
+            record.sent_at = _clock() - self.origin
+            record.error = f"connect: {error}"[:300]
+            self._in_flight -= 1
+            self._after(record, record.sent_at)
+            return
+        connection.send(self._requests[k], record, self._done, self.job.timeout_s)
+
+    def _done(self, connection: StreamingConnection, record: RequestRecord, arrived: float) -> None:
+        self._in_flight -= 1
+        if connection.open:
+            self._idle.append(connection)
+        self._after(record, arrived)
+
+    def _after(self, record: RequestRecord, arrived: float) -> None:
+        if self.job.schedule is None:
+            if self._more():
+                self._issue(*self._take(arrived))  # the slot is free from the moment the response ended
+        elif self._waiting:
+            self._issue(*self._waiting.popleft())
+        self._maybe_finish()
+
+    def _maybe_finish(self) -> None:
+        arrivals_left = self._more() if self.job.schedule is None else self._next < len(self.job.schedule)
+        if self._in_flight == 0 and not self._waiting and not arrivals_left:
+            assert self._finished is not None
+            if not self._finished.done():
+                self._finished.set_result(None)
+
+    def close(self) -> None:
+        for connection in self._idle:
+            if connection.open and connection._transport is not None:
+                connection._transport.close()
+        self._idle = []
