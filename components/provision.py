@@ -1,27 +1,45 @@
 """Provision step: make sure there is capacity for the servers the spec asks for.
 
 Local platform: the accelerator must be `cpu` and the machine must have room for the KV cache.
-(GKE node pools, auto-provisioning and ComputeClasses live in servesweep.k8s.provision.)
+With `spec.gke`: node pool, auto-provisioning or ComputeClass (servesweep.k8s.provision), recorded
+so the pipeline's exit handler can give it back (components.gke).
 """
 
 from __future__ import annotations
 
 import os
+from typing import Literal
 
 from pydantic import BaseModel
 
+from servesweep.k8s.provision import Capacity as GKECapacity
 from servesweep.spec import BenchmarkSpec
 
 
 class Capacity(BaseModel):
-    platform: str
-    cpus: int
-    memory_gib: float
+    platform: Literal["local", "gke"] = "local"
+    cpus: int = 0
+    memory_gib: float = 0.0
     created: bool = False  # whether this run created capacity it must release
+    gke: GKECapacity | None = None  # what GKE provisioning did; its node selector places the servers
+
+    @property
+    def node_selector(self) -> dict[str, str]:
+        return dict(self.gke.node_selector) if self.gke else {}
 
 
 class ProvisionError(RuntimeError):
     pass
+
+
+def provision(spec: BenchmarkSpec, owner: str) -> Capacity:
+    """Capacity for the spec's servers, on this machine or on its GKE cluster."""
+    if spec.gke is None:
+        return provision_local(spec)
+    from components.gke import provision_gke
+
+    capacity = provision_gke(spec, owner)
+    return Capacity(platform="gke", created=capacity.created or capacity.resized, gke=capacity)
 
 
 def provision_local(spec: BenchmarkSpec) -> Capacity:

@@ -116,12 +116,14 @@ def run_sweep(spec: BenchmarkSpec, deployment: Deployment, endpoint: Endpoint, t
     requests: list[dict[str, Any]] = []
     windows: list[PointWindow] = []
     samples: list[dict[str, Any]] = []
-    if endpoint.error:
-        windows = [PointWindow(point_id=p.point_id, failure_reason=f"server start: {endpoint.error}")
-                   for p in deployment.points]
+    if endpoint.error or endpoint.api != "openai":
+        reason = (f"server start: {endpoint.error}" if endpoint.error
+                  else f"load generator speaks the OpenAI API, the server speaks {endpoint.api}")
+        windows = [PointWindow(point_id=p.point_id, failure_reason=reason) for p in deployment.points]
     else:
         prompts = PromptFactory(tokenizer_dir, seed=spec.model.seed)
-        sampler = MetricsSampler(endpoint.metrics_url, deployment.deployment_id, spec.sweep.scrape_interval_s)
+        sampler = MetricsSampler(endpoint.metrics_url, deployment.deployment_id, spec.sweep.scrape_interval_s,
+                                 prefixes=(endpoint.metric_prefix,))
         # No auto-refresh: a render thread competes for CPU with the client and the server and
         # measurably slows streaming on small machines. The bar moves between points only.
         with sampler, Progress(auto_refresh=False) as progress:
