@@ -146,6 +146,7 @@ def load_model(spec: ModelSpec, out_dir: str | Path) -> ModelInfo:
     shape = spec.resolved_shape()
     tokenizer_size = train_tokenizer(shape.vocab_size, out)
     config = _llama_config(spec, shape, tokenizer_size)
+    config.architectures = ["LlamaForCausalLM"]  # servers pick the model class from this
     config.save_pretrained(out)
     parameters = write_random_weights(config, spec.dtype, spec.seed, out)
     (out / "generation_config.json").write_text(json.dumps({"bos_token_id": 0, "eos_token_id": 1}))

@@ -130,6 +130,17 @@ def write_lake(spec_json: str, tables: str) -> None:
     print(f"lake {spec.lake_uri} run {spec.run_id}: {written}")
 
 
+def report(spec_json: str, baseline_accelerator: str, out_html: str, out_markdown: str) -> None:
+    """Headline and recommendations of the run just written: an HTML page and a Markdown summary."""
+    from servesweep.analysis.report import build_report, headline_metrics, write_kfp_artifacts
+
+    spec = _spec(spec_json)
+    result = build_report(spec.lake_uri, [spec.run_id], spec.slo, baseline_accelerator)
+    charts = write_kfp_artifacts(result, out_html, out_markdown)
+    print(f"{result.headline.summary} ({len(charts)} charts)")
+    print(json.dumps(headline_metrics(result)))
+
+
 def teardown_all(owner: str, spec_yaml: str) -> None:
     from components.teardown_all import teardown_all as teardown
 
@@ -139,7 +150,7 @@ def teardown_all(owner: str, spec_yaml: str) -> None:
 STEPS: dict[str, Callable[..., None]] = {
     "resolve-spec": resolve_spec, "plan": plan, "provision": provision, "load-model": load_model,
     "plan-sweep": plan_sweep, "deploy-server": deploy_server, "sweep": sweep, "teardown-server": teardown_server,
-    "collect-metrics": collect_metrics, "write-lake": write_lake, "teardown-all": teardown_all,
+    "collect-metrics": collect_metrics, "write-lake": write_lake, "report": report, "teardown-all": teardown_all,
 }
 
 

@@ -2,7 +2,7 @@
 
     resolve-spec -> plan -> provision -> load-model, plan-sweep
         -> for each deployment (one at a time): deploy-server -> sweep -> teardown-server
-        -> collect-metrics -> write-lake
+        -> collect-metrics -> write-lake -> report
     onExit: teardown-all
 
 Every template is a container running `python -m pipelines.argo_steps STEP` in the servesweep image,
@@ -38,6 +38,8 @@ IMAGE = os.environ.get("SERVESWEEP_IMAGE", "us-docker.pkg.dev/servesweep/servesw
 OUTPUTS = "/tmp/outputs"
 INPUTS = "/tmp/inputs"
 RAWS_KEY = "servesweep/{{workflow.uid}}/raws"
+# Parameters of the KFP pipeline that are not part of the spec (the report's), with the same defaults.
+REPORT_PARAMETERS = {"baseline_accelerator": "nvidia-l4"}
 
 # Transient: an evicted or preempted pod, an API server hiccup. Exit code 2 is a bad spec: never retried.
 TRANSIENT = RetryStrategy(
@@ -76,7 +78,7 @@ def step(name: str, inputs: list, outputs: list, image: str, **template: Any) ->
 
 def workflow_parameters(params: PipelineParams) -> list[Parameter]:
     """The pipeline parameters, as strings (lists as JSON), mirroring the KFP pipeline's signature."""
-    values = params.model_dump()
+    values = params.model_dump() | REPORT_PARAMETERS
     return [Parameter(name=name, value=json.dumps(value) if isinstance(value, list) else str(value))
             for name, value in values.items()]
 
@@ -132,6 +134,8 @@ def build_workflow(spec: BenchmarkSpec | None = None, image: str = IMAGE) -> Wor
         collect_metrics = step("collect-metrics", [spec_json, _in_file("model"), raws, _in_file("predicted")],
                                [_out_file("tables")], image)
         write_lake = step("write-lake", [spec_json, _in_file("tables")], [], image, retry_strategy=TRANSIENT)
+        report = step("report", [spec_json, _in("baseline_accelerator")], [_out_file("html"), _out_file("markdown")],
+                      image)
         step("teardown-all", [Parameter(name="owner", value="{{workflow.uid}}"),
                               Parameter(name="spec_yaml", value="{{workflow.parameters.spec_yaml}}")],
              [], image, retry_strategy=TRANSIENT)
@@ -170,9 +174,11 @@ def build_workflow(spec: BenchmarkSpec | None = None, image: str = IMAGE) -> Wor
             collected = collect_metrics(arguments={"spec_json": spec_out, "model": model_task.get_artifact("model"),
                                                    "predicted": predictions.get_artifact("predicted")})
             lake = write_lake(arguments={"spec_json": spec_out, "tables": collected.get_artifact("tables")})
+            summary = report(arguments={"spec_json": spec_out,
+                                        "baseline_accelerator": "{{workflow.parameters.baseline_accelerator}}"})
 
             spec >> predictions >> capacity >> [model_task, deployments]
-            [model_task, deployments] >> swept_all >> collected >> lake
+            [model_task, deployments] >> swept_all >> collected >> lake >> summary
     return workflow
 
 

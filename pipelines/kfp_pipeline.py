@@ -2,7 +2,7 @@
 
     resolve-spec -> plan (roofline predictions) -> provision -> load-model, plan-sweep
         -> for each deployment (one at a time): deploy-server -> sweep -> teardown-server
-        -> collect-metrics -> write-lake
+        -> collect-metrics -> write-lake -> report (Metrics, HTML and Markdown shown on the KFP run page)
     exit handler: teardown-all (stops whatever this job left running, on success, failure or cancel)
 
 The same function compiles for both platforms: the steps run locally or on GKE according to the
@@ -17,7 +17,7 @@ functions; every import is inside the function because KFP ships the function's 
 import os
 
 from kfp import dsl
-from kfp.dsl import Dataset, Input, Model, Output
+from kfp.dsl import HTML, Dataset, Input, Markdown, Metrics, Model, Output
 
 IMAGE = os.environ.get("SERVESWEEP_IMAGE", "us-docker.pkg.dev/servesweep/servesweep/servesweep:0.1.0")
 
@@ -70,7 +70,7 @@ def plan(spec_json: str, predicted: Output[Dataset]):
 
     result = plan_spec(parse_spec(json_param(spec_json)))
     pq.write_table(to_table("points", result.rows), predicted.path)
-    predicted.metadata.update({"rows": len(result.rows), "fits": any(p.fits for p in result.placements)})
+    predicted.metadata.update({"rows": len(result.rows), "fits": any(p.fit.fits for p in result.placements)})
 
 
 @dsl.component(base_image=IMAGE)
@@ -161,6 +161,21 @@ def write_lake(spec_json: str, tables: Input[Dataset]) -> str:
 
 
 @dsl.component(base_image=IMAGE)
+def report(spec_json: str, lake_uri: str, baseline_accelerator: str, metrics: Output[Metrics], html: Output[HTML],
+           markdown: Output[Markdown]):
+    from pipelines.kfp_io import json_param
+    from servesweep.analysis.report import build_report, headline_metrics, write_kfp_artifacts
+    from servesweep.spec import parse_spec
+
+    spec = parse_spec(json_param(spec_json))
+    result = build_report(lake_uri, [spec.run_id], spec.slo, baseline_accelerator)
+    for name, value in headline_metrics(result).items():
+        metrics.log_metric(name, value)
+    charts = write_kfp_artifacts(result, html.path, markdown.path)
+    print(f"{result.headline.summary} ({len(charts)} charts)")
+
+
+@dsl.component(base_image=IMAGE)
 def teardown_all(owner: str, spec_yaml: str):
     from components.teardown_all import teardown_all as teardown
 
@@ -186,6 +201,7 @@ def servesweep_pipeline(
     slo_tpot_p99_ms: float = 0.0,
     lake_uri: str = "./lake",
     spec_yaml: str = "",
+    baseline_accelerator: str = "nvidia-l4",
 ):
     owner = dsl.PIPELINE_JOB_ID_PLACEHOLDER
     cleanup = teardown_all(owner=owner, spec_yaml=spec_yaml).set_display_name("teardown-all")
@@ -212,4 +228,5 @@ def servesweep_pipeline(
         collected = collect_metrics(spec_json=spec_json, model=model.outputs["model"],
                                     raws=dsl.Collected(swept.outputs["raw"]),
                                     predicted=predictions.outputs["predicted"])
-        write_lake(spec_json=spec_json, tables=collected.outputs["tables"])
+        written = write_lake(spec_json=spec_json, tables=collected.outputs["tables"])
+        report(spec_json=spec_json, lake_uri=written.output, baseline_accelerator=baseline_accelerator)

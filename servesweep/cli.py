@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from servesweep.lake.schema import SCHEMA_VERSION, SCHEMAS, describe
-from servesweep.spec import SpecError, load_spec
+from servesweep.spec import SLOSpec, SpecError, load_spec
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 # Piped output (CI logs, files) gets room for wide tables instead of an 80-column squeeze.
@@ -53,7 +53,8 @@ def print_points(lake_uri: str, run_id: str) -> None:
     from servesweep.lake.query import query
 
     columns = ", ".join(f'{name} AS "{label}"' for name, label in _POINT_COLUMNS)
-    table = query(lake_uri, f"SELECT {columns} FROM points WHERE run_id = '{run_id}' ORDER BY point_id")
+    where = f"run_id = '{run_id}' AND source = 'measured'"
+    table = query(lake_uri, f"SELECT {columns} FROM points WHERE {where} ORDER BY point_id")
     print_arrow(table, title=f"run {run_id}")
 
 
@@ -89,7 +90,8 @@ def run(
 
 @app.command()
 def query(
-    sql: Annotated[str, typer.Argument(help="SQL over the views requests, points, server_metrics.")],
+    sql: Annotated[str, typer.Argument(help="SQL over requests, points, server_metrics and the analysis views "
+                                            "(servesweep views lists them).")],
     lake: Annotated[str, typer.Option(help="Lake URI (directory or gs://).")] = "./lake",
     output: Annotated[str, typer.Option(help="table, csv or json")] = "table",
 ) -> None:
@@ -196,6 +198,55 @@ def plan_command(
     except (CatalogError, KeyError, ValueError, FileNotFoundError) as error:
         _fail(str(error).strip("'\""))
     console.print(render_plan(result))
+
+
+@app.command()
+def report(
+    run_ids: Annotated[list[str], typer.Argument(help="Run ids to report on together (compare GPUs across runs).")],
+    lake: Annotated[str, typer.Option(help="Lake URI (directory or gs://).")] = "./lake",
+    out: Annotated[Path | None, typer.Option(help="Output directory (default: reports/<first run id>).")] = None,
+    slo_ttft_ms: Annotated[float | None, typer.Option(help="p99 TTFT target, ms.")] = None,
+    slo_tpot_ms: Annotated[float | None, typer.Option(help="p99 TPOT target, ms.")] = None,
+    slo_e2e_ms: Annotated[float | None, typer.Option(help="p99 end-to-end latency target, ms.")] = None,
+    baseline: Annotated[str, typer.Option(help="Accelerator whose best tokens per dollar = 1.0.")] = "nvidia-l4",
+) -> None:
+    """Charts and a Markdown/HTML summary: quantize? which GPU? which batch size? prefill- or decode-heavy?"""
+    from pydantic import ValidationError
+
+    from servesweep.analysis.report import ReportError, build_report, write_report
+    from servesweep.catalog import CatalogError
+
+    try:
+        slo = SLOSpec(ttft_p99_ms=slo_ttft_ms, tpot_p99_ms=slo_tpot_ms, e2e_p99_ms=slo_e2e_ms)
+        result = build_report(lake, run_ids, slo, baseline)
+    except ValidationError as error:
+        _fail(f"invalid SLO: {error.errors()[0]['loc'][0]} {error.errors()[0]['msg']}")
+    except (ReportError, CatalogError) as error:
+        _fail(str(error))
+    suffix = f"-and-{len(run_ids) - 1}-more" if len(run_ids) > 1 else ""
+    paths = write_report(result, out or Path("reports") / f"{run_ids[0]}{suffix}")
+    console.print(f"[bold]{result.headline.summary}[/]", highlight=False)
+    view = Table(show_lines=True)
+    for column in ("question", "scope", "status", "answer"):
+        view.add_column(column, overflow="fold")
+    for item in result.recommendations:
+        view.add_row(item.question.value, item.scope, item.status.value, item.answer)
+    console.print(view)
+    for note in result.notes:
+        console.print(f"note: {note}", highlight=False)
+    console.print(f"wrote {paths.markdown}, {paths.html}, {paths.json_path} and {len(paths.charts)} charts")
+
+
+@app.command()
+def views(name: Annotated[str, typer.Argument(help="A view name; empty lists them all.")] = "") -> None:
+    """The analysis views `servesweep query` can use, with their columns (the SQL files' header comments)."""
+    from servesweep.analysis.views import VIEWS, view_doc
+
+    if name and name not in VIEWS:
+        _fail(f"unknown view {name!r}; views: {', '.join(VIEWS)}")
+    for view_name in [name] if name else VIEWS:
+        console.rule(view_name)
+        console.print(view_doc(view_name), highlight=False, markup=False)
 
 
 @app.command()

@@ -75,6 +75,8 @@ def test_the_workflow_runs_end_to_end_through_its_own_command_lines(tmp_path):
     collected = argo.run("collect-metrics", {"spec_json": spec_json}, {
         "model": output(model, "model"), "raws": raws, "predicted": output(predictions, "predicted")})
     argo.run("write-lake", {"spec_json": spec_json}, {"tables": output(collected, "tables")})
+    summary = argo.run("report", {"spec_json": spec_json, "baseline_accelerator": argo.defaults["baseline_accelerator"]})
+    assert "<html" in output(summary, "html").read_text().lower() and output(summary, "markdown").is_file()
     argo.run("teardown-all", {"owner": owner, "spec_yaml": argo.defaults["spec_yaml"]})
 
     rows = query(str(tmp_path / "lake"), f"select source, status, failure_reason from points "
@@ -105,7 +107,8 @@ def test_a_bad_spec_exits_2_so_argo_does_not_retry(tmp_path, capsys):
 
 def test_list_parameters_arrive_as_json(tmp_path):
     params = build_workflow().build().spec.arguments.parameters
-    values = {p.name: p.value for p in params} | {"batch_sizes": "[2, 8]", "sweep_modes": '["server_max_seqs"]'}
+    values = {p.name: p.value for p in params if p.name != "baseline_accelerator"}
+    values |= {"batch_sizes": "[2, 8]", "sweep_modes": '["server_max_seqs"]'}
     args = ["resolve-spec", "--out_spec_json", str(tmp_path / "spec")]
     for name, value in values.items():
         args += [f"--{name}", value]

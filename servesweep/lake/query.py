@@ -1,6 +1,8 @@
-"""DuckDB over the lake: one view per table, named after it, spanning every run."""
+"""DuckDB over the lake: one view per table, named after it, spanning every run, plus the analysis views."""
 
 from __future__ import annotations
+
+import warnings
 
 import duckdb
 import pyarrow as pa
@@ -21,7 +23,22 @@ def connect(lake_uri: str) -> duckdb.DuckDBPyConnection:
         source = data if data is not None else SCHEMAS[table].empty_table()
         connection.register(f"_lake_{table}", source)
         connection.execute(f"CREATE VIEW {table} AS SELECT * FROM _lake_{table}")
+    _add_analysis_views(connection)
     return connection
+
+
+def _add_analysis_views(connection: duckdb.DuckDBPyConnection) -> None:
+    """The servesweep/sql views (point_costs, ideal_batch, ...) with default parameters.
+
+    A broken catalog override must not take the raw tables down with it, so failures only warn.
+    """
+    from servesweep.analysis.views import create_views
+    from servesweep.catalog import CatalogError
+
+    try:
+        create_views(connection)
+    except (CatalogError, duckdb.Error) as error:
+        warnings.warn(f"analysis views unavailable: {error}", stacklevel=3)
 
 
 def query(lake_uri: str, sql: str) -> pa.Table:

@@ -1,0 +1,1 @@
+"""Turn the lake into decisions: SQL views (``views``), the report (``report``) and its charts (``charts``)."""

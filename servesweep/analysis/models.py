@@ -1,0 +1,209 @@
+"""Typed report objects. Row models mirror the SQL views column for column (``columns()`` selects them)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from servesweep.spec import SLOSpec
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _ViewRow(_Strict):
+    @classmethod
+    def columns(cls) -> str:
+        """The SELECT list that fills this model from its view."""
+        return ", ".join(cls.model_fields)
+
+
+class PointSummary(_ViewRow):
+    """One counted point: what the charts plot (latency_by_batch joined with throughput_per_dollar_normalised)."""
+
+    config_id: str
+    config_label: str
+    comparison_group: str
+    source: str
+    accelerator: str | None
+    accelerator_count: int | None
+    quantization: str | None
+    batch_size: int
+    point_id: str
+    output_token_throughput: float | None
+    ttft_p50_ms: float | None
+    ttft_p99_ms: float | None
+    tpot_p50_ms: float | None
+    tpot_p99_ms: float | None
+    e2e_p99_ms: float | None
+    output_tokens_per_dollar: float | None
+    usd_per_million_output_tokens: float | None
+    vs_baseline_best: float | None
+    is_config_best: bool
+    meets_slo: bool
+
+
+class IdealBatch(_ViewRow):
+    """A row of the ``ideal_batch`` view: the batch size a config should run at, or why none."""
+
+    run_id: str
+    config_id: str
+    config_label: str
+    comparison_group: str
+    source: str
+    model_name: str | None
+    quantization: str | None
+    server_kind: str | None
+    accelerator: str | None
+    accelerator_count: int | None
+    input_tokens: int | None
+    output_tokens: int | None
+    sweep_mode: str | None
+    meets_slo: bool
+    reason: str
+    ideal_batch_size: int | None
+    point_id: str | None
+    output_token_throughput: float | None
+    ttft_p99_ms: float | None
+    tpot_p99_ms: float | None
+    e2e_p99_ms: float | None
+    cost_per_hour: float | None
+    output_tokens_per_dollar: float | None
+    usd_per_million_output_tokens: float | None
+    tokens_per_dollar_vs_baseline: float | None
+    tied_batch_sizes: list[int]
+    max_throughput_batch_size: int
+    max_output_token_throughput: float | None
+    points_counted: int
+    points_meeting_slo: int
+    batch_sizes_tested: list[int]
+    batch_sizes_meeting_slo: list[int]
+
+    @property
+    def placement(self) -> str:
+        return f"{self.accelerator} x{self.accelerator_count or 1}"
+
+
+class PrefillDecode(_ViewRow):
+    """A row of the ``prefill_decode`` view."""
+
+    config_id: str
+    config_label: str
+    comparison_group: str
+    source: str
+    accelerator: str | None
+    accelerator_count: int | None
+    input_tokens: int | None
+    output_tokens: int | None
+    low_batch_size: int
+    ttft_p50_ms: float | None
+    prefill_tokens_per_s: float | None
+    tpot_p50_ms: float | None
+    decode_tokens_per_s: float | None
+    max_batch_size: int
+    decode_tokens_per_s_per_sequence_max_batch: float | None
+    decode_tokens_per_s_all_sequences_max_batch: float | None
+    prefill_to_decode_ratio: float | None
+    ttft_share_of_e2e: float | None
+    workload_balance: str | None
+
+
+class ParetoPoint(_ViewRow):
+    """A row of the ``pareto_frontier`` view."""
+
+    comparison_group: str
+    latency_metric: str
+    latency_ms: float
+    output_token_throughput: float
+    config_label: str
+    source: str
+    batch_size: int
+    point_id: str
+    usd_per_million_output_tokens: float | None
+    meets_slo: bool
+
+
+class Question(StrEnum):
+    QUANTIZE = "quantize?"
+    ACCELERATOR = "which GPU?"
+    BATCH_SIZE = "which batch size?"
+    WORKLOAD = "prefill- or decode-heavy?"
+
+
+class Status(StrEnum):
+    ANSWERED = "answered"
+    SLO_NOT_MET = "slo_not_met"  # the data covers the question, and the answer is that nothing meets the SLO
+    NOT_COVERED = "not_covered"  # these runs cannot answer it; `answer` says what to run
+
+
+class Figure(_Strict):
+    """One number behind a recommendation."""
+
+    label: str
+    value: float | None
+    unit: str = ""
+
+
+class Recommendation(_Strict):
+    question: Question
+    scope: str = Field(..., description="The comparison group (model, workload shape, source) it answers for.")
+    status: Status
+    answer: str
+    figures: list[Figure] = Field(default_factory=list)
+
+
+class Headline(_Strict):
+    """The single answer for dashboards: the cheapest measured config within the SLO."""
+
+    meets_slo: bool
+    summary: str
+    config_label: str | None = None
+    ideal_batch_size: int | None = None
+    output_token_throughput: float | None = Field(None, description="Output tok/s at the ideal batch (within SLO).")
+    output_tokens_per_dollar: float | None = None
+    usd_per_million_output_tokens: float | None = None
+    max_output_token_throughput: float | None = Field(None, description="Best output tok/s ignoring the SLO.")
+
+
+class Report(_Strict):
+    run_ids: list[str]
+    lake_uri: str
+    generated_at: datetime
+    slo: SLOSpec
+    baseline_accelerator: str
+    catalog_version: str
+    headline: Headline
+    recommendations: list[Recommendation]
+    ideal_batches: list[IdealBatch]
+    points: list[PointSummary]
+    prefill_decode: list[PrefillDecode]
+    pareto: list[ParetoPoint]
+    notes: list[str] = Field(default_factory=list)
+
+    def measured_ideals(self) -> list[IdealBatch]:
+        return [row for row in self.ideal_batches if row.source == "measured"]
+
+
+class ChartSpec(_Strict):
+    """A PNG chart. Series: the lines (or scatter sets) of a line chart, the bar series of a bar chart, whose
+    bar groups are its categories (one per config). Reference lines (SLO, baseline = 1.0) are not series."""
+
+    name: str
+    title: str
+    path: str
+    series_labels: list[str]
+    categories: list[str] = Field(default_factory=list)
+
+    @property
+    def series_count(self) -> int:
+        return len(self.series_labels)
+
+
+class ReportPaths(_Strict):
+    markdown: str
+    html: str
+    json_path: str
+    charts: list[ChartSpec]

@@ -1,0 +1,288 @@
+"""The four questions, answered from the views' rows the way the GKE serving guide reasons.
+
+Only measured rows answer; predictions are reported beside them. Each function takes one comparison group
+(same model, workload shape and source) and returns a Recommendation that says "not covered" with what to run
+when the data cannot answer.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from typing import TypeVar
+
+from servesweep.analysis.models import (
+    Figure,
+    Headline,
+    IdealBatch,
+    PrefillDecode,
+    Question,
+    Recommendation,
+    Status,
+)
+
+T = TypeVar("T")
+_QUALITY_CAVEAT = "servesweep does not measure output quality: check accuracy before serving a quantized model."
+
+
+def group_by(rows: Iterable[T], key: Callable[[T], str]) -> dict[str, list[T]]:
+    groups: dict[str, list[T]] = defaultdict(list)
+    for row in rows:
+        groups[key(row)].append(row)
+    return dict(groups)
+
+
+def best_value(row: IdealBatch) -> tuple[bool, bool, float, float]:
+    """Rank key: meets the SLO, then has a price, then most tokens per dollar, then most throughput."""
+    return (row.meets_slo, row.output_tokens_per_dollar is not None, row.output_tokens_per_dollar or 0.0,
+            row.output_token_throughput or row.max_output_token_throughput or 0.0)
+
+
+def cheapest(rows: Sequence[IdealBatch]) -> IdealBatch:
+    return max(rows, key=best_value)
+
+
+def _money(value: float | None) -> str:
+    return "no price" if value is None else f"${value:.3g} per million output tokens"
+
+
+def _ideal_figures(row: IdealBatch, prefix: str = "") -> list[Figure]:
+    return [
+        Figure(label=f"{prefix}ideal batch size", value=row.ideal_batch_size),
+        Figure(label=f"{prefix}output throughput at ideal batch", value=row.output_token_throughput, unit="tok/s"),
+        Figure(label=f"{prefix}p99 TTFT at ideal batch", value=row.ttft_p99_ms, unit="ms"),
+        Figure(label=f"{prefix}p99 TPOT at ideal batch", value=row.tpot_p99_ms, unit="ms"),
+        Figure(label=f"{prefix}p99 E2E at ideal batch", value=row.e2e_p99_ms, unit="ms"),
+        Figure(label=f"{prefix}cost at ideal batch", value=row.usd_per_million_output_tokens, unit="$/M tokens"),
+        Figure(label=f"{prefix}best output throughput ignoring the SLO", value=row.max_output_token_throughput,
+               unit="tok/s"),
+        Figure(label=f"{prefix}batch size of that best", value=row.max_throughput_batch_size),
+    ]
+
+
+# --- which batch size? ---------------------------------------------------------------------------------
+
+def recommend_batch_size(scope: str, ideals: Sequence[IdealBatch]) -> Recommendation:
+    swept = [row for row in ideals if len(row.batch_sizes_tested) >= 2]
+    if not swept:
+        tested = ", ".join(f"{row.config_label} at batch {row.batch_sizes_tested[0]}" for row in ideals)
+        return Recommendation(
+            question=Question.BATCH_SIZE, scope=scope, status=Status.NOT_COVERED,
+            answer=f"each config was measured at one batch size only ({tested}); sweep several batch sizes "
+                   "(spec sweep.batch_sizes) to find the largest one within the SLO.")
+    meeting = [row for row in swept if row.meets_slo]
+    if not meeting:
+        fastest = cheapest(swept)  # none has a price within the SLO, so this ranks by throughput
+        return Recommendation(
+            question=Question.BATCH_SIZE, scope=scope, status=Status.SLO_NOT_MET,
+            answer=f"no batch size meets the SLO on any config; {fastest.config_label}: {fastest.reason}.",
+            figures=_ideal_figures(fastest))
+    best = cheapest(meeting)
+    return Recommendation(
+        question=Question.BATCH_SIZE, scope=scope, status=Status.ANSWERED,
+        answer=f"batch {best.ideal_batch_size} on {best.config_label}: {best.output_token_throughput:.4g} output "
+               f"tok/s within the SLO, {_money(best.usd_per_million_output_tokens)}{_slo_cost_note(best)}. "
+               f"Why: {best.reason}.",
+        figures=_ideal_figures(best))
+
+
+def _slo_cost_note(row: IdealBatch) -> str:
+    """What the SLO costs: the throughput left on the table by not batching further."""
+    if row.max_throughput_batch_size == row.ideal_batch_size or not row.max_output_token_throughput:
+        return ""
+    share = (row.output_token_throughput or 0.0) / row.max_output_token_throughput
+    return (f" ({share:.0%} of the {row.max_output_token_throughput:.4g} tok/s reached at batch "
+            f"{row.max_throughput_batch_size} outside the SLO)")
+
+
+# --- which GPU? ------------------------------------------------------------------------------------------
+
+def recommend_accelerator(scope: str, ideals: Sequence[IdealBatch], baseline: str) -> Recommendation:
+    by_placement = {name: cheapest(rows) for name, rows in group_by(ideals, lambda r: r.placement).items()}
+    if len(by_placement) < 2:
+        (only,) = by_placement.values()
+        return Recommendation(
+            question=Question.ACCELERATOR, scope=scope, status=Status.NOT_COVERED,
+            answer=f"only {only.placement} was measured for this model and workload; run the same spec on other "
+                   "accelerators and report the runs together to compare cost per token.",
+            figures=_placement_figures([only], baseline))
+    ranked = sorted(by_placement.values(), key=best_value, reverse=True)
+    figures = _placement_figures(ranked, baseline)
+    winner = ranked[0]
+    if not winner.meets_slo:
+        return Recommendation(
+            question=Question.ACCELERATOR, scope=scope, status=Status.SLO_NOT_MET,
+            answer="no accelerator meets the SLO: " + "; ".join(f"{r.placement}: {r.reason}" for r in ranked) + ".",
+            figures=figures)
+    return Recommendation(
+        question=Question.ACCELERATOR, scope=scope, status=Status.ANSWERED,
+        answer=_accelerator_answer(winner, ranked[1:], baseline), figures=figures)
+
+
+def _accelerator_answer(winner: IdealBatch, others: Sequence[IdealBatch], baseline: str) -> str:
+    text = (f"{winner.placement} ({winner.quantization}, batch {winner.ideal_batch_size}): "
+            f"{_money(winner.usd_per_million_output_tokens)} within the SLO")
+    if winner.tokens_per_dollar_vs_baseline is not None:
+        text += f", {winner.tokens_per_dollar_vs_baseline:.2f}x the tokens per dollar of {baseline}"
+    runner_up = next((r for r in others if r.meets_slo), None)
+    if runner_up is not None:
+        text += f"; next: {runner_up.placement} at {_money(runner_up.usd_per_million_output_tokens)}"
+    missing = [r.placement for r in others if not r.meets_slo]
+    if missing:
+        text += f"; {', '.join(missing)} cannot meet the SLO"
+    return text + "."
+
+
+def _placement_figures(rows: Sequence[IdealBatch], baseline: str) -> list[Figure]:
+    figures: list[Figure] = []
+    for row in rows:
+        figures += [
+            Figure(label=f"{row.placement}: cost at ideal batch", value=row.usd_per_million_output_tokens,
+                   unit="$/M tokens"),
+            Figure(label=f"{row.placement}: tokens per dollar vs {baseline}", value=row.tokens_per_dollar_vs_baseline,
+                   unit="x"),
+            Figure(label=f"{row.placement}: output throughput at ideal batch", value=row.output_token_throughput,
+                   unit="tok/s"),
+            Figure(label=f"{row.placement}: ideal batch size", value=row.ideal_batch_size),
+        ]
+    return figures
+
+
+# --- quantize? ------------------------------------------------------------------------------------------
+
+def recommend_quantization(scope: str, ideals: Sequence[IdealBatch]) -> Recommendation:
+    quantizations = sorted({str(row.quantization) for row in ideals})
+    if len(quantizations) < 2:
+        return Recommendation(
+            question=Question.QUANTIZE, scope=scope, status=Status.NOT_COVERED,
+            answer=f"only quantization {quantizations[0]!r} was measured for this model and workload; run the spec "
+                   "again with another quantization (fp8, int8, awq, gptq) on the same accelerator to compare.")
+    comparable = {placement: rows for placement, rows in group_by(ideals, lambda r: r.placement).items()
+                  if len({r.quantization for r in rows}) >= 2}
+    if not comparable:
+        where = ", ".join(f"{r.quantization} on {r.placement}" for r in ideals)
+        return Recommendation(
+            question=Question.QUANTIZE, scope=scope, status=Status.NOT_COVERED,
+            answer=f"the quantizations were measured on different accelerators ({where}); measure them on the same "
+                   "accelerator to separate the quantization from the GPU.")
+    placement, rows = max(comparable.items(), key=lambda item: best_value(cheapest(item[1])))
+    return _quantization_verdict(scope, placement, rows)
+
+
+def _quantization_verdict(scope: str, placement: str, rows: Sequence[IdealBatch]) -> Recommendation:
+    per_quantization = {q: cheapest(group) for q, group in group_by(rows, lambda r: str(r.quantization)).items()}
+    ranked = sorted(per_quantization.values(), key=best_value, reverse=True)
+    figures = [figure for row in ranked for figure in _quantization_figures(row)]
+    winner, runner_up = ranked[0], ranked[1]
+    if not winner.meets_slo:
+        return Recommendation(
+            question=Question.QUANTIZE, scope=scope, status=Status.SLO_NOT_MET,
+            answer=f"no quantization meets the SLO on {placement}: "
+                   + "; ".join(f"{r.quantization}: {r.reason}" for r in ranked) + ".", figures=figures)
+    verb = "do not quantize" if winner.quantization in (None, "none") else f"quantize to {winner.quantization}"
+    if runner_up.meets_slo:
+        comparison = f"{_money(winner.usd_per_million_output_tokens)} against " \
+                     f"{_money(runner_up.usd_per_million_output_tokens)} for {runner_up.quantization}"
+    else:
+        comparison = f"only {winner.quantization} meets the SLO ({runner_up.quantization}: {runner_up.reason})"
+    return Recommendation(
+        question=Question.QUANTIZE, scope=scope, status=Status.ANSWERED,
+        answer=f"{verb} on {placement}: {comparison}, at batch {winner.ideal_batch_size}. {_QUALITY_CAVEAT}",
+        figures=figures)
+
+
+def _quantization_figures(row: IdealBatch) -> list[Figure]:
+    return [
+        Figure(label=f"{row.quantization}: cost at ideal batch", value=row.usd_per_million_output_tokens,
+               unit="$/M tokens"),
+        Figure(label=f"{row.quantization}: output throughput at ideal batch", value=row.output_token_throughput,
+               unit="tok/s"),
+        Figure(label=f"{row.quantization}: ideal batch size", value=row.ideal_batch_size),
+    ]
+
+
+# --- prefill- or decode-heavy? --------------------------------------------------------------------------
+
+_ADVICE = {
+    "decode-heavy": "generating tokens dominates, and decode is memory-bandwidth bound: favour HBM bandwidth per "
+                    "dollar and larger batches; p99 TPOT is the SLO to watch",
+    "prefill-heavy": "reading the prompt dominates, and prefill is compute bound: favour FLOPS per dollar, watch p99 "
+                     "TTFT (chunked prefill, prefix caching); batching helps less",
+}
+
+
+def recommend_workload(scope: str, rows: Sequence[PrefillDecode]) -> Recommendation:
+    known = [row for row in rows if row.workload_balance is not None]
+    if not known:
+        return Recommendation(
+            question=Question.WORKLOAD, scope=scope, status=Status.NOT_COVERED,
+            answer="the points lack mean TTFT and E2E latency, so the time split cannot be computed.")
+    figures = [figure for row in known for figure in _workload_figures(row)]
+    balances = sorted({str(row.workload_balance) for row in known})
+    if len(balances) > 1:
+        split = "; ".join(f"{row.config_label}: {row.workload_balance} ({row.ttft_share_of_e2e:.0%} in TTFT)"
+                          for row in known)
+        answer = f"it depends on the accelerator: {split}."
+    else:
+        first = known[0]
+        shares = ", ".join(f"{row.ttft_share_of_e2e:.1%}" for row in known)
+        answer = (f"{balances[0]}: {shares} of a request's end-to-end time is spent before the first token at batch "
+                  f"{first.low_batch_size} ({first.input_tokens} prompt / {first.output_tokens} output tokens); "
+                  f"{_ADVICE[balances[0]]}.")
+    return Recommendation(question=Question.WORKLOAD, scope=scope, status=Status.ANSWERED, answer=answer,
+                          figures=figures)
+
+
+def _workload_figures(row: PrefillDecode) -> list[Figure]:
+    name = f"{row.accelerator} x{row.accelerator_count or 1}"
+    return [
+        Figure(label=f"{name}: share of E2E time in TTFT", value=row.ttft_share_of_e2e, unit="fraction"),
+        Figure(label=f"{name}: prefill speed (batch {row.low_batch_size})", value=row.prefill_tokens_per_s,
+               unit="tok/s"),
+        Figure(label=f"{name}: decode speed per sequence (batch {row.low_batch_size})", value=row.decode_tokens_per_s,
+               unit="tok/s"),
+        Figure(label=f"{name}: decode speed, all sequences (batch {row.max_batch_size})",
+               value=row.decode_tokens_per_s_all_sequences_max_batch, unit="tok/s"),
+    ]
+
+
+# --- all questions, and the headline ----------------------------------------------------------------------
+
+def recommend(ideals: Sequence[IdealBatch], balance: Sequence[PrefillDecode], baseline: str) -> list[Recommendation]:
+    """Every question for every measured comparison group; a single 'not covered' per question without data."""
+    measured = [row for row in ideals if row.source == "measured"]
+    if not measured:
+        return [Recommendation(question=q, scope="all runs", status=Status.NOT_COVERED,
+                               answer="no measured point with status ok or partial in these runs.")
+                for q in Question]
+    workload_rows = group_by([row for row in balance if row.source == "measured"], lambda r: r.comparison_group)
+    recommendations: list[Recommendation] = []
+    for scope, rows in group_by(measured, lambda r: r.comparison_group).items():
+        recommendations += [
+            recommend_quantization(scope, rows),
+            recommend_accelerator(scope, rows, baseline),
+            recommend_batch_size(scope, rows),
+            recommend_workload(scope, workload_rows.get(scope, [])),
+        ]
+    return recommendations
+
+
+def headline(ideals: Sequence[IdealBatch]) -> Headline:
+    measured = [row for row in ideals if row.source == "measured"]
+    if not measured:
+        return Headline(meets_slo=False, summary="no measured point with status ok or partial in these runs")
+    best = cheapest(measured)
+    if not best.meets_slo:
+        fastest = max(measured, key=lambda r: r.max_output_token_throughput or 0.0)
+        return Headline(meets_slo=False, config_label=fastest.config_label,
+                        max_output_token_throughput=fastest.max_output_token_throughput,
+                        summary=f"no measured config meets the SLO; the fastest, {fastest.config_label}, reaches "
+                                f"{fastest.max_output_token_throughput or 0:.4g} output tok/s at batch "
+                                f"{fastest.max_throughput_batch_size} ({fastest.reason})")
+    return Headline(
+        meets_slo=True, config_label=best.config_label, ideal_batch_size=best.ideal_batch_size,
+        output_token_throughput=best.output_token_throughput, output_tokens_per_dollar=best.output_tokens_per_dollar,
+        usd_per_million_output_tokens=best.usd_per_million_output_tokens,
+        max_output_token_throughput=best.max_output_token_throughput,
+        summary=f"{best.config_label} at batch {best.ideal_batch_size}: {best.output_token_throughput:.4g} output "
+                f"tok/s within the SLO, {_money(best.usd_per_million_output_tokens)}")

@@ -1,0 +1,337 @@
+"""The report: recommendations with the numbers behind them, from the analysis views over chosen runs.
+
+``build_report`` reads the views into typed rows and answers the questions; ``render_markdown`` and
+``render_html`` draw the same document (the HTML embeds its charts, one self-contained file for the KFP UI);
+``write_report`` writes charts, Markdown, HTML and JSON to a directory.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TypeVar
+
+import duckdb
+
+from servesweep.analysis.charts import render_charts
+from servesweep.analysis.models import (
+    ChartSpec,
+    IdealBatch,
+    ParetoPoint,
+    PointSummary,
+    PrefillDecode,
+    Report,
+    ReportPaths,
+)
+from servesweep.analysis.recommend import headline, recommend
+from servesweep.analysis.views import DEFAULT_BASELINE, create_views
+from servesweep.catalog import Catalog, load_catalog
+from servesweep.lake import store
+from servesweep.lake.query import connect
+from servesweep.spec import SLOSpec
+
+M = TypeVar("M", IdealBatch, PointSummary, PrefillDecode, ParetoPoint)
+
+
+class ReportError(ValueError):
+    """The report cannot be built as asked (unknown run id, unknown baseline accelerator)."""
+
+
+# --- build ----------------------------------------------------------------------------------------------
+
+def build_report(
+    lake_uri: str,
+    run_ids: Sequence[str],
+    slo: SLOSpec | None = None,
+    baseline: str = DEFAULT_BASELINE,
+    catalog: Catalog | None = None,
+) -> Report:
+    """The report over `run_ids` (every run when empty), judged against `slo`, costs relative to `baseline`."""
+    catalog = catalog or load_catalog()
+    slo = slo or SLOSpec()
+    run_ids = _checked_runs(lake_uri, run_ids, baseline, catalog)
+    connection = connect(lake_uri)
+    try:
+        create_views(connection, slo, baseline, run_ids, catalog)
+        ideals = _rows(connection, IdealBatch, "ideal_batch")
+        points = _rows(connection, PointSummary, _POINTS_SQL)
+        balance = _rows(connection, PrefillDecode, "prefill_decode")
+        pareto = _rows(connection, ParetoPoint, "pareto_frontier")
+        notes = _notes(connection, ideals, baseline)
+    finally:
+        connection.close()
+    return Report(
+        run_ids=list(run_ids), lake_uri=lake_uri, generated_at=datetime.now(UTC), slo=slo,
+        baseline_accelerator=baseline, catalog_version=catalog.catalog_version, headline=headline(ideals),
+        recommendations=recommend(ideals, balance, baseline), ideal_batches=ideals, points=points,
+        prefill_decode=balance, pareto=pareto, notes=notes,
+    )
+
+
+def _checked_runs(lake_uri: str, run_ids: Sequence[str], baseline: str, catalog: Catalog) -> list[str]:
+    if baseline not in catalog.accelerators:
+        raise ReportError(f"unknown baseline accelerator {baseline!r}; known: {', '.join(catalog.accelerators)}")
+    present = store.run_ids(lake_uri)
+    missing = sorted(set(run_ids) - set(present))
+    if missing:
+        raise ReportError(f"run(s) not in lake {lake_uri}: {', '.join(missing)}; present: "
+                          f"{', '.join(present) or 'none'}")
+    return list(run_ids) or present
+
+
+# Points as the charts need them: latency and cost columns of one point side by side.
+_POINTS_SQL = """
+    SELECT l.*, n.output_token_throughput, n.output_tokens_per_dollar, n.usd_per_million_output_tokens,
+           n.vs_baseline_best, n.is_config_best
+    FROM latency_by_batch AS l JOIN throughput_per_dollar_normalised AS n USING (config_id, point_id)
+"""
+
+
+def _rows(connection: duckdb.DuckDBPyConnection, model: type[M], source: str) -> list[M]:
+    relation = source if source.isidentifier() else f"({source})"
+    table = connection.sql(f"SELECT {model.columns()} FROM {relation}").to_arrow_table()
+    return [model.model_validate(row) for row in table.to_pylist()]
+
+
+def _notes(connection: duckdb.DuckDBPyConnection, ideals: Sequence[IdealBatch], baseline: str) -> list[str]:
+    notes = [f"{n} {source} point(s) failed and are left out: {reasons}" for source, n, reasons in connection.sql(
+        "SELECT source, count(*), string_agg(DISTINCT coalesce(failure_reason, 'no reason recorded'), '; ') "
+        "FROM points WHERE status NOT IN ('ok', 'partial') "
+        "AND (run_id IN (SELECT run_id FROM selected_runs) OR NOT EXISTS (SELECT 1 FROM selected_runs)) "
+        "GROUP BY source ORDER BY source").fetchall()]
+    unpriced = sorted({row.placement for row in ideals if row.cost_per_hour is None and row.meets_slo})
+    if unpriced:
+        notes.append(f"no catalog price for {', '.join(unpriced)}: their cost columns are empty")
+    if ideals and not any(row.accelerator == baseline for row in ideals):
+        notes.append(f"baseline {baseline} is not in these runs: tokens per dollar are shown unnormalised")
+    if any(row.source != "measured" for row in ideals):
+        notes.append("planner predictions (source 'predicted') are listed apart and never answer a question")
+    return notes
+
+
+# --- KFP headline ----------------------------------------------------------------------------------------
+
+def headline_metrics(report: Report) -> dict[str, float]:
+    """Scalar metrics for KFP's Metrics artifact; unknown values are left out rather than faked as 0."""
+    top = report.headline
+    values = {
+        "meets_slo": 1.0 if top.meets_slo else 0.0,
+        "best_output_tokens_per_s_within_slo": top.output_token_throughput,
+        "ideal_batch_size": top.ideal_batch_size,
+        "usd_per_million_output_tokens": top.usd_per_million_output_tokens,
+        "output_tokens_per_dollar": top.output_tokens_per_dollar,
+        "max_output_tokens_per_s": top.max_output_token_throughput,
+    }
+    return {name: float(value) for name, value in values.items() if value is not None}
+
+
+def write_kfp_artifacts(report: Report, html_path: str | Path, markdown_path: str | Path) -> list[ChartSpec]:
+    """The self-contained HTML (charts embedded) and the Markdown summary, at the paths KFP gives."""
+    with tempfile.TemporaryDirectory() as charts_dir:
+        charts = render_charts(report, charts_dir)
+        _write(html_path, render_html(report, charts))
+    _write(markdown_path, render_markdown(report))
+    return charts
+
+
+def _write(path: str | Path, text: str) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(text)
+
+
+# --- the document, once, for both renderers -----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Heading:
+    level: int
+    text: str
+
+
+@dataclass(frozen=True)
+class _Text:
+    text: str
+
+
+@dataclass(frozen=True)
+class _Bullets:
+    items: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _Table:
+    headers: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+
+
+@dataclass(frozen=True)
+class _Chart:
+    chart: ChartSpec
+
+
+_Block = _Heading | _Text | _Bullets | _Table | _Chart
+
+
+def _fmt(value: object, unit: str = "") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if unit == "fraction":
+            return f"{value:.1%}"
+        text = f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
+    elif isinstance(value, list):
+        text = ", ".join(str(v) for v in value) or "-"
+    else:
+        text = str(value)
+    return f"{text} {unit}" if unit and unit != "fraction" else text
+
+
+def _slo_text(slo: SLOSpec) -> str:
+    bounds = [f"p99 {name} <= {value:g} ms" for name, value in
+              (("TTFT", slo.ttft_p99_ms), ("TPOT", slo.tpot_p99_ms), ("E2E", slo.e2e_p99_ms)) if value is not None]
+    return ", ".join(bounds) or "none set (the ideal batch is the one with the highest throughput)"
+
+
+def _document(report: Report, charts: Sequence[ChartSpec]) -> list[_Block]:
+    blocks: list[_Block] = [
+        _Heading(1, "servesweep report"),
+        _Text(f"Runs: {', '.join(report.run_ids) or '-'} | lake: {report.lake_uri} | "
+              f"generated {report.generated_at:%Y-%m-%d %H:%M} UTC"),
+        _Text(f"SLO: {_slo_text(report.slo)} | cost baseline: {report.baseline_accelerator} | "
+              f"prices: catalog {report.catalog_version}"),
+        _Heading(2, "Answer"),
+        _Text(report.headline.summary),
+        _Heading(2, "Recommendations"),
+    ]
+    for item in report.recommendations:
+        blocks += [_Heading(3, f"{item.question.value} ({item.scope})"), _Text(f"[{item.status.value}] {item.answer}")]
+        if item.figures:
+            blocks.append(_Table(("number", "value"),
+                                 tuple((f.label, _fmt(f.value, f.unit)) for f in item.figures)))
+    blocks += _tables(report)
+    if charts:
+        blocks.append(_Heading(2, "Charts"))
+        blocks += [_Chart(chart) for chart in charts]
+    if report.notes:
+        blocks += [_Heading(2, "Notes"), _Bullets(tuple(report.notes))]
+    return blocks
+
+
+def _tables(report: Report) -> list[_Block]:
+    measured = [row for row in report.ideal_batches if row.source == "measured"]
+    predicted = [row for row in report.ideal_batches if row.source != "measured"]
+    blocks: list[_Block] = []
+    if measured:
+        blocks += [_Heading(2, "Ideal batch size per config (measured)"), _ideal_table(measured)]
+    if report.prefill_decode:
+        blocks += [_Heading(2, "Prefill vs decode"), _balance_table(report.prefill_decode)]
+    frontier = [p for p in report.pareto if p.latency_metric == "e2e_p99_ms"]
+    if frontier:
+        blocks += [_Heading(2, "Pareto frontier: throughput vs p99 E2E"), _pareto_table(frontier)]
+    if predicted:
+        blocks += [_Heading(2, "Planner predictions (roofline, not measured)"), _ideal_table(predicted)]
+    return blocks
+
+
+def _ideal_table(rows: Sequence[IdealBatch]) -> _Table:
+    headers = ("config", "meets SLO", "ideal batch", "out tok/s", "p99 TTFT ms", "p99 TPOT ms", "p99 E2E ms",
+               "$/M out tokens", "tok/$ vs baseline", "batches tested", "why")
+    return _Table(headers, tuple(
+        (r.config_label, _fmt(r.meets_slo), _fmt(r.ideal_batch_size), _fmt(r.output_token_throughput),
+         _fmt(r.ttft_p99_ms), _fmt(r.tpot_p99_ms), _fmt(r.e2e_p99_ms), _fmt(r.usd_per_million_output_tokens),
+         _fmt(r.tokens_per_dollar_vs_baseline), _fmt(r.batch_sizes_tested), r.reason) for r in rows))
+
+
+def _balance_table(rows: Sequence[PrefillDecode]) -> _Table:
+    headers = ("config", "prefill tok/s", "decode tok/s/seq", "decode tok/s all seqs (max batch)", "TTFT share of E2E",
+               "balance")
+    return _Table(headers, tuple(
+        (r.config_label, _fmt(r.prefill_tokens_per_s), _fmt(r.decode_tokens_per_s),
+         _fmt(r.decode_tokens_per_s_all_sequences_max_batch), _fmt(r.ttft_share_of_e2e, "fraction"),
+         _fmt(r.workload_balance)) for r in rows))
+
+
+def _pareto_table(rows: Sequence[ParetoPoint]) -> _Table:
+    headers = ("group", "config", "batch", "p99 E2E ms", "out tok/s", "$/M out tokens", "meets SLO")
+    return _Table(headers, tuple(
+        (r.comparison_group, r.config_label, str(r.batch_size), _fmt(r.latency_ms), _fmt(r.output_token_throughput),
+         _fmt(r.usd_per_million_output_tokens), _fmt(r.meets_slo)) for r in rows))
+
+
+# --- Markdown ------------------------------------------------------------------------------------------------
+
+def render_markdown(report: Report, charts: Sequence[ChartSpec] = (), chart_dir: str | Path | None = None) -> str:
+    """Markdown; charts are linked relative to `chart_dir` (the report's directory) when given."""
+    base = Path(chart_dir) if chart_dir is not None else None
+    return "\n\n".join(_markdown_block(block, base) for block in _document(report, charts)) + "\n"
+
+
+def _markdown_block(block: _Block, base: Path | None) -> str:
+    if isinstance(block, _Heading):
+        return f"{'#' * block.level} {block.text}"
+    if isinstance(block, _Text):
+        return block.text
+    if isinstance(block, _Bullets):
+        return "\n".join(f"- {item}" for item in block.items)
+    if isinstance(block, _Chart):
+        path = Path(block.chart.path)
+        link = path.relative_to(base) if base is not None and path.is_relative_to(base) else path
+        return f"![{block.chart.title}]({link.as_posix()})"
+    lines = [_md_row(block.headers), "|" + "---|" * len(block.headers)]
+    return "\n".join(lines + [_md_row(row) for row in block.rows])
+
+
+def _md_row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cell.replace("|", "\\|").replace("\n", " ") for cell in cells) + " |"
+
+
+# --- HTML ----------------------------------------------------------------------------------------------------
+
+_CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.85em}td,th{border:1px solid #ccc;padding:3px 6px}
+th{background:#f3f3f3}img{max-width:100%;border:1px solid #eee;margin:.5em 0}"""
+
+
+def render_html(report: Report, charts: Sequence[ChartSpec] = ()) -> str:
+    """One self-contained HTML page: the charts are embedded as base64 PNG."""
+    body = "\n".join(_html_block(block) for block in _document(report, charts))
+    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>servesweep report</title>"
+            f"<style>{_CSS}</style></head>\n<body>\n{body}\n</body></html>\n")
+
+
+def _html_block(block: _Block) -> str:
+    if isinstance(block, _Heading):
+        return f"<h{block.level}>{html.escape(block.text)}</h{block.level}>"
+    if isinstance(block, _Text):
+        return f"<p>{html.escape(block.text)}</p>"
+    if isinstance(block, _Bullets):
+        return "<ul>" + "".join(f"<li>{html.escape(item)}</li>" for item in block.items) + "</ul>"
+    if isinstance(block, _Chart):
+        data = base64.b64encode(Path(block.chart.path).read_bytes()).decode()
+        title = html.escape(block.chart.title)
+        image = f'<img alt="{title}" src="data:image/png;base64,{data}">'
+        return f"<figure>{image}<figcaption>{title}</figcaption></figure>"
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in block.headers)
+    rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in block.rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+
+
+# --- files ---------------------------------------------------------------------------------------------------
+
+def write_report(report: Report, out_dir: str | Path) -> ReportPaths:
+    """charts/*.png, report.md (linking them), report.html (embedding them) and report.json in out_dir."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    charts = render_charts(report, out / "charts")
+    paths = ReportPaths(markdown=str(out / "report.md"), html=str(out / "report.html"),
+                        json_path=str(out / "report.json"), charts=charts)
+    _write(paths.markdown, render_markdown(report, charts, out))
+    _write(paths.html, render_html(report, charts))
+    _write(paths.json_path, report.model_dump_json(indent=2))
+    return paths

@@ -1,0 +1,83 @@
+-- point_costs: every counted `points` row with its price and its SLO check. One row per point.
+--
+-- Counted: status 'ok' or 'partial' (failed points have no throughput), from the runs listed in
+-- `selected_runs` (all runs when it is empty). Measured and predicted rows both appear; `source` tells them
+-- apart and is part of every config, so predictions never mix with measurements.
+--
+-- Columns: every `points` column, plus
+--   config_id                      run_id + config_label: the key of a config (run, model, quantization,
+--                                  server, accelerator, count, workload shape, sweep mode, source)
+--   config_label                   readable config name; ' @run_id' is appended when the same config
+--                                  appears in several runs
+--   comparison_group               model + workload shape + source: configs in one group answer the same
+--                                  question (serve this model for this traffic) and are compared
+--   machine_type                   catalog machine the server lands on: the fewest GPUs that hold
+--                                  accelerator_count, then the cheapest per GPU (catalog.hourly_cost)
+--   cost_per_hour                  USD/hour: that machine's price per GPU-hour x accelerator_count
+--                                  (cpu points join the catalog's `cpu` entry); null without a price
+--   output_tokens_per_dollar       output_token_throughput x 3600 / cost_per_hour
+--   usd_per_million_output_tokens  1e6 / output_tokens_per_dollar
+--   price_source, price_date, catalog_version   where the price came from
+--   meets_slo                      p99 TTFT, p99 TPOT and p99 E2E within the SLO bounds in `params`
+--                                  (true when no bound is set; a bounded metric the point lacks is a miss)
+--   slo_misses                     the bounds the point misses, e.g. 'ttft_p99 1200.0 > 500.0 ms'; null if none
+CREATE OR REPLACE VIEW point_costs AS
+WITH counted AS (
+    SELECT *,
+        concat_ws(' ',
+            coalesce(accelerator, '?') || ' x' || coalesce(CAST(accelerator_count AS VARCHAR), '1'),
+            coalesce(model_name, '?'), coalesce(quantization, '?'), coalesce(server_kind, '?'),
+            coalesce(CAST(input_tokens AS VARCHAR), '?') || '/' || coalesce(CAST(output_tokens AS VARCHAR), '?'),
+            coalesce(sweep_mode, '?'),
+            CASE WHEN source <> 'measured' AND source IS DISTINCT FROM sweep_mode THEN '[' || source || ']' END
+        ) AS base_label
+    FROM points
+    WHERE status IN ('ok', 'partial')
+      AND (run_id IN (SELECT run_id FROM selected_runs) OR NOT EXISTS (SELECT 1 FROM selected_runs))
+),
+machine AS (
+    SELECT c.run_id, c.point_id, pr.machine_type, pr.price_per_gpu_hour, pr.price_source, pr.price_date,
+           pr.catalog_version
+    FROM counted AS c
+    JOIN prices AS pr ON pr.accelerator = c.accelerator AND pr.gpus >= coalesce(c.accelerator_count, 1)
+    QUALIFY row_number() OVER (
+        PARTITION BY c.run_id, c.point_id ORDER BY pr.gpus, pr.price_per_gpu_hour NULLS LAST, pr.machine_type
+    ) = 1
+),
+priced AS (
+    SELECT c.*, m.machine_type, m.price_per_gpu_hour * coalesce(c.accelerator_count, 1) AS cost_per_hour,
+           m.price_source, m.price_date, m.catalog_version
+    FROM counted AS c
+    LEFT JOIN machine AS m USING (run_id, point_id)
+),
+checked AS (
+    SELECT p.*,
+        nullif(concat_ws('; ',
+            CASE WHEN s.slo_ttft_p99_ms IS NULL THEN NULL
+                 WHEN p.ttft_p99_ms IS NULL THEN format('ttft_p99 not measured (SLO {:.1f} ms)', s.slo_ttft_p99_ms)
+                 WHEN p.ttft_p99_ms > s.slo_ttft_p99_ms
+                     THEN format('ttft_p99 {:.1f} > {:.1f} ms', p.ttft_p99_ms, s.slo_ttft_p99_ms) END,
+            CASE WHEN s.slo_tpot_p99_ms IS NULL THEN NULL
+                 WHEN p.tpot_p99_ms IS NULL THEN format('tpot_p99 not measured (SLO {:.1f} ms)', s.slo_tpot_p99_ms)
+                 WHEN p.tpot_p99_ms > s.slo_tpot_p99_ms
+                     THEN format('tpot_p99 {:.1f} > {:.1f} ms', p.tpot_p99_ms, s.slo_tpot_p99_ms) END,
+            CASE WHEN s.slo_e2e_p99_ms IS NULL THEN NULL
+                 WHEN p.e2e_p99_ms IS NULL THEN format('e2e_p99 not measured (SLO {:.1f} ms)', s.slo_e2e_p99_ms)
+                 WHEN p.e2e_p99_ms > s.slo_e2e_p99_ms
+                     THEN format('e2e_p99 {:.1f} > {:.1f} ms', p.e2e_p99_ms, s.slo_e2e_p99_ms) END
+        ), '') AS slo_misses
+    FROM priced AS p CROSS JOIN params AS s
+)
+SELECT * EXCLUDE (base_label),
+    run_id || '/' || base_label AS config_id,
+    CASE WHEN count(DISTINCT run_id) OVER (PARTITION BY base_label) > 1 THEN base_label || ' @' || run_id
+         ELSE base_label END AS config_label,
+    concat_ws(' ', coalesce(model_name, '?'),
+        coalesce(CAST(input_tokens AS VARCHAR), '?') || '/' || coalesce(CAST(output_tokens AS VARCHAR), '?'),
+        source) AS comparison_group,
+    CASE WHEN output_token_throughput > 0 AND cost_per_hour > 0
+         THEN output_token_throughput * 3600 / cost_per_hour END AS output_tokens_per_dollar,
+    CASE WHEN output_token_throughput > 0 AND cost_per_hour > 0
+         THEN 1e6 * cost_per_hour / (output_token_throughput * 3600) END AS usd_per_million_output_tokens,
+    slo_misses IS NULL AS meets_slo
+FROM checked;

@@ -1,0 +1,130 @@
+"""The whole KFP pipeline on KFP's local runner against the real vLLM CPU server.
+
+Nothing here is mocked: if vLLM cannot start, the test fails (it never skips).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+
+from pipelines.local import run_locally
+from servesweep.lake.query import query
+from servesweep.spec import BenchmarkSpec, SweepSpec, WorkloadShape
+
+pytestmark = pytest.mark.server
+
+INPUT, OUTPUT = 48, 24
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(tmp_path_factory, gcs_emulator):
+    """One run: client-concurrency sweep over batch sizes 1 and 3 plus a server-cap deployment, to gs://."""
+    root = tmp_path_factory.mktemp("pipeline")
+    spec = BenchmarkSpec(
+        name="it", run_id="it-run", lake_uri="gs://lake/it",
+        workloads=[WorkloadShape(input_tokens=INPUT, output_tokens=OUTPUT)],
+        sweep=SweepSpec(batch_sizes=[1, 3], modes=["client_concurrency"], requests_per_point=6,
+                        warmup_requests=1, scrape_interval_s=0.2),
+    )
+    lake = run_locally(spec, root / "kfp")
+    return spec, lake, root
+
+
+def test_lake_has_every_point_and_request(pipeline_run):
+    spec, lake, _ = pipeline_run
+    points = query(lake, "select * from points where source = 'measured' order by batch_size").to_pylist()
+    assert [p["batch_size"] for p in points] == [1, 3]
+    for point in points:
+        assert point["status"] == "ok", point["failure_reason"]
+        assert point["num_requests"] == 6 and point["num_errors"] == 0
+        assert point["server_kind"] == "vllm" and point["server_max_num_seqs"] == 3
+        assert point["server_start_s"] > 0 and point["model_parameters"] > 0
+        assert point["output_token_throughput"] > 0 and point["ttft_p50_ms"] > 0
+        assert point["ttft_p50_ms"] <= point["ttft_p99_ms"] <= point["e2e_p99_ms"]
+        assert point["running_requests_max"] is not None and point["running_requests_max"] <= 3
+    predicted = query(lake, "select count(*) as n from points where source = 'predicted'").to_pylist()
+    assert predicted == [{"n": 2}]
+
+
+def test_token_totals_equal_requested_lengths(pipeline_run):
+    _, lake, _ = pipeline_run
+    totals = query(lake, """
+        select count(*) as n, sum(input_tokens) as input, sum(output_tokens) as output,
+               bool_and(ok) as all_ok, min(output_chunks) as min_chunks
+        from requests where not warmup""").to_pylist()[0]
+    assert totals["n"] == 12 and totals["all_ok"]
+    assert totals["input"] == 12 * INPUT and totals["output"] == 12 * OUTPUT
+    assert totals["min_chunks"] >= 1
+
+
+def test_request_timestamps_are_monotonic(pipeline_run):
+    _, lake, _ = pipeline_run
+    rows = query(lake, "select * from requests where not warmup").to_pylist()
+    for row in rows:
+        assert 0 < row["ttft_ms"] <= row["e2e_ms"]
+        assert all(gap >= 0 for gap in row["itl_ms"])
+        assert row["tpot_ms"] == pytest.approx((row["e2e_ms"] - row["ttft_ms"]) / (OUTPUT - 1))
+    by_point: dict[str, list[float]] = {}
+    for row in sorted(rows, key=lambda r: r["request_index"]):
+        by_point.setdefault(row["point_id"], []).append(row["sent_at_unix"])
+    for sends in by_point.values():
+        assert sends == sorted(sends)
+
+
+def test_server_metrics_cover_the_points(pipeline_run):
+    _, lake, _ = pipeline_run
+    rows = query(lake, """
+        select point_id, count(*) as samples, max(value) as peak from server_metrics
+        where metric = 'vllm:num_requests_running' and point_id is not null
+        group by point_id order by point_id""").to_pylist()
+    assert [r["point_id"] for r in rows] == ["cc-b1-i48-o24", "cc-b3-i48-o24"]
+    assert all(r["samples"] >= 1 for r in rows)
+    scraped = query(lake, "select min(scraped_at_unix) as first, max(scraped_at_unix) as last from server_metrics")
+    first, last = scraped.to_pylist()[0].values()
+    assert first < last
+
+
+def test_duckdb_query_joins_points_and_requests(pipeline_run):
+    _, lake, _ = pipeline_run
+    rows = query(lake, """
+        select p.batch_size, count(r.request_index) as requests, round(avg(r.ttft_ms), 3) as mean_ttft,
+               round(any_value(p.ttft_mean_ms), 3) as point_mean_ttft
+        from points p join requests r using (run_id, point_id)
+        where not r.warmup group by p.batch_size order by p.batch_size""").to_pylist()
+    assert [r["requests"] for r in rows] == [6, 6]
+    assert all(r["mean_ttft"] == r["point_mean_ttft"] for r in rows)
+
+
+def test_no_server_left_running(pipeline_run):
+    _, _, root = pipeline_run
+    outputs = [json.loads(path.read_text()) for path in root.rglob("deploy-server/executor_output.json")]
+    pids = [json.loads(output["parameterValues"]["Output"])["pid"] for output in outputs]
+    assert pids, "no deploy-server output found"
+    alive = [pid for pid in pids if _alive(pid)]
+    for pid in alive:  # leave the machine clean even though the test fails
+        os.killpg(pid, signal.SIGKILL)
+    assert alive == []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"  # a zombie has exited
+    except OSError:
+        return False
+
+
+def test_a_server_that_cannot_start_becomes_failed_points(tmp_path):
+    spec = BenchmarkSpec(
+        name="broken", run_id="broken-run", lake_uri=str(tmp_path / "lake"),
+        server={"extra_args": ["--no-such-flag"], "startup_timeout_s": 120},
+        sweep=SweepSpec(batch_sizes=[1], requests_per_point=2),
+    )
+    lake = run_locally(spec, tmp_path / "kfp")
+    points = query(lake, "select status, failure_reason from points where source = 'measured'").to_pylist()
+    assert len(points) == 1 and points[0]["status"] == "failed"
+    assert "server start" in points[0]["failure_reason"] and "no-such-flag" in points[0]["failure_reason"]
