@@ -22,6 +22,7 @@ from pipelines.compile import KFP_GKE, compile_kfp
 from servesweep.spec import BenchmarkSpec, spec_to_params
 
 ARGO_TOKEN_ENV = "ARGO_TOKEN"
+KFP_TOKEN_ENV = "KFP_TOKEN"  # optional: a bearer token for KFP behind an auth proxy (e.g. from CI)
 _SOCKET_ERROR = re.compile(r"\[Errno -?\d+\] [^\"')]+")
 
 
@@ -53,19 +54,21 @@ def _one_line(error: Exception, secret: str | None = None) -> str:
 
 
 def submit_kfp(spec: BenchmarkSpec, host: str, experiment: str | None = None) -> Submitted:
+    """Compile the GKE package for `spec` and start a run; the run's service account is the spec's runner KSA."""
     spec = _cluster_spec(spec)
+    token = os.environ.get(KFP_TOKEN_ENV) or None
     with tempfile.TemporaryDirectory(prefix="servesweep-kfp-") as tmp:
         package = compile_kfp(Path(tmp) / KFP_GKE, spec)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)  # "only works with KFP v2.0.0-beta.2 and later"
-                client = kfp.Client(host=host)
+                client = kfp.Client(host=host, existing_token=token)
             result = client.create_run_from_pipeline_package(
                 str(package), arguments=spec_to_params(spec).model_dump(), run_name=spec.run_id,
                 experiment_name=experiment, service_account=spec.gke.runner_service_account,
             )
         except Exception as error:  # the SDK raises whatever its HTTP stack raised
-            raise SubmitError(f"KFP at {host} did not take the run: {_one_line(error)}") from None
+            raise SubmitError(f"KFP at {host} did not take the run: {_one_line(error, token)}") from None
     return Submitted(run_id=spec.run_id, reference=result.run_id)
 
 
@@ -78,7 +81,9 @@ def submit_argo(spec: BenchmarkSpec, host: str, namespace: str | None = None, ve
     workflow.workflows_service = WorkflowsService(host=host, token=token, namespace=workflow.namespace,
                                                   verify_ssl=verify_ssl)
     try:
-        created = workflow.create()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # hera 7.1 calls pydantic's deprecated .json()
+            created = workflow.create()
     except Exception as error:  # requests' and hera's errors alike
         raise SubmitError(f"Argo at {host} did not take the workflow: {_one_line(error, token)}") from None
     return Submitted(run_id=spec.run_id, reference=created.metadata.name)

@@ -75,7 +75,8 @@ def test_the_workflow_runs_end_to_end_through_its_own_command_lines(tmp_path):
     collected = argo.run("collect-metrics", {"spec_json": spec_json}, {
         "model": output(model, "model"), "raws": raws, "predicted": output(predictions, "predicted")})
     argo.run("write-lake", {"spec_json": spec_json}, {"tables": output(collected, "tables")})
-    summary = argo.run("report", {"spec_json": spec_json, "baseline_accelerator": argo.defaults["baseline_accelerator"]})
+    baseline = argo.defaults["baseline_accelerator"]
+    summary = argo.run("report", {"spec_json": spec_json, "baseline_accelerator": baseline})
     assert "<html" in output(summary, "html").read_text().lower() and output(summary, "markdown").is_file()
     argo.run("teardown-all", {"owner": owner, "spec_yaml": argo.defaults["spec_yaml"]})
 

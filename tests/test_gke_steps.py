@@ -213,3 +213,24 @@ def test_role_grants_exactly_what_the_gke_steps_use():
                                           healthy.custom) for verb, resource, _ in fake.calls}
     granted = {(verb, resource) for _, resources, verbs in RUNNER_RULES for resource in resources for verb in verbs}
     assert used == granted
+
+
+def test_a_server_speaking_another_api_is_recorded_not_loaded(tmp_path):
+    from components.deploy_server import Endpoint
+    from components.sweep import plan_deployments, run_sweep
+
+    spec = gke_spec(kind="triton-trtllm")
+    deployment = plan_deployments(spec)[0]
+    endpoint = Endpoint(deployment_id=deployment.deployment_id, max_num_seqs=4, base_url="http://ss-cc:8000",
+                        metrics_url="http://ss-cc:8002/metrics", metric_prefix="nv_", api="triton-generate")
+    manifest = run_sweep(spec, deployment, endpoint, str(tmp_path / "no-tokenizer"), tmp_path / "raw")
+    assert [w.failure_reason for w in manifest.windows] == [
+        "load generator speaks the OpenAI API, the server speaks triton-generate"] * 2
+
+
+def test_a_server_without_metrics_is_swept_without_a_sampler():
+    from servesweep.metrics.prometheus import MetricsSampler
+
+    with MetricsSampler("", "cc", interval_s=0.01, prefixes=("",)) as sampler:
+        sampler.point_id = "p"
+    assert sampler.rows == [] and sampler.errors == 0 and not sampler._thread.is_alive()

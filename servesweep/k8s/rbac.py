@@ -104,3 +104,17 @@ def rbac_manifests(
     if compute_classes:
         objects += [compute_class_role(compute_classes), compute_class_role_binding(namespace, account)]
     return [to_dict(obj) for obj in objects]
+
+
+ARGO_EXECUTOR_ROLE = "servesweep-argo-executor"
+
+
+def argo_executor_manifests(namespace: str, account: str = "servesweep-runner") -> list[dict[str, Any]]:
+    """What Argo (3.4+) needs of a workflow pod's account: report the step's outputs as WorkflowTaskResults."""
+    role = k8s.V1Role(
+        api_version=RBAC_API, kind="Role",
+        metadata=k8s.V1ObjectMeta(name=ARGO_EXECUTOR_ROLE, namespace=namespace, labels=_labels()),
+        rules=[k8s.V1PolicyRule(api_groups=["argoproj.io"], resources=["workflowtaskresults"],
+                                verbs=["create", "patch"])],
+    )
+    return [to_dict(role), to_dict(runner_role_binding(namespace, account, ARGO_EXECUTOR_ROLE))]
