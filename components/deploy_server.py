@@ -1,5 +1,8 @@
-"""Deploy server step. Local platform: vLLM as a process on a free loopback port; with `spec.gke`:
-a Deployment on the cluster (components.gke).
+"""Deploy server step. Local platform: the model server as a process on a free loopback port; with
+`spec.gke`: a Deployment on the cluster (components.gke).
+
+Server kinds with a local launcher: `vllm` (vLLM's OpenAI server; the CPU build here, CUDA on a
+GPU host) and `transformers` (`transformers serve --continuous-batching`).
 
 The server outlives this step on purpose (the sweep step talks to it, as it would to a Deployment
 on GKE), so it runs in its own process group and leaves a state file; `teardown_server` or
@@ -21,6 +24,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from servesweep.loadgen.client import completion_payload
 from servesweep.spec import BenchmarkSpec
 
 
@@ -73,7 +77,35 @@ def vllm_command(spec: BenchmarkSpec, model_path: str, port: int, max_num_seqs: 
         command.append("--enforce-eager")  # skips a ~30 s graph compile per start on 2 cores
     if spec.quantization != "none":
         command += ["--quantization", spec.quantization]
+    if spec.accelerator.type != "cpu":
+        command += ["--gpu-memory-utilization", str(spec.server.gpu_memory_utilization),
+                    "--tensor-parallel-size", str(spec.accelerator.count)]
     return command + list(spec.server.extra_args)
+
+
+def transformers_command(spec: BenchmarkSpec, model_path: str, port: int, max_num_seqs: int) -> list[str]:
+    """`transformers serve` pinned to the checkpoint. It has no per-batch request cap: the
+    client's concurrency sets the batch (sweep mode client_concurrency)."""
+    command = [
+        sys.executable, "-c", "import sys; from transformers.cli.transformers import main; sys.exit(main())",
+        "serve", model_path, "--continuous-batching",
+        "--host", "127.0.0.1", "--port", str(port),
+        "--device", "cpu" if spec.accelerator.type == "cpu" else "cuda",
+        "--dtype", spec.model.dtype,
+        "--default-seed", str(spec.model.seed),
+        "--log-level", "warning",
+    ]
+    if spec.accelerator.type != "cpu":
+        command += ["--cb-max-memory-percent", str(spec.server.gpu_memory_utilization)]
+    return command + list(spec.server.extra_args)
+
+
+LAUNCHERS = {"vllm": vllm_command, "transformers": transformers_command}
+
+
+def served_model_name(spec: BenchmarkSpec, model_path: str) -> str:
+    # transformers serve answers only to the name it was pinned to: the checkpoint path.
+    return model_path if spec.server.kind == "transformers" else spec.model.name
 
 
 def server_env(spec: BenchmarkSpec) -> dict[str, str]:
@@ -96,13 +128,14 @@ def deploy_server(
         from components.gke import deploy_gke
 
         return deploy_gke(spec, deployment_id, max_num_seqs, sweep_mode, owner, node_selector or {})
-    if spec.server.kind != "vllm":
+    launcher = LAUNCHERS.get(spec.server.kind)
+    if launcher is None:
         return Endpoint(deployment_id=deployment_id, max_num_seqs=max_num_seqs,
                         error=f"server kind {spec.server.kind!r} has no local launcher")
     port = free_port()
     log_path = Path(log_dir) / f"server-{deployment_id}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    command = vllm_command(spec, model_path, port, max_num_seqs)
+    command = launcher(spec, model_path, port, max_num_seqs)
     started = time.perf_counter()
     with open(log_path, "wb") as log:
         # Own process group (so teardown reaches engine and workers, and Ctrl-C in the terminal does
@@ -113,31 +146,39 @@ def deploy_server(
                                    stdin=subprocess.DEVNULL, process_group=0)
     endpoint = Endpoint(
         deployment_id=deployment_id, max_num_seqs=max_num_seqs, base_url=f"http://127.0.0.1:{port}",
-        metrics_url=f"http://127.0.0.1:{port}/metrics", served_name=spec.model.name, pid=process.pid,
+        metrics_url=f"http://127.0.0.1:{port}/metrics", served_name=served_model_name(spec, model_path),
+        pid=process.pid,
         log_path=str(log_path),
     )
     _write_state(owner, endpoint)
     try:
-        wait_ready(process, endpoint.base_url, spec.server.startup_timeout_s, log_path)
+        wait_ready(process, endpoint, spec, log_path)
     except ServerStartError as error:
         teardown_server(endpoint, owner)
         return endpoint.model_copy(update={"error": str(error)})
     return endpoint.model_copy(update={"start_seconds": time.perf_counter() - started})
 
 
-def wait_ready(process: subprocess.Popen, base_url: str, timeout_s: float, log_path: Path) -> None:
-    deadline = time.monotonic() + timeout_s
+def wait_ready(process: subprocess.Popen, endpoint: Endpoint, spec: BenchmarkSpec, log_path: Path) -> None:
+    """Ready means a one-token completion succeeds: some servers answer health checks before the
+    model is loaded, and the cold start must include the load."""
+    deadline = time.monotonic() + spec.server.startup_timeout_s
+    payload = completion_payload(endpoint.served_name, "ready", 1, spec.server.kind) | {"stream": False}
+    payload.pop("stream_options", None)  # only allowed when streaming
+    body = json.dumps(payload)
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise ServerStartError(f"server exited with code {process.returncode}: {_log_tail(log_path)}")
+        request = urllib.request.Request(endpoint.base_url + "/v1/completions", data=body.encode(),
+                                         headers={"Content-Type": "application/json"})
         try:
-            with urllib.request.urlopen(base_url + "/v1/models", timeout=2) as response:
+            with urllib.request.urlopen(request, timeout=max(5.0, deadline - time.monotonic())) as response:
                 if response.status == 200:
                     return
         except OSError:
             pass
         time.sleep(0.5)
-    raise ServerStartError(f"server not ready after {timeout_s:.0f} s: {_log_tail(log_path)}")
+    raise ServerStartError(f"server not ready after {spec.server.startup_timeout_s:.0f} s: {_log_tail(log_path)}")
 
 
 def _log_tail(log_path: Path, lines: int = 5) -> str:

@@ -96,7 +96,11 @@ def _llama_config(spec: ModelSpec, shape: ModelShape, tokenizer_size: int):
 
 
 def write_random_weights(config, dtype: str, seed: int, out_dir: Path) -> int:
-    """Write safetensors shards with the parameter names and shapes transformers' Llama expects."""
+    """Write safetensors shards with the parameter names and shapes transformers' Llama expects.
+
+    Random numbers come from the GPU when there is one: an 8B model's 16 GB are drawn in seconds
+    there, minutes on a CPU.
+    """
     import torch
     from safetensors.torch import save_file
     from transformers import LlamaForCausalLM
@@ -104,7 +108,8 @@ def write_random_weights(config, dtype: str, seed: int, out_dir: Path) -> int:
     with torch.device("meta"):
         names_shapes = [(n, tuple(p.shape)) for n, p in LlamaForCausalLM(config).named_parameters()]
     torch_dtype = getattr(torch, dtype)
-    generator = torch.Generator().manual_seed(seed)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    generator = torch.Generator(device=device).manual_seed(seed)
     shards: list[dict[str, torch.Tensor]] = [{}]
     shard_bytes = 0
     total = 0
@@ -112,7 +117,7 @@ def write_random_weights(config, dtype: str, seed: int, out_dir: Path) -> int:
         if name.endswith("norm.weight"):
             tensor = torch.ones(shape, dtype=torch_dtype)
         else:
-            tensor = (torch.randn(shape, generator=generator) * 0.02).to(torch_dtype)
+            tensor = (torch.randn(shape, generator=generator, device=device) * 0.02).to(torch_dtype).cpu()
         size = tensor.numel() * tensor.element_size()
         if shard_bytes and shard_bytes + size > _SHARD_BYTES:
             shards.append({})

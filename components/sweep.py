@@ -7,6 +7,7 @@ batch size) and varies the client's concurrency; `server_max_seqs` redeploys wit
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from servesweep.lake.store import to_table
 from servesweep.loadgen.client import RequestRecord
 from servesweep.loadgen.datagen import PromptFactory
 from servesweep.loadgen.runner import LoadPlan, run_load
+from servesweep.metrics.gpu import GpuSampler, GpuUnavailable
 from servesweep.metrics.prometheus import MetricsSampler
 from servesweep.metrics.summary import request_latencies
 from servesweep.spec import BenchmarkSpec, SweepMode
@@ -122,26 +124,42 @@ def run_sweep(spec: BenchmarkSpec, deployment: Deployment, endpoint: Endpoint, t
         windows = [PointWindow(point_id=p.point_id, failure_reason=reason) for p in deployment.points]
     else:
         prompts = PromptFactory(tokenizer_dir, seed=spec.model.seed)
-        sampler = MetricsSampler(endpoint.metrics_url, deployment.deployment_id, spec.sweep.scrape_interval_s,
-                                 prefixes=(endpoint.metric_prefix,))
+        samplers = _samplers(spec, deployment, endpoint)
         # No auto-refresh: a render thread competes for CPU with the client and the server and
         # measurably slows streaming on small machines. The bar moves between points only.
-        with sampler, Progress(auto_refresh=False) as progress:
+        with contextlib.ExitStack() as stack, Progress(auto_refresh=False) as progress:
+            for sampler in samplers:
+                stack.enter_context(sampler)
             task = progress.add_task(f"sweep {deployment.deployment_id}", total=len(deployment.points))
             for point in deployment.points:
-                sampler.point_id = point.point_id
+                for sampler in samplers:
+                    sampler.point_id = point.point_id
                 window, rows = _run_point(spec, point, endpoint, prompts.make)
-                sampler.point_id = None
+                for sampler in samplers:
+                    sampler.point_id = None
                 windows.append(window)
                 requests.extend(rows)
                 progress.update(task, advance=1, description=f"sweep {deployment.deployment_id}: {point.point_id}")
                 progress.refresh()
-        samples = [dict(row, run_id=spec.run_id) for row in sampler.rows]
+        samples = [dict(row, run_id=spec.run_id) for sampler in samplers for row in sampler.rows]
     pq.write_table(to_table("requests", requests), out / "requests.parquet")
     pq.write_table(to_table("server_metrics", samples), out / "server_metrics.parquet")
     manifest = SweepManifest(deployment=deployment, endpoint=endpoint, windows=windows)
     (out / "manifest.json").write_text(manifest.model_dump_json(indent=2))
     return manifest
+
+
+def _samplers(spec: BenchmarkSpec, deployment: Deployment, endpoint: Endpoint) -> list:
+    """The server's Prometheus endpoint, plus NVML on GPU accelerators (when NVML is there)."""
+    interval = spec.sweep.scrape_interval_s
+    samplers: list = [MetricsSampler(endpoint.metrics_url, deployment.deployment_id, interval,
+                                     prefixes=(endpoint.metric_prefix,))]
+    if spec.accelerator.type != "cpu":
+        try:
+            samplers.append(GpuSampler(deployment.deployment_id, interval))
+        except GpuUnavailable as error:
+            print(f"warning: no GPU metrics for {deployment.deployment_id}: {error}")
+    return samplers
 
 
 def _run_point(spec: BenchmarkSpec, point: SweepPoint, endpoint: Endpoint, make_prompt) -> tuple[PointWindow, list]:
@@ -150,6 +168,7 @@ def _run_point(spec: BenchmarkSpec, point: SweepPoint, endpoint: Endpoint, make_
         output_tokens=point.output_tokens, concurrency=point.concurrency, rate=point.request_rate,
         num_requests=spec.sweep.requests_per_point, duration_s=spec.sweep.duration_s,
         warmup_requests=spec.sweep.warmup_requests, timeout_s=spec.sweep.request_timeout_s, seed=spec.model.seed,
+        dialect=spec.server.kind,
     )
     try:
         result = run_load(plan, make_prompt)

@@ -62,8 +62,8 @@ def test_gcs_lake_on_emulator(gcs_emulator):
     client = storage.Client(project="test", credentials=AnonymousCredentials())
     names = [b.name for b in client.list_blobs("lake", prefix="servesweep/points/") if b.name.endswith(".parquet")]
     # one file per run: run-a's rewrite left nothing of its first version behind
-    assert names == ["servesweep/points/run_id=run-a/part-v1-0.parquet",
-                     "servesweep/points/run_id=run-b/part-v1-0.parquet"]
+    assert names == [f"servesweep/points/run_id=run-a/part-v{SCHEMA_VERSION}-0.parquet",
+                     f"servesweep/points/run_id=run-b/part-v{SCHEMA_VERSION}-0.parquet"]
 
 
 def test_bad_lake_uri():

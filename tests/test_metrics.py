@@ -79,8 +79,17 @@ def test_server_summary():
         {"metric": "vllm:num_requests_running", "value": 4.0},
         {"metric": "vllm:num_requests_waiting", "value": 1.0},
     ]
+    samples += [
+        {"metric": "gpu:utilization_percent", "value": 50.0},
+        {"metric": "gpu:utilization_percent", "value": 100.0},
+        {"metric": "gpu:memory_used_bytes", "value": 2 * 1024**3},
+        {"metric": "gpu:memory_used_bytes", "value": 3 * 1024**3},
+        {"metric": "gpu:power_watts", "value": 300.0},
+    ]
     assert summarise_server(samples) == {"kv_cache_usage_max": 0.3, "running_requests_mean": 3.0,
-                                         "running_requests_max": 4.0, "waiting_requests_max": 1.0}
+                                         "running_requests_max": 4.0, "waiting_requests_max": 1.0,
+                                         "gpu_utilization_mean": 75.0, "gpu_memory_used_max_gib": 3.0,
+                                         "gpu_power_mean_w": 300.0}
     assert summarise_server([])["kv_cache_usage_max"] is None
 
 

@@ -26,7 +26,10 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+# Version history (readers accept every version; missing columns read as null):
+#   1: first lake.
+#   2: points gain gpu_utilization_mean, gpu_memory_used_max_gib, gpu_power_mean_w (NVML).
+SCHEMA_VERSION = 2
 TABLES = ("requests", "points", "server_metrics")
 PARTITION_COLUMN = "run_id"
 STATS = ("p50", "p90", "p95", "p99", "mean")
@@ -119,6 +122,9 @@ POINTS = pa.schema(
         _f("running_requests_mean", pa.float64(), "Mean running requests on the server."),
         _f("running_requests_max", pa.float64(), "Peak running requests on the server."),
         _f("waiting_requests_max", pa.float64(), "Peak queued requests on the server."),
+        _f("gpu_utilization_mean", pa.float64(), "Mean NVML GPU utilisation (%) over the point's samples."),
+        _f("gpu_memory_used_max_gib", pa.float64(), "Peak GPU memory used (GiB) by any GPU during the point."),
+        _f("gpu_power_mean_w", pa.float64(), "Mean GPU power draw (W) per GPU during the point."),
         _f("servesweep_version", pa.string(), "Tool version."),
     ]
 )

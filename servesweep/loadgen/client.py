@@ -31,16 +31,21 @@ class RequestRecord:
         return self.error is None and self.output_tokens == self.requested_output_tokens and bool(self.token_times)
 
 
-def completion_payload(model: str, prompt: str, output_tokens: int) -> dict:
-    # ignore_eos + max_tokens: an exact output length whatever the (random) weights emit.
-    return {
-        "model": model,
-        "prompt": prompt,
-        "max_tokens": output_tokens,
+def completion_payload(model: str, prompt: str, output_tokens: int, dialect: str = "vllm") -> dict:
+    """A streaming /v1/completions body asking for exactly `output_tokens` tokens.
+
+    Servers differ in how to forbid an early end of sequence: vLLM takes `ignore_eos`/`min_tokens`
+    and needs `stream_options` for usage; `transformers serve` rejects unknown fields, takes a
+    GenerationConfig as JSON, and always reports usage in its last chunk.
+    """
+    payload = {"model": model, "prompt": prompt, "max_tokens": output_tokens, "stream": True}
+    if dialect == "transformers":
+        payload["generation_config"] = json.dumps({"min_new_tokens": output_tokens, "do_sample": False})
+        return payload
+    return payload | {
         "min_tokens": output_tokens,
         "ignore_eos": True,
         "temperature": 0.0,
-        "stream": True,
         "stream_options": {"include_usage": True},
     }
 

@@ -28,6 +28,7 @@ class LoadPlan(BaseModel):
     warmup_requests: int = Field(0, ge=0)
     timeout_s: float = Field(300.0, gt=0)
     seed: int = 0
+    dialect: str = Field("vllm", description="Server kind whose request fields to use (see completion_payload).")
 
     @model_validator(mode="after")
     def _shape(self) -> LoadPlan:
@@ -91,7 +92,7 @@ async def _warmup(session, url: str, plan: LoadPlan, make_prompt, origin: float)
     records = []
     for i in range(plan.warmup_requests):
         record = _record(plan, -(i + 1), warmup=True)
-        payload = completion_payload(plan.model, make_prompt(plan.input_tokens), plan.output_tokens)
+        payload = completion_payload(plan.model, make_prompt(plan.input_tokens), plan.output_tokens, plan.dialect)
         await stream_completion(session, url, payload, record, origin)
         records.append(record)
     return records
@@ -112,7 +113,7 @@ async def _closed_loop(
             next_index += 1
             record = _record(plan, index)
             records.append(record)
-            payload = completion_payload(plan.model, prompts[index], plan.output_tokens)
+            payload = completion_payload(plan.model, prompts[index], plan.output_tokens, plan.dialect)
             await stream_completion(session, url, payload, record, origin)
 
     await asyncio.gather(*(worker() for _ in range(plan.concurrency or 1)))
@@ -143,7 +144,7 @@ async def _open_loop(
     tasks = []
 
     async def send(record: RequestRecord, prompt: str) -> None:
-        payload = completion_payload(plan.model, prompt, plan.output_tokens)
+        payload = completion_payload(plan.model, prompt, plan.output_tokens, plan.dialect)
         if slots is None:
             await stream_completion(session, url, payload, record, origin)
             return

@@ -65,19 +65,27 @@ def summarise_requests(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def summarise_server(samples: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:
-    """Peak KV-cache use and running/waiting request counts from one point's scraped samples."""
+    """Server-side summary of one point's samples: KV cache, running/waiting requests, GPU (NVML)."""
 
     def values(metric: str) -> list[float]:
         return [s["value"] for s in samples if s["metric"] == metric]
 
-    kv, running, waiting = (
-        values("vllm:kv_cache_usage_perc"),
-        values("vllm:num_requests_running"),
-        values("vllm:num_requests_waiting"),
-    )
+    def mean(metric: str) -> float | None:
+        found = values(metric)
+        return float(np.mean(found)) if found else None
+
+    def peak(metric: str) -> float | None:
+        found = values(metric)
+        return max(found) if found else None
+
+    memory = peak("gpu:memory_used_bytes")
     return {
-        "kv_cache_usage_max": max(kv) if kv else None,
-        "running_requests_mean": float(np.mean(running)) if running else None,
-        "running_requests_max": max(running) if running else None,
-        "waiting_requests_max": max(waiting) if waiting else None,
+        "kv_cache_usage_max": peak("vllm:kv_cache_usage_perc"),
+        "running_requests_mean": mean("vllm:num_requests_running"),
+        "running_requests_max": peak("vllm:num_requests_running"),
+        "waiting_requests_max": peak("vllm:num_requests_waiting"),
+        # GPU samples pool all GPUs of the server: mean utilisation/power per GPU, peak memory of any.
+        "gpu_utilization_mean": mean("gpu:utilization_percent"),
+        "gpu_memory_used_max_gib": memory / 1024**3 if memory is not None else None,
+        "gpu_power_mean_w": mean("gpu:power_watts"),
     }
