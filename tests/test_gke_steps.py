@@ -234,3 +234,13 @@ def test_a_server_without_metrics_is_swept_without_a_sampler():
     with MetricsSampler("", "cc", interval_s=0.01, prefixes=("",)) as sampler:
         sampler.point_id = "p"
     assert sampler.rows == [] and sampler.errors == 0 and not sampler._thread.is_alive()
+
+
+def test_a_gke_spec_needs_a_gpu_and_travels_in_the_pipeline_parameters():
+    from servesweep.spec import SpecError, parse_spec, spec_from_params, spec_to_params
+
+    data = gke_spec().model_dump(mode="json") | {"accelerator": {"type": "cpu", "count": 1}}
+    with pytest.raises(SpecError, match="a gke run needs a GPU accelerator"):
+        parse_spec(data)
+    spec = gke_spec()
+    assert spec_from_params(spec_to_params(spec).model_dump()) == spec
