@@ -3,9 +3,11 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 SPEC ?= specs/local.yaml
+GKE_SPEC ?= specs/gke.yaml
+IMAGE ?= us-docker.pkg.dev/servesweep/servesweep/servesweep:0.1.0
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint compile query clean
+.PHONY: setup run test lint compile image query clean
 
 setup: $(STAMP)
 
@@ -26,8 +28,11 @@ test: setup
 lint: setup
 	$(BIN)/ruff check .
 
-compile: setup  ## write the pipeline definitions
-	$(BIN)/servesweep compile --out pipelines/
+compile: setup  ## KFP (local and GKE) and Argo definitions under pipelines/, the runner's RBAC under deploy/
+	SERVESWEEP_IMAGE=$(IMAGE) $(BIN)/servesweep compile --out pipelines/ --gke-spec $(GKE_SPEC) --deploy-out deploy/
+
+image:  ## the one image every pipeline step runs in
+	docker build -f images/Dockerfile -t $(IMAGE) .
 
 query: setup
 	$(BIN)/servesweep query "select point_id, batch_size, output_token_throughput, ttft_p99_ms, tpot_p99_ms from points order by point_id"

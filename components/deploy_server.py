@@ -1,4 +1,5 @@
-"""Deploy server step (local platform): the model server as a process on a free loopback port.
+"""Deploy server step. Local platform: the model server as a process on a free loopback port; with
+`spec.gke`: a Deployment on the cluster (components.gke).
 
 Server kinds with a local launcher: `vllm` (vLLM's OpenAI server; the CPU build here, CUDA on a
 GPU host) and `transformers` (`transformers serve --continuous-batching`).
@@ -39,6 +40,10 @@ class Endpoint(BaseModel):
     pid: int | None = None
     log_path: str = ""
     error: str | None = None
+    metric_prefix: str = "vllm:"  # the server's Prometheus metric names start with it
+    api: str = "openai"  # the request protocol the server speaks (servesweep.k8s.servers.ApiKind)
+    namespace: str = ""  # set when the server runs on GKE ...
+    label_selector: str = ""  # ... and its Kubernetes objects are the ones these labels select
 
 
 class ServerStartError(RuntimeError):
@@ -112,9 +117,17 @@ def server_env(spec: BenchmarkSpec) -> dict[str, str]:
 
 
 def deploy_server(
-    spec: BenchmarkSpec, model_path: str, deployment_id: str, max_num_seqs: int, owner: str, log_dir: str | Path
+    spec: BenchmarkSpec, model_path: str, deployment_id: str, max_num_seqs: int, owner: str, log_dir: str | Path,
+    *, sweep_mode: str = "client_concurrency", node_selector: dict[str, str] | None = None,
 ) -> Endpoint:
-    """Start the server and wait until it answers; a failure is returned in `Endpoint.error`."""
+    """Start the server and wait until it answers; a failure is returned in `Endpoint.error`.
+
+    With `spec.gke` the server is a Deployment placed by `node_selector` (from the provision step).
+    """
+    if spec.gke is not None:
+        from components.gke import deploy_gke
+
+        return deploy_gke(spec, deployment_id, max_num_seqs, sweep_mode, owner, node_selector or {})
     launcher = LAUNCHERS.get(spec.server.kind)
     if launcher is None:
         return Endpoint(deployment_id=deployment_id, max_num_seqs=max_num_seqs,
@@ -188,7 +201,12 @@ def _write_state(owner: str, endpoint: Endpoint) -> None:
 
 
 def teardown_server(endpoint: Endpoint, owner: str, grace_s: float = 20.0) -> None:
-    """Stop the server's whole process group (engine and workers too); idempotent."""
+    """Stop the server's whole process group (engine and workers too), or delete its GKE objects; idempotent."""
+    if endpoint.namespace:
+        from components.gke import teardown_endpoint
+
+        teardown_endpoint(endpoint)
+        return
     if endpoint.pid:
         _kill_group(endpoint.pid, grace_s)
     _state_file(owner, endpoint.deployment_id).unlink(missing_ok=True)

@@ -1,25 +1,33 @@
 """Provision step: make sure there is capacity for the servers the spec asks for.
 
 Local platform: `cpu` needs room for the KV cache; a GPU accelerator needs that many GPUs of that
-type on this host (seen through NVML). GKE node pools, auto-provisioning and ComputeClasses live in
-servesweep.k8s.provision.
+type on this host (seen through NVML). With `spec.gke`: node pool, auto-provisioning or ComputeClass
+(servesweep.k8s.provision), recorded so the pipeline's exit handler can give it back (components.gke).
 """
 
 from __future__ import annotations
 
 import os
+from typing import Literal
 
 from pydantic import BaseModel
 
+from servesweep.k8s.provision import Capacity as GKECapacity
 from servesweep.spec import BenchmarkSpec
 
 
 class Capacity(BaseModel):
-    platform: str
-    cpus: int
-    memory_gib: float
+    platform: Literal["local", "gke"] = "local"
+    cpus: int = 0
+    memory_gib: float = 0.0
     gpus: list[str] = []
     created: bool = False  # whether this run created capacity it must release
+    gke: GKECapacity | None = None  # what GKE provisioning did; its node selector places the servers
+
+    @property
+    def node_selector(self) -> dict[str, str]:
+        return dict(self.gke.node_selector) if self.gke else {}
+
 
 # GKE accelerator type -> the words NVML puts in the device name.
 _GPU_NAME_HINTS = {
@@ -30,6 +38,16 @@ _GPU_NAME_HINTS = {
 
 class ProvisionError(RuntimeError):
     pass
+
+
+def provision(spec: BenchmarkSpec, owner: str) -> Capacity:
+    """Capacity for the spec's servers, on this machine or on its GKE cluster."""
+    if spec.gke is None:
+        return provision_local(spec)
+    from components.gke import provision_gke
+
+    capacity = provision_gke(spec, owner)
+    return Capacity(platform="gke", created=capacity.created or capacity.resized, gke=capacity)
 
 
 def provision_local(spec: BenchmarkSpec) -> Capacity:

@@ -135,9 +135,10 @@ def run_sweep(spec: BenchmarkSpec, deployment: Deployment, endpoint: Endpoint, t
     windows: list[PointWindow] = []
     samples: list[dict[str, Any]] = []
     searches: list[AdaptiveSearch] = []
-    if endpoint.error:
-        windows = [PointWindow(point_id=p.point_id, failure_reason=f"server start: {endpoint.error}")
-                   for p in deployment.points]
+    if endpoint.error or endpoint.api != "openai":
+        reason = (f"server start: {endpoint.error}" if endpoint.error
+                  else f"load generator speaks the OpenAI API, the server speaks {endpoint.api}")
+        windows = [PointWindow(point_id=p.point_id, failure_reason=reason) for p in deployment.points]
     else:
         prompts = PromptFactory(tokenizer_dir, seed=spec.model.seed)
         samplers = _samplers(spec, deployment, endpoint)
@@ -171,7 +172,8 @@ def run_sweep(spec: BenchmarkSpec, deployment: Deployment, endpoint: Endpoint, t
 def _samplers(spec: BenchmarkSpec, deployment: Deployment, endpoint: Endpoint) -> list:
     """The server's Prometheus endpoint, plus NVML on GPU accelerators (when NVML is there)."""
     interval = spec.sweep.scrape_interval_s
-    samplers: list = [MetricsSampler(endpoint.metrics_url, deployment.deployment_id, interval)]
+    samplers: list = [MetricsSampler(endpoint.metrics_url, deployment.deployment_id, interval,
+                                     prefixes=(endpoint.metric_prefix,))]
     if spec.accelerator.type != "cpu":
         try:
             samplers.append(GpuSampler(deployment.deployment_id, interval))

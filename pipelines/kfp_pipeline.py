@@ -5,6 +5,10 @@
         -> collect-metrics -> write-lake -> report (Metrics, HTML and Markdown shown on the KFP run page)
     exit handler: teardown-all (stops whatever this job left running, on success, failure or cancel)
 
+The same function compiles for both platforms: the steps run locally or on GKE according to the
+spec (`gke` in spec_yaml). Kubernetes settings of the step pods are added at compile time
+(pipelines/kfp_platform.py), not here.
+
 Each wrapper only converts between KFP types (strings, dicts, artifacts) and the typed step
 functions; every import is inside the function because KFP ships the function's source alone.
 """
@@ -32,7 +36,7 @@ def resolve_spec(
 
 
 @dsl.component(base_image=IMAGE)
-def plan_sweep(spec_json: str) -> list:
+def plan_sweep(spec_json: str, capacity_json: str) -> list:
     from components.sweep import plan_deployments
     from pipelines.kfp_io import json_param
     from servesweep.spec import parse_spec
@@ -41,17 +45,18 @@ def plan_sweep(spec_json: str) -> list:
     # replaces a loop body's upstream-task parameters with the loop item). KFP parameters carry no
     # nulls: unset fields are left out and come back as defaults.
     spec = parse_spec(json_param(spec_json))
-    return [{"spec_json": spec_json, "deployment": d.model_dump(mode="json", exclude_none=True)}
+    return [{"spec_json": spec_json, "capacity_json": capacity_json,
+             "deployment": d.model_dump(mode="json", exclude_none=True)}
             for d in plan_deployments(spec)]
 
 
 @dsl.component(base_image=IMAGE)
-def provision(spec_json: str) -> str:
-    from components.provision import provision_local
+def provision(spec_json: str, owner: str) -> str:
+    from components.provision import provision as ensure
     from pipelines.kfp_io import json_param
     from servesweep.spec import parse_spec
 
-    return provision_local(parse_spec(json_param(spec_json))).model_dump_json()
+    return ensure(parse_spec(json_param(spec_json)), owner).model_dump_json(exclude_none=True)
 
 
 @dsl.component(base_image=IMAGE)
@@ -70,30 +75,31 @@ def plan(spec_json: str, predicted: Output[Dataset]):
 
 @dsl.component(base_image=IMAGE)
 def load_model(spec_json: str, model: Output[Model]):
-    from components.load_model import load_model as load
+    from components.load_model import prepare_model
     from pipelines.kfp_io import json_param
     from servesweep.spec import parse_spec
 
-    info = load(parse_spec(json_param(spec_json)).model, model.path)
-    with open(f"{model.path}/servesweep-model.json", "w") as f:
-        f.write(info.model_dump_json())
+    info = prepare_model(parse_spec(json_param(spec_json)), model.path)  # writes servesweep-model.json too
     model.metadata.update({"parameters": info.parameters, "dtype": info.dtype, "bytes": info.bytes_on_disk,
                            "seconds": round(info.seconds, 3)})
 
 
 @dsl.component(base_image=IMAGE)
-def deploy_server(spec_json: str, deployment: dict, owner: str, model: Input[Model]) -> str:
+def deploy_server(spec_json: str, capacity_json: str, deployment: dict, owner: str, model: Input[Model]) -> str:
     import os
 
     from components.deploy_server import deploy_server as deploy
     from components.deploy_server import state_root
+    from components.provision import Capacity
     from components.sweep import Deployment
     from pipelines.kfp_io import json_param
     from servesweep.spec import parse_spec
 
     planned = Deployment.model_validate(deployment)
+    capacity = Capacity.model_validate(json_param(capacity_json))
     endpoint = deploy(parse_spec(json_param(spec_json)), model.path, planned.deployment_id, planned.max_num_seqs,
-                      owner, os.path.join(state_root(), owner, "logs"))
+                      owner, os.path.join(state_root(), owner, "logs"), sweep_mode=planned.sweep_mode,
+                      node_selector=capacity.node_selector)
     print(f"deployment {endpoint.deployment_id}: " + (f"FAILED: {endpoint.error}" if endpoint.error
           else f"ready at {endpoint.base_url} in {endpoint.start_seconds:.1f} s"))
     return endpoint.model_dump_json()
@@ -170,10 +176,10 @@ def report(spec_json: str, lake_uri: str, baseline_accelerator: str, metrics: Ou
 
 
 @dsl.component(base_image=IMAGE)
-def teardown_all(owner: str):
-    from components.deploy_server import teardown_owner
+def teardown_all(owner: str, spec_yaml: str):
+    from components.teardown_all import teardown_all as teardown
 
-    print(f"stopped: {teardown_owner(owner) or 'nothing left running'}")
+    print(f"stopped: {teardown(owner, spec_yaml) or 'nothing left running'}")
 
 
 @dsl.pipeline(name="servesweep", description="Sweep batch sizes against a real LLM server; write the Parquet lake.")
@@ -198,7 +204,7 @@ def servesweep_pipeline(
     baseline_accelerator: str = "nvidia-l4",
 ):
     owner = dsl.PIPELINE_JOB_ID_PLACEHOLDER
-    cleanup = teardown_all(owner=owner).set_display_name("teardown-all")
+    cleanup = teardown_all(owner=owner, spec_yaml=spec_yaml).set_display_name("teardown-all")
     with dsl.ExitHandler(cleanup, name="always-teardown"):
         spec = resolve_spec(
             run_name=run_name, run_id=run_id, model_preset=model_preset, model_dtype=model_dtype,
@@ -210,12 +216,12 @@ def servesweep_pipeline(
         )
         spec_json = spec.output
         predictions = plan(spec_json=spec_json)
-        capacity = provision(spec_json=spec_json).after(predictions)
+        capacity = provision(spec_json=spec_json, owner=owner).after(predictions)
         model = load_model(spec_json=spec_json).after(capacity)
-        deployments = plan_sweep(spec_json=spec_json)
+        deployments = plan_sweep(spec_json=spec_json, capacity_json=capacity.output)
         with dsl.ParallelFor(deployments.output, parallelism=1, name="deployments") as item:
-            server = deploy_server(spec_json=item.spec_json, deployment=item.deployment, owner=owner,
-                                   model=model.outputs["model"])
+            server = deploy_server(spec_json=item.spec_json, capacity_json=item.capacity_json,
+                                   deployment=item.deployment, owner=owner, model=model.outputs["model"])
             swept = sweep(spec_json=item.spec_json, deployment=item.deployment, endpoint_json=server.output,
                           model=model.outputs["model"])
             teardown_server(endpoint_json=server.output, owner=owner).after(swept)

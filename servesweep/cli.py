@@ -27,7 +27,7 @@ _POINT_COLUMNS = [
 
 
 def _fail(message: str, code: int = 2) -> None:
-    errors.print(f"[bold red]error:[/] {message}", highlight=False)
+    errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -72,6 +72,9 @@ def run(
         spec = load_spec(spec_path)
     except SpecError as error:
         _fail(str(error))
+    if spec.gke is not None:
+        _fail(f"{spec_path} runs on GKE (it has a `gke` section): start it with `servesweep submit --kfp HOST` "
+              "or `--argo HOST`")
     overrides = {k: v for k, v in {"run_id": run_id, "lake_uri": lake}.items() if v}
     spec = spec.model_copy(update=overrides).with_run_id()
     console.print(f"[bold]servesweep[/] run [cyan]{spec.run_id}[/] -> lake [cyan]{spec.lake_uri}[/]")
@@ -127,11 +130,51 @@ def schema(table: Annotated[str, typer.Argument(help="requests, points or server
 
 
 @app.command(name="compile")
-def compile_(out: Annotated[Path, typer.Option(help="Output directory.")] = Path("pipelines")) -> None:
-    """Compile the KFP pipeline to YAML (upload it in the KFP UI or submit it from CI)."""
-    from pipelines.local import compile_pipeline
+def compile_(
+    out: Annotated[Path, typer.Option(help="Output directory of the pipeline definitions.")] = Path("pipelines"),
+    gke_spec: Annotated[Path, typer.Option(help="GKE spec: defaults and runner settings of the cluster "
+                                                "definitions, RBAC subjects.")] = Path("specs/gke.yaml"),
+    deploy_out: Annotated[Path, typer.Option(help="Output directory of the RBAC manifests.")] = Path("deploy"),
+) -> None:
+    """Compile the KFP pipeline (local and GKE), the Argo Workflow and the runner's RBAC to YAML."""
+    from pipelines.compile import compile_all
 
-    console.print(f"wrote {compile_pipeline(out)}")
+    try:
+        spec = load_spec(gke_spec)
+    except SpecError as error:
+        _fail(str(error))
+    if spec.gke is None:
+        _fail(f"{gke_spec} has no `gke` section; --gke-spec needs a GKE spec (see specs/gke.yaml)")
+    for path in compile_all(out, spec, deploy_out):
+        console.print(f"wrote {path}")
+
+
+@app.command()
+def submit(
+    spec_path: Annotated[Path, typer.Option("--spec", help="Benchmark spec with a `gke` section.")] = Path(
+        "specs/gke.yaml"),
+    kfp: Annotated[str, typer.Option("--kfp", help="Kubeflow Pipelines host, e.g. https://kfp.example.com")] = "",
+    argo: Annotated[str, typer.Option("--argo", help="Argo server, e.g. https://argo.example.com:2746 "
+                                                     "(token from $ARGO_TOKEN)")] = "",
+    experiment: Annotated[str, typer.Option(help="KFP experiment to file the run under.")] = "",
+    namespace: Annotated[str, typer.Option(help="Argo namespace (default: the spec's gke.namespace).")] = "",
+    verify_ssl: Annotated[bool, typer.Option(help="Verify the Argo server's TLS certificate.")] = True,
+) -> None:
+    """Start the benchmark on a cluster through KFP or Argo; prints the run id its lake rows will carry."""
+    from pipelines.submit import SubmitError, submit_argo, submit_kfp
+
+    if bool(kfp) == bool(argo):
+        _fail("give exactly one of --kfp HOST or --argo HOST")
+    try:
+        spec = load_spec(spec_path)
+        submitted = (submit_kfp(spec, kfp, experiment or None) if kfp
+                     else submit_argo(spec, argo, namespace or None, verify_ssl))
+    except (SpecError, SubmitError) as error:
+        _fail(str(error))
+    where = f"KFP run {submitted.reference}" if kfp else f"Argo workflow {submitted.reference}"
+    console.print(f"submitted [cyan]{submitted.run_id}[/] as {where}")
+    console.print(f"results: servesweep query \"select * from points where run_id = '{submitted.run_id}'\" "
+                  f"--lake {spec.lake_uri}")
 
 
 @app.command(name="plan")

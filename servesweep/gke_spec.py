@@ -1,7 +1,7 @@
 """GKE-only settings of a benchmark run: cluster, capacity mode, model source, images.
 
-Kept out of spec.py on purpose: a local run never needs them. The lead wires `GKESpec` into
-`BenchmarkSpec` as an optional `gke` field.
+Kept out of spec.py on purpose: a local run never needs them. `BenchmarkSpec.gke` holds a `GKESpec`;
+when it is set every step runs its GKE branch.
 """
 
 from __future__ import annotations
@@ -41,6 +41,10 @@ class GCSModel(_Strict):
     source: Literal["gcs"] = "gcs"
     bucket: str
     path: str = Field("", description="Folder inside the bucket that holds config.json and the weights.")
+    random_weights: bool = Field(
+        True, description="True: load-model writes the spec's random-weight checkpoint to this folder (once per "
+                          "model spec); False: the folder already holds a checkpoint, which is only read."
+    )
 
     @field_validator("bucket")
     @classmethod
@@ -75,6 +79,21 @@ class NodePoolSpec(_Strict):
         return value
 
 
+class Toleration(_Strict):
+    key: str = Field(..., min_length=1)
+    operator: Literal["Equal", "Exists"] = "Equal"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+
+
+class RunnerSpec(_Strict):
+    """Where the pipeline's own step pods run (the servers go where provisioning puts them)."""
+
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list)
+    image_pull_secrets: list[str] = Field(default_factory=list, description="Secrets to pull the servesweep image.")
+
+
 class GKESpec(_Strict):
     """Where and how a run deploys its servers on GKE."""
 
@@ -83,6 +102,10 @@ class GKESpec(_Strict):
     cluster: str = Field(..., min_length=1)
     namespace: str = "servesweep"
     runner_service_account: str = Field("servesweep-runner", description="KSA the pipeline steps run as.")
+    runner: RunnerSpec = Field(default_factory=RunnerSpec)
+    runner_gcp_service_account: str | None = Field(
+        None, description="GCP service account the runner KSA acts as (Workload Identity): node pools, GCS writes."
+    )
     server_service_account: str | None = Field(
         None, description="KSA the server pods run as; needs bucket read through Workload Identity for GCS models."
     )

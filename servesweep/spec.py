@@ -14,7 +14,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-ServerKind = Literal["vllm", "transformers"]
+from servesweep.gke_spec import GKESpec
+
+# vllm runs locally (vLLM's CPU build) and on GKE; the others only on GKE (servesweep.k8s.servers).
+ServerKind = Literal["vllm", "transformers", "tgi", "triton-trtllm", "jetstream", "sglang"]
 Quantization = Literal["none", "fp8", "int8", "awq", "gptq"]
 Accelerator = Literal[
     "cpu",
@@ -180,6 +183,7 @@ class BenchmarkSpec(_Strict):
     sweep: SweepSpec = Field(default_factory=lambda: SweepSpec(requests_per_point=8))
     slo: SLOSpec = Field(default_factory=SLOSpec)
     lake_uri: str = Field("./lake", min_length=1, description="Local directory or gs://bucket/prefix.")
+    gke: GKESpec | None = Field(None, description="Run the servers on this GKE cluster; absent: local processes.")
 
     @field_validator("run_id")
     @classmethod
@@ -200,6 +204,8 @@ class BenchmarkSpec(_Strict):
             raise ValueError("server.max_model_len exceeds the model's max_position_embeddings")
         if self.sweep.strategy == "adaptive" and not any(self.slo.model_dump().values()):
             raise ValueError("the adaptive strategy needs at least one SLO limit (slo.*_p99_ms)")
+        if self.gke is not None and self.accelerator.type == "cpu":
+            raise ValueError("a gke run needs a GPU accelerator; accelerator 'cpu' runs locally (drop `gke`)")
         return self
 
     def with_run_id(self) -> BenchmarkSpec:

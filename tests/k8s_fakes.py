@@ -7,10 +7,14 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from google.api_core.exceptions import NotFound
+from google.cloud import container_v1
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 FIXTURES = Path(__file__).parent / "fixtures" / "k8s"
+DONE = container_v1.Operation.Status.DONE
+RUNNING = container_v1.Operation.Status.RUNNING
 
 
 def load_fixture(name: str) -> dict[str, Any]:
@@ -18,7 +22,8 @@ def load_fixture(name: str) -> dict[str, Any]:
 
 
 def api_error(status: int, message: str = "") -> ApiException:
-    error = ApiException(status=status, reason={404: "Not Found", 403: "Forbidden"}.get(status, "Error"))
+    reasons = {404: "Not Found", 403: "Forbidden", 409: "Conflict"}
+    error = ApiException(status=status, reason=reasons.get(status, "Error"))
     error.body = json.dumps({"kind": "Status", "message": message}) if message else None
     return error
 
@@ -93,6 +98,7 @@ class FakeCore(Recorder):
     def __init__(self, fixture: dict[str, Any] | None = None, log_error: ApiException | None = None) -> None:
         super().__init__()
         self.services: dict[str, Any] = {}
+        self.config_maps: dict[str, Any] = {}
         self.fixture = fixture or {"pods": [], "events": [], "logs": {}}
         self.log_error = log_error
         self.fail_delete: dict[str, ApiException] = {}
@@ -112,6 +118,23 @@ class FakeCore(Recorder):
         if name in self.fail_delete:
             raise self.fail_delete[name]
         if self.services.pop(name, None) is None:
+            raise api_error(404)
+
+    def create_namespaced_config_map(self, namespace: str, body: k8s.V1ConfigMap) -> k8s.V1ConfigMap:
+        self.calls.append(("create", "configmaps", body.metadata.name))
+        if body.metadata.name in self.config_maps:
+            raise api_error(409, f'configmaps "{body.metadata.name}" already exists')
+        self.config_maps[body.metadata.name] = body
+        return body
+
+    def list_namespaced_config_map(self, namespace: str, label_selector: str = "") -> SimpleNamespace:
+        self.calls.append(("list", "configmaps", label_selector))
+        items = [c for c in self.config_maps.values() if _matches(_metadata(c).get("labels"), label_selector)]
+        return SimpleNamespace(items=items)
+
+    def delete_namespaced_config_map(self, name: str, namespace: str, **kwargs: Any) -> None:
+        self.calls.append(("delete", "configmaps", name))
+        if self.config_maps.pop(name, None) is None:
             raise api_error(404)
 
     def list_namespaced_pod(self, namespace: str, label_selector: str = "") -> SimpleNamespace:
@@ -174,3 +197,55 @@ class FakeCustom(Recorder):
         self.calls.append(("delete", plural, name))
         if self.objects.pop((plural, name), None) is None:
             raise api_error(404)
+
+
+class FakeClusterManager:
+    """Keeps node pools; each operation reports RUNNING for `polls` reads, then DONE (or `error`)."""
+
+    def __init__(self, polls: int = 2, error: str = "") -> None:
+        self.pools: dict[str, container_v1.NodePool] = {}
+        self.calls: list[tuple] = []
+        self.polls = polls
+        self.error = error
+        self._reads: dict[str, int] = {}
+
+    def _operation(self, kind: container_v1.Operation.Type) -> container_v1.Operation:
+        name = f"operation-{len(self.calls)}"
+        self._reads[name] = 0
+        return container_v1.Operation(name=name, status=RUNNING, operation_type=kind)
+
+    def get_node_pool(self, name: str) -> container_v1.NodePool:
+        self.calls.append(("get_node_pool", name))
+        pool_name = name.rsplit("/", 1)[1]
+        if pool_name not in self.pools:
+            raise NotFound(f"node pool {pool_name} not found")
+        return self.pools[pool_name]
+
+    def create_node_pool(self, parent: str, node_pool: container_v1.NodePool) -> container_v1.Operation:
+        self.calls.append(("create_node_pool", parent, node_pool.name))
+        self.pools[node_pool.name] = node_pool
+        return self._operation(container_v1.Operation.Type.CREATE_NODE_POOL)
+
+    def set_node_pool_size(self, request: dict) -> container_v1.Operation:
+        self.calls.append(("set_node_pool_size", request["name"], request["node_count"]))
+        return self._operation(container_v1.Operation.Type.SET_NODE_POOL_SIZE)
+
+    def delete_node_pool(self, name: str) -> container_v1.Operation:
+        self.calls.append(("delete_node_pool", name))
+        self.pools.pop(name.rsplit("/", 1)[1], None)
+        return self._operation(container_v1.Operation.Type.DELETE_NODE_POOL)
+
+    def get_operation(self, name: str) -> container_v1.Operation:
+        operation_name = name.rsplit("/", 1)[1]
+        assert name.startswith("projects/bench-project/locations/us-central1/operations/")
+        self._reads[operation_name] += 1
+        if self._reads[operation_name] < self.polls:
+            return container_v1.Operation(name=operation_name, status=RUNNING)
+        operation = container_v1.Operation(name=operation_name, status=DONE)
+        if self.error:
+            operation.error.code = 8
+            operation.error.message = self.error
+        return operation
+
+    def mutations(self) -> list[tuple]:
+        return [call for call in self.calls if call[0] != "get_node_pool"]

@@ -123,7 +123,8 @@ def test_role_grants_exactly_what_deploy_readiness_and_teardown_use():
         teardown_run(kube.apps, kube.core, kube.custom, "servesweep", RUN_ID)
         for fake in (kube.apps, kube.core, kube.custom):
             used |= {(verb, resource) for verb, resource, _ in fake.calls}
-    assert used == _granted()
+    # ConfigMaps hold the capacity records of the provision step (tests/test_gke_steps.py covers those).
+    assert used == {(verb, resource) for verb, resource in _granted() if resource != "configmaps"}
 
 
 def test_rbac_manifests_validate_and_never_touch_secrets():

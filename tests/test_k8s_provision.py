@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from google.api_core.exceptions import NotFound
-from google.cloud import container_v1
-from k8s_fakes import FakeClock, FakeCustom
+from k8s_fakes import FakeClock, FakeClusterManager, FakeCustom
 
 from servesweep.gke_spec import GKESpec
 from servesweep.k8s.accelerators import machine_for, tpu_topology
@@ -13,60 +11,6 @@ from servesweep.k8s.provision import GKEProvisioner, ProvisionError, node_pool_f
 from servesweep.k8s.validate import validate_manifest
 
 CLUSTER = "projects/bench-project/locations/us-central1/clusters/bench"
-DONE = container_v1.Operation.Status.DONE
-RUNNING = container_v1.Operation.Status.RUNNING
-
-
-class FakeClusterManager:
-    """Keeps node pools; each operation reports RUNNING for `polls` reads, then DONE (or `error`)."""
-
-    def __init__(self, polls: int = 2, error: str = "") -> None:
-        self.pools: dict[str, container_v1.NodePool] = {}
-        self.calls: list[tuple] = []
-        self.polls = polls
-        self.error = error
-        self._reads: dict[str, int] = {}
-
-    def _operation(self, kind: container_v1.Operation.Type) -> container_v1.Operation:
-        name = f"operation-{len(self.calls)}"
-        self._reads[name] = 0
-        return container_v1.Operation(name=name, status=RUNNING, operation_type=kind)
-
-    def get_node_pool(self, name: str) -> container_v1.NodePool:
-        self.calls.append(("get_node_pool", name))
-        pool_name = name.rsplit("/", 1)[1]
-        if pool_name not in self.pools:
-            raise NotFound(f"node pool {pool_name} not found")
-        return self.pools[pool_name]
-
-    def create_node_pool(self, parent: str, node_pool: container_v1.NodePool) -> container_v1.Operation:
-        self.calls.append(("create_node_pool", parent, node_pool.name))
-        self.pools[node_pool.name] = node_pool
-        return self._operation(container_v1.Operation.Type.CREATE_NODE_POOL)
-
-    def set_node_pool_size(self, request: dict) -> container_v1.Operation:
-        self.calls.append(("set_node_pool_size", request["name"], request["node_count"]))
-        return self._operation(container_v1.Operation.Type.SET_NODE_POOL_SIZE)
-
-    def delete_node_pool(self, name: str) -> container_v1.Operation:
-        self.calls.append(("delete_node_pool", name))
-        self.pools.pop(name.rsplit("/", 1)[1], None)
-        return self._operation(container_v1.Operation.Type.DELETE_NODE_POOL)
-
-    def get_operation(self, name: str) -> container_v1.Operation:
-        operation_name = name.rsplit("/", 1)[1]
-        assert name.startswith("projects/bench-project/locations/us-central1/operations/")
-        self._reads[operation_name] += 1
-        if self._reads[operation_name] < self.polls:
-            return container_v1.Operation(name=operation_name, status=RUNNING)
-        operation = container_v1.Operation(name=operation_name, status=DONE)
-        if self.error:
-            operation.error.code = 8
-            operation.error.message = self.error
-        return operation
-
-    def mutations(self) -> list[tuple]:
-        return [call for call in self.calls if call[0] != "get_node_pool"]
 
 
 def gke(provisioning: str = "node_pool", **node_pool) -> GKESpec:

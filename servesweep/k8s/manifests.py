@@ -33,6 +33,7 @@ MANAGED_BY = "servesweep"
 SERVER_KIND_LABEL = "app.kubernetes.io/name"
 RUN_ID_LABEL = "servesweep.dev/run-id"
 DEPLOYMENT_ID_LABEL = "servesweep.dev/deployment-id"
+OWNER_LABEL = "servesweep.dev/owner"  # the pipeline job (KFP job id, Argo workflow uid) that created it
 
 PODMONITORING_GROUP = "monitoring.googleapis.com"
 PODMONITORING_VERSION = "v1"
@@ -72,6 +73,10 @@ def run_labels(run_id: str) -> dict[str, str]:
 
 def deployment_labels(run_id: str, deployment_id: str) -> dict[str, str]:
     return {**run_labels(run_id), DEPLOYMENT_ID_LABEL: label_value(deployment_id)}
+
+
+def owner_labels(owner: str) -> dict[str, str]:
+    return {MANAGED_BY_LABEL: MANAGED_BY, OWNER_LABEL: label_value(owner)}
 
 
 def selector(labels: Mapping[str, str]) -> str:
@@ -130,16 +135,21 @@ def build_server_bundle(
     node_selector: Mapping[str, str],
     extra_args: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
+    owner: str = "",
 ) -> ServerBundle:
-    """Deployment, Service and PodMonitoring for one server; `node_selector` comes from provisioning."""
+    """Deployment, Service and PodMonitoring for one server; `node_selector` comes from provisioning.
+
+    With an `owner` (the pipeline job), objects carry its label and its first characters in their
+    names, so two jobs sweeping the same deployment ids in one namespace do not collide.
+    """
     rendered = render_server(kind, model_ref(gke.model, served_name), options, gke.images)
     info = accelerator_info(accelerator)
     machine_for(accelerator, options.tensor_parallel)  # e.g. 2 TPU chips: no single-host slice has that
     if info.kind != rendered.accelerator_kind:
         raise ValueError(f"server {kind!r} runs on {rendered.accelerator_kind.upper()}s, "
                          f"not on {accelerator} ({info.kind.upper()})")
-    name = resource_name(deployment_id)
-    labels = deployment_labels(run_id, deployment_id)
+    name = resource_name(f"{deployment_id}-{label_value(owner)[:8]}" if owner else deployment_id)
+    labels = {**deployment_labels(run_id, deployment_id), **(owner_labels(owner) if owner else {})}
     pod_labels = {**labels, SERVER_KIND_LABEL: kind}
     pod = _pod_spec(gke, rendered, info.resource, options.tensor_parallel, node_selector, extra_args, env or {})
     return ServerBundle(

@@ -1,8 +1,9 @@
 """Least-privilege RBAC for the identity the pipeline runs as.
 
 One namespaced Role covers a run: create, watch and delete its servers, read pods, logs and events
-to explain failures. Nothing on Secrets: a pod that references the token Secret is created without
-read access to it (the kubelet fetches it). ComputeClasses are cluster-scoped, so `compute_class`
+to explain failures, and keep one ConfigMap per job recording the capacity its exit handler
+releases. Nothing on Secrets: a pod that references the token Secret is created without read
+access to it (the kubelet fetches it). ComputeClasses are cluster-scoped, so `compute_class`
 mode adds a ClusterRole limited to the class names the run may create.
 
 Node pools are not Kubernetes objects: `node_pool` mode needs, on the GCP side, a service account
@@ -23,8 +24,9 @@ from servesweep.k8s.provision import COMPUTE_CLASS_GROUP, COMPUTE_CLASS_PLURAL
 RBAC_API = "rbac.authorization.k8s.io/v1"
 ROLE_NAME = "servesweep-runner"
 
-# (API group, resources, verbs): exactly the calls deploy, readiness and teardown make.
+# (API group, resources, verbs): exactly the calls provision, deploy, readiness and teardown make.
 RUNNER_RULES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
+    ("", ("configmaps",), ("create", "list", "delete")),
     ("apps", ("deployments",), ("create", "get", "list", "delete")),
     ("", ("services",), ("create", "list", "delete")),
     ("", ("pods",), ("list",)),
@@ -102,3 +104,17 @@ def rbac_manifests(
     if compute_classes:
         objects += [compute_class_role(compute_classes), compute_class_role_binding(namespace, account)]
     return [to_dict(obj) for obj in objects]
+
+
+ARGO_EXECUTOR_ROLE = "servesweep-argo-executor"
+
+
+def argo_executor_manifests(namespace: str, account: str = "servesweep-runner") -> list[dict[str, Any]]:
+    """What Argo (3.4+) needs of a workflow pod's account: report the step's outputs as WorkflowTaskResults."""
+    role = k8s.V1Role(
+        api_version=RBAC_API, kind="Role",
+        metadata=k8s.V1ObjectMeta(name=ARGO_EXECUTOR_ROLE, namespace=namespace, labels=_labels()),
+        rules=[k8s.V1PolicyRule(api_groups=["argoproj.io"], resources=["workflowtaskresults"],
+                                verbs=["create", "patch"])],
+    )
+    return [to_dict(role), to_dict(runner_role_binding(namespace, account, ARGO_EXECUTOR_ROLE))]

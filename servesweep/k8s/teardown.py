@@ -17,6 +17,7 @@ from servesweep.k8s.manifests import (
     PODMONITORING_PLURAL,
     PODMONITORING_VERSION,
     deployment_labels,
+    owner_labels,
     run_labels,
     selector,
 )
@@ -37,6 +38,13 @@ def teardown_run(
 ) -> TeardownReport:
     """Delete every Deployment, Service and PodMonitoring of the run."""
     return teardown_selected(apps, core, custom, namespace, selector(run_labels(run_id)))
+
+
+def teardown_owner(
+    apps: k8s.AppsV1Api, core: k8s.CoreV1Api, custom: k8s.CustomObjectsApi, namespace: str, owner: str
+) -> TeardownReport:
+    """Delete every server object one pipeline job created (its exit handler), whatever run id it got."""
+    return teardown_selected(apps, core, custom, namespace, selector(owner_labels(owner)))
 
 
 def teardown_deployment(

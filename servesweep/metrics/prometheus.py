@@ -44,15 +44,19 @@ class MetricsSampler:
         self._thread = threading.Thread(target=self._loop, name="metrics-sampler", daemon=True)
 
     def __enter__(self) -> MetricsSampler:
-        self._thread.start()
+        if self.url:  # no URL: the server exports no metrics, so the sweep runs without samples
+            self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._thread.join(timeout=10)
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
         self.scrape()  # a final sample so every point has its end state
 
     def scrape(self) -> None:
+        if not self.url:
+            return
         point_id = self.point_id
         try:
             with urllib.request.urlopen(self.url, timeout=5) as response:
