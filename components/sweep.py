@@ -151,6 +151,9 @@ def run_sweep(spec: BenchmarkSpec, deployment: Deployment, endpoint: Endpoint, t
                 sampler.point_id = None
             windows.append(window)
             requests.extend(rows)
+            # Saved after every point, so a sweep cut short (a timeout, a lost node) keeps what it measured.
+            samples = [dict(row, run_id=spec.run_id) for sampler in samplers for row in list(sampler.rows)]
+            _save(out, spec, deployment, endpoint, windows, requests, samples, searches)
             return rows
 
         with contextlib.ExitStack() as stack:
@@ -162,6 +165,11 @@ def run_sweep(spec: BenchmarkSpec, deployment: Deployment, endpoint: Endpoint, t
             else:
                 _grid(deployment, run)
         samples = [dict(row, run_id=spec.run_id) for sampler in samplers for row in sampler.rows]
+    return _save(out, spec, deployment, endpoint, windows, requests, samples, searches)
+
+
+def _save(out: Path, spec: BenchmarkSpec, deployment: Deployment, endpoint: Endpoint, windows: list[PointWindow],
+          requests: list[dict], samples: list[dict], searches: list) -> SweepManifest:
     pq.write_table(to_table("requests", requests), out / "requests.parquet")
     pq.write_table(to_table("server_metrics", samples), out / "server_metrics.parquet")
     manifest = SweepManifest(deployment=deployment, endpoint=endpoint, windows=windows, searches=searches)

@@ -250,6 +250,24 @@ def views(name: Annotated[str, typer.Argument(help="A view name; empty lists the
 
 
 @app.command()
+def salvage(
+    run_dir: Annotated[Path | None, typer.Argument(help="A KFP local run folder (default: the latest).")] = None,
+    pipeline_root: Annotated[Path, typer.Option(help="Where KFP keeps task artifacts.")] = Path("local_outputs"),
+    lake: Annotated[str, typer.Option(help="Override the spec's lake URI.")] = "",
+) -> None:
+    """Publish the points a cut-short local run finished (the sweep saves after every point)."""
+    from pipelines.salvage import NothingToSalvage, latest_run_dir
+    from pipelines.salvage import salvage as salvage_run
+
+    try:
+        lake_uri, run_id, written = salvage_run(run_dir or latest_run_dir(pipeline_root), lake or None)
+    except NothingToSalvage as error:
+        _fail(str(error))
+    console.print(f"salvaged run [cyan]{run_id}[/] into [cyan]{lake_uri}[/]: {written}")
+    print_points(lake_uri, run_id)
+
+
+@app.command()
 def validate(spec_path: Annotated[Path, typer.Argument(help="Benchmark spec (YAML).")]) -> None:
     """Check a spec without running anything; print the sweep it would run."""
     from components.sweep import plan_deployments

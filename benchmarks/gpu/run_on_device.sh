@@ -13,6 +13,10 @@ export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONU
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,power.limit --format=csv | tee "$out/gpu.csv"
 timeout "$limit" python3 -m servesweep.cli run "$spec" --run-id "$run_id" --lake lake-gpu --pipeline-root runs-gpu
 status=$?
+if [ "$status" -ne 0 ]; then  # cut short: publish the points the sweep finished
+  pkill -f "transformers.cli.transformers" ; pkill -f vllm.entrypoints
+  python3 -m servesweep.cli salvage --pipeline-root runs-gpu --lake lake-gpu
+fi
 tar czf "$out/lake-$run_id.tgz" lake-gpu 2>/dev/null
 tar czf "$out/logs-$run_id.tgz" runs-gpu/*.log /tmp/servesweep-servers-*/*/logs 2>/dev/null
 echo "pipeline exit status: $status"
