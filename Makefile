@@ -7,7 +7,7 @@ GKE_SPEC ?= specs/gke.yaml
 IMAGE ?= us-docker.pkg.dev/servesweep/servesweep/servesweep:0.1.0
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint compile image query clean
+.PHONY: setup run test lint compile image query clean bench-loadgen bench-gpu-report
 
 setup: $(STAMP)
 
@@ -36,6 +36,15 @@ image:  ## the one image every pipeline step runs in
 
 query: setup
 	$(BIN)/servesweep query "select point_id, batch_size, output_token_throughput, ttft_p99_ms, tpot_p99_ms from points order by point_id"
+
+bench-loadgen: setup  ## servesweep's load generator vs guidellm and inference-perf on a zero-work server
+	bash benchmarks/loadgen/setup_peers.sh
+	$(BIN)/python benchmarks/loadgen/run_bench.py
+
+bench-gpu-report: setup  ## report + roofline comparison from the committed H100 lake (the run itself: benchmarks/README.md)
+	$(BIN)/servesweep report h100-llama3-8b h100-llama-1b --lake benchmarks/results/h100/lake \
+		--out benchmarks/results/h100/report --slo-ttft-ms 2000 --slo-tpot-ms 150 --baseline nvidia-h100-80gb
+	$(BIN)/python benchmarks/gpu/compare_roofline.py
 
 clean:
 	rm -rf lake local_outputs reports
