@@ -72,9 +72,11 @@ def main() -> None:
               "| TTFT MAPE before / after | TPOT MAPE before / after |",
               "| --- | --- | ---: | ---: | ---: | --- | --- |"]
     for group in calibration.groups:
+        efficiency = group.efficiency
         lines.append(
-            f"| {group.server_kind} | {group.accelerator} | {group.points} | {group.efficiency.flops_efficiency:.4f} "
-            f"| {group.efficiency.bandwidth_efficiency:.4f} | {_fmt(group.ttft_mape_before)} / {_fmt(group.ttft_mape_after)} "
+            f"| {group.server_kind} | {group.accelerator} | {group.points} | {efficiency.flops_efficiency:.4f} "
+            f"| {efficiency.bandwidth_efficiency:.4f} "
+            f"| {_fmt(group.ttft_mape_before)} / {_fmt(group.ttft_mape_after)} "
             f"| {_fmt(group.tpot_mape_before)} / {_fmt(group.tpot_mape_after)} |"
         )
     Path(args.out).write_text("\n".join(lines) + "\n")
