@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from servesweep.yamlfile import read_mapping
 
 CATALOG_ENV = "SERVESWEEP_CATALOG"
 GB = 1e9
@@ -179,17 +180,7 @@ def load_catalog(path: str | Path | None = None) -> Catalog:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text()
-    except OSError as error:
-        raise CatalogError(f"cannot read catalog {path}: {error.strerror}") from None
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as error:
-        raise CatalogError(f"catalog {path} is not valid YAML: {error}") from None
-    if not isinstance(data, dict):
-        raise CatalogError(f"catalog {path}: expected a mapping at the top, got {type(data).__name__}")
-    return data
+    return read_mapping(path, "catalog", CatalogError)
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

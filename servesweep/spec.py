@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from servesweep.gke_spec import GKESpec
+from servesweep.yamlfile import read_mapping
 
 # vllm runs locally (vLLM's CPU build) and on GKE; the others only on GKE (servesweep.k8s.servers).
 ServerKind = Literal["vllm", "transformers", "tgi", "triton-trtllm", "jetstream", "sglang"]
@@ -237,16 +238,7 @@ def parse_spec(data: Any, source: str = "spec") -> BenchmarkSpec:
 
 
 def load_spec(path: str | Path) -> BenchmarkSpec:
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as error:
-        raise SpecError(f"cannot read spec {path}: {error.strerror}") from None
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as error:
-        raise SpecError(f"spec {path} is not valid YAML: {error}") from None
-    return parse_spec(data, source=str(path))
+    return parse_spec(read_mapping(path, "spec", SpecError), source=str(path))
 
 
 def spec_from_json(text: str) -> BenchmarkSpec:
