@@ -42,7 +42,7 @@ bench-loadgen: setup  ## servesweep's load generator vs guidellm and inference-p
 	$(BIN)/python benchmarks/loadgen/run_bench.py
 
 bench-gpu-report: setup  ## report + roofline comparison from the committed H100 lake (the run itself: benchmarks/README.md)
-	$(BIN)/servesweep report h100-llama3-8b h100-llama-1b --lake benchmarks/results/h100/lake \
+	$(BIN)/servesweep report h100-llama3-8b h100-llama-1b h100-llama3-8b-b256-prefill --lake benchmarks/results/h100/lake \
 		--out benchmarks/results/h100/report --slo-ttft-ms 2000 --slo-tpot-ms 150 --baseline nvidia-h100-80gb
 	$(BIN)/python benchmarks/gpu/compare_roofline.py
 
