@@ -86,6 +86,7 @@ def run(
         _fail("interrupted; servers started by this run were stopped.", code=130)
     print_points(lake_uri, spec.run_id)
     console.print(f"lake: [cyan]{lake_uri}[/]  (query it: servesweep query \"select * from points\" --lake {lake_uri})")
+    console.print(f"report: servesweep report {spec.run_id} --lake {lake_uri}")
 
 
 @app.command()
