@@ -128,3 +128,16 @@ def test_a_server_that_cannot_start_becomes_failed_points(tmp_path):
     points = query(lake, "select status, failure_reason from points where source = 'measured'").to_pylist()
     assert len(points) == 1 and points[0]["status"] == "failed"
     assert "server start" in points[0]["failure_reason"] and "no-such-flag" in points[0]["failure_reason"]
+
+
+def test_salvage_republishes_the_same_run(pipeline_run):
+    """What `servesweep salvage` rebuilds from the task folders equals what the pipeline wrote."""
+    from pipelines.salvage import latest_run_dir, salvage
+
+    _, lake, root = pipeline_run
+    columns = "point_id, source, status, num_requests, output_token_throughput, ttft_p99_ms"
+    before = query(lake, f"select {columns} from points order by point_id").to_pylist()
+    salvaged_lake, run_id, written = salvage(latest_run_dir(root / "kfp"))
+    assert (salvaged_lake, run_id) == (lake, "it-run")
+    assert written["points"] == len(before) and written["requests"] == 14  # 12 measured + 2 warm-up
+    assert query(lake, f"select {columns} from points order by point_id").to_pylist() == before
