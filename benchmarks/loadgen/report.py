@@ -107,7 +107,25 @@ def write_report(results: dict, path: Path) -> None:
             f"{_fmt(p['itl_err_p50_ms'], 3)} / {_fmt(p['itl_err_p99_ms'], 3)} | "
             f"{_fmt(p['gap_err_p50_ms'], 3)} / {_fmt(p['gap_err_p99_ms'], 3)} | {_fmt(p['server_late_p99_ms'], 2)} | "
             f"{_fmt(p['sustained'])} | {p['note']} |")
+    lines += ttft_error_split(points)
     path.write_text("\n".join(lines) + "\n")
+
+
+def ttft_error_split(points: list[dict]) -> list[str]:
+    """servesweep's steady-state TTFT error, split on the shared clock into its two ways."""
+    ours = [p for p in points if p["client"] == "servesweep" and p.get("request_way_in_p99_ms") is not None]
+    if not ours:
+        return []
+    lines = ["", "## Where servesweep's TTFT error comes from (shared clock)", "",
+             "servesweep's client and the zero server read the same CLOCK_MONOTONIC, so the error splits into "
+             "the request's way in (server receive - client send: how late the busy server read it) and the "
+             "first token's way out (client arrival - server send: what the client itself adds).", "",
+             "| conc. | TTFT err p99 | way in p99 (server side) | way out p99 (client side) | server late p99 |",
+             "|---|---|---|---|---|"]
+    for p in ours:
+        lines.append(f"| {p['concurrency']} | {_fmt(p['ttft_err_p99_ms'], 3)} | {_fmt(p['request_way_in_p99_ms'], 3)} "
+                     f"| {_fmt(p['first_token_way_out_p99_ms'], 3)} | {_fmt(p['server_late_p99_ms'], 2)} |")
+    return lines
 
 
 def _ratio(rows: list[dict]) -> list[str]:

@@ -84,6 +84,8 @@ class PointResult(BaseModel):
     ttft_err_p50_ms: float | None = None
     ttft_err_p99_ms: float | None = None
     burst_ttft_err_p50_ms: float | None = None  # the opening burst, before the first request finished
+    request_way_in_p99_ms: float | None = None  # shared clock only: server receive - client send
+    first_token_way_out_p99_ms: float | None = None  # shared clock only: client arrival - server send
     burst_ttft_err_p99_ms: float | None = None
     itl_err_p50_ms: float | None = None
     itl_err_p99_ms: float | None = None
@@ -103,6 +105,11 @@ class Measured:
     ttft_ms: float
     itl_mean_ms: float | None
     gaps_ms: np.ndarray | None  # every chunk gap, when the client records them
+    # Absolute CLOCK_MONOTONIC seconds, for a client on the server's clock (servesweep): they split the
+    # TTFT error into the request's way in (server receive - client send: the server's read lag) and
+    # the first token's way out (client arrival - server send: what the client itself adds).
+    sent_s: float | None = None
+    first_arrival_s: float | None = None
 
 
 # -- client CPU ------------------------------------------------------------------------------------
@@ -212,7 +219,8 @@ def parse_servesweep(out: Path) -> tuple[list[Measured], int, float | None]:
             chunks = times[offsets[i] : offsets[i + 1]]
             gaps = np.diff(chunks) * 1000.0
             measured.append(Measured(str(key), (chunks[0] - data["sent_at"][i]) * 1000.0,
-                                     float(gaps.mean()) if gaps.size else None, gaps))
+                                     float(gaps.mean()) if gaps.size else None, gaps,
+                                     float(data["sent_at"][i]), float(chunks[0])))
         return measured, errors, float(data["loop_lag_p99_ms"])
 
 
@@ -316,19 +324,27 @@ def score(cfg: BenchConfig, result: PointResult, measured: list[Measured], error
         result.client_cpu_s, result.client_cores = cpu_s, cpu_s / window
         result.tokens_per_core_s = tokens / cpu_s
     ttft_err, burst_err, itl_err, gap_err = [], [], [], []
+    way_in, way_out = [], []
     first_done = min(log.sends(row)[-1] for _, row in matched)
     for m, row in matched:
         sends_ms = log.sends(row) / 1e6
         error = m.ttft_ms - (sends_ms[0] - log.received_ns[row] / 1e6)
         # The opening burst (received before any request finished) waits in the server's accept and
         # read queue, which its receive timestamp cannot see: reported apart from the steady state.
-        (burst_err if log.received_ns[row] < first_done else ttft_err).append(error)
+        steady = log.received_ns[row] >= first_done
+        (ttft_err if steady else burst_err).append(error)
+        if steady and m.sent_s is not None and m.first_arrival_s is not None:
+            way_in.append(log.received_ns[row] / 1e6 - m.sent_s * 1000.0)
+            way_out.append(m.first_arrival_s * 1000.0 - sends_ms[0])
         server_gaps = np.diff(sends_ms)
         if m.itl_mean_ms is not None and server_gaps.size:
             itl_err.append(m.itl_mean_ms - float(server_gaps.mean()))
         if m.gaps_ms is not None and m.gaps_ms.size == server_gaps.size:
             gap_err.append(m.gaps_ms - server_gaps)
     result.ttft_err_p50_ms, result.ttft_err_p99_ms = _abs_percentiles(ttft_err)
+    if way_in:
+        result.request_way_in_p99_ms = float(np.percentile(way_in, 99))
+        result.first_token_way_out_p99_ms = float(np.percentile(way_out, 99))
     result.burst_ttft_err_p50_ms, result.burst_ttft_err_p99_ms = _abs_percentiles(burst_err)
     result.itl_err_p50_ms, result.itl_err_p99_ms = _abs_percentiles(itl_err)
     if gap_err:
