@@ -21,8 +21,8 @@ class _ViewRow(_Strict):
         return ", ".join(cls.model_fields)
 
 
-class PointSummary(_ViewRow):
-    """One counted point: what the charts plot (latency_by_batch joined with throughput_per_dollar_normalised)."""
+class _ConfigRow(_ViewRow):
+    """The columns every per-config view shares: which config, how it is labelled and compared."""
 
     config_id: str
     config_label: str
@@ -30,6 +30,11 @@ class PointSummary(_ViewRow):
     source: str
     accelerator: str | None
     accelerator_count: int | None
+
+
+class PointSummary(_ConfigRow):
+    """One counted point: what the charts plot (latency_by_batch joined with throughput_per_dollar_normalised)."""
+
     quantization: str | None
     batch_size: int
     point_id: str
@@ -46,19 +51,13 @@ class PointSummary(_ViewRow):
     meets_slo: bool
 
 
-class IdealBatch(_ViewRow):
+class IdealBatch(_ConfigRow):
     """A row of the ``ideal_batch`` view: the batch size a config should run at, or why none."""
 
     run_id: str
-    config_id: str
-    config_label: str
-    comparison_group: str
-    source: str
     model_name: str | None
     quantization: str | None
     server_kind: str | None
-    accelerator: str | None
-    accelerator_count: int | None
     input_tokens: int | None
     output_tokens: int | None
     sweep_mode: str | None
@@ -87,15 +86,9 @@ class IdealBatch(_ViewRow):
         return f"{self.accelerator} x{self.accelerator_count or 1}"
 
 
-class PrefillDecode(_ViewRow):
+class PrefillDecode(_ConfigRow):
     """A row of the ``prefill_decode`` view."""
 
-    config_id: str
-    config_label: str
-    comparison_group: str
-    source: str
-    accelerator: str | None
-    accelerator_count: int | None
     input_tokens: int | None
     output_tokens: int | None
     low_batch_size: int
