@@ -32,8 +32,9 @@ def point_row(spec: BenchmarkSpec, model: ModelInfo, manifest: SweepManifest, po
         failure = "all requests failed: " + "; ".join(errors)[:400] if errors else "no requests completed"
     started = datetime.fromtimestamp(window.started_unix, UTC) if window.started_unix else None
     client = {"client_loop_lag_p99_ms": window.client_loop_lag_p99_ms, "client_workers": window.client_workers,
-              "client_limited": client_limited(summary, spec.sweep.load == "open", window.client_loop_lag_p99_ms)
-              if requests else None}
+              "client_read_lag_p99_ms": window.client_read_lag_p99_ms, "client_timing": window.client_timing,
+              "client_limited": client_limited(summary, spec.sweep.load == "open", window.client_loop_lag_p99_ms,
+                                               window.client_read_lag_p99_ms) if requests else None}
     return {
         "run_id": spec.run_id, "point_id": point.point_id, "deployment_id": point.deployment_id,
         "source": "measured", "failure_reason": failure, "run_name": spec.name, "started_at": started,

@@ -1,5 +1,7 @@
 """The load generator against the zero-work test server (fast: no vLLM), and schedule-lag reporting."""
 
+import gc
+
 import numpy as np
 import pytest
 
@@ -52,6 +54,26 @@ def test_closed_loop_streams_every_token_and_reports_slot_lag(zero_server):
         summary["schedule_lag_p99_ms"] > 5 or result.loop_lag_p99_ms > 5)
 
 
+def test_token_arrivals_are_the_kernel_s_and_match_the_server_s_sends(tmp_path):
+    """Ground truth: every chunk's client arrival against the zero server's own send time (one clock)."""
+    server = start_subprocess(ServerConfig(ttft_ms=TTFT_MS, itl_ms=ITL_MS), tmp_path / "server.npz")
+    try:
+        result = run_load(_plan(server, concurrency=8, num_requests=24), _prompt)
+    finally:
+        log = server.stop()
+    assert result.timing == "kernel" and result.read_lag_p99_ms is not None and result.read_lag_p99_ms >= 0
+    assert gc.isenabled() and gc.get_freeze_count() == 0  # the collector's pause ended with the point
+    rows = log.index()
+    for record in result.records:
+        sends = log.sends(rows[record.request_id]) / 1e9
+        arrivals = np.asarray(record.token_times) + result.origin_perf
+        assert len(sends) == len(arrivals) == TOKENS
+        way_out = arrivals - sends  # loopback: microseconds, whatever the client loop was doing
+        assert (way_out > -1e-4).all() and (way_out < 0.002).all(), way_out
+        # The request's way in, against the server's kernel stamp of its arrival.
+        assert 0 <= log.received_ns[rows[record.request_id]] / 1e9 - (record.sent_at + result.origin_perf) < 0.002
+
+
 def test_open_loop_lag_against_the_poisson_plan(zero_server):
     result = run_load(_plan(zero_server, concurrency=None, rate=200.0, num_requests=20), _prompt)
     assert all(r.ok for r in result.records)
@@ -98,3 +120,5 @@ def test_client_limited_by_hand():
     assert not client_limited(on_time, open_loop=True, loop_lag_p99_ms=1.0)
     assert client_limited(on_time, open_loop=True, loop_lag_p99_ms=12.0)
     assert client_limited({**on_time, "schedule_lag_p99_ms": 8.0}, open_loop=True, loop_lag_p99_ms=None)
+    assert client_limited(on_time, open_loop=True, loop_lag_p99_ms=1.0, read_lag_p99_ms=6.0)
+    assert not client_limited(on_time, open_loop=True, loop_lag_p99_ms=1.0, read_lag_p99_ms=0.2)

@@ -5,15 +5,22 @@ its own core (`taskset`), against a fresh zero server pinned to the other core. 
 
 - requested rate = concurrency / ideal request time (ttft + (out - 1) * itl); achieved rate =
   requests / the server-side window (first request received -> last chunk sent). A point is
-  *sustained* when achieved >= 95 % of requested and every request succeeded. A shortfall while the
-  server itself ran > 5 ms (p99) behind its own schedule is marked server-bound: it says nothing
-  about the client.
-- client CPU = CPU seconds of the client's whole process tree inside that window (sampled from
-  /proc every 100 ms); tokens per core-second = streamed tokens / client CPU seconds.
+  *sustained* when achieved >= 95 % of requested, every request succeeded and the client was not
+  saturated (below 95 % of its core and, where it reports them, its event loop's lag and its reads'
+  lag behind the kernel's receive stamps under one inter-token interval at p99). The rate alone
+  cannot see a saturated client in a closed loop: a stream read 40 ms late still ends within 3 % of
+  its 1.3 s. A shortfall while the server itself ran
+  > 5 ms (p99) behind its own schedule is marked server-bound: it says nothing about the client.
+- capacity: the ladder of levels runs until two in a row are not sustained; then the gap between the
+  highest sustained level and the next one is bisected (`refine_steps` times), and the client runs
+  once more at 80 % of the capacity found, the point the accuracy target is judged at.
+- client (server) CPU = CPU seconds of the client's (server's) whole process tree inside that window
+  (sampled from /proc every 100 ms); tokens per core-second = streamed tokens / client CPU seconds.
 - errors against the server's log, request by request (matched by the completion id): TTFT error =
-  client TTFT - (first chunk sent - request received), in steady state (the opening burst, sent before
-  any request finished, is reported apart: it queues in the server's accept backlog, which the
-  server's receive time cannot see); ITL error = client mean ITL - server mean
+  client TTFT - (first chunk sent - request received), where the server's "received" is the kernel's
+  receive stamp of the request, in steady state (the opening burst, sent before any request
+  finished, is reported apart: a client that connects per request queues in the server's accept
+  backlog, which no receive stamp can see); ITL error = client mean ITL - server mean
   ITL per request, and per chunk gap where the client records chunk times.
 
 Run: `python benchmarks/loadgen/run_bench.py` (after `bash benchmarks/loadgen/setup_peers.sh`);
@@ -51,8 +58,11 @@ SERVER_LATE_LIMIT_MS = 5.0
 CLIENTS = ("servesweep", "guidellm", "inference-perf")
 
 
+CAPACITY_FRACTION = 0.8
+
+
 class BenchConfig(BaseModel):
-    levels: list[int] = Field(default_factory=lambda: [4, 8, 16, 64, 128, 256, 384, 512])
+    levels: list[int] = Field(default_factory=lambda: [4, 8, 16, 32, 64, 128, 256, 512, 768, 1024, 1280, 1536])
     rounds: int = Field(3, ge=1, description="Requests per point = rounds x concurrency.")
     input_tokens: int = 128
     output_tokens: int = 128
@@ -62,6 +72,8 @@ class BenchConfig(BaseModel):
     client_cpu: int = 1
     run_timeout_s: float = 240.0
     stop_after_failures: int = Field(2, description="Skip a client's higher levels after this many unsustained.")
+    refine_steps: int = Field(2, ge=0, description="Bisections between the last sustained and next level.")
+    saturated_cores: float = Field(0.95, description="A client using this much of its core is saturated.")
     clients: list[str] = Field(default_factory=lambda: list(CLIENTS))
 
     @property
@@ -93,7 +105,12 @@ class PointResult(BaseModel):
     gap_err_p99_ms: float | None = None
     server_late_p99_ms: float | None = None
     client_loop_lag_p99_ms: float | None = None
+    client_read_lag_p99_ms: float | None = None  # servesweep: kernel receive -> read
+    client_timing: str | None = None  # servesweep: kernel (receive stamps) or loop
+    server_cores: float | None = None
+    client_saturated: bool = False
     sustained: bool = False
+    role: str = "ladder"  # ladder | refine | 80% of capacity
     note: str = ""
 
 
@@ -209,7 +226,16 @@ def inference_perf_command(cfg: BenchConfig, url: str, level: int, out: Path, to
             "--storage.local_storage.path", str(out / "ip")]
 
 
-def parse_servesweep(out: Path) -> tuple[list[Measured], int, float | None]:
+@dataclass
+class Health:
+    """What a client says of its own state (servesweep only; the peers report none)."""
+
+    loop_lag_p99_ms: float | None = None
+    read_lag_p99_ms: float | None = None
+    timing: str | None = None
+
+
+def parse_servesweep(out: Path) -> tuple[list[Measured], int, Health]:
     with np.load(out / "records.npz") as data:
         offsets, times = data["offsets"], data["token_times"]
         measured, errors = [], int((~data["ok"]).sum())
@@ -221,10 +247,12 @@ def parse_servesweep(out: Path) -> tuple[list[Measured], int, float | None]:
             measured.append(Measured(str(key), (chunks[0] - data["sent_at"][i]) * 1000.0,
                                      float(gaps.mean()) if gaps.size else None, gaps,
                                      float(data["sent_at"][i]), float(chunks[0])))
-        return measured, errors, float(data["loop_lag_p99_ms"])
+        read_lag = float(data["read_lag_p99_ms"]) if "read_lag_p99_ms" in data else float("nan")
+        return measured, errors, Health(float(data["loop_lag_p99_ms"]), None if np.isnan(read_lag) else read_lag,
+                                        str(data["timing"]) if "timing" in data else None)
 
 
-def parse_guidellm(out: Path) -> tuple[list[Measured], int, float | None]:
+def parse_guidellm(out: Path) -> tuple[list[Measured], int, Health]:
     report = json.loads((out / "guidellm.json").read_text())
     requests = report["benchmarks"][0]["requests"]
     measured = []
@@ -234,10 +262,10 @@ def parse_guidellm(out: Path) -> tuple[list[Measured], int, float | None]:
         first, last = timings["first_token_iteration"], timings["last_token_iteration"]
         itl = (last - first) * 1000.0 / (tokens - 1) if tokens and tokens > 1 else None
         measured.append(Measured(_key(item["response_id"]), (first - timings["request_start"]) * 1000.0, itl, None))
-    return measured, len(requests["errored"]) + len(requests["incomplete"]), None
+    return measured, len(requests["errored"]) + len(requests["incomplete"]), Health()
 
 
-def parse_inference_perf(out: Path) -> tuple[list[Measured], int, float | None]:
+def parse_inference_perf(out: Path) -> tuple[list[Measured], int, Health]:
     entries = json.loads((out / "ip/per_request_lifecycle_metrics.json").read_text())
     measured, errors = [], 0
     for entry in entries:
@@ -250,7 +278,7 @@ def parse_inference_perf(out: Path) -> tuple[list[Measured], int, float | None]:
         gaps = np.diff(times) * 1000.0
         measured.append(Measured(_key(json.loads(chunks[0])["id"]), (times[0] - entry["start_time"]) * 1000.0,
                                  float(gaps.mean()) if gaps.size else None, gaps))
-    return measured, errors, None
+    return measured, errors, Health()
 
 
 def _key(completion_id: str | None) -> str:
@@ -261,7 +289,7 @@ def _key(completion_id: str | None) -> str:
 class Client:
     name: str
     command: Callable[[BenchConfig, str, int, Path, Path], list[str]]
-    parse: Callable[[Path], tuple[list[Measured], int, float | None]]
+    parse: Callable[[Path], tuple[list[Measured], int, Health]]
 
 
 CLIENT_TABLE = {
@@ -287,7 +315,7 @@ def run_point(cfg: BenchConfig, client: Client, level: int, out_root: Path, toke
            "PYTHONPATH": str(ROOT)}
     with (out / "client.log").open("w") as log_file:
         process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=out)
-        with TreeCPU(process.pid) as cpu:
+        with TreeCPU(process.pid) as cpu, TreeCPU(server.process.pid) as server_cpu:
             try:
                 process.wait(timeout=cfg.run_timeout_s)
             except subprocess.TimeoutExpired:
@@ -297,19 +325,20 @@ def run_point(cfg: BenchConfig, client: Client, level: int, out_root: Path, toke
     log = server.stop()
     assert log is not None
     try:
-        measured, errors, loop_lag = client.parse(out)
+        measured, errors, health = client.parse(out)
     except (OSError, KeyError, IndexError, ValueError) as error:
         result.note = (result.note + f"; no parsable output: {error!r}").strip("; ")[:300]
         return result
-    return score(cfg, result, measured, errors, loop_lag, log, cpu)
+    return score(cfg, result, measured, errors, health, log, cpu, server_cpu)
 
 
-def score(cfg: BenchConfig, result: PointResult, measured: list[Measured], errors: int, loop_lag: float | None,
-          log: ServerLog, cpu: TreeCPU) -> PointResult:
+def score(cfg: BenchConfig, result: PointResult, measured: list[Measured], errors: int, health: Health,
+          log: ServerLog, cpu: TreeCPU, server_cpu: TreeCPU | None = None) -> PointResult:
     rows = log.index()
     matched = [(m, rows[m.key]) for m in measured if m.key in rows]
     result.requests_matched, result.errors = len(matched), errors + (len(measured) - len(matched))
-    result.client_loop_lag_p99_ms = loop_lag
+    result.client_loop_lag_p99_ms = health.loop_lag_p99_ms
+    result.client_read_lag_p99_ms, result.client_timing = health.read_lag_p99_ms, health.timing
     if not matched:
         result.note = "no request matched the server log"
         return result
@@ -323,6 +352,9 @@ def score(cfg: BenchConfig, result: PointResult, measured: list[Measured], error
     if cpu_s:
         result.client_cpu_s, result.client_cores = cpu_s, cpu_s / window
         result.tokens_per_core_s = tokens / cpu_s
+    server_cpu_s = server_cpu.between(start, end) if server_cpu else None
+    if server_cpu_s:
+        result.server_cores = server_cpu_s / window
     ttft_err, burst_err, itl_err, gap_err = [], [], [], []
     way_in, way_out = [], []
     first_done = min(log.sends(row)[-1] for _, row in matched)
@@ -351,19 +383,35 @@ def score(cfg: BenchConfig, result: PointResult, measured: list[Measured], error
         result.gap_err_p50_ms, result.gap_err_p99_ms = _abs_percentiles(np.concatenate(gap_err))
     late = (log.sent_ns - log.scheduled_ns[: len(log.sent_ns)]) / 1e6 if len(log.sent_ns) else np.zeros(1)
     result.server_late_p99_ms = float(np.percentile(late, 99))
-    return judge(result)
+    return judge(result, cfg)
 
 
-def judge(result: PointResult) -> PointResult:
-    """Sustained: every request matched and ok, achieved >= 95 % of requested. A shortfall while the
-    server itself ran behind its schedule is the server's (server-bound), not the client's."""
+def judge(result: PointResult, cfg: BenchConfig) -> PointResult:
+    """Sustained: every request matched and ok, achieved >= 95 % of requested, client not saturated.
+    A shortfall while the server itself ran behind its schedule is the server's (server-bound)."""
     on_rate = result.achieved_rate is not None and result.achieved_rate >= SUSTAIN_FRACTION * result.requested_rate
-    result.sustained = bool(result.errors == 0 and result.requests_matched == result.requests_expected and on_rate)
+    busy = result.client_cores is not None and result.client_cores >= cfg.saturated_cores
+    lagging = result.client_loop_lag_p99_ms is not None and result.client_loop_lag_p99_ms > cfg.itl_ms
+    reading_late = result.client_read_lag_p99_ms is not None and result.client_read_lag_p99_ms > cfg.itl_ms
+    result.client_saturated = bool(busy or lagging or reading_late)
+    result.sustained = bool(result.errors == 0 and result.requests_matched == result.requests_expected and on_rate
+                            and not result.client_saturated)
+    saturated_tag = "client saturated"
+    if result.client_saturated and saturated_tag not in result.note:
+        why = [f"{result.client_cores:.2f} cores"] if busy else []
+        why += [f"loop lag p99 {result.client_loop_lag_p99_ms:.1f} ms > ITL"] if lagging else []
+        why += [f"read lag p99 {result.client_read_lag_p99_ms:.1f} ms > ITL"] if reading_late else []
+        result.note = (result.note + f"; {saturated_tag} ({', '.join(why)})").strip("; ")
     server_late = result.server_late_p99_ms is not None and result.server_late_p99_ms > SERVER_LATE_LIMIT_MS
     tag = "server-bound (server behind its schedule)"
     if server_late and not on_rate and tag not in result.note:
         result.note = (result.note + "; " + tag).strip("; ")
     return result
+
+
+def _without_verdicts(note: str) -> str:
+    """A note less the parts `judge` writes, so judging again does not repeat them."""
+    return "; ".join(part for part in note.split("; ") if not part.startswith(("client saturated", "server-bound")))
 
 
 def _abs_percentiles(values) -> tuple[float | None, float | None]:
@@ -394,17 +442,51 @@ def run(cfg: BenchConfig, out_root: Path) -> list[PointResult]:
     tokenizer = make_inputs(cfg, out_root)
     results = []
     for name in cfg.clients:
-        failures = 0
-        for level in cfg.levels:
-            if failures >= cfg.stop_after_failures:
-                break
-            point = run_point(cfg, CLIENT_TABLE[name], level, out_root, tokenizer)
-            results.append(point)
-            failures = 0 if point.sustained else failures + 1
-            print(f"{name:15s} c={level:5d} sustained={point.sustained!s:5s} achieved={point.achieved_rate or 0:8.1f}"
-                  f"/{point.requested_rate:8.1f} req/s tok/s={point.tokens_per_s or 0:9.0f} "
-                  f"cores={point.client_cores or 0:.2f} ttft_err_p99={point.ttft_err_p99_ms} {point.note}", flush=True)
+        results += run_client(cfg, CLIENT_TABLE[name], out_root, tokenizer)
     return results
+
+
+def run_client(cfg: BenchConfig, client: Client, out_root: Path, tokenizer: Path) -> list[PointResult]:
+    """The ladder, then bisection of the gap above the highest sustained level, then 80 % of it."""
+    points: list[PointResult] = []
+
+    def measure(level: int, role: str) -> PointResult:
+        point = run_point(cfg, client, level, out_root, tokenizer)
+        point.role = role
+        points.append(point)
+        print(f"{client.name:15s} c={level:5d} {role:16s} sustained={point.sustained!s:5s} "
+              f"achieved={point.achieved_rate or 0:8.1f}/{point.requested_rate:8.1f} req/s "
+              f"tok/s={point.tokens_per_s or 0:9.0f} cores={point.client_cores or 0:.2f} "
+              f"server={point.server_cores or 0:.2f} ttft_err_p99={_ms(point.ttft_err_p99_ms)} {point.note}",
+              flush=True)
+        return point
+
+    failures = 0
+    for level in cfg.levels:
+        if failures >= cfg.stop_after_failures:
+            break
+        failures = 0 if measure(level, "ladder").sustained else failures + 1
+    for _ in range(cfg.refine_steps):
+        low, high = capacity_bracket(points)
+        if low is None or high is None or high - low <= max(1, low // 16):
+            break
+        measure((low + high) // 2, "refine")
+    capacity, _ = capacity_bracket(points)
+    if capacity:
+        measure(max(1, round(CAPACITY_FRACTION * capacity)), "80% of capacity")
+    return points
+
+
+def capacity_bracket(points: list[PointResult]) -> tuple[int | None, int | None]:
+    """The highest sustained level, and the lowest level above it that was not sustained."""
+    sustained = [p.concurrency for p in points if p.sustained]
+    low = max(sustained) if sustained else None
+    above = [p.concurrency for p in points if not p.sustained and (low is None or p.concurrency > low)]
+    return low, min(above) if above else None
+
+
+def _ms(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f} ms"
 
 
 def machine() -> dict:
@@ -420,11 +502,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clients", nargs="+", choices=CLIENTS, default=list(CLIENTS))
     parser.add_argument("--levels", type=int, nargs="+")
     parser.add_argument("--rounds", type=int)
+    parser.add_argument("--refine-steps", type=int)
     parser.add_argument("--report-only", action="store_true", help="rebuild RESULTS.md from results.json")
     args = parser.parse_args(argv)
     results_path = HERE / "results.json"
     if not args.report_only:
-        overrides = {k: v for k, v in (("levels", args.levels), ("rounds", args.rounds)) if v}
+        overrides = {k: v for k, v in (("levels", args.levels), ("rounds", args.rounds),
+                                       ("refine_steps", args.refine_steps)) if v is not None}
         cfg = BenchConfig(clients=args.clients, **overrides)
         os.sched_setaffinity(0, {cfg.server_cpu})  # the driver stays off the client's core
         started = time.time()
@@ -437,9 +521,10 @@ def main(argv: list[str] | None = None) -> None:
     from benchmarks.loadgen.report import write_report
 
     results = json.loads(results_path.read_text())
-    results["points"] = [judge(PointResult.model_validate(
-        {**p, "note": p["note"].replace("server-bound (server behind its schedule)", "").strip("; ")})).model_dump()
-        for p in results["points"]]  # re-judged with the current rule (report-only runs too)
+    config = BenchConfig.model_validate(results["config"])
+    results["points"] = [judge(PointResult.model_validate({**p, "note": _without_verdicts(p["note"])}),
+                               config).model_dump()
+                         for p in results["points"]]  # re-judged with the current rule (report-only runs too)
     results_path.write_text(json.dumps(results, indent=2) + "\n")
     write_report(results, HERE / "RESULTS.md")
 

@@ -15,6 +15,11 @@ Request identity: the `X-Request-Id` header when given (servesweep sends one), e
 arrival counter. It comes back as the completion `id` ("cmpl-<key>"), which the peers record, so
 every client request can be matched to the server's log.
 
+Arrival: a request's `received_ns` is the kernel's receive stamp of its bytes (`SO_TIMESTAMPNS`, via
+servesweep's `StampedTransport`), not when this loop got round to reading them, so a busy server
+neither shifts its schedule nor blames its own read lag on the client. Chunks go out through the same
+transport, one `send` each.
+
 Timer resolution: libuv timers tick in milliseconds, so a chunk may leave up to ~1 ms after its
 scheduled time. That is jitter in the schedule, not in the truth: the log holds actual send times.
 
@@ -29,6 +34,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -38,6 +44,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from servesweep.loadgen.stamped import StampedTransport
 
 HOST = "127.0.0.1"
 _FIRST_WORDS = 1000  # chunk texts cycle through the tokenizer's first words: one token each
@@ -145,8 +153,9 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
 
-    def data_received(self, data: bytes) -> None:
-        received = time.perf_counter_ns()
+    def data_received_at(self, data: bytes, arrived: float) -> None:
+        """`data` reached this host at perf_counter time `arrived` (the kernel's stamp)."""
+        received = round(arrived * 1e9)
         self._buffer += data
         while True:
             head_end = self._buffer.find(b"\r\n\r\n")
@@ -279,12 +288,37 @@ def _parse_head(head: bytes) -> tuple[str, str, dict[str, str]]:
     return method, path, headers
 
 
-async def serve(config: ServerConfig, port: int = 0) -> tuple[ZeroServer, asyncio.Server]:
-    """Start listening on 127.0.0.1 in the running loop; returns the state and the asyncio server."""
+class Listener:
+    """Accepts connections on 127.0.0.1 in the running loop, each one a stamped transport."""
+
+    def __init__(self, state: ZeroServer, port: int = 0) -> None:
+        self._state = state
+        self._loop = asyncio.get_running_loop()
+        self.socket = socket.socket()
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.socket.bind((HOST, port))
+        self.socket.listen(4096)
+        self.socket.setblocking(False)
+        self.port: int = self.socket.getsockname()[1]
+        self._loop.add_reader(self.socket.fileno(), self._accept)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, _ = self.socket.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            StampedTransport(sock, _Connection(self._state), self._loop)
+
+    def close(self) -> None:
+        self._loop.remove_reader(self.socket.fileno())
+        self.socket.close()
+
+
+async def serve(config: ServerConfig, port: int = 0) -> tuple[ZeroServer, Listener]:
+    """Start listening on 127.0.0.1 in the running loop; returns the state and the listener."""
     state = ZeroServer(config)
-    loop = asyncio.get_running_loop()
-    listener = await loop.create_server(lambda: _Connection(state), HOST, port, backlog=4096, reuse_address=True)
-    return state, listener
+    return state, Listener(state, port)
 
 
 async def _main(config: ServerConfig, port: int, log_path: str | None, announce: Callable[[int], None]) -> None:
@@ -293,7 +327,7 @@ async def _main(config: ServerConfig, port: int, log_path: str | None, announce:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    announce(listener.sockets[0].getsockname()[1])
+    announce(listener.port)
     await stop.wait()
     listener.close()
     if log_path:

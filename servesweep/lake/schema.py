@@ -21,7 +21,12 @@ the column says otherwise; a "token chunk" is an SSE event whose choice carries 
   became free (the end of the previous response on it; the point's start for the first), so the lag
   is the client's turnaround. `client_limited` flags a point where the client, not the server, set
   the pace: achieved rate < 95 % of the scheduled rate, or schedule lag p99 / client loop lag p99
-  (how late a 10 ms timer fires in the load generator) over 5 ms.
+  (how late a 10 ms timer fires in the load generator) / client read lag p99 over 5 ms.
+- **Arrival times** (`client_timing` = kernel): on Linux over plain HTTP a chunk's arrival is the
+  kernel's receive stamp of its bytes, not when the client's loop read them, so TTFT, TPOT and ITL
+  carry no client-side delay. `client_read_lag_p99_ms` is that delay (kernel receive -> read): chunks
+  left unread past the next one merge in the kernel and share its stamp, so timings stay exact while it
+  is below the inter-token interval. `client_timing` = loop (TLS): arrivals are when the loop read them.
 - Percentiles use linear interpolation between closest ranks (numpy's default), over successful
   requests only.
 """
@@ -34,7 +39,8 @@ import pyarrow as pa
 #   1: first lake.
 #   2: points gain gpu_utilization_mean, gpu_memory_used_max_gib, gpu_power_mean_w (NVML) and
 #      scheduled_rate, client_loop_lag_p99_ms, client_limited, client_workers (load-generator health).
-SCHEMA_VERSION = 2
+#   3: points gain client_timing (kernel receive stamps or loop reads) and client_read_lag_p99_ms.
+SCHEMA_VERSION = 3
 TABLES = ("requests", "points", "server_metrics")
 PARTITION_COLUMN = "run_id"
 STATS = ("p50", "p90", "p95", "p99", "mean")
@@ -126,8 +132,11 @@ POINTS = pa.schema(
         _f("scheduled_rate", pa.float64(), "Rate of the planned sends, req/s: what achieved_rate should be."),
         _f("client_loop_lag_p99_ms", pa.float64(), "p99 lateness of a 10 ms timer in the load generator's loop."),
         _f("client_limited", pa.bool_(), "The load generator, not the server, limited the point: achieved < 95 % "
-           "of scheduled rate, or schedule lag p99 or client loop lag p99 over 5 ms."),
+           "of scheduled rate, or schedule lag, client loop lag or client read lag p99 over 5 ms."),
         _f("client_workers", pa.int32(), "Load-generator processes."),
+        _f("client_timing", pa.string(), "What timed token arrivals: kernel (receive stamps) or loop (reads)."),
+        _f("client_read_lag_p99_ms", pa.float64(), "p99 wait of received bytes in the kernel before the load "
+           "generator read them (kernel timing only); timings are exact while it is below the ITL."),
         _f("kv_cache_usage_max", pa.float64(), "Peak server KV-cache usage (0-1) during the point."),
         _f("running_requests_mean", pa.float64(), "Mean running requests on the server."),
         _f("running_requests_max", pa.float64(), "Peak running requests on the server."),

@@ -3,8 +3,10 @@
 A lean HTTP/1.1 client on a raw asyncio protocol (uvloop when installed): one keep-alive connection
 streams one response at a time, chunked bodies are decoded in place, SSE events are classified by
 byte search (`TokenScanner`), and a read's arrival time is stored once per token chunk in an
-`array('d')`. No per-token Python objects and no JSON parse per token: on a small machine the client's
-CPU time per token is the limit of what it can measure truthfully (benchmarks/loadgen/RESULTS.md).
+`array('d')`. On Linux over plain HTTP that arrival time is the kernel's receive stamp of the bytes
+(`stamped.StampedTransport`), so a loop busy with other streams delays the reading, not the timing.
+No per-token Python objects and no JSON parse per token: on a small machine the client's CPU time per
+token is the limit of how many streams it can keep up with (benchmarks/loadgen/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from servesweep.loadgen.sse import TokenScanner
+from servesweep.loadgen.sse import TokenScanner, is_plain_token
+from servesweep.loadgen.stamped import open_stamped, rx_timestamps_supported
 
 _clock = time.perf_counter  # CLOCK_MONOTONIC on Linux: one time line for every process of the machine
 
@@ -38,6 +41,23 @@ class RequestRecord:
     output_tokens: int | None = None
     error: str | None = None
     request_id: str = ""  # sent as X-Request-Id: joins the record to server-side logs
+    stream: TokenScanner | None = field(default=None, repr=False)  # read by `settle`, after the point
+
+    def settle(self) -> None:
+        """Token counts from the stream's `usage`, and why the request is not ok if it is not. Deferred
+        until the point ends: JSON parsing while hundreds of streams are live would delay their reads."""
+        stream, self.stream = self.stream, None
+        if stream is None or self.error is not None:
+            return
+        if stream.error is not None:
+            self.error = stream.error
+        elif stream.usage is None:
+            self.error = "stream ended without usage"
+        else:
+            self.input_tokens = stream.usage.get("prompt_tokens")
+            self.output_tokens = stream.usage.get("completion_tokens")
+            if self.output_tokens != self.requested_output_tokens:
+                self.error = f"server produced {self.output_tokens} of {self.requested_output_tokens} tokens"
 
     @property
     def ok(self) -> bool:
@@ -72,6 +92,7 @@ class Target:
     port: int
     tls: bool
     path: str
+    kernel_stamps: bool = False  # time reads by the kernel's receive stamp (plain HTTP on Linux)
 
     @classmethod
     def from_base_url(cls, base_url: str, route: str = "/v1/completions") -> Target:
@@ -79,7 +100,8 @@ class Target:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"base_url must be http(s)://host[:port][/prefix], got {base_url!r}")
         tls = parts.scheme == "https"
-        return cls(parts.hostname, parts.port or (443 if tls else 80), tls, parts.path.rstrip("/") + route)
+        return cls(parts.hostname, parts.port or (443 if tls else 80), tls, parts.path.rstrip("/") + route,
+                   kernel_stamps=not tls and rx_timestamps_supported())
 
     def request_bytes(self, payload: dict, request_id: str) -> bytes:
         """The complete HTTP request, built before the clock starts so a send is one write."""
@@ -88,7 +110,12 @@ class Target:
                 f"Accept: text/event-stream\r\nX-Request-Id: {request_id}\r\nContent-Length: {len(body)}\r\n\r\n")
         return head.encode() + body
 
-    async def connect(self, origin: float) -> StreamingConnection:
+    async def connect(self, origin: float, read_lags: array | None = None) -> StreamingConnection:
+        """Open a keep-alive connection; with kernel stamps, each read's kernel wait goes to `read_lags`."""
+        if self.kernel_stamps:
+            protocol = StreamingConnection(origin)
+            await open_stamped(self.host, self.port, protocol, read_lags)
+            return protocol
         loop = asyncio.get_running_loop()
         context = ssl.create_default_context() if self.tls else None
         _, protocol = await loop.create_connection(
@@ -144,9 +171,17 @@ class StreamingConnection(asyncio.Protocol):
         self._transport.write(request)
 
     def data_received(self, data: bytes) -> None:
-        arrived = _clock() - self._origin
+        self.data_received_at(data, _clock())
+
+    def data_received_at(self, data: bytes, arrived: float) -> None:
+        """`data` reached this host at perf_counter time `arrived`."""
+        arrived -= self._origin
         if self._record is None:
             return  # bytes after a finished response (a misbehaving server): ignore
+        if self._state == _CHUNKED and self._left == -1 and not self._raw and self._status == 200 \
+                and self._scanner.idle and _is_token_chunk(data):
+            self._record.token_times.append(arrived)  # type: ignore[attr-defined]
+            return
         if self._state == _HEAD:
             data = self._read_head(data)
             if data is None:
@@ -168,12 +203,8 @@ class StreamingConnection(asyncio.Protocol):
         if end < 0:
             self._raw = raw
             return None
-        lines = raw[:end].decode("latin-1").split("\r\n")
-        self._status = int(lines[0].split(" ", 2)[1])
-        headers = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip().lower()
+        headers = _headers(raw[:end])
+        self._status = int(headers[":status"])
         self._keep_alive = headers.get("connection") != "close"
         self._raw = b""
         if "chunked" in headers.get("transfer-encoding", ""):
@@ -186,34 +217,40 @@ class StreamingConnection(asyncio.Protocol):
 
     def _dechunk(self, data: bytes) -> tuple[bytes, bool]:
         """Decode chunked framing. `_left`: bytes left in a chunk, -1 size line next, -3 CRLF after data
-        next, -2 trailer lines until the empty one that ends the body."""
+        next, -2 trailer lines until the empty one that ends the body. A whole chunk in the buffer is
+        taken in one step: one token per chunk makes that the common case."""
         raw = self._raw + data if self._raw else data
         parts, pos, size = [], 0, len(raw)
-        while True:
-            if self._left > 0:
-                if pos >= size:
-                    break
-                piece = raw[pos : pos + self._left]
+        while pos < size:
+            left = self._left
+            if left > 0:
+                piece = raw[pos : pos + left]
                 parts.append(piece)
                 pos += len(piece)
-                self._left -= len(piece)
-                if self._left == 0:
-                    self._left = -3
+                self._left = left - len(piece) or -3
                 continue
             line_end = raw.find(b"\r\n", pos)
             if line_end < 0:
                 break
             line, pos = raw[pos:line_end], line_end + 2
-            if self._left == -3:
+            if left == -3:
                 self._left = -1
-            elif self._left == -1:
-                chunk_size = int(line.split(b";", 1)[0], 16)
-                self._left = chunk_size or -2
+            elif left == -1:
+                try:
+                    chunk_size = int(line, 16)
+                except ValueError:  # chunk extensions
+                    chunk_size = int(line.split(b";", 1)[0], 16)
+                end = pos + chunk_size
+                if chunk_size and raw[end : end + 2] == b"\r\n":
+                    parts.append(raw[pos:end])
+                    pos = end + 2
+                else:
+                    self._left = chunk_size or -2
             elif not line:
                 self._raw = b""
-                return b"".join(parts), True
+                return b"".join(parts) if len(parts) != 1 else parts[0], True
         self._raw = raw[pos:]
-        return b"".join(parts), False
+        return b"".join(parts) if len(parts) != 1 else parts[0], False
 
     def _consume(self, body: bytes, arrived: float) -> None:
         if not body:
@@ -236,7 +273,7 @@ class StreamingConnection(asyncio.Protocol):
             tokens = self._scanner.close()
             for _ in range(tokens):
                 record.token_times.append(arrived)  # type: ignore[attr-defined]
-            _settle(record, self._scanner)
+            record.stream = self._scanner
         else:
             record.error = f"HTTP {self._status}: {self._error_body[:300].decode(errors='replace')}"
         self._complete(arrived)
@@ -264,15 +301,27 @@ class StreamingConnection(asyncio.Protocol):
         on_done(self, record, arrived)
 
 
-def _settle(record: RequestRecord, scanner: TokenScanner) -> None:
-    """Token counts from `usage`, and why the request is not ok if it is not."""
-    if scanner.error is not None:
-        record.error = scanner.error
-        return
-    if scanner.usage is None:
-        record.error = "stream ended without usage"
-        return
-    record.input_tokens = scanner.usage.get("prompt_tokens")
-    record.output_tokens = scanner.usage.get("completion_tokens")
-    if record.output_tokens != record.requested_output_tokens:
-        record.error = f"server produced {record.output_tokens} of {record.requested_output_tokens} tokens"
+def _headers(head: bytes) -> dict[str, str]:
+    """Status (as ":status") and lower-cased header names and values of a response head."""
+    lines = head.decode("latin-1").lower().split("\r\n")
+    headers = {":status": lines[0].split(" ", 2)[1]}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip()] = value.strip()
+    return headers
+
+
+def _is_token_chunk(data: bytes) -> bool:
+    """Exactly one whole HTTP chunk holding one single-line SSE event that carries a token and nothing
+    to parse: the shape of nearly every read of a stream that keeps up. Checked with a handful of byte
+    searches, so such a read skips the general decoder and scanner (same verdict, less CPU)."""
+    size_end = data.find(b"\r\n", 0, 10)
+    if size_end <= 0 or not data.endswith(b"\n\n\r\n") or not data.startswith(b"data: ", size_end + 2):
+        return False
+    try:
+        if int(data[:size_end], 16) != len(data) - size_end - 4:
+            return False
+    except ValueError:  # a chunk extension: the general decoder's job
+        return False
+    payload = data[size_end + 8 : -4]
+    return b"\n" not in payload and b"\r" not in payload and is_plain_token(payload)

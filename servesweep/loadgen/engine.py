@@ -5,14 +5,22 @@ finished the last one, so no request waits for a scheduler. Open loop: one timer
 arrival schedule; a request that finds all `concurrency` slots busy waits in a FIFO queue (that wait
 is its schedule lag). A loop-lag monitor records how late a 10 ms timer fires: when the loop is
 saturated, the client and not the server is the limit, whatever the load pattern.
+
+The cyclic garbage collector is off while a point runs: a full collection over thousands of live
+connections and records stalls the loop for milliseconds, long enough for a stream's chunks to pile
+up unread. What the hot path allocates per request and per chunk is freed by reference counting, so
+nothing piles up meanwhile; collection resumes when the point ends.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from array import array
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from servesweep.loadgen.client import RequestRecord, StreamingConnection, Target, completion_payload
@@ -63,6 +71,20 @@ class LagMonitor:
             self._handle.cancel()
 
 
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    was_enabled = gc.isenabled()
+    gc.collect()
+    gc.freeze()  # what exists now is never scanned again this point
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        if was_enabled:
+            gc.enable()
+
+
 class Engine:
     """Runs one WorkerJob on the running loop; all times are seconds since `origin` (perf_counter)."""
 
@@ -71,6 +93,7 @@ class Engine:
         self.origin = origin
         self.target = Target.from_base_url(job.base_url)
         self.monitor = LagMonitor()
+        self.read_lags = array("d")  # kernel receive -> read, per read (kernel-stamped connections only)
         self._requests = [self.target.request_bytes(
                               completion_payload(job.model, prompt, job.output_tokens, job.dialect), rid)
                           for prompt, rid in zip(job.prompts, job.request_ids, strict=True)]
@@ -86,7 +109,7 @@ class Engine:
     async def connect(self) -> None:
         """Open the connections a closed loop needs before the clock starts (no connect in TTFT)."""
         wanted = min(self.job.concurrency or 0, len(self._requests))
-        opened = await asyncio.gather(*(self.target.connect(self.origin) for _ in range(wanted)),
+        opened = await asyncio.gather(*(self.target.connect(self.origin, self.read_lags) for _ in range(wanted)),
                                       return_exceptions=True)
         # A failed connect is not fatal here: the request that needs it retries and records the error.
         self._idle = [c for c in opened if isinstance(c, StreamingConnection)]
@@ -104,33 +127,40 @@ class Engine:
     async def _one(self, request: bytes, record: RequestRecord) -> None:
         done = asyncio.get_running_loop().create_future()
         try:
-            connection = self._idle.pop() if self._idle else await self.target.connect(self.origin)
+            connection = self._idle.pop() if self._idle else await self.target.connect(self.origin, self.read_lags)
         except OSError as error:
             record.error = f"connect: {error}"[:300]
             return
         connection.send(request, record, lambda c, r, t: done.set_result(c), self.job.timeout_s)
         connection = await done
+        record.settle()
         if connection.open:
             self._idle.append(connection)
 
-    async def run(self, go: float) -> list[RequestRecord]:
-        """Send this job's requests from perf_counter time `go`; returns when every one has ended."""
+    async def run(self, go: float | None = None) -> list[RequestRecord]:
+        """Send this job's requests from perf_counter time `go` (None: as soon as ready); returns when
+        every one has ended."""
         loop = asyncio.get_running_loop()
         self._finished = loop.create_future()
-        if go > _clock():
-            await asyncio.sleep(go - _clock())
-        self._go = go - self.origin
-        if self.job.duration_s:
-            self._deadline = go + self.job.duration_s
-        self.monitor.start()
-        if not self._requests:
-            self._finished.set_result(None)
-        elif self.job.schedule is None:
-            self._start_closed()
-        else:
-            self._arrive()
-        await self._finished
+        with _collector_paused():  # before the start: its last collection takes milliseconds
+            go = _clock() if go is None else go
+            if go > _clock():
+                await asyncio.sleep(go - _clock())
+            self._go = go - self.origin
+            if self.job.duration_s:
+                self._deadline = go + self.job.duration_s
+            self.monitor.start()
+            del self.read_lags[:]  # warm-up reads are not the point's
+            if not self._requests:
+                self._finished.set_result(None)
+            elif self.job.schedule is None:
+                self._start_closed()
+            else:
+                self._arrive()
+            await self._finished
         self.monitor.stop()
+        for record in self._records:
+            record.settle()
         return self._records
 
     # -- closed loop -------------------------------------------------------------------------------
@@ -179,7 +209,7 @@ class Engine:
 
     async def _connect_and_send(self, record: RequestRecord, k: int) -> None:
         try:
-            connection = await self.target.connect(self.origin)
+            connection = await self.target.connect(self.origin, self.read_lags)
         except OSError as error:
             record.sent_at = _clock() - self.origin
             record.error = f"connect: {error}"[:300]

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
-from servesweep.loadgen.client import RequestRecord
+from servesweep.loadgen.client import RequestRecord, Target
 from servesweep.loadgen.engine import Engine, WorkerJob
 
 _GO_MARGIN_S = 0.05  # workers are told to start this far in the future, so all start together
@@ -64,6 +64,17 @@ class LoadResult:
     workers: int = 1
     origin_perf: float = 0.0  # perf_counter (CLOCK_MONOTONIC) at offset 0: joins records to same-host logs
     loop_lags_ms: list[float] = field(default_factory=list, repr=False)
+    read_lag_p99_ms: float | None = None  # p99 kernel receive -> read; None when reads were not kernel-stamped
+    timing: str = "loop"  # what timed token arrivals: "kernel" receive stamps or the client "loop"
+
+
+@dataclass
+class WorkerOutput:
+    """What one worker's run leaves: its records and its health samples (seconds)."""
+
+    records: list[RequestRecord]
+    loop_lags: list[float]
+    read_lags: list[float]
 
 
 def run_load(plan: LoadPlan, make_prompt: Callable[[int], str]) -> LoadResult:
@@ -73,15 +84,18 @@ def run_load(plan: LoadPlan, make_prompt: Callable[[int], str]) -> LoadResult:
     warmups = tuple(make_prompt(plan.input_tokens) for _ in range(plan.warmup_requests))
     jobs = split_jobs(plan, prompts, warmups)
     started_unix, origin = time.time(), time.perf_counter()
-    if len(jobs) == 1:
-        records, lags = _run_loop(_in_process(jobs[0], origin))
-    else:
-        records, lags = _run_processes(jobs, origin)
-    warm = [r for r in records if r.warmup]
-    measured = sorted((r for r in records if not r.warmup), key=lambda r: r.index)
-    lags_ms = [lag * 1000.0 for lag in lags]
-    p99 = float(np.percentile(lags_ms, 99)) if lags_ms else None
-    return LoadResult(warm + measured, started_unix, p99, len(jobs), origin, lags_ms)
+    output = _run_loop(_in_process(jobs[0], origin)) if len(jobs) == 1 else _run_processes(jobs, origin)
+    warm = [r for r in output.records if r.warmup]
+    measured = sorted((r for r in output.records if not r.warmup), key=lambda r: r.index)
+    lags_ms = [lag * 1000.0 for lag in output.loop_lags]
+    kernel_timed = Target.from_base_url(plan.base_url).kernel_stamps
+    return LoadResult(warm + measured, started_unix, _p99_ms(output.loop_lags), len(jobs), origin, lags_ms,
+                      read_lag_p99_ms=_p99_ms(output.read_lags) if kernel_timed else None,
+                      timing="kernel" if kernel_timed else "loop")
+
+
+def _p99_ms(seconds: list[float]) -> float | None:
+    return float(np.percentile(seconds, 99)) * 1000.0 if len(seconds) else None
 
 
 MAX_PREBUILT_CLOSED_LOOP = 8  # rounds of `concurrency` requests a duration-bound closed loop may send
@@ -162,18 +176,18 @@ def _run_loop(coroutine):
         return asyncio.run(coroutine)
 
 
-async def _in_process(job: WorkerJob, origin: float) -> tuple[list[RequestRecord], list[float]]:
+async def _in_process(job: WorkerJob, origin: float) -> WorkerOutput:
     engine = Engine(job, origin)
     try:
         await engine.connect()
         warm = await engine.warmup()
-        records = await engine.run(time.perf_counter())
+        records = await engine.run()
     finally:
         engine.close()
-    return warm + records, list(engine.monitor.lags)
+    return WorkerOutput(warm + records, list(engine.monitor.lags), list(engine.read_lags))
 
 
-def _run_processes(jobs: list[WorkerJob], origin: float) -> tuple[list[RequestRecord], list[float]]:
+def _run_processes(jobs: list[WorkerJob], origin: float) -> WorkerOutput:
     context = multiprocessing.get_context("spawn")  # no fork: the parent may hold threads (metrics sampler)
     pipes, processes = [], []
     for job in jobs:
@@ -194,12 +208,13 @@ def _run_processes(jobs: list[WorkerJob], origin: float) -> tuple[list[RequestRe
             process.join(timeout=10)
             if process.is_alive():
                 process.kill()
-    records, lags = [], []
+    merged = WorkerOutput([], [], [])
     for output in outputs:
         _expect(output, dict)
-        records.extend(records_from_columns(output))
-        lags.extend(output["lags"])
-    return records, lags
+        merged.records.extend(records_from_columns(output))
+        merged.loop_lags.extend(output["lags"])
+        merged.read_lags.extend(output["read_lags"])
+    return merged
 
 
 def _expect(message, kind) -> None:
@@ -219,7 +234,7 @@ def _worker_main(job: WorkerJob, origin: float, pipe) -> None:
             records = await engine.run(pipe.recv())  # blocking recv: nothing else runs before the start
         finally:
             engine.close()
-        pipe.send(records_to_columns(warm + records, list(engine.monitor.lags)))
+        pipe.send(records_to_columns(warm + records, list(engine.monitor.lags), engine.read_lags))
 
     try:
         _run_loop(main())
@@ -227,7 +242,7 @@ def _worker_main(job: WorkerJob, origin: float, pipe) -> None:
         pipe.send(f"error:{error!r}"[:1000])
 
 
-def records_to_columns(records: list[RequestRecord], lags: list[float]) -> dict:
+def records_to_columns(records: list[RequestRecord], lags: list[float], read_lags=()) -> dict:
     """Columnar form of records for the trip between processes (one array per field)."""
     counts = np.array([len(r.token_times) for r in records], dtype=np.int64)
     times = [np.asarray(r.token_times, dtype=np.float64) for r in records]
@@ -243,6 +258,7 @@ def records_to_columns(records: list[RequestRecord], lags: list[float]) -> dict:
         "tokens": np.array([[_int(r.input_tokens), _int(r.output_tokens)] for r in records],
                            dtype=np.int64).reshape(-1, 2),
         "error": [r.error for r in records], "request_id": [r.request_id for r in records], "lags": lags,
+        "read_lags": np.asarray(read_lags, dtype=np.float64),
     }
 
 

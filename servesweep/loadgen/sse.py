@@ -56,19 +56,37 @@ class TokenScanner:
     to the general `SSEParser` for the rest of the stream.
     """
 
-    __slots__ = ("_tail", "_parser", "usage", "error", "done")
+    __slots__ = ("_tail", "_parser", "_usage", "_usage_payload", "_error", "done")
 
     def __init__(self) -> None:
         self._tail = b""
         self._parser: SSEParser | None = None
-        self.usage: dict | None = None
-        self.error: str | None = None
+        self._usage: dict | None = None
+        self._usage_payload: bytes | None = None  # parsed on first look: the stream's end stays cheap
+        self._error: str | None = None
         self.done = False
+
+    @property
+    def usage(self) -> dict | None:
+        """The stream's `usage` object (its JSON is parsed here, on first access, not while streaming)."""
+        if self._usage_payload is not None:
+            payload, self._usage_payload = self._usage_payload, None
+            self._parse(payload)
+        return self._usage
+
+    @property
+    def error(self) -> str | None:
+        """A server error event's message, or why the usage event could not be read."""
+        self.usage  # noqa: B018 - a pending usage payload may be malformed
+        return self._error
 
     def feed(self, chunk: bytes) -> int:
         """Scan a piece of the body; return how many token-bearing events it completed."""
         if self._parser is not None:
             return self._count(self._parser.feed(chunk))
+        if not self._tail and chunk.startswith(b"data: ") and chunk.find(b"\n") == len(chunk) - 2 \
+                and chunk.endswith(b"\n\n") and b"\r" not in chunk:
+            return self._classify(chunk[6:-2])  # fast path: exactly one single-line event
         buffer = self._tail + chunk if self._tail else chunk
         if b"\r" in buffer:
             self._parser = SSEParser()
@@ -84,6 +102,11 @@ class TokenScanner:
                 tokens += self._count(SSEParser().feed(event + b"\n\n"))
         return tokens
 
+    @property
+    def idle(self) -> bool:
+        """Between events on the fast path: a whole event may be classified without `feed`."""
+        return not self._tail and self._parser is None
+
     def close(self) -> int:
         """Flush an event the stream ended without a blank line after."""
         if self._parser is not None:
@@ -96,7 +119,9 @@ class TokenScanner:
 
     def _classify(self, payload: bytes) -> int:
         token = _has_text(payload)
-        if b'"usage"' in payload and b'"usage":null' not in payload or b'"error"' in payload and not token:
+        if b'"usage"' in payload and b'"usage":null' not in payload:
+            self._usage_payload = payload
+        elif b'"error"' in payload and not token:
             self._parse(payload)
         elif payload == b"[DONE]":
             self.done = True
@@ -106,15 +131,20 @@ class TokenScanner:
         try:
             event = json.loads(payload)
         except json.JSONDecodeError:
-            self.error = f"malformed event: {payload[:100]!r}"
+            self._error = f"malformed event: {payload[:100]!r}"
             return
         if not isinstance(event, dict):
             return
         if "error" in event:
             error = event["error"]
-            self.error = str(error.get("message", error) if isinstance(error, dict) else error)[:300]
+            self._error = str(error.get("message", error) if isinstance(error, dict) else error)[:300]
         if isinstance(event.get("usage"), dict):
-            self.usage = event["usage"]
+            self._usage = event["usage"]
+
+
+def is_plain_token(payload: bytes) -> bool:
+    """The payload of one event that `TokenScanner` counts as a token and need not parse (no usage)."""
+    return _has_text(payload) == 1 and (b'"usage"' not in payload or b'"usage":null' in payload)
 
 
 _JSON_SPACE = (b" ", b"\n", b"\r", b"\t")
@@ -122,6 +152,9 @@ _JSON_SPACE = (b" ", b"\n", b"\r", b"\t")
 
 def _has_text(payload: bytes) -> int:
     """1 when the event carries a non-empty `"text"` value (compact or spaced JSON), else 0."""
+    at = payload.find(b'"text":"')
+    if at >= 0:  # compact JSON, as servers send it
+        return 0 if payload[at + 8 : at + 9] == b'"' else 1
     at = payload.find(b'"text":')
     if at < 0:
         return 0

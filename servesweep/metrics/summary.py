@@ -69,13 +69,13 @@ def summarise_requests(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return summary
 
 
-def client_limited(summary: Mapping[str, Any], open_loop: bool, loop_lag_p99_ms: float | None) -> bool:
+def client_limited(summary: Mapping[str, Any], open_loop: bool, loop_lag_p99_ms: float | None,
+                   read_lag_p99_ms: float | None = None) -> bool:
     """Did the load generator, not the server, set the pace of this point? (schema: points.client_limited)"""
-    lag = summary.get("schedule_lag_p99_ms")
     behind = (open_loop and summary.get("scheduled_rate") is not None and summary.get("achieved_rate") is not None
               and summary["achieved_rate"] < RATE_FRACTION * summary["scheduled_rate"])
-    return bool(behind or (lag is not None and lag > CLIENT_LAG_LIMIT_MS)
-                or (loop_lag_p99_ms is not None and loop_lag_p99_ms > CLIENT_LAG_LIMIT_MS))
+    lags = (summary.get("schedule_lag_p99_ms"), loop_lag_p99_ms, read_lag_p99_ms)
+    return bool(behind or any(lag is not None and lag > CLIENT_LAG_LIMIT_MS for lag in lags))
 
 
 def summarise_server(samples: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:
