@@ -32,6 +32,7 @@ def point_row(spec: BenchmarkSpec, model: ModelInfo, manifest: SweepManifest, po
         failure = "all requests failed: " + "; ".join(errors)[:400] if errors else "no requests completed"
     started = datetime.fromtimestamp(window.started_unix, UTC) if window.started_unix else None
     client = {"client_loop_lag_p99_ms": window.client_loop_lag_p99_ms, "client_workers": window.client_workers,
+              "client_loop_lag_max_ms": window.client_loop_lag_max_ms,
               "client_read_lag_p99_ms": window.client_read_lag_p99_ms, "client_timing": window.client_timing,
               "client_limited": client_limited(summary, spec.sweep.load == "open", window.client_loop_lag_p99_ms,
                                                window.client_read_lag_p99_ms) if requests else None}

@@ -61,6 +61,7 @@ class PointWindow(BaseModel):
     ended_unix: float | None = None
     failure_reason: str | None = None
     client_loop_lag_p99_ms: float | None = None  # lateness of a 10 ms timer in the load generator
+    client_loop_lag_max_ms: float | None = None  # its longest stall
     client_read_lag_p99_ms: float | None = None  # kernel receive -> read (kernel-timed points only)
     client_timing: str | None = None  # "kernel" or "loop": what timed token arrivals
     client_workers: int | None = None
@@ -253,6 +254,7 @@ def _run_point(spec: BenchmarkSpec, point: SweepPoint, endpoint: Endpoint, make_
     rows = request_rows(spec.run_id, point, result.records, result.started_unix)
     window = PointWindow(point_id=point.point_id, started_unix=result.started_unix, ended_unix=time.time(),
                          client_loop_lag_p99_ms=result.loop_lag_p99_ms, client_workers=result.workers,
+                         client_loop_lag_max_ms=result.loop_lag_max_ms,
                          client_read_lag_p99_ms=result.read_lag_p99_ms, client_timing=result.timing)
     return window, rows
 

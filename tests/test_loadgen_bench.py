@@ -27,6 +27,9 @@ def test_sustained_needs_the_rate_no_errors_and_a_client_that_keeps_up():
     lagging = judge(_point(64, loop_lag_ms=CFG.itl_ms + 1), CFG)
     assert not lagging.sustained and "loop lag" in lagging.note
     assert judge(_point(64, loop_lag_ms=None), CFG).sustained  # peers report no loop lag: CPU alone decides
+    stalled = judge(_point(64).model_copy(update={"client_loop_lag_max_ms": CFG.itl_ms * 2.4}), CFG)
+    assert not stalled.sustained and stalled.note == "client saturated (loop stalled 24.0 ms > ITL)"
+    assert judge(_point(64).model_copy(update={"client_loop_lag_max_ms": CFG.itl_ms / 2}), CFG).sustained
 
 
 def test_judging_twice_does_not_repeat_the_verdict():

@@ -67,8 +67,9 @@ def write_report(results: dict, path: Path) -> None:
         f"is bisected {cfg.get('refine_steps', 0)} times and it runs once more at 80 % of that capacity.",
         f"- Sustained: achieved rate >= 95 % of concurrency / ideal request time, no errors, and the client not "
         f"saturated: below {cfg.get('saturated_cores', 0.95):g} of its core and, where it reports them (servesweep), "
-        "its loop lag and read lag p99 under one ITL (a stream read later than its next chunk loses that chunk's "
-        "time). A shortfall while the server ran > 5 ms (p99) behind its own schedule is marked server-bound. "
+        "its loop lag and read lag p99, and its loop's longest stall, under one ITL (a stream read later than its "
+        "next chunk loses that chunk's time). A shortfall while the server ran > 5 ms (p99) behind its own "
+        "schedule is marked server-bound. "
         "TTFT errors are steady state; the opening burst (requests received before any request finished) is "
         "shown apart. Client (server) CPU: CPU seconds of the client's (server's) process tree inside the "
         "server-side load window. Errors are |client - server| per request (TTFT; mean ITL) and per chunk gap.",
@@ -136,15 +137,17 @@ def ttft_error_split(points: list[dict]) -> list[str]:
              "(client's kernel receive stamp - server send). Read lag is how long received bytes waited in the "
              "kernel before servesweep's loop read them: what the error would be if reads were timed by the loop. "
              "It stays out of the timings until it exceeds one ITL, when a stream's next chunk arrives before the "
-             "last was read and the kernel merges them under the newer stamp.", "",
+             "last was read and the kernel merges them under the newer stamp. A p99 of either lag can miss "
+             "one long stall of the loop (a closed loop's round of completions arriving together); its longest "
+             "stall, past one ITL, is what merges first tokens and shows as way-out error.", "",
              "| conc. | role | TTFT err p99 | way in p99 | way out p99 | client read lag p99 | client loop lag p99 "
-             "| server late p99 |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| client loop lag max | server late p99 |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for p in ours:
         lines.append(f"| {p['concurrency']} | {p.get('role', 'ladder')} | {_fmt(p['ttft_err_p99_ms'], 3)} | "
                      f"{_fmt(p['request_way_in_p99_ms'], 3)} | {_fmt(p['first_token_way_out_p99_ms'], 3)} | "
                      f"{_fmt(p.get('client_read_lag_p99_ms'), 2)} | {_fmt(p.get('client_loop_lag_p99_ms'), 2)} | "
-                     f"{_fmt(p['server_late_p99_ms'], 2)} |")
+                     f"{_fmt(p.get('client_loop_lag_max_ms'), 2)} | {_fmt(p['server_late_p99_ms'], 2)} |")
     return lines
 
 

@@ -7,10 +7,11 @@ its own core (`taskset`), against a fresh zero server pinned to the other core. 
   requests / the server-side window (first request received -> last chunk sent). A point is
   *sustained* when achieved >= 95 % of requested, every request succeeded and the client was not
   saturated (below 95 % of its core and, where it reports them, its event loop's lag and its reads'
-  lag behind the kernel's receive stamps under one inter-token interval at p99). The rate alone
-  cannot see a saturated client in a closed loop: a stream read 40 ms late still ends within 3 % of
-  its 1.3 s. A shortfall while the server itself ran
-  > 5 ms (p99) behind its own schedule is marked server-bound: it says nothing about the client.
+  lag behind the kernel's receive stamps under one inter-token interval at p99, and its loop's longest
+  stall under one interval too: one stall, missed by any p99, merges the chunks of every stream it
+  spans). The rate alone cannot see a saturated client in a closed loop: a stream read 40 ms late
+  still ends within 3 % of its 1.3 s. A shortfall while the server itself ran > 5 ms (p99) behind
+  its own schedule is marked server-bound: it says nothing about the client.
 - capacity: the ladder of levels runs until two in a row are not sustained; then the gap between the
   highest sustained level and the next one is bisected (`refine_steps` times), and the client runs
   once more at 80 % of the capacity found, the point the accuracy target is judged at.
@@ -105,6 +106,7 @@ class PointResult(BaseModel):
     gap_err_p99_ms: float | None = None
     server_late_p99_ms: float | None = None
     client_loop_lag_p99_ms: float | None = None
+    client_loop_lag_max_ms: float | None = None  # servesweep: the loop's longest stall
     client_read_lag_p99_ms: float | None = None  # servesweep: kernel receive -> read
     client_timing: str | None = None  # servesweep: kernel (receive stamps) or loop
     server_cores: float | None = None
@@ -231,6 +233,7 @@ class Health:
     """What a client says of its own state (servesweep only; the peers report none)."""
 
     loop_lag_p99_ms: float | None = None
+    loop_lag_max_ms: float | None = None
     read_lag_p99_ms: float | None = None
     timing: str | None = None
 
@@ -247,9 +250,12 @@ def parse_servesweep(out: Path) -> tuple[list[Measured], int, Health]:
             measured.append(Measured(str(key), (chunks[0] - data["sent_at"][i]) * 1000.0,
                                      float(gaps.mean()) if gaps.size else None, gaps,
                                      float(data["sent_at"][i]), float(chunks[0])))
-        read_lag = float(data["read_lag_p99_ms"]) if "read_lag_p99_ms" in data else float("nan")
-        return measured, errors, Health(float(data["loop_lag_p99_ms"]), None if np.isnan(read_lag) else read_lag,
-                                        str(data["timing"]) if "timing" in data else None)
+        def optional(name: str) -> float | None:
+            value = float(data[name]) if name in data else float("nan")
+            return None if np.isnan(value) else value
+
+        return measured, errors, Health(float(data["loop_lag_p99_ms"]), optional("loop_lag_max_ms"),
+                                        optional("read_lag_p99_ms"), str(data["timing"]) if "timing" in data else None)
 
 
 def parse_guidellm(out: Path) -> tuple[list[Measured], int, Health]:
@@ -337,7 +343,7 @@ def score(cfg: BenchConfig, result: PointResult, measured: list[Measured], error
     rows = log.index()
     matched = [(m, rows[m.key]) for m in measured if m.key in rows]
     result.requests_matched, result.errors = len(matched), errors + (len(measured) - len(matched))
-    result.client_loop_lag_p99_ms = health.loop_lag_p99_ms
+    result.client_loop_lag_p99_ms, result.client_loop_lag_max_ms = health.loop_lag_p99_ms, health.loop_lag_max_ms
     result.client_read_lag_p99_ms, result.client_timing = health.read_lag_p99_ms, health.timing
     if not matched:
         result.note = "no request matched the server log"
@@ -392,14 +398,16 @@ def judge(result: PointResult, cfg: BenchConfig) -> PointResult:
     on_rate = result.achieved_rate is not None and result.achieved_rate >= SUSTAIN_FRACTION * result.requested_rate
     busy = result.client_cores is not None and result.client_cores >= cfg.saturated_cores
     lagging = result.client_loop_lag_p99_ms is not None and result.client_loop_lag_p99_ms > cfg.itl_ms
+    stalled = result.client_loop_lag_max_ms is not None and result.client_loop_lag_max_ms > cfg.itl_ms
     reading_late = result.client_read_lag_p99_ms is not None and result.client_read_lag_p99_ms > cfg.itl_ms
-    result.client_saturated = bool(busy or lagging or reading_late)
+    result.client_saturated = bool(busy or lagging or stalled or reading_late)
     result.sustained = bool(result.errors == 0 and result.requests_matched == result.requests_expected and on_rate
                             and not result.client_saturated)
     saturated_tag = "client saturated"
     if result.client_saturated and saturated_tag not in result.note:
         why = [f"{result.client_cores:.2f} cores"] if busy else []
         why += [f"loop lag p99 {result.client_loop_lag_p99_ms:.1f} ms > ITL"] if lagging else []
+        why += [f"loop stalled {result.client_loop_lag_max_ms:.1f} ms > ITL"] if stalled and not lagging else []
         why += [f"read lag p99 {result.client_read_lag_p99_ms:.1f} ms > ITL"] if reading_late else []
         result.note = (result.note + f"; {saturated_tag} ({', '.join(why)})").strip("; ")
     server_late = result.server_late_p99_ms is not None and result.server_late_p99_ms > SERVER_LATE_LIMIT_MS

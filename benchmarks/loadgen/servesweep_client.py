@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> None:
         output_tokens=np.array([r.output_tokens or 0 for r in records], dtype=np.int64),
         ok=np.array([r.ok for r in records], dtype=bool),
         loop_lag_p99_ms=np.float64(result.loop_lag_p99_ms or 0.0),
+        loop_lag_max_ms=np.float64(np.nan if result.loop_lag_max_ms is None else result.loop_lag_max_ms),
         read_lag_p99_ms=np.float64(np.nan if result.read_lag_p99_ms is None else result.read_lag_p99_ms),
         timing=np.array(result.timing),
     )

@@ -26,7 +26,10 @@ the column says otherwise; a "token chunk" is an SSE event whose choice carries 
   kernel's receive stamp of its bytes, not when the client's loop read them, so TTFT, TPOT and ITL
   carry no client-side delay. `client_read_lag_p99_ms` is that delay (kernel receive -> read): chunks
   left unread past the next one merge in the kernel and share its stamp, so timings stay exact while it
-  is below the inter-token interval. `client_timing` = loop (TLS): arrivals are when the loop read them.
+  is below the inter-token interval. `client_loop_lag_max_ms` is the loop's longest stall: one longer
+  than the ITL (a synchronised burst of completions, the process descheduled) merges the arrivals of
+  the streams it spans, which no p99 over a few hundred timer samples shows.
+  `client_timing` = loop (TLS): arrivals are when the loop read them.
 - Percentiles use linear interpolation between closest ranks (numpy's default), over successful
   requests only.
 """
@@ -39,7 +42,8 @@ import pyarrow as pa
 #   1: first lake.
 #   2: points gain gpu_utilization_mean, gpu_memory_used_max_gib, gpu_power_mean_w (NVML) and
 #      scheduled_rate, client_loop_lag_p99_ms, client_limited, client_workers (load-generator health).
-#   3: points gain client_timing (kernel receive stamps or loop reads) and client_read_lag_p99_ms.
+#   3: points gain client_timing (kernel receive stamps or loop reads), client_read_lag_p99_ms and
+#      client_loop_lag_max_ms.
 SCHEMA_VERSION = 3
 TABLES = ("requests", "points", "server_metrics")
 PARTITION_COLUMN = "run_id"
@@ -131,6 +135,8 @@ POINTS = pa.schema(
         _f("schedule_lag_p99_ms", pa.float64(), "p99 send lag behind schedule."),
         _f("scheduled_rate", pa.float64(), "Rate of the planned sends, req/s: what achieved_rate should be."),
         _f("client_loop_lag_p99_ms", pa.float64(), "p99 lateness of a 10 ms timer in the load generator's loop."),
+        _f("client_loop_lag_max_ms", pa.float64(), "Longest stall of the load generator's loop (worst lateness of "
+           "its 10 ms timer); longer than the ITL, it merged some streams' token arrivals."),
         _f("client_limited", pa.bool_(), "The load generator, not the server, limited the point: achieved < 95 % "
            "of scheduled rate, or schedule lag, client loop lag or client read lag p99 over 5 ms."),
         _f("client_workers", pa.int32(), "Load-generator processes."),

@@ -67,6 +67,11 @@ class LoadResult:
     read_lag_p99_ms: float | None = None  # p99 kernel receive -> read; None when reads were not kernel-stamped
     timing: str = "loop"  # what timed token arrivals: "kernel" receive stamps or the client "loop"
 
+    @property
+    def loop_lag_max_ms(self) -> float | None:
+        """The loop's longest stall: what a p99 over a few hundred timer samples can miss."""
+        return max(self.loop_lags_ms) if self.loop_lags_ms else None
+
 
 @dataclass
 class WorkerOutput:
