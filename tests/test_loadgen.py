@@ -133,13 +133,14 @@ def test_one_stall_shows_in_the_loop_lag_max_not_its_p99():
         monitor = LagMonitor()
         monitor.start()
         await asyncio.sleep(0.3)
-        time.sleep(0.04)  # the loop is blocked once for 40 ms (a round of completions, a descheduled process)
+        time.sleep(0.08)  # the loop is blocked once for 80 ms (a round of completions, a descheduled process)
         await asyncio.sleep(2.5)  # enough samples that a p99 is not the top one's
         monitor.stop()
         return [lag * 1000.0 for lag in monitor.lags]
 
-    result = LoadResult(records=[], started_unix=0.0, loop_lags_ms=asyncio.run(run()))
-    assert len(result.loop_lags_ms) > 200
-    assert result.loop_lag_max_ms >= 35.0
-    assert float(np.percentile(result.loop_lags_ms, 99)) < result.loop_lag_max_ms / 2
+    lags = asyncio.run(run())
+    result = LoadResult(records=[], started_unix=0.0, loop_lags_ms=lags)
+    assert len(lags) > 200, len(lags)
+    assert result.loop_lag_max_ms >= 75.0, sorted(lags)[-5:]
+    assert float(np.percentile(lags, 99)) < 40.0, sorted(lags)[-5:]  # the third-highest of ~280 samples
     assert LoadResult(records=[], started_unix=0.0).loop_lag_max_ms is None

@@ -1,0 +1,45 @@
+"""The sweep step's adaptive strategy end to end against the zero-work server: which points it
+measures, and the search it records in the manifest."""
+
+import pytest
+
+from benchmarks.loadgen.zero_server import ServerConfig, start_subprocess
+from components.deploy_server import Endpoint
+from components.sweep import plan_deployments, run_sweep
+from servesweep.spec import BenchmarkSpec
+
+TTFT_MS, ITL_MS, TOKENS = 5.0, 2.0, 8
+
+
+@pytest.fixture(scope="module")
+def zero_endpoint(tmp_path_factory):
+    server = start_subprocess(ServerConfig(ttft_ms=TTFT_MS, itl_ms=ITL_MS),
+                              tmp_path_factory.mktemp("zero") / "server.npz")
+    yield Endpoint(deployment_id="cc", max_num_seqs=8, base_url=server.base_url,
+                   metrics_url=server.base_url + "/metrics", served_name="zero")
+    server.stop()
+
+
+def _spec(ttft_p99_ms: float) -> BenchmarkSpec:
+    return BenchmarkSpec.model_validate({
+        "run_id": "adaptive-test", "model": {"name": "zero"},
+        "workloads": [{"input_tokens": 8, "output_tokens": TOKENS}],
+        "sweep": {"batch_sizes": [8], "strategy": "adaptive", "requests_per_point": 8, "warmup_requests": 0},
+        "slo": {"ttft_p99_ms": ttft_p99_ms},
+    })
+
+
+@pytest.mark.parametrize("ttft_p99_ms, best, measured", [
+    (250.0, 8, ["cc-b1-i8-o8", "cc-b2-i8-o8", "cc-b4-i8-o8", "cc-b8-i8-o8"]),  # every batch meets it: doubling
+    (1.0, None, ["cc-b1-i8-o8"]),  # below the server's own 5 ms TTFT: batch 1 fails, the search stops
+])
+def test_adaptive_search_measures_only_the_points_it_needs(zero_endpoint, tiny_model, tmp_path, ttft_p99_ms, best,
+                                                           measured):
+    spec = _spec(ttft_p99_ms)
+    (deployment,) = plan_deployments(spec)
+    manifest = run_sweep(spec, deployment, zero_endpoint, tiny_model.path, tmp_path)
+    (search,) = manifest.searches
+    assert search.result.best_batch == best
+    assert search.result.points_used == len(measured) and search.result.grid_points == 8
+    assert [w.point_id for w in manifest.windows] == measured == [p.point_id for p in manifest.deployment.points]
+    assert all(w.failure_reason is None and w.client_timing == "kernel" for w in manifest.windows)
