@@ -20,7 +20,7 @@ from servesweep.spec import BenchmarkSpec, spec_to_params
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _STARTED = re.compile(r"Executing task '([^']+)'")
 _FINISHED = re.compile(r"Task '([^']+)' finished with status (\w+)")
-_STEP_NOTES = re.compile(r"^\s*(deployment \S+: .*|lake .*|stopped: .*)$")
+_STEP_NOTES = re.compile(r"^\s*(deployment \S+: .*|adaptive \S+ .*|lake .*|stopped: .*)$")
 
 
 class PipelineFailed(RuntimeError):
