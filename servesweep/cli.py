@@ -86,7 +86,13 @@ def run(
         _fail("interrupted; servers started by this run were stopped.", code=130)
     print_points(lake_uri, spec.run_id)
     console.print(f"lake: [cyan]{lake_uri}[/]  (query it: servesweep query \"select * from points\" --lake {lake_uri})")
-    console.print(f"report: servesweep report {spec.run_id} --lake {lake_uri}")
+    console.print(f"report: servesweep report {spec.run_id} --lake {lake_uri}{_slo_flags(spec.slo)}", highlight=False)
+
+
+def _slo_flags(slo: SLOSpec) -> str:
+    """The `report` flags that judge a run by the SLO its spec set (the lake does not keep the SLO)."""
+    flags = (("--slo-ttft-ms", slo.ttft_p99_ms), ("--slo-tpot-ms", slo.tpot_p99_ms), ("--slo-e2e-ms", slo.e2e_p99_ms))
+    return "".join(f" {flag} {value:g}" for flag, value in flags if value is not None)
 
 
 @app.command()

@@ -214,3 +214,22 @@ def test_report_step_runs_in_the_kfp_local_runner(tmp_path, monkeypatch):
         assert page.read().count("data:image/png;base64,") == 5
     with open(task.outputs["markdown"].path) as summary:
         assert "no SLO set: batch 8 has the highest output throughput" in summary.read()
+
+
+def test_the_run_s_report_hint_judges_by_the_spec_s_slo(tmp_path):
+    """`servesweep run` ends with a report command; its flags carry the spec's SLO into the report."""
+    import shlex
+
+    from typer.testing import CliRunner
+
+    from servesweep.cli import _slo_flags, app
+
+    flags = _slo_flags(SLOSpec(ttft_p99_ms=30, e2e_p99_ms=2500.5))
+    assert flags == " --slo-ttft-ms 30 --slo-e2e-ms 2500.5" and _slo_flags(SLOSpec()) == ""
+    lake = str(tmp_path / "lake")
+    write_points(lake, spine_rows())
+    result = CliRunner().invoke(app, ["report", SPINE_RUN, "--lake", lake, "--out", str(tmp_path / "report"),
+                                      *shlex.split(flags)])
+    assert result.exit_code == 0, result.output
+    # Under 30 ms p99 TTFT the spine run's fastest batch is 4 (see the KFP report step's test above).
+    assert "batch 4 on cpu x1 tiny-llama" in " ".join(result.output.split())
