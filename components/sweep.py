@@ -148,10 +148,10 @@ def run_sweep(spec: BenchmarkSpec, deployment: Deployment, endpoint: Endpoint, t
 
         def run(point: SweepPoint) -> list[dict]:
             for sampler in samplers:
-                sampler.point_id = point.point_id
+                sampler.begin(point.point_id)
             window, rows = _run_point(spec, point, endpoint, prompts.make)
             for sampler in samplers:
-                sampler.point_id = None
+                sampler.end()
             windows.append(window)
             requests.extend(rows)
             # Saved after every point, so a sweep cut short (a timeout, a lost node) keeps what it measured.

@@ -232,7 +232,8 @@ def test_a_server_without_metrics_is_swept_without_a_sampler():
     from servesweep.metrics.prometheus import MetricsSampler
 
     with MetricsSampler("", "cc", interval_s=0.01, prefixes=("",)) as sampler:
-        sampler.point_id = "p"
+        sampler.begin("p")
+        sampler.end()
     assert sampler.rows == [] and sampler.errors == 0 and not sampler._thread.is_alive()
 
 

@@ -122,3 +122,49 @@ def test_prometheus_parsing_keeps_server_samples_without_buckets():
         ("vllm:time_to_first_token_seconds_sum", "0"): 0.9,
     }
     assert all(not math.isnan(v) for v in samples.values())
+
+
+METRICS_TEXT = b"""# HELP vllm:num_requests_running Running requests.
+# TYPE vllm:num_requests_running gauge
+vllm:num_requests_running{model_name="m"} 3.0
+"""
+
+
+@pytest.fixture
+def metrics_url():
+    """A real HTTP server answering /metrics with Prometheus text."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the stdlib's name
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.end_headers()
+            self.wfile.write(METRICS_TEXT)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/metrics"
+    server.shutdown()
+    thread.join()
+
+
+def test_a_point_shorter_than_the_scrape_interval_still_has_its_own_samples(metrics_url):
+    from servesweep.metrics.prometheus import MetricsSampler
+
+    with MetricsSampler(metrics_url, "cc", interval_s=60.0) as sampler:  # the thread scrapes once, at the start
+        for point_id in ("short-1", "short-2"):
+            sampler.begin(point_id)
+            sampler.end()
+    tagged = [row["point_id"] for row in sampler.rows]
+    # Its start and its end state (the thread's own first scrape may land inside a point too).
+    assert tagged.count("short-1") >= 2 and tagged.count("short-2") >= 2 and len(tagged) == 5
+    assert set(tagged) <= {None, "short-1", "short-2"} and sampler.errors == 0
+    row = next(r for r in sampler.rows if r["point_id"] == "short-1")
+    assert row["metric"] == "vllm:num_requests_running" and row["value"] == 3.0 and row["deployment_id"] == "cc"
+    assert row["labels"] == {"model_name": "m"} and not sampler._thread.is_alive()

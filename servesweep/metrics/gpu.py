@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import threading
 import time
-from typing import Any
+
+from servesweep.metrics.sampler import PeriodicSampler
 
 # metric name -> (NVML reader, unit scale). Utilisation is a percentage over NVML's last sample period.
 GPU_METRICS = (
@@ -20,8 +20,10 @@ class GpuUnavailable(RuntimeError):
     pass
 
 
-class GpuSampler:
-    """A daemon thread reading NVML every `interval_s` for every visible GPU."""
+class GpuSampler(PeriodicSampler):
+    """Reads NVML every `interval_s` for every visible GPU."""
+
+    thread_name = "gpu-sampler"
 
     def __init__(self, deployment_id: str, interval_s: float = 0.5) -> None:
         try:
@@ -32,27 +34,17 @@ class GpuSampler:
             pynvml.nvmlInit()
         except pynvml.NVMLError as error:
             raise GpuUnavailable(f"NVML: {error}") from error
+        super().__init__(deployment_id, interval_s)
         self._nvml = pynvml
         self._handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
         self._names = [_text(pynvml.nvmlDeviceGetName(h)) for h in self._handles]
-        self.deployment_id = deployment_id
-        self.interval_s = interval_s
-        self.point_id: str | None = None
-        self.rows: list[dict[str, Any]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="gpu-sampler", daemon=True)
 
     @property
     def gpu_names(self) -> list[str]:
         return list(self._names)
 
-    def __enter__(self) -> GpuSampler:
-        self._thread.start()
-        return self
-
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
+        super().__exit__(*exc)
         self._nvml.nvmlShutdown()
 
     def sample(self) -> None:
@@ -67,17 +59,8 @@ class GpuSampler:
                 nvml.nvmlDeviceGetPowerUsage(handle) / 1000.0,  # mW -> W
             )
             labels = {"gpu": str(index), "name": self._names[index]}
-            self.rows.extend(
-                {"deployment_id": self.deployment_id, "point_id": point_id, "scraped_at_unix": now,
-                 "metric": metric, "labels": labels, "value": value}
-                for metric, value in zip(GPU_METRICS, values, strict=True)
-            )
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            started = time.monotonic()
-            self.sample()
-            self._stop.wait(max(0.0, self.interval_s - (time.monotonic() - started)))
+            self.rows.extend(self.row(point_id, now, metric, labels, value)
+                             for metric, value in zip(GPU_METRICS, values, strict=True))
 
 
 def _text(value: str | bytes) -> str:
