@@ -92,7 +92,8 @@ def run(
 def _slo_flags(slo: SLOSpec) -> str:
     """The `report` flags that judge a run by the SLO its spec set (the lake does not keep the SLO)."""
     flags = (("--slo-ttft-ms", slo.ttft_p99_ms), ("--slo-tpot-ms", slo.tpot_p99_ms), ("--slo-e2e-ms", slo.e2e_p99_ms))
-    return "".join(f" {flag} {value:g}" for flag, value in flags if value is not None)
+    return "".join(f" {flag} {int(value) if value.is_integer() else value}" for flag, value in flags
+                   if value is not None)
 
 
 @app.command()
