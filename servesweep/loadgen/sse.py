@@ -119,7 +119,7 @@ class TokenScanner:
 
     def _classify(self, payload: bytes) -> int:
         token = _has_text(payload)
-        if b'"usage"' in payload and b'"usage":null' not in payload:
+        if _has_usage(payload):
             self._usage_payload = payload
         elif b'"error"' in payload and not token:
             self._parse(payload)
@@ -144,7 +144,12 @@ class TokenScanner:
 
 def is_plain_token(payload: bytes) -> bool:
     """The payload of one event that `TokenScanner` counts as a token and need not parse (no usage)."""
-    return _has_text(payload) == 1 and (b'"usage"' not in payload or b'"usage":null' in payload)
+    return _has_text(payload) == 1 and not _has_usage(payload)
+
+
+def _has_usage(payload: bytes) -> bool:
+    """The event carries a `usage` object (servers send `"usage":null` on every other event)."""
+    return b'"usage"' in payload and b'"usage":null' not in payload
 
 
 _JSON_SPACE = (b" ", b"\n", b"\r", b"\t")
