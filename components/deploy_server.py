@@ -2,7 +2,9 @@
 `spec.gke`: a Deployment on the cluster (components.gke).
 
 Server kinds with a local launcher: `vllm` (vLLM's OpenAI server; the CPU build here, CUDA on a
-GPU host) and `transformers` (`transformers serve --continuous-batching`).
+GPU host: `--gpu-memory-utilization`, `--tensor-parallel-size` = accelerator.count, the GPUs in
+`accelerator.device_ids` through CUDA_VISIBLE_DEVICES, `--load-format dummy` for `model.weights: dummy`)
+and `transformers` (`transformers serve --continuous-batching`).
 
 The server outlives this step on purpose (the sweep step talks to it, as it would to a Deployment
 on GKE), so it runs in its own process group and leaves a state file; `teardown_server` or
@@ -77,6 +79,8 @@ def vllm_command(spec: BenchmarkSpec, model_path: str, port: int, max_num_seqs: 
         command.append("--enforce-eager")  # skips a ~30 s graph compile per start on 2 cores
     if spec.quantization != "none":
         command += ["--quantization", spec.quantization]
+    if spec.model.weights == "dummy":
+        command += ["--load-format", "dummy"]  # the checkpoint has config and tokenizer only
     if spec.accelerator.type != "cpu":
         command += ["--gpu-memory-utilization", str(spec.server.gpu_memory_utilization),
                     "--tensor-parallel-size", str(spec.accelerator.count)]
@@ -112,6 +116,8 @@ def server_env(spec: BenchmarkSpec) -> dict[str, str]:
     env = dict(os.environ)
     if spec.accelerator.type == "cpu":
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(spec.server.cpu_kv_cache_gib))
+    elif spec.accelerator.device_ids is not None:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in spec.accelerator.device_ids)
     env.update(spec.server.env)
     return env
 

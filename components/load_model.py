@@ -129,6 +129,15 @@ def write_random_weights(config, dtype: str, seed: int, out_dir: Path) -> int:
     return total
 
 
+def count_parameters(config) -> int:
+    """Parameters of transformers' Llama for `config`, counted on the meta device (nothing allocated)."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    with torch.device("meta"):
+        return sum(p.numel() for p in LlamaForCausalLM(config).parameters())
+
+
 def _save_shards(shards, out_dir: Path, save_file) -> None:
     if len(shards) == 1:
         save_file(shards[0], str(out_dir / "model.safetensors"), metadata={"format": "pt"})
@@ -153,7 +162,10 @@ def load_model(spec: ModelSpec, out_dir: str | Path) -> ModelInfo:
     config = _llama_config(spec, shape, tokenizer_size)
     config.architectures = ["LlamaForCausalLM"]  # servers pick the model class from this
     config.save_pretrained(out)
-    parameters = write_random_weights(config, spec.dtype, spec.seed, out)
+    if spec.weights == "dummy":
+        parameters = count_parameters(config)
+    else:
+        parameters = write_random_weights(config, spec.dtype, spec.seed, out)
     (out / "generation_config.json").write_text(json.dumps({"bos_token_id": 0, "eos_token_id": 1}))
     return ModelInfo(
         path=str(out.resolve()),

@@ -60,6 +60,12 @@ def provision_local(spec: BenchmarkSpec) -> Capacity:
         return capacity
     gpus = local_gpus()
     hint = _GPU_NAME_HINTS.get(spec.accelerator.type, "")
+    chosen = spec.accelerator.device_ids
+    if chosen is not None:
+        if any(i >= len(gpus) or hint not in gpus[i] for i in chosen):
+            raise ProvisionError(f"accelerator.device_ids {chosen} are not all {spec.accelerator.type} on this host "
+                                 f"(GPUs here: {gpus or 'none'})")
+        return capacity.model_copy(update={"gpus": [gpus[i] for i in chosen]})
     matching = [name for name in gpus if hint in name]
     if len(matching) < spec.accelerator.count:
         raise ProvisionError(

@@ -33,6 +33,7 @@ Dtype = Literal["float32", "bfloat16", "float16"]
 SweepMode = Literal["client_concurrency", "server_max_seqs"]
 LoadKind = Literal["closed", "open"]
 SweepStrategy = Literal["grid", "adaptive"]
+WeightsKind = Literal["random", "dummy"]
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
 
@@ -89,6 +90,10 @@ class ModelSpec(_Strict):
     shape: ModelShape | None = Field(None, description="Overrides the preset's shape when given.")
     dtype: Dtype = "bfloat16"
     seed: int = 0
+    weights: WeightsKind = Field(
+        "random", description="'random': the load-model step writes random weights; 'dummy': it writes config "
+        "and tokenizer only and the server fills the weights itself (vLLM --load-format dummy), so an 8B or 70B "
+        "shape costs no checkpoint write. vLLM only.")
 
     @field_validator("preset")
     @classmethod
@@ -114,6 +119,20 @@ class ServerSpec(_Strict):
 class AcceleratorSpec(_Strict):
     type: Accelerator = "cpu"
     count: int = Field(1, ge=1, le=16)
+    device_ids: list[int] | None = Field(
+        None, description="Local GPU runs: the GPU indices the server may use (CUDA_VISIBLE_DEVICES), `count` "
+        "of them; absent: the first `count` GPUs.")
+
+    @model_validator(mode="after")
+    def _devices_match_count(self) -> AcceleratorSpec:
+        if self.device_ids is not None:
+            if len(self.device_ids) != self.count or len(set(self.device_ids)) != self.count:
+                raise ValueError(f"device_ids must name {self.count} distinct GPU(s)")
+            if any(i < 0 for i in self.device_ids):
+                raise ValueError("device_ids must be >= 0")
+            if self.type == "cpu":
+                raise ValueError("device_ids is for GPU accelerators")
+        return self
 
 
 class WorkloadShape(_Strict):
@@ -205,6 +224,8 @@ class BenchmarkSpec(_Strict):
             raise ValueError("server.max_model_len exceeds the model's max_position_embeddings")
         if self.sweep.strategy == "adaptive" and not any(self.slo.model_dump().values()):
             raise ValueError("the adaptive strategy needs at least one SLO limit (slo.*_p99_ms)")
+        if self.model.weights == "dummy" and self.server.kind != "vllm":
+            raise ValueError("model.weights 'dummy' needs server.kind 'vllm' (--load-format dummy)")
         if self.gke is not None and self.accelerator.type == "cpu":
             raise ValueError("a gke run needs a GPU accelerator; accelerator 'cpu' runs locally (drop `gke`)")
         return self
