@@ -233,9 +233,12 @@ def point_result(batch: int, rows: list[dict]) -> PointResult:
 
 
 def requests_for(spec: BenchmarkSpec, point: SweepPoint) -> int | None:
-    """Measured requests of a point: requests_per_point, raised to rounds x batch size (None: by duration)."""
+    """Measured requests of a point: requests_per_point (the workload's own, else the sweep's), raised to
+    rounds x batch size (None: by duration)."""
     by_rounds = spec.sweep.rounds_per_point * (point.concurrency or point.batch_size)
-    counts = [n for n in (spec.sweep.requests_per_point, by_rounds) if n]
+    workload = next(w for w in spec.workloads
+                    if (w.input_tokens, w.output_tokens) == (point.input_tokens, point.output_tokens))
+    counts = [n for n in (workload.requests_per_point or spec.sweep.requests_per_point, by_rounds) if n]
     return max(counts) if counts else None
 
 

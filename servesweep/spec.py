@@ -138,6 +138,9 @@ class AcceleratorSpec(_Strict):
 class WorkloadShape(_Strict):
     input_tokens: int = Field(..., ge=2)
     output_tokens: int = Field(..., ge=1)
+    requests_per_point: int | None = Field(
+        None, ge=1, description="This workload's own minimum requests per point, in place of "
+        "sweep.requests_per_point (a 2048-token answer needs fewer requests than a 128-token one).")
 
 
 class SweepSpec(_Strict):
@@ -214,6 +217,9 @@ class BenchmarkSpec(_Strict):
 
     @model_validator(mode="after")
     def _fits_context(self) -> BenchmarkSpec:
+        shapes = [(w.input_tokens, w.output_tokens) for w in self.workloads]
+        if len(set(shapes)) != len(shapes):
+            raise ValueError("workloads repeat an input/output shape (their points would share ids)")
         for shape in self.workloads:
             if shape.input_tokens + shape.output_tokens > self.server.max_model_len:
                 raise ValueError(

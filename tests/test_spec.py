@@ -36,6 +36,12 @@ def test_default_spec_file_loads():
         ({"accelerator": {"type": "tpu-v9"}}, "accelerator.type", "Input should be"),
         ({"run_id": "has/slash"}, "run_id", "letters, digits"),
         ({"quantisation": "fp8"}, "quantisation", "unknown field"),
+        ({"model": {"weights": "dummy"}, "server": {"kind": "transformers"}}, "(top level)", "needs server.kind"),
+        ({"accelerator": {"type": "nvidia-l4", "count": 2, "device_ids": [0]}}, "accelerator", "2 distinct GPU"),
+        ({"accelerator": {"type": "cpu", "device_ids": [0]}}, "accelerator", "GPU accelerators"),
+        ({"workloads": [{"input_tokens": 8, "output_tokens": 8}] * 2}, "(top level)", "repeat"),
+        ({"workloads": [{"input_tokens": 8, "output_tokens": 8, "requests_per_point": 0}]},
+         "workloads.0.requests_per_point", "greater than or equal to 1"),
     ],
 )
 def test_bad_spec_names_the_field(data, field, message):
