@@ -7,7 +7,7 @@ source='predicted' (one per workload x batch size) for the lake, next to the mea
 from __future__ import annotations
 
 from servesweep.catalog import Catalog
-from servesweep.planner.calibrate import Calibration
+from servesweep.planner.calibrate import Calibration, load_calibrations
 from servesweep.planner.memory import normalize_dtype
 from servesweep.planner.models import from_shape
 from servesweep.planner.report import PlanResult, plan_report
@@ -18,11 +18,14 @@ from servesweep.spec import BenchmarkSpec
 def plan(spec: BenchmarkSpec, catalog: Catalog | None = None, calibration: Calibration | None = None) -> PlanResult:
     """Fit and predictions of the spec's model preset on its accelerator type and count.
 
+    Predictions use the stored calibration of (server kind, accelerator) unless `calibration` is given
+    (servesweep/data/calibrations.yaml); a pair never calibrated gets the raw roofline.
     The fit table uses ``server.max_model_len`` as the context (vLLM reserves KV for one such sequence);
     predictions cover every workload and batch size of the sweep, and the result's best/cheapest fields
     refer to the first workload. A run id is derived when the spec has none.
     """
     spec = spec.with_run_id()
+    calibration = calibration or load_calibrations()
     model = from_shape(spec.model.preset, spec.model.resolved_shape())
     reports = [
         plan_report(

@@ -1,11 +1,14 @@
-"""Calibration: fit per-(server_kind, accelerator) efficiency factors from measured points.
+"""Calibration: fit per-(server_kind, accelerator) serving factors from measured points.
 
-Each measured point's TTFT p50 and TPOT p50 are compared with the roofline at efficiency 1. Two factors
-per group, ``flops_efficiency`` (fraction of peak FLOPs; prefill) and ``bandwidth_efficiency`` (fraction of
-HBM bandwidth; decode), minimise the squared log error over both metrics. A prediction is a max of a
-compute and a memory term, so the loss is piecewise; a coarse-to-fine grid search in log space finds its
-minimum deterministically. A tiny pull towards 1.0 settles a factor the data cannot identify (say, no
-compute-bound point) on the roofline value instead of an arbitrary one.
+Each measured point's TTFT, TPOT and round length (E2E; throughput = batch x output / E2E) are compared
+with the closed-loop round model of ``servesweep.planner.roofline`` (mean TTFT and TPOT when the row has
+them, else p50). Four factors per group: ``flops_efficiency`` and ``bandwidth_efficiency`` (fractions of
+the peaks), ``step_overhead_ms`` (fixed time of every engine step) and ``request_overhead_ms`` (fixed time
+before a request's prefill). For given efficiencies every prediction is linear in the two overheads, so
+they are solved exactly (non-negative least squares on relative errors) inside a coarse-to-fine grid
+search over the efficiencies in log space: deterministic, no optimiser to tune. The server's prefill
+chunk (vLLM's max_num_batched_tokens) is an input, not fitted. A tiny pull towards 1.0 settles an
+efficiency the data cannot identify (say, no compute-bound point) on the roofline value.
 """
 
 from __future__ import annotations
@@ -13,11 +16,12 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from servesweep.catalog import Catalog, load_catalog
 from servesweep.planner.memory import normalize_dtype
@@ -42,6 +46,8 @@ class CalibrationGroup(_Strict):
     ttft_mape_after: float | None
     tpot_mape_before: float | None
     tpot_mape_after: float | None
+    throughput_mape_before: float | None = None
+    throughput_mape_after: float | None = None
 
 
 class Calibration(_Strict):
@@ -62,27 +68,44 @@ class _Observation:
     terms: RooflineTerms
     ttft_s: float | None
     tpot_s: float | None
+    e2e_s: float | None = None  # one round: batch x output / output throughput
 
 
 def calibrate(
     points: pa.Table | Iterable[Mapping[str, Any]],
     model: ModelArch | None = None,
     catalog: Catalog | None = None,
+    prefill_chunk_tokens: Mapping[tuple[str, str], int] | None = None,
+    fit_overheads: bool = True,
 ) -> Calibration:
-    """Fit efficiency factors per (server_kind, accelerator) and report MAPE before and after.
+    """Fit serving factors per (server_kind, accelerator) and report MAPE before and after.
 
     `points` are ``points`` rows (a pyarrow Table or dicts) with accelerator, server_kind, batch_size,
-    input_tokens, output_tokens, ttft_p50_ms, tpot_p50_ms; accelerator_count, quantization and
-    model_dtype are used when present. Predicted and failed rows are skipped. Without `model`, each row's
-    ``model_preset`` is looked up (model catalog, then spec presets).
+    input_tokens, output_tokens and TTFT/TPOT (``*_mean_ms``, else ``*_p50_ms``); output_token_throughput,
+    accelerator_count, quantization and model_dtype are used when present. Predicted and failed rows
+    are skipped. Without `model`, each row's ``model_preset`` is looked up (model catalog, then spec
+    presets). `prefill_chunk_tokens` gives a group's prefill chunk; `fit_overheads=False` fits the two
+    efficiencies alone (the pure roofline's factors).
     """
     catalog = catalog or load_catalog()
+    chunks = dict(prefill_chunk_tokens or {})
     groups: dict[tuple[str, str], list[_Observation]] = defaultdict(list)
     for row in _measured(points):
         key = (row.get("server_kind") or "unknown", row["accelerator"])
         groups[key].append(_observe(row, model or get_model(row["model_preset"]), catalog))
     ordered = sorted(groups.items(), key=lambda item: item[0])
-    return Calibration(groups=[_fit_group(kind, accelerator, obs) for (kind, accelerator), obs in ordered])
+    return Calibration(groups=[
+        _fit_group(kind, accelerator, obs, chunks.get((kind, accelerator)), fit_overheads)
+        for (kind, accelerator), obs in ordered
+    ])
+
+
+def _latency(row: Mapping[str, Any], metric: str) -> float | None:
+    for stat in ("mean", "p50"):
+        value = row.get(f"{metric}_{stat}_ms")
+        if _positive(value):
+            return value
+    return None
 
 
 def _measured(points: pa.Table | Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -91,7 +114,7 @@ def _measured(points: pa.Table | Iterable[Mapping[str, Any]]) -> list[Mapping[st
         row for row in rows
         if row.get("source", "measured") != "predicted"
         and row.get("status", "ok") == "ok"
-        and (_positive(row.get("ttft_p50_ms")) or _positive(row.get("tpot_p50_ms")))
+        and (_latency(row, "ttft") or _latency(row, "tpot"))
     ]
 
 
@@ -99,9 +122,10 @@ def _positive(value: Any) -> bool:
     return value is not None and value > 0
 
 
-def _observe(row: Mapping[str, Any], model: ModelArch, catalog: Catalog) -> _Observation:
+def observe_terms(row: Mapping[str, Any], model: ModelArch, catalog: Catalog) -> RooflineTerms:
+    """The roofline terms of a ``points`` row's configuration."""
     model_dtype = normalize_dtype(row.get("model_dtype") or "bf16")
-    terms = roofline_terms(
+    return roofline_terms(
         model,
         catalog.get(row["accelerator"]),
         int(row.get("accelerator_count") or 1),
@@ -111,38 +135,129 @@ def _observe(row: Mapping[str, Any], model: ModelArch, catalog: Catalog) -> _Obs
         weight_dtype=weight_dtype_for(row.get("quantization") or "none", model_dtype),
         activation_dtype=model_dtype if model_dtype in _ACTIVATION_DTYPES else "bf16",
     )
-    ttft, tpot = row.get("ttft_p50_ms"), row.get("tpot_p50_ms")
-    return _Observation(terms, ttft / 1e3 if _positive(ttft) else None, tpot / 1e3 if _positive(tpot) else None)
 
 
-def _fit_group(server_kind: str, accelerator: str, observations: list[_Observation]) -> CalibrationGroup:
-    ttft = [o for o in observations if o.ttft_s is not None]
-    tpot = [o for o in observations if o.tpot_s is not None]
-    # Log roofline terms per metric: column 0 compute, column 1 memory; and log measured values.
-    ttft_terms = np.log([[o.terms.prefill_compute_s, o.terms.prefill_memory_s] for o in ttft]).reshape(-1, 2)
-    tpot_terms = np.log([[o.terms.decode_compute_s, o.terms.decode_memory_s] for o in tpot]).reshape(-1, 2)
-    ttft_measured = np.log([o.ttft_s for o in ttft])
-    tpot_measured = np.log([o.tpot_s for o in tpot])
+def _observe(row: Mapping[str, Any], model: ModelArch, catalog: Catalog) -> _Observation:
+    terms = observe_terms(row, model, catalog)
+    ttft, tpot = _latency(row, "ttft"), _latency(row, "tpot")
+    throughput = row.get("output_token_throughput")
+    e2e = terms.batch_size * terms.output_tokens / throughput if _positive(throughput) else None
+    return _Observation(terms, ttft / 1e3 if ttft else None, tpot / 1e3 if tpot else None, e2e)
+
+
+class _Round:
+    """Every observation's round, vectorised over (point, request) for the grid search.
+
+    For efficiencies (f, b): a request's prefill is max(compute / f, memory / b) plus steps x overhead,
+    so each metric = base(f, b) + step_coef x step_overhead + request_coef x request_overhead.
+    """
+
+    def __init__(self, observations: list[_Observation], chunk: int | None) -> None:
+        self.observations = observations
+        owner, shares, steps = [], [], []
+        for index, o in enumerate(observations):
+            t = o.terms
+            requests = np.arange(1, t.batch_size + 1) if chunk else np.array([t.batch_size])
+            owner.append(np.full(len(requests), index))
+            shares.append(requests / t.batch_size)
+            steps.append(np.ceil(requests * t.input_tokens / chunk) if chunk else np.ones(1))
+        self.owner = np.concatenate(owner)
+        self.share = np.concatenate(shares)
+        self.steps = np.concatenate(steps)
+        terms = [o.terms for o in observations]
+        pick = lambda attr: np.array([getattr(t, attr) for t in terms])  # noqa: E731
+        self.compute, self.weights = pick("prefill_compute_s"), pick("prefill_weights_s")
+        self.kv = pick("prefill_memory_s") - self.weights
+        self.decode_compute, self.decode_memory = pick("decode_compute_s"), pick("decode_memory_s")
+        self.count = np.bincount(self.owner).astype(float)
+        self.last = np.cumsum(self.count).astype(int) - 1  # index of each point's last request
+        self.outputs = pick("output_tokens").astype(float)
+
+    def coefficients(self, flops: float, bandwidth: float) -> dict[str, tuple[np.ndarray, ...]]:
+        """Per metric: (base, step-overhead coefficient, request-overhead coefficient), seconds."""
+        o = self.owner
+        prefill = np.maximum(self.share * self.compute[o] / flops,
+                             (self.steps * self.weights[o] + self.share * self.kv[o]) / bandwidth)
+        mean = lambda values: np.bincount(o, weights=values) / self.count  # noqa: E731
+        step = np.maximum(self.decode_compute / flops, self.decode_memory / bandwidth)
+        last, last_steps = prefill[self.last], self.steps[self.last]
+        decode_steps = np.maximum(self.outputs - 1, 1)
+        ones = np.ones_like(step)
+        return {
+            "ttft": (mean(prefill), mean(self.steps), ones),
+            "tpot": (step + (last - mean(prefill)) / decode_steps,
+                     1 + (last_steps - mean(self.steps)) / decode_steps, 0 * ones),
+            "e2e": (last + (self.outputs - 1) * step, last_steps + self.outputs - 1, ones),
+        }
+
+
+_METRICS = ("ttft", "tpot", "e2e")
+
+
+def _fit_group(server_kind: str, accelerator: str, observations: list[_Observation], chunk: int | None = None,
+               fit_overheads: bool = True) -> CalibrationGroup:
+    rounds = _Round(observations, chunk)
+    measured = {m: np.array([getattr(o, f"{m}_s") or np.nan for o in observations]) for m in _METRICS}
+
+    def solve(flops: float, bandwidth: float) -> tuple[float, tuple[float, float]]:
+        rows, targets = [], []
+        for metric, (base, step_coef, request_coef) in rounds.coefficients(flops, bandwidth).items():
+            seen = ~np.isnan(measured[metric])
+            scale = measured[metric][seen]
+            rows.append(np.column_stack([step_coef[seen], request_coef[seen]]) / scale[:, None])
+            targets.append(1 - base[seen] / scale)
+        a, y = np.vstack(rows), np.concatenate(targets)
+        overheads = _nonnegative_lstsq(a, y) if fit_overheads else np.zeros(2)
+        residual = a @ overheads - y
+        pull = _PULL_TO_ONE * (np.log(flops) ** 2 + np.log(bandwidth) ** 2)
+        return float(residual @ residual + pull), (float(overheads[0]), float(overheads[1]))
 
     def loss(log_flops: float, log_bandwidth: np.ndarray) -> np.ndarray:
-        total = _PULL_TO_ONE * (log_flops**2 + log_bandwidth**2)
-        for terms, measured in ((ttft_terms, ttft_measured), (tpot_terms, tpot_measured)):
-            predicted = np.maximum(terms[:, 0] - log_flops, terms[:, 1] - log_bandwidth[:, None])
-            total = total + ((predicted - measured) ** 2).sum(axis=1)
-        return total
+        return np.array([solve(float(np.exp(log_flops)), float(np.exp(y)))[0] for y in log_bandwidth])
 
-    log_flops, log_bandwidth = _minimise(loss)
-    fitted = Efficiency(flops_efficiency=float(np.exp(log_flops)), bandwidth_efficiency=float(np.exp(log_bandwidth)))
+    log_flops, log_bandwidth = _minimise(loss, rounds=6, points=25)
+    _, (step_s, request_s) = solve(float(np.exp(log_flops)), float(np.exp(log_bandwidth)))
+    fitted = Efficiency(flops_efficiency=float(np.exp(log_flops)), bandwidth_efficiency=float(np.exp(log_bandwidth)),
+                        step_overhead_ms=step_s * 1e3, request_overhead_ms=request_s * 1e3,
+                        prefill_chunk_tokens=chunk)
+    before, after = _errors(observations, Efficiency()), _errors(observations, fitted)
     return CalibrationGroup(
         server_kind=server_kind,
         accelerator=accelerator,
         points=len(observations),
         efficiency=fitted,
-        ttft_mape_before=_mape([o.terms.prefill_s(Efficiency()) for o in ttft], [o.ttft_s for o in ttft]),
-        ttft_mape_after=_mape([o.terms.prefill_s(fitted) for o in ttft], [o.ttft_s for o in ttft]),
-        tpot_mape_before=_mape([o.terms.decode_step_s(Efficiency()) for o in tpot], [o.tpot_s for o in tpot]),
-        tpot_mape_after=_mape([o.terms.decode_step_s(fitted) for o in tpot], [o.tpot_s for o in tpot]),
+        ttft_mape_before=before["ttft"], ttft_mape_after=after["ttft"],
+        tpot_mape_before=before["tpot"], tpot_mape_after=after["tpot"],
+        throughput_mape_before=before["e2e"], throughput_mape_after=after["e2e"],
     )
+
+
+def _nonnegative_lstsq(a: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Least squares for two non-negative unknowns: the unconstrained answer, else the best on a face."""
+    best = np.linalg.lstsq(a, y, rcond=None)[0]
+    if (best >= 0).all():
+        return best
+    candidates = [np.zeros(2)]
+    for column in range(2):
+        norm = a[:, column] @ a[:, column]
+        if norm > 0:
+            value = max(0.0, float(a[:, column] @ y / norm))
+            candidates.append(np.where(np.arange(2) == column, value, 0.0))
+    return min(candidates, key=lambda x: float(np.sum((a @ x - y) ** 2)))
+
+
+def _errors(observations: list[_Observation], efficiency: Efficiency) -> dict[str, float | None]:
+    """MAPE (percent) of TTFT, TPOT and throughput (E2E) of the round model against the measurements."""
+    predicted = {m: [] for m in _METRICS}
+    actual: dict[str, list[float]] = {m: [] for m in _METRICS}
+    for o in observations:
+        round_times = dict(zip(_METRICS, o.terms.round(efficiency), strict=True))
+        for metric in _METRICS:
+            value = getattr(o, f"{metric}_s")
+            if value is not None:
+                predicted[metric].append(round_times[metric])
+                actual[metric].append(value)
+    return {m: _mape(predicted[m], actual[m]) for m in _METRICS}
 
 
 def _minimise(
@@ -167,3 +282,46 @@ def _mape(predicted: list[float], measured: list[float]) -> float | None:
         return None
     p, m = np.asarray(predicted), np.asarray(measured)
     return float(np.mean(np.abs(p - m) / m) * 100)
+
+
+# --- the stored calibrations (servesweep/data/calibrations.yaml) -------------------------------------------
+
+CALIBRATIONS_FILE = "data/calibrations.yaml"
+
+
+class StoredCalibration(_Strict):
+    """One fitted group as the catalog keeps it, with where its points came from."""
+
+    server_kind: str
+    accelerator: str
+    efficiency: Efficiency
+    source: str  # the lake and runs it was fitted on
+    fitted_on: str  # date
+    note: str = ""
+
+
+class CalibrationCatalog(_Strict):
+    calibrations_version: int
+    calibrations: list[StoredCalibration]
+
+    def calibration(self) -> Calibration:
+        return Calibration(groups=[
+            CalibrationGroup(server_kind=c.server_kind, accelerator=c.accelerator, points=0, efficiency=c.efficiency,
+                             ttft_mape_before=None, ttft_mape_after=None, tpot_mape_before=None,
+                             tpot_mape_after=None)
+            for c in self.calibrations
+        ])
+
+
+def load_calibrations(path: str | Path | None = None) -> Calibration:
+    """The shipped (server kind, accelerator) calibrations; a pair never measured keeps the raw roofline."""
+    from importlib import resources
+
+    from servesweep.catalog import CatalogError
+    from servesweep.yamlfile import read_mapping
+
+    source = Path(path) if path else Path(str(resources.files("servesweep").joinpath(CALIBRATIONS_FILE)))
+    try:
+        return CalibrationCatalog.model_validate(read_mapping(source, "calibrations", CatalogError)).calibration()
+    except ValidationError as error:
+        raise CatalogError(f"invalid calibrations ({source}): {error.errors()[0]['msg']}") from None

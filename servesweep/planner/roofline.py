@@ -1,25 +1,35 @@
-"""Roofline prediction: latency, throughput and cost of serving a model, from spec-sheet peaks.
+"""Serving-time prediction: latency, throughput and cost of one closed-loop point, from spec-sheet peaks
+and, once calibrated, a server's own overheads.
 
 For one accelerator, GPU count (tensor parallel), batch size, weight dtype and input/output lengths:
 
 - **Prefill** FLOPs = 2 x active_params x input x batch, plus attention 2 x layers x input^2 x q_dim x batch
-  (QK^T and AV, halved by the causal mask); bytes = weights read once + KV written. Time = the larger of
-  FLOPs / (gpus x peak x flops_efficiency) and bytes-per-GPU / (bandwidth x bandwidth_efficiency). Long
-  prompts are FLOPs-bound; a short prompt at batch 1 is bound by reading the weights.
+  (QK^T and AV, halved by the causal mask); bytes = weights read once per engine step + KV written. A
+  phase's time is the larger of FLOPs / (gpus x peak x flops_efficiency) and bytes-per-GPU / (bandwidth x
+  bandwidth_efficiency), plus `step_overhead_ms` per engine step (scheduling, kernel launches, sampling:
+  the time a real server spends that no roofline sees).
+- **Chunked prefill.** A server with `prefill_chunk_tokens` prefills at most that many prompt tokens per
+  step, so the batch's prompts take ceil(batch x input / chunk) steps, each reading the weights again.
+  Requests that arrive together come out of the prefill in turn: request i's first token follows the step
+  holding its last prompt token. Without a chunk size the whole batch is one step (the pure roofline).
 - **Decode step** at the mean context c = input + output / 2: bytes = weights / gpus (MoE: only the experts
   the batch routes to) + batch x KV bytes per token per GPU x c; FLOPs = 2 x active_params x batch +
-  4 x layers x c x q_dim x batch. Step time = max(bytes / bandwidth, FLOPs / peak), each at its efficiency.
-- **TTFT** = prefill time: the batch is prefilled together and queueing is ignored (closed loop, the
-  batch's requests in step). **TPOT** = decode step time. **E2E** = TTFT + (output - 1) x TPOT: the first
-  token comes out of the prefill pass, the way TPOT is measured (see lake/schema.py).
-- **Throughput** = batch x output / E2E (closed loop: each slot finishes a request per E2E).
+  4 x layers x c x q_dim x batch; time = step overhead + the larger of the two.
+- **A closed-loop round.** The sweep's points send `batch` requests of one shape at once and, with fixed
+  lengths, the rounds stay in step. Request i's TTFT = `request_overhead_ms` (HTTP, tokenisation) + the
+  prefill steps up to its prompt; every request finishes at the end of the round, prefill of the last
+  request + (output - 1) decode steps, so a request prefilled early decodes while later prompts are
+  prefilled, and its TPOT (E2E - TTFT) / (output - 1) carries that wait. **TTFT** and **TPOT** are the
+  means over the round's requests; **E2E** = the round's length; **throughput** = batch x output / E2E.
 
-Efficiencies of 1.0 give the roofline itself, a lower bound on time; ``calibrate`` fits them from measured
-points. Tensor-parallel communication and CPU-side scheduling overheads are not modelled.
+An `Efficiency()` (1.0, no overheads, no chunking) is the roofline itself, a lower bound on time;
+``calibrate`` fits the factors per (server kind, accelerator) from measured points, and the catalog keeps
+the fitted ones (`servesweep/data/calibrations.yaml`). Tensor-parallel communication is not modelled.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -44,34 +54,70 @@ Bound = Literal["compute", "memory"]
 
 
 class Efficiency(BaseModel):
-    """Achieved fractions of the spec-sheet peaks (1.0 = the roofline)."""
+    """How a server falls short of the roofline: achieved fractions of the peaks, its fixed costs, its
+    prefill chunk (the defaults are the roofline itself)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     flops_efficiency: float = Field(1.0, gt=0, description="Fraction of peak FLOPs (governs prefill).")
     bandwidth_efficiency: float = Field(1.0, gt=0, description="Fraction of HBM bandwidth (governs decode).")
+    step_overhead_ms: float = Field(0.0, ge=0, description="Fixed time of every engine step, ms.")
+    request_overhead_ms: float = Field(0.0, ge=0, description="Fixed time before a request's prefill (HTTP, "
+                                       "tokenisation, first schedule), ms; part of TTFT.")
+    prefill_chunk_tokens: int | None = Field(None, ge=1, description="Prompt tokens per engine step (chunked "
+                                             "prefill, vLLM's max_num_batched_tokens); None: one step per batch.")
 
 
 @dataclass(frozen=True)
 class RooflineTerms:
-    """The four roofline times (seconds) at efficiency 1; a prediction is their max per phase."""
+    """The roofline times (seconds) at efficiency 1 of one point; a prediction combines them per phase.
 
-    prefill_compute_s: float
-    prefill_memory_s: float
+    Prefill is split into what scales with prompt tokens (compute, KV writes) and the weight read that
+    every prefill step repeats, so a chunked prefill can be costed per request of the round.
+    """
+
+    prefill_compute_s: float  # the whole batch's prompts
+    prefill_memory_s: float  # weights once + the whole batch's KV writes
     decode_compute_s: float
     decode_memory_s: float
+    batch_size: int = 1
+    input_tokens: int = 1
+    output_tokens: int = 1
+    prefill_weights_s: float = 0.0  # the weight read inside prefill_memory_s
 
     def prefill_s(self, efficiency: Efficiency) -> float:
-        return max(
-            self.prefill_compute_s / efficiency.flops_efficiency,
-            self.prefill_memory_s / efficiency.bandwidth_efficiency,
-        )
+        """The whole batch's prefill: the last request's TTFT without the request overhead."""
+        return self._prefill_until(self.batch_size, efficiency)
 
     def decode_step_s(self, efficiency: Efficiency) -> float:
-        return max(
+        return efficiency.step_overhead_ms / 1e3 + max(
             self.decode_compute_s / efficiency.flops_efficiency,
             self.decode_memory_s / efficiency.bandwidth_efficiency,
         )
+
+    def _prefill_until(self, request: int, efficiency: Efficiency) -> float:
+        """Prefill time until request `request` (1-based) of the round has its first token."""
+        share = request / self.batch_size
+        chunk = efficiency.prefill_chunk_tokens
+        steps = 1 if chunk is None else math.ceil(request * self.input_tokens / chunk)
+        kv_writes_s = self.prefill_memory_s - self.prefill_weights_s
+        memory = steps * self.prefill_weights_s + share * kv_writes_s
+        compute = share * self.prefill_compute_s
+        return steps * efficiency.step_overhead_ms / 1e3 + max(
+            compute / efficiency.flops_efficiency, memory / efficiency.bandwidth_efficiency)
+
+    def round(self, efficiency: Efficiency) -> tuple[float, float, float]:
+        """(mean TTFT, mean TPOT, E2E) in seconds of one closed-loop round (module docstring)."""
+        if efficiency.prefill_chunk_tokens is None:
+            ttfts = [self.prefill_s(efficiency)]  # one step: every request's first token together
+        else:
+            ttfts = [self._prefill_until(i, efficiency) for i in range(1, self.batch_size + 1)]
+        last = ttfts[-1]
+        step = self.decode_step_s(efficiency)
+        waits = sum(last - t for t in ttfts) / len(ttfts)  # decode alongside later prompts' prefill
+        request = efficiency.request_overhead_ms / 1e3
+        tpot = step + (waits / (self.output_tokens - 1) if self.output_tokens > 1 else 0.0)
+        return request + sum(ttfts) / len(ttfts), tpot, request + last + (self.output_tokens - 1) * step
 
 
 class Prediction(BaseModel):
@@ -161,6 +207,10 @@ def roofline_terms(
         prefill_memory_s=prefill_bytes / bandwidth,
         decode_compute_s=decode_flops / peak,
         decode_memory_s=decode_bytes / bandwidth,
+        batch_size=batch_size,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        prefill_weights_s=weights_touched_bytes(model, weight_dtype, batch_size * input_tokens) / gpus / bandwidth,
     )
 
 
@@ -185,7 +235,7 @@ def predict(
         model, accelerator, gpus, batch_size, input_tokens, output_tokens, weight_dtype, activation_dtype, kv_dtype
     )
     prefill_s, step_s = terms.prefill_s(efficiency), terms.decode_step_s(efficiency)
-    e2e_s = prefill_s + (output_tokens - 1) * step_s
+    ttft_s, tpot_s, e2e_s = terms.round(efficiency)
     fit = check_fit(model, accelerator, gpus, weight_dtype, input_tokens + output_tokens, kv_dtype, policy)
     output_throughput = batch_size * output_tokens / e2e_s
     return Prediction(
@@ -201,10 +251,12 @@ def predict(
         efficiency=efficiency,
         prefill_s=prefill_s,
         decode_step_s=step_s,
-        prefill_bound=_bound(terms.prefill_compute_s / efficiency.flops_efficiency, prefill_s),
-        decode_bound=_bound(terms.decode_compute_s / efficiency.flops_efficiency, step_s),
-        ttft_ms=prefill_s * 1e3,
-        tpot_ms=step_s * 1e3,
+        prefill_bound=_bound(terms.prefill_compute_s / efficiency.flops_efficiency,
+                             terms.prefill_memory_s / efficiency.bandwidth_efficiency),
+        decode_bound=_bound(terms.decode_compute_s / efficiency.flops_efficiency,
+                            terms.decode_memory_s / efficiency.bandwidth_efficiency),
+        ttft_ms=ttft_s * 1e3,
+        tpot_ms=tpot_s * 1e3,
         e2e_ms=e2e_s * 1e3,
         request_throughput=batch_size / e2e_s,
         input_token_throughput=batch_size * input_tokens / e2e_s,
@@ -218,8 +270,8 @@ def predict(
     )
 
 
-def _bound(compute_s: float, total_s: float) -> Bound:
-    return "compute" if compute_s >= total_s else "memory"
+def _bound(compute_s: float, memory_s: float) -> Bound:
+    return "compute" if compute_s >= memory_s else "memory"
 
 
 def _batch_fit_reason(reason: str, fits: bool, batch_size: int, max_sequences: int) -> str:
