@@ -36,6 +36,7 @@ from servesweep.planner import (
     weight_gb,
     weight_limit_gb,
 )
+from servesweep.planner.calibrate import Calibration, CalibrationGroup
 from servesweep.planner.memory import tensor_parallel_sizes
 from servesweep.planner.models import ModelError, estimate_parameters, from_shape
 from servesweep.planner.roofline import weights_touched_bytes
@@ -488,3 +489,26 @@ def test_plan_step_on_the_default_cpu_spec():
     result = plan(parse_spec({}))
     assert [row["batch_size"] for row in result.rows] == [1, 2, 4]
     assert to_table("points", result.rows).num_rows == 3
+
+
+def test_point_errors_put_each_measured_point_beside_its_prediction(catalog, llama8b):
+    from servesweep.planner.calibrate import point_errors
+
+    rows = synthetic_measurements(catalog, llama8b, noise=0.0)
+    exact = Calibration(groups=[
+        CalibrationGroup(server_kind=kind, accelerator=acc, points=0, efficiency=factors, ttft_mape_before=None,
+                         ttft_mape_after=None, tpot_mape_before=None, tpot_mape_after=None)
+        for (kind, acc), factors in TRUE_FACTORS.items()])
+    errors = point_errors(rows, exact, llama8b, catalog)
+    assert len(errors) == len(rows)
+    assert max(abs(e.ttft_error) + abs(e.tpot_error) + abs(e.throughput_error) for e in errors) < 1e-6
+    roofline = point_errors(rows, Calibration(groups=[]), llama8b, catalog)  # raw roofline: optimistic
+    assert all(e.tpot_error < -10 for e in roofline)
+
+
+def test_the_shipped_calibrations_load():
+    from servesweep.planner.calibrate import load_calibrations
+
+    calibration = load_calibrations()
+    assert all(g.efficiency.flops_efficiency > 0 for g in calibration.groups)
+    assert calibration.efficiency_for("vllm", "nvidia-b200") == Efficiency()  # never calibrated

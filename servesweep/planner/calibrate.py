@@ -325,3 +325,56 @@ def load_calibrations(path: str | Path | None = None) -> Calibration:
         return CalibrationCatalog.model_validate(read_mapping(source, "calibrations", CatalogError)).calibration()
     except ValidationError as error:
         raise CatalogError(f"invalid calibrations ({source}): {error.errors()[0]['msg']}") from None
+
+
+class PointError(_Strict):
+    """One measured point against the calibrated round model (percent errors: predicted vs measured)."""
+
+    server_kind: str
+    accelerator: str
+    quantization: str
+    batch_size: int
+    input_tokens: int
+    output_tokens: int
+    ttft_ms: float | None
+    predicted_ttft_ms: float
+    tpot_ms: float | None
+    predicted_tpot_ms: float
+    output_token_throughput: float | None
+    predicted_output_token_throughput: float
+
+    @staticmethod
+    def _pct(predicted: float, measured: float | None) -> float | None:
+        return None if not measured else (predicted - measured) / measured * 100
+
+    @property
+    def ttft_error(self) -> float | None:
+        return self._pct(self.predicted_ttft_ms, self.ttft_ms)
+
+    @property
+    def tpot_error(self) -> float | None:
+        return self._pct(self.predicted_tpot_ms, self.tpot_ms)
+
+    @property
+    def throughput_error(self) -> float | None:
+        return self._pct(self.predicted_output_token_throughput, self.output_token_throughput)
+
+
+def point_errors(points: pa.Table | Iterable[Mapping[str, Any]], calibration: Calibration,
+                 model: ModelArch | None = None, catalog: Catalog | None = None) -> list[PointError]:
+    """Each measured point next to what `calibration` predicts for it (held-out validation)."""
+    catalog = catalog or load_catalog()
+    errors = []
+    for row in _measured(points):
+        kind = row.get("server_kind") or "unknown"
+        terms = observe_terms(row, model or get_model(row["model_preset"]), catalog)
+        ttft_s, tpot_s, e2e_s = terms.round(calibration.efficiency_for(kind, row["accelerator"]))
+        errors.append(PointError(
+            server_kind=kind, accelerator=row["accelerator"], quantization=row.get("quantization") or "none",
+            batch_size=terms.batch_size, input_tokens=terms.input_tokens, output_tokens=terms.output_tokens,
+            ttft_ms=_latency(row, "ttft"), predicted_ttft_ms=ttft_s * 1e3,
+            tpot_ms=_latency(row, "tpot"), predicted_tpot_ms=tpot_s * 1e3,
+            output_token_throughput=row.get("output_token_throughput"),
+            predicted_output_token_throughput=terms.batch_size * terms.output_tokens / e2e_s,
+        ))
+    return errors
