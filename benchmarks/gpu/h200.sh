@@ -43,7 +43,7 @@ run)
   echo "pipeline $run_id exit status: $status $(el)"; exit $status ;;
 compare)
   spec=$2; shift 2
-  timeout 400 python3 benchmarks/gpu/compare_clients.py run "$spec" "$out/clients.json" "$@"; status=$?
+  timeout "${CMP_LIMIT:-400}" python3 benchmarks/gpu/compare_clients.py run "$spec" "$out/clients.json" "$@"; status=$?
   tar czf "$out/compare-logs.tgz" -C /root compare-clients/logs compare-clients/vllm-results 2>/dev/null
   echo "compare exit status: $status $(el)"; exit $status ;;
 *) sed -n 2,12p "$0"; exit 2 ;;
