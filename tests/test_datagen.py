@@ -27,3 +27,16 @@ def test_generated_checkpoint_is_described(tiny_model):
     assert tiny_model.parameters == embed + lm_head + 2 * per_layer + 128
     assert tiny_model.tokenizer_vocab_size == 2048 and tiny_model.dtype == "bfloat16"
     assert tiny_model.bytes_on_disk > tiny_model.parameters * 2
+
+
+def test_prompts_use_short_words_so_vllm_character_bound_holds(tmp_path):
+    # vLLM rejects a prompt longer than 6 characters per token of its input limit before tokenizing;
+    # a Llama-3-sized word vocabulary (128k words) reaches 7 characters per word.
+    from components.load_model import train_tokenizer
+    from servesweep.loadgen.datagen import PromptFactory
+
+    train_tokenizer(128256, tmp_path)
+    factory = PromptFactory(tmp_path, seed=3)
+    prompt = factory.make(2048)
+    assert factory.count(prompt) == 2048
+    assert len(prompt) / 2048 < 5.5

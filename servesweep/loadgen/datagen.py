@@ -17,6 +17,9 @@ class PromptFactory:
     It samples "stable" vocabulary words: tokens that decode to a word which re-encodes, after a
     space, to that same single token. Joining n such words gives n tokens for word-level and most
     BPE tokenizers; every prompt is re-encoded and trimmed or padded until the count is exact.
+
+    The shortest such words are used: vLLM also bounds a prompt by characters (6 per token of the
+    context it allows) before tokenizing it, and rejected 2048-token prompts of 7-character words.
     """
 
     def __init__(self, tokenizer_dir: str | Path, seed: int = 0) -> None:
@@ -38,15 +41,18 @@ class PromptFactory:
     @cached_property
     def _words(self) -> list[str]:
         special = set(self._tokenizer.get_added_tokens_decoder())
-        words = []
+        candidates = []
         for token_id in range(self._tokenizer.get_vocab_size()):
-            if token_id in special:
-                continue
-            word = self._tokenizer.decode([token_id]).strip()
-            if word.isalpha() and self._tokenizer.encode(" " + word, add_special_tokens=False).ids == [token_id]:
+            if token_id not in special:
+                word = self._tokenizer.decode([token_id]).strip()
+                if word.isalpha():
+                    candidates.append((len(word), token_id, word))
+        words = []
+        for _, token_id, word in sorted(candidates):  # shortest first (decode is cheap, encode is not)
+            if self._tokenizer.encode(" " + word, add_special_tokens=False).ids == [token_id]:
                 words.append(word)
-            if len(words) >= 4096:
-                break
+                if len(words) >= 4096:
+                    break
         if len(words) < 16:
             raise PromptError("the tokenizer has too few single-token words to build prompts")
         return words
