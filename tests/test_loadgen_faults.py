@@ -232,6 +232,15 @@ def test_the_circuit_breaker_stops_a_point_after_consecutive_failures():
     assert len(result.records) == server.requests == 4 and all(r.error for r in result.records)
 
 
+def test_worker_processes_bring_the_timeouts_and_the_breaker_s_verdict_back():
+    with FakeServer(silent) as server:
+        result, seconds = _run(_plan(server, workers=2, num_requests=40, max_consecutive_failures=2,
+                                     first_byte_timeout_s=0.3))
+    assert seconds < BOUND_S and result.workers == 2
+    assert result.stopped is not None and result.stopped.startswith("circuit breaker: 2 consecutive requests failed")
+    assert 4 <= len(result.records) < 40 and all("no response byte in 0.3 s" in r.error for r in result.records)
+
+
 def test_the_circuit_breaker_stops_a_point_on_its_error_rate():
     with FakeServer(fails_two_of_three) as server:
         result, _ = _run(_plan(server, concurrency=1, num_requests=30, max_consecutive_failures=3, max_error_rate=0.5))

@@ -27,7 +27,7 @@ import gc
 import time
 from array import array
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -131,7 +131,7 @@ class Engine:
         # A failed connect is not fatal here: the request that needs it retries and records the error.
         self._idle += [c for c in opened if isinstance(c, StreamingConnection)]
 
-    def _open(self):
+    def _open(self) -> Coroutine[None, None, StreamingConnection]:
         return self.target.connect(self.origin, self.read_lags, self.job.connect_timeout_s)
 
     def _pooled(self) -> StreamingConnection | None:
