@@ -1,7 +1,8 @@
 """Collect metrics step: turn raw sweep output into the lake's three tables.
 
 Every planned point gets a `points` row, failed ones included (status 'failed' with the reason),
-so a sweep that broke half-way still says what it measured and what it could not.
+so a sweep that broke half-way still says what it measured and what it could not. A point the
+circuit breaker stopped is failed, with the requests it completed kept in `requests`.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ def point_row(spec: BenchmarkSpec, model: ModelInfo, manifest: SweepManifest, po
               window: PointWindow, requests: list[dict], samples: list[dict]) -> dict[str, Any]:
     summary = summarise_requests(requests) if requests else {"status": "failed", "num_requests": 0, "num_errors": 0}
     failure = window.failure_reason
-    if summary["status"] == "failed" and failure is None:
+    if failure is not None:  # stopped (circuit breaker) or never run: whatever it measured, it did not finish
+        summary["status"] = "failed"
+    elif summary["status"] == "failed":
         errors = sorted({r["error"] for r in requests if r["error"]})
         failure = "all requests failed: " + "; ".join(errors)[:400] if errors else "no requests completed"
     started = datetime.fromtimestamp(window.started_unix, UTC) if window.started_unix else None

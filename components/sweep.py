@@ -146,7 +146,7 @@ def run_sweep(spec: BenchmarkSpec, deployment: Deployment, endpoint: Endpoint, t
         prompts = PromptFactory(tokenizer_dir, seed=spec.model.seed)
         samplers = _samplers(spec, deployment, endpoint)
 
-        def run(point: SweepPoint) -> list[dict]:
+        def run(point: SweepPoint) -> tuple[PointWindow, list[dict]]:
             for sampler in samplers:
                 sampler.begin(point.point_id)
             window, rows = _run_point(spec, point, endpoint, prompts.make)
@@ -157,7 +157,7 @@ def run_sweep(spec: BenchmarkSpec, deployment: Deployment, endpoint: Endpoint, t
             # Saved after every point, so a sweep cut short (a timeout, a lost node) keeps what it measured.
             samples = [dict(row, run_id=spec.run_id) for sampler in samplers for row in list(sampler.rows)]
             _save(out, spec, deployment, endpoint, windows, requests, samples, searches)
-            return rows
+            return window, rows
 
         with contextlib.ExitStack() as stack:
             for sampler in samplers:
@@ -212,7 +212,8 @@ def _adaptive(spec: BenchmarkSpec, deployment: Deployment, run) -> tuple[list[Sw
         def measure(batch: int, isl: int = shape.input_tokens, osl: int = shape.output_tokens) -> PointResult:
             point = _point(spec, "client_concurrency", deployment.deployment_id, batch, isl, osl)
             measured.append(point)
-            return point_result(batch, run(point))
+            window, rows = run(point)
+            return point_result(batch, rows, window.failure_reason)
 
         result = find_largest_batch(measure, spec.slo, max(spec.sweep.batch_sizes))
         searches.append(AdaptiveSearch(input_tokens=shape.input_tokens, output_tokens=shape.output_tokens,
@@ -223,9 +224,10 @@ def _adaptive(spec: BenchmarkSpec, deployment: Deployment, run) -> tuple[list[Sw
     return measured, searches
 
 
-def point_result(batch: int, rows: list[dict]) -> PointResult:
-    """The SLO metrics of one point's request rows (a point without a successful request has failed)."""
-    if not rows:
+def point_result(batch: int, rows: list[dict], failure: str | None = None) -> PointResult:
+    """The SLO metrics of one point's request rows (a point without a successful request, or one stopped
+    for a `failure`, has failed)."""
+    if not rows or failure is not None:
         return PointResult(batch_size=batch, failed=True)
     summary = summarise_requests(rows)
     return PointResult(batch_size=batch, ttft_p99_ms=summary["ttft_p99_ms"], tpot_p99_ms=summary["tpot_p99_ms"],
@@ -249,6 +251,9 @@ def _run_point(spec: BenchmarkSpec, point: SweepPoint, endpoint: Endpoint, make_
         num_requests=requests_for(spec, point), duration_s=spec.sweep.duration_s,
         warmup_requests=spec.sweep.warmup_requests, timeout_s=spec.sweep.request_timeout_s, seed=spec.model.seed,
         dialect=spec.server.kind, workers=spec.sweep.client_workers, request_id_prefix=f"{point.point_id}-",
+        connect_timeout_s=spec.sweep.connect_timeout_s, first_byte_timeout_s=spec.sweep.first_byte_timeout_s,
+        idle_timeout_s=spec.sweep.idle_timeout_s, max_consecutive_failures=spec.sweep.max_consecutive_failures,
+        max_error_rate=spec.sweep.max_error_rate,
     )
     try:
         result = run_load(plan, make_prompt)
@@ -256,6 +261,7 @@ def _run_point(spec: BenchmarkSpec, point: SweepPoint, endpoint: Endpoint, make_
         return PointWindow(point_id=point.point_id, failure_reason=f"load generator: {error!r}"[:500]), []
     rows = request_rows(spec.run_id, point, result.records, result.started_unix)
     window = PointWindow(point_id=point.point_id, started_unix=result.started_unix, ended_unix=time.time(),
+                         failure_reason=result.stopped,
                          client_loop_lag_p99_ms=result.loop_lag_p99_ms, client_workers=result.workers,
                          client_loop_lag_max_ms=result.loop_lag_max_ms,
                          client_read_lag_p99_ms=result.read_lag_p99_ms, client_timing=result.timing)

@@ -3,7 +3,8 @@
 The Argo twin of the KFP wrappers in kfp_pipeline.py: each step turns the strings and file paths
 its template hands over into the typed step functions of `components`, and writes its outputs to
 the paths named by the `out_*` arguments (Argo reads output parameters and artifacts from there).
-Exit codes: 0 done, 1 failed (Argo may retry), 2 bad spec or arguments (a retry cannot help).
+Exit codes (servesweep.outcome): 0 done, 1 failed (Argo may retry), 2 bad spec or arguments (a retry
+cannot help); check-points, the last step: 3 some points failed, 4 every point failed.
 """
 
 from __future__ import annotations
@@ -15,13 +16,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import get_origin
 
+from servesweep.outcome import BAD_INPUT, run_outcome
 from servesweep.spec import PipelineParams, SpecError, parse_spec, spec_from_params
-
-BAD_INPUT = 2
 
 
 class _ArgumentError(ValueError):
     pass
+
+
+class _PointsFailed(RuntimeError):
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def _write(path: str, text: str) -> None:
@@ -141,6 +147,16 @@ def report(spec_json: str, baseline_accelerator: str, out_html: str, out_markdow
     print(json.dumps(headline_metrics(result)))
 
 
+def check_points(tables: str) -> None:
+    """Last: the lake and the report are written, so a run with failed points can fail without losing them."""
+    from components.collect_metrics import load_tables
+
+    outcome = run_outcome(load_tables(tables)["points"].to_pylist())
+    if outcome.code:
+        raise _PointsFailed(outcome.message, outcome.code)
+    print(outcome.message)
+
+
 def teardown_all(owner: str, spec_yaml: str) -> None:
     from components.teardown_all import teardown_all as teardown
 
@@ -150,7 +166,8 @@ def teardown_all(owner: str, spec_yaml: str) -> None:
 STEPS: dict[str, Callable[..., None]] = {
     "resolve-spec": resolve_spec, "plan": plan, "provision": provision, "load-model": load_model,
     "plan-sweep": plan_sweep, "deploy-server": deploy_server, "sweep": sweep, "teardown-server": teardown_server,
-    "collect-metrics": collect_metrics, "write-lake": write_lake, "report": report, "teardown-all": teardown_all,
+    "collect-metrics": collect_metrics, "write-lake": write_lake, "report": report, "check-points": check_points,
+    "teardown-all": teardown_all,
 }
 
 
@@ -177,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     except (SpecError, _ArgumentError) as error:
         print(f"error: {error}", file=sys.stderr)
         return BAD_INPUT
+    except _PointsFailed as error:
+        print(error, file=sys.stderr)
+        return error.code
     return 0
 
 

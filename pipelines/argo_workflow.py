@@ -2,7 +2,7 @@
 
     resolve-spec -> plan -> provision -> load-model, plan-sweep
         -> for each deployment (one at a time): deploy-server -> sweep -> teardown-server
-        -> collect-metrics -> write-lake -> report
+        -> collect-metrics -> write-lake -> report -> check-points (exit code 3 or 4 when points failed)
     onExit: teardown-all
 
 Every template is a container running `python -m pipelines.argo_steps STEP` in the servesweep image,
@@ -136,6 +136,7 @@ def build_workflow(spec: BenchmarkSpec | None = None, image: str = IMAGE) -> Wor
         write_lake = step("write-lake", [spec_json, _in_file("tables")], [], image, retry_strategy=TRANSIENT)
         report = step("report", [spec_json, _in("baseline_accelerator")], [_out_file("html"), _out_file("markdown")],
                       image)
+        check_points = step("check-points", [_in_file("tables")], [], image)  # never retried: its verdict stands
         step("teardown-all", [Parameter(name="owner", value="{{workflow.uid}}"),
                               Parameter(name="spec_yaml", value="{{workflow.parameters.spec_yaml}}")],
              [], image, retry_strategy=TRANSIENT)
@@ -176,9 +177,10 @@ def build_workflow(spec: BenchmarkSpec | None = None, image: str = IMAGE) -> Wor
             lake = write_lake(arguments={"spec_json": spec_out, "tables": collected.get_artifact("tables")})
             summary = report(arguments={"spec_json": spec_out,
                                         "baseline_accelerator": "{{workflow.parameters.baseline_accelerator}}"})
+            verdict = check_points(arguments={"tables": collected.get_artifact("tables")})
 
             spec >> predictions >> capacity >> [model_task, deployments]
-            [model_task, deployments] >> swept_all >> collected >> lake >> summary
+            [model_task, deployments] >> swept_all >> collected >> lake >> summary >> verdict
     return workflow
 
 

@@ -3,6 +3,7 @@
     resolve-spec -> plan (roofline predictions) -> provision -> load-model, plan-sweep
         -> for each deployment (one at a time): deploy-server -> sweep -> teardown-server
         -> collect-metrics -> write-lake -> report (Metrics, HTML and Markdown shown on the KFP run page)
+        -> check-points (fails the run, exit code 3 or 4, when any point failed; servesweep.outcome)
     exit handler: teardown-all (stops whatever this job left running, on success, failure or cancel)
 
 The same function compiles for both platforms: the steps run locally or on GKE according to the
@@ -176,6 +177,18 @@ def report(spec_json: str, lake_uri: str, baseline_accelerator: str, metrics: Ou
 
 
 @dsl.component(base_image=IMAGE)
+def check_points(tables: Input[Dataset]):
+    """Last: the lake and the report are written, so a run with failed points can fail without losing them."""
+    from components.collect_metrics import load_tables
+    from servesweep.outcome import run_outcome
+
+    outcome = run_outcome(load_tables(tables.path)["points"].to_pylist())
+    print(outcome.message)
+    if outcome.code:
+        raise SystemExit(outcome.code)  # no traceback: the line above says why
+
+
+@dsl.component(base_image=IMAGE)
 def teardown_all(owner: str, spec_yaml: str):
     from components.teardown_all import teardown_all as teardown
 
@@ -229,4 +242,5 @@ def servesweep_pipeline(
                                     raws=dsl.Collected(swept.outputs["raw"]),
                                     predicted=predictions.outputs["predicted"])
         written = write_lake(spec_json=spec_json, tables=collected.outputs["tables"])
-        report(spec_json=spec_json, lake_uri=written.output, baseline_accelerator=baseline_accelerator)
+        summary = report(spec_json=spec_json, lake_uri=written.output, baseline_accelerator=baseline_accelerator)
+        check_points(tables=collected.outputs["tables"]).after(summary)

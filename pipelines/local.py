@@ -6,6 +6,7 @@ import contextlib
 import io
 import os
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -20,7 +21,11 @@ from servesweep.spec import BenchmarkSpec, spec_to_params
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _STARTED = re.compile(r"Executing task '([^']+)'")
 _FINISHED = re.compile(r"Task '([^']+)' finished with status (\w+)")
-_STEP_NOTES = re.compile(r"^\s*(deployment \S+: .*|adaptive \S+ .*|lake .*|stopped: .*)$")
+_STEP_NOTES = re.compile(r"^\s*(deployment \S+: .*|adaptive \S+ .*|lake .*|stopped: .*|all \d+ points measured|"
+                         r"\d+ of \d+ points failed: .*)$")
+# The last step fails the run when points failed (servesweep.outcome): that is a verdict, not a crash.
+VERDICT_TASK = "check-points"
+_VERDICT = re.compile(rf"Inner task failed: '{VERDICT_TASK}'")
 
 
 class PipelineFailed(RuntimeError):
@@ -61,7 +66,7 @@ class TaskLog(io.TextIOBase):
             seconds = time.monotonic() - self._started.get(task, time.monotonic())
             mark = "ok  " if status == "SUCCESS" else "FAIL"
             self._echo(f"  {mark} {task} ({seconds:.1f} s)")
-            if status != "SUCCESS":
+            if status != "SUCCESS" and task != VERDICT_TASK:  # its note already said why
                 self._echo("".join(f"       | {recent}\n" for recent in self._recent if recent.strip()).rstrip())
         elif note := _STEP_NOTES.match(line):
             self._echo(f"       {note.group(1)}")
@@ -69,10 +74,12 @@ class TaskLog(io.TextIOBase):
 
 
 def run_locally(spec: BenchmarkSpec, pipeline_root: str | Path = "local_outputs", verbose: bool = False) -> str:
-    """Run the whole pipeline for `spec` (with a concrete run id); returns the lake URI.
+    """Run the whole pipeline for `spec` (with a concrete run id); returns the lake URI, also when points
+    failed (the last step's verdict: servesweep.outcome judges the lake); raises PipelineFailed for a crash.
 
     Servers live in a state directory private to this call, so whatever happens (a failed step,
-    Ctrl-C) every server this run started is stopped before returning. KFP's own chatty log goes
+    Ctrl-C) every server this run started is stopped before returning, the directory is removed and
+    the servers' logs are kept in `{pipeline_root}/{run_id}-servers/`. KFP's own chatty log goes
     to `{pipeline_root}/{run_id}.log` unless `verbose`.
     """
     from kfp import local
@@ -88,12 +95,15 @@ def run_locally(spec: BenchmarkSpec, pipeline_root: str | Path = "local_outputs"
     os.environ["SERVESWEEP_STATE_DIR"] = state_dir  # the task subprocesses inherit it
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
     log_path = root / f"{spec.run_id or 'run'}.log"
+    server_logs = root / f"{spec.run_id or 'run'}-servers"
     console = sys.stdout
     try:
         with open(log_path, "w") as log_file, _capture(log_file, console, verbose):
             servesweep_pipeline(**spec_to_params(spec).model_dump())
     except RuntimeError as error:  # KFP raises after the exit handler ran
-        raise PipelineFailed(f"{_ANSI.sub('', str(error))}\nfull log: {log_path}") from None
+        message = _ANSI.sub("", str(error))
+        if not _VERDICT.search(message):
+            raise PipelineFailed(f"{message}\nfull log: {log_path}\nserver logs: {server_logs}") from None
     finally:
         for owner in Path(state_dir).iterdir():
             if owner.is_dir():
@@ -102,7 +112,26 @@ def run_locally(spec: BenchmarkSpec, pipeline_root: str | Path = "local_outputs"
             os.environ.pop("SERVESWEEP_STATE_DIR", None)
         else:
             os.environ["SERVESWEEP_STATE_DIR"] = previous
+        if keep_server_logs(Path(state_dir), server_logs):
+            print(f"server logs: {server_logs}", file=console, flush=True)
+            with open(log_path, "a") as log_file:
+                print(f"server logs: {server_logs}", file=log_file)
+        shutil.rmtree(state_dir, ignore_errors=True)
     return spec.lake_uri
+
+
+def keep_server_logs(state_dir: Path, target: Path) -> list[Path]:
+    """Move the servers' logs (`{state_dir}/{owner}/logs/*`) to `target`, replacing those of an earlier run
+    of the same id (as its log and its lake partition are); returns where they went."""
+    shutil.rmtree(target, ignore_errors=True)
+    kept = []
+    for log in sorted(state_dir.glob("*/logs/*")):
+        target.mkdir(parents=True, exist_ok=True)
+        destination = target / log.name
+        if destination.exists():  # the same deployment under a second owner: keep both
+            destination = target / f"{log.parent.parent.name}-{log.name}"
+        kept.append(Path(shutil.move(log, destination)))
+    return kept
 
 
 @contextlib.contextmanager

@@ -1,4 +1,8 @@
-"""The `servesweep` command: run the pipeline locally, compile it, query the lake."""
+"""The `servesweep` command: run the pipeline locally, compile it, query the lake.
+
+Exit codes (servesweep.outcome): 0 ok, 1 crash, 2 bad input, 3 some points failed, 4 every point
+failed, 130 interrupted.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from servesweep.lake.schema import SCHEMA_VERSION, SCHEMAS, describe
+from servesweep.outcome import BAD_INPUT, CRASH, INTERRUPTED, run_outcome
 from servesweep.spec import SLOSpec, SpecError, load_spec
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -26,7 +31,7 @@ _POINT_COLUMNS = [
 ]
 
 
-def _fail(message: str, code: int = 2) -> None:
+def _fail(message: str, code: int = BAD_INPUT) -> None:
     errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
@@ -58,6 +63,17 @@ def print_points(lake_uri: str, run_id: str) -> None:
     print_arrow(table, title=f"run {run_id}")
 
 
+def _exit_with_outcome(lake_uri: str, run_id: str) -> None:
+    """Exit 3 (some points failed) or 4 (all did) after saying which and why; return when all were measured."""
+    from servesweep.lake.query import query
+
+    points = query(lake_uri, f"SELECT point_id, source, status, failure_reason FROM points "
+                             f"WHERE run_id = '{run_id}' AND source = 'measured'").to_pylist()
+    outcome = run_outcome(points)
+    if outcome.code:
+        _fail(outcome.message, code=outcome.code)
+
+
 @app.command()
 def run(
     spec_path: Annotated[Path, typer.Argument(help="Benchmark spec (YAML).")],
@@ -81,12 +97,13 @@ def run(
     try:
         lake_uri = run_locally(spec, pipeline_root)
     except PipelineFailed as error:
-        _fail(f"{error}\nServers started by this run were stopped.", code=1)
+        _fail(f"{error}\nServers started by this run were stopped.", code=CRASH)
     except KeyboardInterrupt:
-        _fail("interrupted; servers started by this run were stopped.", code=130)
+        _fail("interrupted; servers started by this run were stopped.", code=INTERRUPTED)
     print_points(lake_uri, spec.run_id)
     console.print(f"lake: [cyan]{lake_uri}[/]  (query it: servesweep query \"select * from points\" --lake {lake_uri})")
     console.print(f"report: servesweep report {spec.run_id} --lake {lake_uri}{_slo_flags(spec.slo)}", highlight=False)
+    _exit_with_outcome(lake_uri, spec.run_id)
 
 
 def _slo_flags(slo: SLOSpec) -> str:

@@ -161,6 +161,20 @@ class SweepSpec(_Strict):
     duration_s: float | None = Field(None, gt=0)
     warmup_requests: int = Field(1, ge=0)
     request_timeout_s: float = Field(300.0, gt=0)
+    connect_timeout_s: float = Field(
+        10.0, gt=0, le=600, description="Longest wait for a TCP connection to the server, seconds.")
+    first_byte_timeout_s: float = Field(
+        60.0, gt=0, le=3600, description="Longest wait from sending a request to the first byte of its response, "
+        "seconds.")
+    idle_timeout_s: float = Field(
+        60.0, gt=0, le=3600, description="Longest silence between reads once a response has begun (the wait for "
+        "the first token included), seconds.")
+    max_consecutive_failures: int = Field(
+        10, ge=1, le=100000, description="Circuit breaker: a point stops, recorded as failed, after this many "
+        "failed requests in a row (requests).")
+    max_error_rate: float = Field(
+        0.5, gt=0, le=1, description="Circuit breaker: a point stops, recorded as failed, when more than this "
+        "fraction of its ended requests failed, judged once max_consecutive_failures have ended (fraction; 1: off).")
     scrape_interval_s: float = Field(0.5, gt=0)
 
     @field_validator("batch_sizes")

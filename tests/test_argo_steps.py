@@ -13,6 +13,7 @@ import pytest
 from pipelines.argo_steps import BAD_INPUT, main
 from pipelines.argo_workflow import build_workflow
 from servesweep.lake.query import query
+from servesweep.outcome import NOTHING_MEASURED
 from servesweep.spec import BenchmarkSpec
 
 _PARAMETER = re.compile(r"\{\{inputs\.parameters\.(\w+)\}\}")
@@ -28,7 +29,8 @@ class FakeArgo:
         self.root = root
         self.runs = 0
 
-    def run(self, template: str, params: dict[str, str], artifacts: dict[str, Path] | None = None) -> Path:
+    def run(self, template: str, params: dict[str, str], artifacts: dict[str, Path] | None = None,
+            exit_code: int = 0) -> Path:
         self.runs += 1
         pod = self.root / f"{self.runs:02d}-{template}"
         for name, source in (artifacts or {}).items():
@@ -36,7 +38,7 @@ class FakeArgo:
             target.parent.mkdir(parents=True, exist_ok=True)
             (shutil.copytree if source.is_dir() else shutil.copy)(source, target)
         args = [self._substitute(arg, params, pod) for arg in self.templates[template].container.args]
-        assert main(args) == 0, template
+        assert main(args) == exit_code, template
         return pod
 
     @staticmethod
@@ -50,7 +52,7 @@ def output(pod: Path, name: str) -> Path:
     return pod / "tmp" / "outputs" / name
 
 
-def test_the_workflow_runs_end_to_end_through_its_own_command_lines(tmp_path):
+def test_the_workflow_runs_end_to_end_through_its_own_command_lines(tmp_path, capsys):
     # A server kind with no local launcher: every step runs for real, deploy fails cleanly, no server starts.
     spec = BenchmarkSpec.model_validate({"name": "argo-steps", "server": {"kind": "tgi"},
                                          "lake_uri": str(tmp_path / "lake")})
@@ -78,6 +80,9 @@ def test_the_workflow_runs_end_to_end_through_its_own_command_lines(tmp_path):
     baseline = argo.defaults["baseline_accelerator"]
     summary = argo.run("report", {"spec_json": spec_json, "baseline_accelerator": baseline})
     assert "<html" in output(summary, "html").read_text().lower() and output(summary, "markdown").is_file()
+    # Last: no point could be measured, so the workflow fails, after the lake and the report were written.
+    argo.run("check-points", {}, {"tables": output(collected, "tables")}, exit_code=NOTHING_MEASURED)
+    assert "3 of 3 points failed: server start: server kind 'tgi' has no local launcher" in capsys.readouterr().err
     argo.run("teardown-all", {"owner": owner, "spec_yaml": argo.defaults["spec_yaml"]})
 
     rows = query(str(tmp_path / "lake"), f"select source, status, failure_reason from points "

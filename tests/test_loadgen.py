@@ -141,6 +141,7 @@ def test_one_stall_shows_in_the_loop_lag_max_not_its_p99():
     lags = asyncio.run(run())
     result = LoadResult(records=[], started_unix=0.0, loop_lags_ms=lags)
     assert len(lags) > 200, len(lags)
-    assert result.loop_lag_max_ms >= 75.0, sorted(lags)[-5:]
+    # The probe due next may have been up to one 10 ms period away when the block began: 70..80 ms late.
+    assert result.loop_lag_max_ms >= 65.0, sorted(lags)[-5:]
     assert float(np.percentile(lags, 99)) < 40.0, sorted(lags)[-5:]  # the third-highest of ~280 samples
     assert LoadResult(records=[], started_unix=0.0).loop_lag_max_ms is None

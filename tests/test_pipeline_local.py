@@ -8,12 +8,21 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
 
 import pytest
+import yaml
 
 from pipelines.local import run_locally
 from servesweep.lake.query import query
+from servesweep.outcome import PARTIAL
 from servesweep.spec import BenchmarkSpec, SweepSpec, WorkloadShape
+
+ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.server
 
@@ -24,14 +33,27 @@ INPUT, OUTPUT = 48, 24
 def pipeline_run(tmp_path_factory, gcs_emulator):
     """One run: client-concurrency sweep over batch sizes 1 and 3 plus a server-cap deployment, to gs://."""
     root = tmp_path_factory.mktemp("pipeline")
+    (root / "tmp").mkdir()
     spec = BenchmarkSpec(
         name="it", run_id="it-run", lake_uri="gs://lake/it",
         workloads=[WorkloadShape(input_tokens=INPUT, output_tokens=OUTPUT)],
         sweep=SweepSpec(batch_sizes=[1, 3], modes=["client_concurrency"], requests_per_point=6,
                         warmup_requests=1, scrape_interval_s=0.2),
     )
-    lake = run_locally(spec, root / "kfp")
+    previous, tempfile.tempdir = tempfile.tempdir, str(root / "tmp")  # where the run's server state goes
+    try:
+        lake = run_locally(spec, root / "kfp")
+    finally:
+        tempfile.tempdir = previous
     return spec, lake, root
+
+
+def test_the_server_state_is_removed_and_its_log_kept(pipeline_run):
+    _, _, root = pipeline_run
+    assert list((root / "tmp").glob("servesweep-servers-*")) == []
+    log = root / "kfp" / "it-run-servers" / "server-cc.log"
+    assert "Starting vLLM server on" in log.read_text()
+    assert f"server logs: {log.parent}" in (root / "kfp" / "it-run.log").read_text()
 
 
 def test_lake_has_every_point_and_request(pipeline_run):
@@ -141,3 +163,54 @@ def test_salvage_republishes_the_same_run(pipeline_run):
     assert (salvaged_lake, run_id) == (lake, "it-run")
     assert written["points"] == len(before) and written["requests"] == 14  # 12 measured + 2 warm-up
     assert query(lake, f"select {columns} from points order by point_id").to_pylist() == before
+
+
+def test_a_server_killed_mid_sweep_keeps_what_was_measured_and_exits_partial(tmp_path):
+    """`servesweep run` as a user runs it; the server's process group is killed once the first point is saved.
+    The breaker (2 failures in a row) stops each later point: failed, with the reason; exit code 3."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({
+        "name": "fault", "run_id": "fault-run", "lake_uri": str(tmp_path / "lake"),
+        "workloads": [{"input_tokens": INPUT, "output_tokens": OUTPUT}],
+        "sweep": {"batch_sizes": [1, 2, 3], "requests_per_point": 4, "warmup_requests": 1,
+                  "max_consecutive_failures": 2, "scrape_interval_s": 0.2}}))
+    (tmp_path / "tmp").mkdir()
+    run = subprocess.Popen([sys.executable, "-m", "servesweep.cli", "run", str(spec), "--pipeline-root",
+                            str(tmp_path / "kfp")], cwd=ROOT, env=dict(os.environ, TMPDIR=str(tmp_path / "tmp")),
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        killed = _kill_server_after_first_point(tmp_path / "kfp", run, deadline=time.monotonic() + 900)
+        output, _ = run.communicate(timeout=900)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert killed, output
+    assert run.returncode == PARTIAL, output
+    assert "2 of 3 points failed: circuit breaker: 2 consecutive requests failed" in " ".join(output.split())
+
+    lake = str(tmp_path / "lake")
+    points = query(lake, "select point_id, status, failure_reason, num_requests from points "
+                         "where source = 'measured' order by batch_size").to_pylist()
+    assert points[0]["status"] == "ok" and points[0]["num_requests"] == 4
+    for point in points[1:]:
+        assert point["status"] == "failed" and point["failure_reason"].startswith("circuit breaker: "), point
+    first = query(lake, f"select count(*) as n, bool_and(ok) as ok from requests where not warmup "
+                        f"and point_id = '{points[0]['point_id']}'").to_pylist()
+    assert first == [{"n": 4, "ok": True}]  # the completed requests are in the lake
+    assert list((tmp_path / "tmp").glob("servesweep-servers-*")) == []
+    assert "Starting vLLM server on" in (tmp_path / "kfp" / "fault-run-servers" / "server-cc.log").read_text()
+
+
+def _kill_server_after_first_point(pipeline_root: Path, run: subprocess.Popen, deadline: float) -> bool:
+    """SIGKILL the server's process group once the sweep step has saved its first point (it saves after each)."""
+    while run.poll() is None and time.monotonic() < deadline:
+        for path in pipeline_root.glob("servesweep-*/for-loop-*/sweep/raw/manifest.json"):
+            try:
+                manifest = json.loads(path.read_text())
+            except (OSError, ValueError):  # being written
+                continue
+            if manifest["windows"]:
+                os.killpg(manifest["endpoint"]["pid"], signal.SIGKILL)
+                return True
+        time.sleep(0.05)
+    return False

@@ -28,7 +28,7 @@ GKE_SPEC = ROOT / "specs" / "gke.yaml"
 UPDATE = os.environ.get("SERVESWEEP_UPDATE_GOLDEN") == "1"
 
 STEPS = {"resolve-spec", "plan", "provision", "load-model", "plan-sweep", "deploy-server", "sweep",
-         "teardown-server", "collect-metrics", "write-lake", "report"}
+         "teardown-server", "collect-metrics", "write-lake", "report", "check-points"}
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +69,8 @@ def test_both_orchestrators_run_the_same_dag(compiled):
     assert argo["load-model"] == {"resolve-spec", "plan", "provision"}
     assert argo["teardown-server"] == {"resolve-spec", "plan", "provision", "load-model", "plan-sweep",
                                        "deploy-server", "sweep"}
-    assert argo["report"] == STEPS - {"report"}
+    assert argo["report"] == STEPS - {"report", "check-points"}
+    assert argo["check-points"] == STEPS - {"check-points"}  # the verdict comes after the lake and the report
 
 
 def test_exit_handler_and_one_deployment_at_a_time(compiled):

@@ -204,6 +204,8 @@ def test_report_step_runs_in_the_kfp_local_runner(tmp_path, monkeypatch):
     lake = str(tmp_path / "lake")
     write_points(lake, spine_rows())
     spec = BenchmarkSpec(run_id=SPINE_RUN, lake_uri=lake)
+    # The task runs from tmp_path: the checkout under test, not whatever the venv installed, must be on its path.
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parent.parent))
     monkeypatch.chdir(tmp_path)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"),
                raise_on_error=True)

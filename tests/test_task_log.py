@@ -16,3 +16,16 @@ def test_console_gets_finished_tasks_and_step_notes_only():
     assert echoed[1] == "       deployment cc: 4 points"
     assert echoed[2].startswith("  ok   sweep (") and len(echoed) == 3
     assert "vLLM chatter" in log_file.getvalue() and log_file.getvalue().endswith("partial")
+
+
+def test_a_failed_step_shows_its_log_tail_but_the_verdict_step_only_its_verdict():
+    echoed: list[str] = []
+    log = TaskLog(io.StringIO(), echoed.append)
+    log.write("Executing task 'sweep'\nTraceback (most recent call last):\nValueError: bad\n"
+              "Task 'sweep' finished with status FAILURE\n")
+    assert echoed[0].startswith("  FAIL sweep (") and "ValueError: bad" in echoed[1]
+    echoed.clear()
+    log.write("Executing task 'check-points'\n1 of 2 points failed: server start: boom (cc-b2)\n"
+              "Task 'check-points' finished with status FAILURE\n")
+    assert echoed[0] == "       1 of 2 points failed: server start: boom (cc-b2)"
+    assert echoed[1].startswith("  FAIL check-points (") and len(echoed) == 2

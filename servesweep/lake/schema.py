@@ -96,8 +96,9 @@ POINTS = pa.schema(
         _f("point_id", pa.string(), "Unique within the run.", nullable=False),
         _f("deployment_id", pa.string(), "Server deployment of the point.", nullable=False),
         _f("source", pa.string(), "'measured', or 'predicted' for planner rows.", nullable=False),
-        _f("status", pa.string(), "'ok', 'partial' (some errors) or 'failed' (no successful request).", nullable=False),
-        _f("failure_reason", pa.string(), "Why the point failed (server start, all requests failed...)."),
+        _f("status", pa.string(), "'ok', 'partial' (some errors) or 'failed' (no successful request, or stopped "
+           "early: failure_reason).", nullable=False),
+        _f("failure_reason", pa.string(), "Why the point failed (server start, circuit breaker, all failed...)."),
         _f("run_name", pa.string(), "Spec name."),
         _f("started_at", pa.timestamp("us", tz="UTC"), "Point start."),
         _f("model_name", pa.string(), "Served model name."),

@@ -110,8 +110,18 @@ class Target:
                 f"Accept: text/event-stream\r\nX-Request-Id: {request_id}\r\nContent-Length: {len(body)}\r\n\r\n")
         return head.encode() + body
 
-    async def connect(self, origin: float, read_lags: array | None = None) -> StreamingConnection:
-        """Open a keep-alive connection; with kernel stamps, each read's kernel wait goes to `read_lags`."""
+    async def connect(self, origin: float, read_lags: array | None = None,
+                      timeout_s: float | None = None) -> StreamingConnection:
+        """Open a keep-alive connection within `timeout_s` (a SYN that is never answered would otherwise hang
+        for the kernel's minutes of retries); with kernel stamps, each read's kernel wait goes to `read_lags`."""
+        try:
+            return await asyncio.wait_for(self._open(origin, read_lags), timeout_s)
+        except TimeoutError as error:
+            if error.errno is not None or timeout_s is None:  # the kernel's own ETIMEDOUT
+                raise
+            raise TimeoutError(f"no connection in {timeout_s:g} s") from None
+
+    async def _open(self, origin: float, read_lags: array | None) -> StreamingConnection:
         if self.kernel_stamps:
             protocol = StreamingConnection(origin)
             await open_stamped(self.host, self.port, protocol, read_lags)
@@ -126,12 +136,20 @@ class Target:
 
 # HTTP body framing states
 _HEAD, _CHUNKED, _LENGTH, _UNTIL_CLOSE, _IDLE = range(5)
+_NEVER = float("inf")
+_TIMER_SLACK_S = 0.002  # libuv timers are ms-granular and may fire a little early: no second timer for that
 
 Done = Callable[["StreamingConnection", RequestRecord, float], None]
 
 
 class StreamingConnection(asyncio.Protocol):
-    """One keep-alive HTTP/1.1 connection; `send` starts a request, `on_done` fires when it ends."""
+    """One keep-alive HTTP/1.1 connection; `send` starts a request, `on_done` fires when it ends.
+
+    A request in flight has three bounds: the whole response (`timeout_s`), its first byte
+    (`first_byte_s`) and the silence between reads once bytes flow (`idle_s`). One timer per request
+    serves all three: a read only stores its time, and the timer, when it fires, either fails the
+    request or re-arms itself for the next bound that could be due.
+    """
 
     def __init__(self, origin: float) -> None:
         self._origin = origin
@@ -147,6 +165,8 @@ class StreamingConnection(asyncio.Protocol):
         self._scanner = TokenScanner()
         self._error_body = b""
         self._timer: asyncio.TimerHandle | None = None
+        self._limits = (0.0, _NEVER, _NEVER)  # (whole response, first byte, idle) in seconds
+        self._last_read = -1.0  # time of the request's latest read; < 0: nothing received yet
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
@@ -161,12 +181,14 @@ class StreamingConnection(asyncio.Protocol):
         else:
             self._fail(f"connection lost: {exc or 'closed by server'}"[:300])
 
-    def send(self, request: bytes, record: RequestRecord, on_done: Done, timeout_s: float) -> None:
+    def send(self, request: bytes, record: RequestRecord, on_done: Done, timeout_s: float,
+             first_byte_s: float = _NEVER, idle_s: float = _NEVER) -> None:
         assert self._transport is not None and self._record is None
         self._record, self._on_done = record, on_done
         self._state, self._raw, self._status, self._keep_alive = _HEAD, b"", 0, True
         self._scanner, self._error_body = TokenScanner(), b""
-        self._timer = asyncio.get_running_loop().call_later(timeout_s, self._time_out, timeout_s)
+        self._limits, self._last_read = (timeout_s, first_byte_s, idle_s), -1.0
+        self._timer = asyncio.get_running_loop().call_later(min(timeout_s, first_byte_s), self._check)
         record.sent_at = _clock() - self._origin
         self._transport.write(request)
 
@@ -178,6 +200,7 @@ class StreamingConnection(asyncio.Protocol):
         arrived -= self._origin
         if self._record is None:
             return  # bytes after a finished response (a misbehaving server): ignore
+        self._last_read = arrived  # all a read does for the timeouts (see `_check`)
         if self._state == _CHUNKED and self._left == -1 and not self._raw and self._status == 200 \
                 and self._scanner.idle and _is_token_chunk(data):
             self._record.token_times.append(arrived)  # type: ignore[attr-defined]
@@ -285,9 +308,24 @@ class StreamingConnection(asyncio.Protocol):
         self._keep_alive = False
         self._complete(_clock() - self._origin)
 
-    def _time_out(self, timeout_s: float) -> None:
-        if self._record is not None:
-            self._fail(f"TimeoutError: no complete response in {timeout_s:g} s")
+    def _check(self) -> None:
+        """The request's timer: fail it if a bound has passed, else re-arm for the earliest one left."""
+        record = self._record
+        if record is None:
+            return
+        total_s, first_byte_s, idle_s = self._limits
+        now = _clock() - self._origin + _TIMER_SLACK_S
+        end = record.sent_at + total_s
+        if self._last_read < 0:
+            due, why = record.sent_at + first_byte_s, f"no response byte in {first_byte_s:g} s"
+        else:
+            due, why = self._last_read + idle_s, f"stream idle for {idle_s:g} s"
+        if now >= end:
+            self._fail(f"TimeoutError: no complete response in {total_s:g} s")
+        elif now >= due:
+            self._fail(f"TimeoutError: {why}")
+        else:
+            self._timer = asyncio.get_running_loop().call_later(min(due, end) - now, self._check)
 
     def _complete(self, arrived: float) -> None:
         record, on_done = self._record, self._on_done

@@ -6,6 +6,14 @@ arrival schedule; a request that finds all `concurrency` slots busy waits in a F
 is its schedule lag). A loop-lag monitor records how late a 10 ms timer fires: when the loop is
 saturated, the client and not the server is the limit, whatever the load pattern.
 
+Every network wait is bounded (connect, first byte, silence between reads, the whole response), and
+a circuit breaker stops a point whose requests keep failing: after `max_consecutive_failures` in a
+row, or once that many have ended, when more than `max_error_rate` of them failed. Stopping means no
+new requests; those in flight end within their own bounds. `Engine.stopped` says why.
+
+An idle pooled connection the server closed (keep-alive timeout, a crash) is never reused: its EOF
+marks it closed and the next request opens a fresh one, which fails at once while the server is down.
+
 The cyclic garbage collector is off while a point runs: a full collection over thousands of live
 connections and records stalls the loop for milliseconds, long enough for a stream's chunks to pile
 up unread. What the hot path allocates per request and per chunk is freed by reference counting, so
@@ -19,11 +27,11 @@ import gc
 import time
 from array import array
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from servesweep.loadgen.client import RequestRecord, StreamingConnection, Target, completion_payload
+from servesweep.loadgen.client import Done, RequestRecord, StreamingConnection, Target, completion_payload
 
 _clock = time.perf_counter
 LAG_PROBE_S = 0.010
@@ -46,6 +54,11 @@ class WorkerJob:
     duration_s: float | None = None
     warmup_prompts: tuple[str, ...] = ()
     dialect: str = "vllm"
+    connect_timeout_s: float | None = None
+    first_byte_timeout_s: float = float("inf")
+    idle_timeout_s: float = float("inf")
+    max_consecutive_failures: int | None = None  # circuit breaker; None: off
+    max_error_rate: float | None = None  # circuit breaker, judged once max_consecutive_failures (or 1) ended
 
 
 class LagMonitor:
@@ -105,14 +118,34 @@ class Engine:
         self._deadline = float("inf")
         self._go = 0.0
         self._finished: asyncio.Future | None = None
+        self._arrival: asyncio.TimerHandle | None = None
+        self._ended = self._failed = self._consecutive = 0
+        self.stopped: str | None = None  # why the circuit breaker stopped the point
 
     async def connect(self) -> None:
-        """Open the connections a closed loop needs before the clock starts (no connect in TTFT)."""
-        wanted = min(self.job.concurrency or 0, len(self._requests))
-        opened = await asyncio.gather(*(self.target.connect(self.origin, self.read_lags) for _ in range(wanted)),
-                                      return_exceptions=True)
+        """Open the connections a closed loop needs before the clock starts (no connect in TTFT). Called
+        after the warm-up, so that a server's keep-alive timeout has no time to close them before the start."""
+        self._idle = [c for c in self._idle if c.open]
+        wanted = min(self.job.concurrency or 0, len(self._requests)) - len(self._idle)
+        opened = await asyncio.gather(*(self._open() for _ in range(max(0, wanted))), return_exceptions=True)
         # A failed connect is not fatal here: the request that needs it retries and records the error.
-        self._idle = [c for c in opened if isinstance(c, StreamingConnection)]
+        self._idle += [c for c in opened if isinstance(c, StreamingConnection)]
+
+    def _open(self) -> Coroutine[None, None, StreamingConnection]:
+        return self.target.connect(self.origin, self.read_lags, self.job.connect_timeout_s)
+
+    def _pooled(self) -> StreamingConnection | None:
+        """An idle connection still open: one the server closed would swallow the request until its timeout."""
+        idle = self._idle
+        while idle:
+            connection = idle.pop()
+            if connection.open:
+                return connection
+        return None
+
+    def _send(self, connection: StreamingConnection, request: bytes, record: RequestRecord, on_done: Done) -> None:
+        job = self.job
+        connection.send(request, record, on_done, job.timeout_s, job.first_byte_timeout_s, job.idle_timeout_s)
 
     async def warmup(self) -> list[RequestRecord]:
         records = []
@@ -127,11 +160,11 @@ class Engine:
     async def _one(self, request: bytes, record: RequestRecord) -> None:
         done = asyncio.get_running_loop().create_future()
         try:
-            connection = self._idle.pop() if self._idle else await self.target.connect(self.origin, self.read_lags)
+            connection = self._pooled() or await self._open()
         except OSError as error:
             record.error = f"connect: {error}"[:300]
             return
-        connection.send(request, record, lambda c, r, t: done.set_result(c), self.job.timeout_s)
+        self._send(connection, request, record, lambda c, r, t: done.set_result(c))
         connection = await done
         record.settle()
         if connection.open:
@@ -179,13 +212,15 @@ class Engine:
         return record, k
 
     def _more(self) -> bool:
-        return self._next < len(self._requests) and _clock() < self._deadline
+        return self.stopped is None and self._next < len(self._requests) and _clock() < self._deadline
 
     # -- open loop ---------------------------------------------------------------------------------
     def _arrive(self) -> None:
         """Issue every arrival that is due, then arm a timer for the next one."""
         schedule = self.job.schedule
         assert schedule is not None
+        if self.stopped is not None:
+            return
         now = _clock() - self.origin
         while self._next < len(schedule) and self._go + schedule[self._next] <= now:
             taken = self._take(self._go + schedule[self._next])
@@ -195,28 +230,29 @@ class Engine:
                 self._issue(*taken)
         if self._next < len(schedule):
             delay = self._go + schedule[self._next] - (_clock() - self.origin)
-            asyncio.get_running_loop().call_later(max(0.0, delay), self._arrive)
+            self._arrival = asyncio.get_running_loop().call_later(max(0.0, delay), self._arrive)
         else:
             self._maybe_finish()
 
     # -- shared ------------------------------------------------------------------------------------
     def _issue(self, record: RequestRecord, k: int) -> None:
         self._in_flight += 1
-        if self._idle:
-            self._idle.pop().send(self._requests[k], record, self._done, self.job.timeout_s)
+        connection = self._pooled()
+        if connection is not None:
+            self._send(connection, self._requests[k], record, self._done)
         else:
             asyncio.ensure_future(self._connect_and_send(record, k))
 
     async def _connect_and_send(self, record: RequestRecord, k: int) -> None:
         try:
-            connection = await self.target.connect(self.origin, self.read_lags)
+            connection = await self._open()
         except OSError as error:
             record.sent_at = _clock() - self.origin
             record.error = f"connect: {error}"[:300]
             self._in_flight -= 1
             self._after(record, record.sent_at)
             return
-        connection.send(self._requests[k], record, self._done, self.job.timeout_s)
+        self._send(connection, self._requests[k], record, self._done)
 
     def _done(self, connection: StreamingConnection, record: RequestRecord, arrived: float) -> None:
         self._in_flight -= 1
@@ -225,6 +261,7 @@ class Engine:
         self._after(record, arrived)
 
     def _after(self, record: RequestRecord, arrived: float) -> None:
+        self._count(record)
         if self.job.schedule is None:
             if self._more():
                 self._issue(*self._take(arrived))  # the slot is free from the moment the response ended
@@ -232,8 +269,36 @@ class Engine:
             self._issue(*self._waiting.popleft())
         self._maybe_finish()
 
+    def _count(self, record: RequestRecord) -> None:
+        """The circuit breaker. It sees the failures known as a request ends (connect, timeouts, lost
+        connections, HTTP errors); a bad stream body is found only when the point is settled."""
+        self._ended += 1
+        if record.error is None:
+            self._consecutive = 0
+            return
+        self._failed += 1
+        self._consecutive += 1
+        if self.stopped is not None:
+            return
+        limit, rate = self.job.max_consecutive_failures, self.job.max_error_rate
+        if limit is not None and self._consecutive >= limit:
+            self._stop(f"{self._consecutive} consecutive requests failed", record.error)
+        elif rate is not None and self._ended >= (limit or 1) and self._failed > rate * self._ended:
+            self._stop(f"{self._failed} of {self._ended} requests failed (error rate above {rate:g})", record.error)
+
+    def _stop(self, why: str, last_error: str) -> None:
+        """No new requests; arrivals queued for a slot were never sent, so they leave no record."""
+        self.stopped = f"circuit breaker: {why}; last error: {last_error}"[:500]
+        if self._arrival is not None:
+            self._arrival.cancel()
+        if self._waiting:
+            unsent = {id(record) for record, _ in self._waiting}
+            self._records = [r for r in self._records if id(r) not in unsent]
+            self._waiting.clear()
+
     def _maybe_finish(self) -> None:
-        arrivals_left = self._more() if self.job.schedule is None else self._next < len(self.job.schedule)
+        arrivals_left = self._more() if self.job.schedule is None else (
+            self.stopped is None and self._next < len(self.job.schedule))
         if self._in_flight == 0 and not self._waiting and not arrivals_left:
             assert self._finished is not None
             if not self._finished.done():

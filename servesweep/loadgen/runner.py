@@ -37,7 +37,16 @@ class LoadPlan(BaseModel):
     num_requests: int | None = Field(None, ge=1)
     duration_s: float | None = Field(None, gt=0)
     warmup_requests: int = Field(0, ge=0)
-    timeout_s: float = Field(300.0, gt=0)
+    timeout_s: float = Field(300.0, gt=0, description="Longest wait for a whole response, s.")
+    connect_timeout_s: float = Field(10.0, gt=0, description="Longest wait for a TCP connection, s.")
+    first_byte_timeout_s: float = Field(60.0, gt=0, description="Longest wait from send to the response's "
+                                        "first byte, s.")
+    idle_timeout_s: float = Field(60.0, gt=0, description="Longest silence between reads once the response "
+                                  "has begun (the wait for the first token included), s.")
+    max_consecutive_failures: int | None = Field(10, ge=1, description="Circuit breaker: stop the point after "
+                                                 "this many failed requests in a row; None: off.")
+    max_error_rate: float | None = Field(0.5, gt=0, le=1, description="Circuit breaker: stop the point when more "
+                                         "than this fraction of its ended requests failed; None: off.")
     seed: int = 0
     workers: int = Field(1, ge=1, le=256, description="Client processes; use more when one core cannot keep up.")
     request_id_prefix: str = Field("r", description="X-Request-Id = prefix + request index.")
@@ -66,6 +75,7 @@ class LoadResult:
     loop_lags_ms: list[float] = field(default_factory=list, repr=False)
     read_lag_p99_ms: float | None = None  # p99 kernel receive -> read; None when reads were not kernel-stamped
     timing: str = "loop"  # what timed token arrivals: "kernel" receive stamps or the client "loop"
+    stopped: str | None = None  # why the circuit breaker stopped the point early; None: it ran to its end
 
     @property
     def loop_lag_max_ms(self) -> float | None:
@@ -80,6 +90,7 @@ class WorkerOutput:
     records: list[RequestRecord]
     loop_lags: list[float]
     read_lags: list[float]
+    stopped: str | None = None
 
 
 def run_load(plan: LoadPlan, make_prompt: Callable[[int], str]) -> LoadResult:
@@ -96,7 +107,7 @@ def run_load(plan: LoadPlan, make_prompt: Callable[[int], str]) -> LoadResult:
     kernel_timed = Target.from_base_url(plan.base_url).kernel_stamps
     return LoadResult(warm + measured, started_unix, _p99_ms(output.loop_lags), len(jobs), origin, lags_ms,
                       read_lag_p99_ms=_p99_ms(output.read_lags) if kernel_timed else None,
-                      timing="kernel" if kernel_timed else "loop")
+                      timing="kernel" if kernel_timed else "loop", stopped=output.stopped)
 
 
 def _p99_ms(seconds: list[float]) -> float | None:
@@ -135,7 +146,10 @@ def split_jobs(plan: LoadPlan, prompts: list[str], warmups: tuple[str, ...] = ()
     """Divide a point across `plan.workers` jobs (fewer when there is not enough work for each)."""
     ids = [f"{plan.request_id_prefix}{i}" for i in range(len(prompts))]
     common = dict(base_url=plan.base_url, model=plan.model, input_tokens=plan.input_tokens, dialect=plan.dialect,
-                  output_tokens=plan.output_tokens, timeout_s=plan.timeout_s, duration_s=plan.duration_s)
+                  output_tokens=plan.output_tokens, timeout_s=plan.timeout_s, duration_s=plan.duration_s,
+                  connect_timeout_s=plan.connect_timeout_s, first_byte_timeout_s=plan.first_byte_timeout_s,
+                  idle_timeout_s=plan.idle_timeout_s, max_consecutive_failures=plan.max_consecutive_failures,
+                  max_error_rate=plan.max_error_rate)
     if plan.rate is None:
         return _split_closed(plan, prompts, ids, warmups, common)
     schedule = poisson_schedule(plan.rate, len(prompts), plan.seed)
@@ -184,12 +198,12 @@ def _run_loop(coroutine):
 async def _in_process(job: WorkerJob, origin: float) -> WorkerOutput:
     engine = Engine(job, origin)
     try:
-        await engine.connect()
         warm = await engine.warmup()
+        await engine.connect()
         records = await engine.run()
     finally:
         engine.close()
-    return WorkerOutput(warm + records, list(engine.monitor.lags), list(engine.read_lags))
+    return WorkerOutput(warm + records, list(engine.monitor.lags), list(engine.read_lags), engine.stopped)
 
 
 def _run_processes(jobs: list[WorkerJob], origin: float) -> WorkerOutput:
@@ -219,6 +233,7 @@ def _run_processes(jobs: list[WorkerJob], origin: float) -> WorkerOutput:
         merged.records.extend(records_from_columns(output))
         merged.loop_lags.extend(output["lags"])
         merged.read_lags.extend(output["read_lags"])
+        merged.stopped = merged.stopped or output["stopped"]
     return merged
 
 
@@ -233,13 +248,13 @@ def _worker_main(job: WorkerJob, origin: float, pipe) -> None:
     async def main() -> None:
         engine = Engine(job, origin)
         try:
-            await engine.connect()
             warm = await engine.warmup()
+            await engine.connect()
             pipe.send("ready")
             records = await engine.run(pipe.recv())  # blocking recv: nothing else runs before the start
         finally:
             engine.close()
-        pipe.send(records_to_columns(warm + records, list(engine.monitor.lags), engine.read_lags))
+        pipe.send(records_to_columns(warm + records, list(engine.monitor.lags), engine.read_lags, engine.stopped))
 
     try:
         _run_loop(main())
@@ -247,7 +262,8 @@ def _worker_main(job: WorkerJob, origin: float, pipe) -> None:
         pipe.send(f"error:{error!r}"[:1000])
 
 
-def records_to_columns(records: list[RequestRecord], lags: list[float], read_lags=()) -> dict:
+def records_to_columns(records: list[RequestRecord], lags: list[float], read_lags=(), stopped: str | None = None
+                       ) -> dict:
     """Columnar form of records for the trip between processes (one array per field)."""
     counts = np.array([len(r.token_times) for r in records], dtype=np.int64)
     times = [np.asarray(r.token_times, dtype=np.float64) for r in records]
@@ -263,7 +279,7 @@ def records_to_columns(records: list[RequestRecord], lags: list[float], read_lag
         "tokens": np.array([[_int(r.input_tokens), _int(r.output_tokens)] for r in records],
                            dtype=np.int64).reshape(-1, 2),
         "error": [r.error for r in records], "request_id": [r.request_id for r in records], "lags": lags,
-        "read_lags": np.asarray(read_lags, dtype=np.float64),
+        "read_lags": np.asarray(read_lags, dtype=np.float64), "stopped": stopped,
     }
 
 

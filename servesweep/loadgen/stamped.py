@@ -236,5 +236,8 @@ async def open_stamped(host: str, port: int, protocol: StampedProtocol,
             sock.close()
             last_error = error
             continue
+        except BaseException:  # cancelled (a connect timeout): the socket must not leak
+            sock.close()
+            raise
         return StampedTransport(sock, protocol, loop, read_lags)
     raise last_error or OSError(f"no address for {host}:{port}")
