@@ -35,6 +35,7 @@ def test_default_spec_file_loads():
         ({"model": {"shape": {"hidden_size": 100, "num_attention_heads": 3}}}, "model.shape", "divisible"),
         ({"accelerator": {"type": "tpu-v9"}}, "accelerator.type", "Input should be"),
         ({"run_id": "has/slash"}, "run_id", "letters, digits"),
+        ({"sweep": {"modes": ["client_concurrency"] * 2, "requests_per_point": 4}}, "sweep.modes", "repeat"),
         ({"quantisation": "fp8"}, "quantisation", "unknown field"),
         ({"model": {"weights": "dummy"}, "server": {"kind": "transformers"}}, "(top level)", "needs server.kind"),
         ({"accelerator": {"type": "nvidia-l4", "count": 2, "device_ids": [0]}}, "accelerator", "2 distinct GPU"),
@@ -48,7 +49,8 @@ def test_bad_spec_names_the_field(data, field, message):
     with pytest.raises(SpecError) as raised:
         parse_spec(data, "test")
     text = str(raised.value)
-    assert f"  - {field}:" in text and message in text
+    assert text.startswith("invalid benchmark spec (test): ") and "\n" not in text  # one problem, one line
+    assert f" {field}: " in text and message in text
 
 
 def test_spec_errors_are_one_message_for_non_mappings(tmp_path):
