@@ -27,7 +27,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from servesweep.loadgen.client import completion_payload
-from servesweep.secrets import SERVER_ENV_VAR, SecretMissing, mask, resolve_env, secret_values
+from servesweep.secrets import SERVER_ENV_VAR, SecretMissing, handed_env, mask, resolve_env, secret_values
 from servesweep.spec import BenchmarkSpec
 
 
@@ -227,7 +227,21 @@ def teardown_server(endpoint: Endpoint, owner: str, grace_s: float = 20.0) -> No
         return
     if endpoint.pid:
         _kill_group(endpoint.pid, grace_s)
+    if endpoint.log_path:
+        _mask_log(Path(endpoint.log_path))
     _state_file(owner, endpoint.deployment_id).unlink(missing_ok=True)
+
+
+def _mask_log(log_path: Path) -> None:
+    """Mask the handed-over server.env values in a stopped server's log (a server may print its settings)."""
+    secrets = secret_values(handed_env())
+    try:
+        text = log_path.read_text(errors="replace")
+    except OSError:
+        return
+    masked = mask(text, secrets)
+    if masked != text:
+        log_path.write_text(masked)
 
 
 def teardown_owner(owner: str) -> list[str]:

@@ -68,8 +68,8 @@ class _LocalLock:
 
 
 class _GcsLock:
-    def __init__(self, bucket: str, name: str) -> None:
-        self.bucket = _storage_client().bucket(bucket)
+    def __init__(self, bucket: str, name: str, client: Any = None) -> None:
+        self.bucket = (client or _storage_client()).bucket(bucket)
         self.name = name
         self.where = f"gs://{bucket}/{name}"
 
@@ -89,8 +89,9 @@ class _GcsLock:
         blob = self.bucket.get_blob(self.name)
         if blob is None:
             return None, None
+        generation = blob.generation  # read first: a download resets it from the response headers
         try:
-            return blob.download_as_text(if_generation_match=blob.generation), blob.generation
+            return blob.download_as_text(if_generation_match=generation), generation
         except (NotFound, PreconditionFailed):  # released or replaced while we looked
             return None, None
 
