@@ -119,3 +119,12 @@ def test_adaptive_strategy_needs_an_slo_and_closed_loop_client_concurrency():
     assert spec.sweep.strategy == "adaptive" and spec.sweep.client_workers == 1
     with pytest.raises(SpecError, match="client_concurrency mode only"):
         parse_spec({"sweep": {**base["sweep"], "modes": ["server_max_seqs"]}, "slo": {"ttft_p99_ms": 500}})
+
+
+@pytest.mark.parametrize("name", ["../../etc", "._hidden", "-x-", "ü ö", "a" * 200, "!!!"])
+def test_a_derived_run_id_follows_the_rule_a_given_one_must(name):
+    from servesweep.spec import valid_run_id
+
+    run_id = BenchmarkSpec(name=name).with_run_id().run_id
+    assert valid_run_id(run_id) and "/" not in run_id and not run_id.startswith(".")
+    assert BenchmarkSpec(run_id=run_id).run_id == run_id  # passes the field's own validation
