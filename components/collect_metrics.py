@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 import servesweep
@@ -21,6 +22,7 @@ from components.sweep import PointWindow, SweepManifest, SweepPoint, read_sweep
 from servesweep.lake.schema import TABLES
 from servesweep.lake.store import to_table
 from servesweep.metrics.summary import client_limited, summarise_requests, summarise_server
+from servesweep.secrets import HF_TOKEN_PATTERN, MASK, mask, secret_values
 from servesweep.spec import BenchmarkSpec
 
 
@@ -33,6 +35,8 @@ def point_row(spec: BenchmarkSpec, model: ModelInfo, manifest: SweepManifest, po
     elif summary["status"] == "failed":
         errors = sorted({r["error"] for r in requests if r["error"]})
         failure = "all requests failed: " + "; ".join(errors)[:400] if errors else "no requests completed"
+    if failure is not None:  # a server's log tail or error text may quote a server.env value
+        failure = mask(failure, secret_values(spec.server.env))
     started = datetime.fromtimestamp(window.started_unix, UTC) if window.started_unix else None
     client = {"client_loop_lag_p99_ms": window.client_loop_lag_p99_ms, "client_workers": window.client_workers,
               "client_loop_lag_max_ms": window.client_loop_lag_max_ms,
@@ -70,11 +74,22 @@ def collect_metrics(spec: BenchmarkSpec, model: ModelInfo, sweep_dirs: list[str]
             window = windows.get(point.point_id, PointWindow(point_id=point.point_id, failure_reason="not run"))
             points.append(point_row(spec, model, manifest, point, window, by_point[point.point_id],
                                     samples_by_point[point.point_id]))
+    requests = pa.concat_tables(requests_tables) if requests_tables else None
     return {
-        "requests": to_table("requests", pa.concat_tables(requests_tables) if requests_tables else []),
+        "requests": to_table("requests", _masked_errors(requests, secret_values(spec.server.env))
+                             if requests is not None else []),
         "points": to_table("points", points),
         "server_metrics": to_table("server_metrics", pa.concat_tables(samples_tables) if samples_tables else []),
     }
+
+
+def _masked_errors(requests: pa.Table, secrets: list[str]) -> pa.Table:
+    """The requests' `error` column with every secret value masked (a server may echo one in an error body)."""
+    errors = requests["error"]
+    for value in secrets:
+        errors = pc.replace_substring(errors, value, MASK)
+    errors = pc.replace_substring_regex(errors, HF_TOKEN_PATTERN, MASK)
+    return requests.set_column(requests.schema.get_field_index("error"), "error", errors)
 
 
 def save_tables(tables: dict[str, pa.Table], out_dir: str | Path) -> None:

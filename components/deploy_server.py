@@ -27,6 +27,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from servesweep.loadgen.client import completion_payload
+from servesweep.secrets import SERVER_ENV_VAR, SecretMissing, handed_env, mask, resolve_env, secret_values
 from servesweep.spec import BenchmarkSpec
 
 
@@ -113,12 +114,14 @@ def served_model_name(spec: BenchmarkSpec, model_path: str) -> str:
 
 
 def server_env(spec: BenchmarkSpec) -> dict[str, str]:
+    """This process's environment plus the spec's (withheld values resolved); SecretMissing if one cannot be."""
     env = dict(os.environ)
+    env.pop(SERVER_ENV_VAR, None)  # the server gets its own variables, not every one handed over
     if spec.accelerator.type == "cpu":
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(spec.server.cpu_kv_cache_gib))
     elif spec.accelerator.device_ids is not None:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in spec.accelerator.device_ids)
-    env.update(spec.server.env)
+    env.update(resolve_env(spec.server.env))
     return env
 
 
@@ -133,11 +136,17 @@ def deploy_server(
     if spec.gke is not None:
         from components.gke import deploy_gke
 
-        return deploy_gke(spec, deployment_id, max_num_seqs, sweep_mode, owner, node_selector or {})
+        endpoint = deploy_gke(spec, deployment_id, max_num_seqs, sweep_mode, owner, node_selector or {})
+        error = endpoint.error and mask(endpoint.error, secret_values(spec.server.env))
+        return endpoint.model_copy(update={"error": error})
     launcher = LAUNCHERS.get(spec.server.kind)
     if launcher is None:
         return Endpoint(deployment_id=deployment_id, max_num_seqs=max_num_seqs,
                         error=f"server kind {spec.server.kind!r} has no local launcher")
+    try:
+        env = server_env(spec)
+    except SecretMissing as error:
+        return Endpoint(deployment_id=deployment_id, max_num_seqs=max_num_seqs, error=str(error))
     port = free_port()
     log_path = Path(log_dir) / f"server-{deployment_id}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -148,7 +157,7 @@ def deploy_server(
         # not), but not a new session: with the kernel's autogroup scheduling a new session gets its own
         # CPU share, and the server's busy engine then starves its own HTTP frontend, which batches
         # every streamed token of a request into one late write.
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=server_env(spec),
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
                                    stdin=subprocess.DEVNULL, process_group=0)
     endpoint = Endpoint(
         deployment_id=deployment_id, max_num_seqs=max_num_seqs, base_url=f"http://127.0.0.1:{port}",
@@ -169,12 +178,13 @@ def wait_ready(process: subprocess.Popen, endpoint: Endpoint, spec: BenchmarkSpe
     """Ready means a one-token completion succeeds: some servers answer health checks before the
     model is loaded, and the cold start must include the load."""
     deadline = time.monotonic() + spec.server.startup_timeout_s
+    secrets = secret_values(spec.server.env)
     payload = completion_payload(endpoint.served_name, "ready", 1, spec.server.kind) | {"stream": False}
     payload.pop("stream_options", None)  # only allowed when streaming
     body = json.dumps(payload)
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise ServerStartError(f"server exited with code {process.returncode}: {_log_tail(log_path)}")
+            raise ServerStartError(f"server exited with code {process.returncode}: {_log_tail(log_path, secrets)}")
         request = urllib.request.Request(endpoint.base_url + "/v1/completions", data=body.encode(),
                                          headers={"Content-Type": "application/json"})
         try:
@@ -184,16 +194,18 @@ def wait_ready(process: subprocess.Popen, endpoint: Endpoint, spec: BenchmarkSpe
         except OSError:
             pass
         time.sleep(0.5)
-    raise ServerStartError(f"server not ready after {spec.server.startup_timeout_s:.0f} s: {_log_tail(log_path)}")
+    raise ServerStartError(f"server not ready after {spec.server.startup_timeout_s:.0f} s: "
+                           f"{_log_tail(log_path, secrets)}")
 
 
-def _log_tail(log_path: Path, lines: int = 5) -> str:
+def _log_tail(log_path: Path, secrets: list[str] | tuple[str, ...] = (), lines: int = 5) -> str:
+    """The log's last error lines, `secrets` masked: the tail becomes a failure reason in logs and the lake."""
     try:
         text = log_path.read_text(errors="replace").strip().splitlines()
     except OSError:
         return "(no log)"
     errors = [line for line in text if "Error" in line or "error" in line]
-    return " | ".join((errors or text)[-lines:])[-1500:]
+    return mask(" | ".join((errors or text)[-lines:]), secrets)[-1500:]
 
 
 def _state_file(owner: str, deployment_id: str) -> Path:
@@ -215,7 +227,21 @@ def teardown_server(endpoint: Endpoint, owner: str, grace_s: float = 20.0) -> No
         return
     if endpoint.pid:
         _kill_group(endpoint.pid, grace_s)
+    if endpoint.log_path:
+        _mask_log(Path(endpoint.log_path))
     _state_file(owner, endpoint.deployment_id).unlink(missing_ok=True)
+
+
+def _mask_log(log_path: Path) -> None:
+    """Mask the handed-over server.env values in a stopped server's log (a server may print its settings)."""
+    secrets = secret_values(handed_env())
+    try:
+        text = log_path.read_text(errors="replace")
+    except OSError:
+        return
+    masked = mask(text, secrets)
+    if masked != text:
+        log_path.write_text(masked)
 
 
 def teardown_owner(owner: str) -> list[str]:

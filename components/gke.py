@@ -18,6 +18,7 @@ from servesweep.k8s.manifests import ServerBundle, build_server_bundle, label_va
 from servesweep.k8s.provision import Capacity, GKEProvisioner
 from servesweep.k8s.servers import ServerOptions, server_info
 from servesweep.k8s.teardown import teardown_owner, teardown_selected
+from servesweep.secrets import resolve_env
 from servesweep.spec import BenchmarkSpec
 
 CAPACITY_KEY = "capacity.json"
@@ -86,7 +87,8 @@ def server_bundle(
     spec: BenchmarkSpec, deployment_id: str, max_num_seqs: int, sweep_mode: str, owner: str,
     node_selector: dict[str, str],
 ) -> ServerBundle:
-    """The spec's server for one deployment; ValueError for a combination the server cannot run."""
+    """The spec's server for one deployment; ValueError for a combination the server cannot run, or for a
+    server.env value withheld from the pipeline (SecretMissing)."""
     kind = spec.server.kind
     # A server without a batch cap still serves a client-side concurrency sweep, just uncapped.
     capped = sweep_mode == "server_max_seqs" or server_info(kind).caps_batch
@@ -98,7 +100,8 @@ def server_bundle(
     return build_server_bundle(
         gke=_gke(spec), run_id=spec.run_id, deployment_id=deployment_id, kind=kind, options=options,
         served_name=spec.model.name, accelerator=spec.accelerator.type, node_selector=node_selector,
-        extra_args=spec.server.extra_args, env=spec.server.env, owner=owner,
+        extra_args=spec.server.extra_args, env=resolve_env(spec.server.env), owner=owner,
+        secret_env={name: (ref.secret, ref.key) for name, ref in spec.server.secret_env.items()},
     )
 
 

@@ -42,8 +42,15 @@ def _spec(spec_json: str):
 def resolve_spec(out_spec_json: str, **params: str) -> None:
     """Workflow parameters (all strings; lists as JSON) -> the spec with a concrete run id."""
     lists = {name for name, field in PipelineParams.model_fields.items() if get_origin(field.annotation) is list}
-    typed = {name: json.loads(value) if name in lists else value for name, value in params.items()}
+    typed = {name: _json_list(name, value) if name in lists else value for name, value in params.items()}
     _write(out_spec_json, spec_from_params(typed).with_run_id().model_dump_json())
+
+
+def _json_list(name: str, value: str) -> object:
+    try:
+        return json.loads(value)
+    except (json.JSONDecodeError, RecursionError):
+        raise _ArgumentError(f"parameter {name}: expected a JSON list such as [1, 2], got {value[:80]!r}") from None
 
 
 def plan(spec_json: str, out_predicted: str) -> None:

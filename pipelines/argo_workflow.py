@@ -105,9 +105,12 @@ def _runner_pod_settings(gke: GKESpec | None) -> dict[str, Any]:
     }
 
 
-def build_workflow(spec: BenchmarkSpec | None = None, image: str = IMAGE) -> Workflow:
-    """The workflow, its parameters' defaults taken from `spec` (the built-in defaults without one)."""
-    params = spec_to_params(spec) if spec else PipelineParams()
+def build_workflow(spec: BenchmarkSpec | None = None, image: str = IMAGE, *, withhold_env: bool = True) -> Workflow:
+    """The workflow, its parameters' defaults taken from `spec` (the built-in defaults without one).
+
+    server.env values are withheld unless `withhold_env` is False (a submission: the server needs them).
+    """
+    params = spec_to_params(spec, withhold_env=withhold_env) if spec else PipelineParams()
     gke = spec.gke if spec else None
     spec_json, owner, deployment = _in("spec_json"), _in("owner"), _in("deployment")
 

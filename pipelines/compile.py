@@ -17,7 +17,7 @@ import yaml
 from servesweep.gke_spec import GKESpec
 from servesweep.k8s.provision import default_name
 from servesweep.k8s.rbac import argo_executor_manifests, rbac_manifests
-from servesweep.spec import BenchmarkSpec, spec_to_params
+from servesweep.spec import BenchmarkSpec, public_dump, spec_to_params
 
 KFP_LOCAL = "servesweep_kfp.yaml"
 KFP_GKE = "servesweep_kfp_gke.yaml"
@@ -27,7 +27,8 @@ RBAC_ARGO = "rbac-argo.yaml"
 
 
 def compile_kfp(path: str | Path, spec: BenchmarkSpec | None = None) -> Path:
-    """The KFP package; with a spec its parameters default to the spec, with `spec.gke` its pods run as it says."""
+    """The KFP package; with a spec its parameters default to the spec (server.env values withheld: the file is
+    shared and uploaded), with `spec.gke` its pods run as it says."""
     from kfp import compiler
 
     from pipelines.kfp_pipeline import servesweep_pipeline
@@ -40,7 +41,7 @@ def compile_kfp(path: str | Path, spec: BenchmarkSpec | None = None) -> Path:
     if spec is not None:
         # One line: KFP copies defaults into a comment header, and a multi-line one breaks the YAML there.
         # JSON is YAML, so spec_yaml reads it as it is.
-        defaults = spec_to_params(spec).model_dump() | {"spec_yaml": json.dumps(spec.model_dump(mode="json"))}
+        defaults = spec_to_params(spec).model_dump() | {"spec_yaml": json.dumps(public_dump(spec))}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(pipeline, str(path), pipeline_parameters=defaults)

@@ -64,7 +64,8 @@ def submit_kfp(spec: BenchmarkSpec, host: str, experiment: str | None = None) ->
                 warnings.simplefilter("ignore", FutureWarning)  # "only works with KFP v2.0.0-beta.2 and later"
                 client = kfp.Client(host=host, existing_token=token)
             result = client.create_run_from_pipeline_package(
-                str(package), arguments=spec_to_params(spec).model_dump(), run_name=spec.run_id,
+                # The package's defaults withhold server.env; the run's own arguments carry it to the server.
+                str(package), arguments=spec_to_params(spec, withhold_env=False).model_dump(), run_name=spec.run_id,
                 experiment_name=experiment, service_account=spec.gke.runner_service_account,
             )
         except Exception as error:  # the SDK raises whatever its HTTP stack raised
@@ -76,7 +77,7 @@ def submit_argo(spec: BenchmarkSpec, host: str, namespace: str | None = None, ve
     """Create the Workflow through the Argo server's API; the bearer token comes from $ARGO_TOKEN."""
     spec = _cluster_spec(spec)
     token = os.environ.get(ARGO_TOKEN_ENV) or None
-    workflow = build_workflow(spec)
+    workflow = build_workflow(spec, withhold_env=False)
     workflow.namespace = namespace or spec.gke.namespace
     workflow.workflows_service = WorkflowsService(host=host, token=token, namespace=workflow.namespace,
                                                   verify_ssl=verify_ssl)

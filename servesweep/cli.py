@@ -8,20 +8,53 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
 
 from servesweep.lake.schema import SCHEMA_VERSION, SCHEMAS, describe
 from servesweep.outcome import BAD_INPUT, CRASH, INTERRUPTED, run_outcome
-from servesweep.spec import SLOSpec, SpecError, load_spec
+from servesweep.spec import MAX_SLO_MS, MAX_TOKENS, RUN_ID_RULE, SLOSpec, SpecError, load_spec, valid_run_id
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 # Piped output (CI logs, files) gets room for wide tables instead of an 80-column squeeze.
 console = Console(width=None if sys.stdout.isatty() else 200)
 errors = Console(stderr=True)
+
+
+# Click's UsageError as typer raises it (recent typer vendors click, so `import click` would be another class).
+_UsageError = next(cls for cls in typer.BadParameter.__mro__ if cls.__name__ == "UsageError")
+
+
+class _OneLineErrors(TyperGroup):
+    """A bad flag or argument as one `error:` line, like every other refusal (typer's panel wraps it)."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> typer.Context:  # the group's own flags
+        try:
+            return super().make_context(*args, **kwargs)
+        except _UsageError as error:
+            if type(error).__name__ == "NoArgsIsHelpError":  # bare `servesweep`: the help, as typer shows it
+                raise
+            _usage_error(error)
+
+    def invoke(self, ctx: typer.Context) -> object:  # the subcommands' arguments and flags
+        try:
+            return super().invoke(ctx)
+        except _UsageError as error:
+            _usage_error(error)
+
+
+def _usage_error(error: Exception) -> NoReturn:
+    where = error.ctx.command_path if getattr(error, "ctx", None) else "servesweep"
+    errors.print(f"[bold red]error:[/] {escape(error.format_message())} (see {escape(where)} --help)",
+                 highlight=False, soft_wrap=True)
+    raise typer.Exit(error.exit_code) from None
+
+
+app = typer.Typer(cls=_OneLineErrors, add_completion=False, no_args_is_help=True, help=__doc__)
 
 _POINT_COLUMNS = [
     ("point_id", "point"), ("status", "status"), ("batch_size", "batch"), ("num_requests", "reqs"),
@@ -32,7 +65,7 @@ _POINT_COLUMNS = [
 
 
 def _fail(message: str, code: int = BAD_INPUT) -> None:
-    errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -83,21 +116,32 @@ def run(
 ) -> None:
     """Run the benchmark pipeline locally (KFP local runner) against a real server."""
     from pipelines.local import PipelineFailed, run_locally
+    from servesweep.runlock import LockError, run_lock
+    from servesweep.secrets import hand_over, mask, secret_values
 
     try:
         spec = load_spec(spec_path)
+        # Flags are validated like the spec (a --run-id of ../../x would put files outside the run's folders).
+        flags = {"run_id": ("--run-id", run_id), "lake_uri": ("--lake", lake)}
+        overrides = {field: value for field, (_, value) in flags.items() if value}
+        if overrides:
+            spec = spec.with_fields(" ".join(flags[field][0] for field in overrides), **overrides)
     except SpecError as error:
         _fail(str(error))
     if spec.gke is not None:
         _fail(f"{spec_path} runs on GKE (it has a `gke` section): start it with `servesweep submit --kfp HOST` "
               "or `--argo HOST`")
-    overrides = {k: v for k, v in {"run_id": run_id, "lake_uri": lake}.items() if v}
-    spec = spec.model_copy(update=overrides).with_run_id()
+    spec = spec.with_run_id()
     console.print(f"[bold]servesweep[/] run [cyan]{spec.run_id}[/] -> lake [cyan]{spec.lake_uri}[/]")
     try:
-        lake_uri = run_locally(spec, pipeline_root)
+        # server.env reaches the deploy step through the environment, never through pipeline parameters.
+        with run_lock(spec.lake_uri, spec.run_id), hand_over(spec.server.env):
+            lake_uri = run_locally(spec, pipeline_root)
+    except LockError as error:
+        _fail(str(error))
     except PipelineFailed as error:
-        _fail(f"{error}\nServers started by this run were stopped.", code=CRASH)
+        _fail(f"{mask(str(error), secret_values(spec.server.env))}\nServers started by this run were stopped.",
+              code=CRASH)
     except KeyboardInterrupt:
         _fail("interrupted; servers started by this run were stopped.", code=INTERRUPTED)
     print_points(lake_uri, spec.run_id)
@@ -206,9 +250,10 @@ def submit(
 def plan_command(
     model: Annotated[str, typer.Argument(help="Catalog name, Hugging Face id, spec preset, or path to a config.json.")],
     dtype: Annotated[str, typer.Option(help="Weights dtype: fp32, bf16, fp16, fp8, int8, int4.")] = "bf16",
-    context: Annotated[int | None, typer.Option(help="Context length (default: the model's maximum).")] = None,
-    input_tokens: Annotated[int, typer.Option(help="Prompt length for predictions.")] = 1024,
-    output_tokens: Annotated[int, typer.Option(help="Output length for predictions.")] = 256,
+    context: Annotated[int | None, typer.Option(help="Context length (default: the model's maximum).",
+                                                min=1, max=MAX_TOKENS)] = None,
+    input_tokens: Annotated[int, typer.Option(help="Prompt length for predictions.", min=1, max=MAX_TOKENS)] = 1024,
+    output_tokens: Annotated[int, typer.Option(help="Output length for predictions.", min=1, max=MAX_TOKENS)] = 256,
     accelerator: Annotated[list[str] | None, typer.Option(help="Limit to these accelerators (repeatable).")] = None,
     slo_ttft_ms: Annotated[float | None, typer.Option(help="p99 TTFT target, ms.")] = None,
     slo_tpot_ms: Annotated[float | None, typer.Option(help="p99 TPOT target, ms.")] = None,
@@ -217,12 +262,26 @@ def plan_command(
     from servesweep.catalog import CatalogError
     from servesweep.planner import plan_report, render_plan
 
+    _check_slo_flags({"--slo-ttft-ms": slo_ttft_ms, "--slo-tpot-ms": slo_tpot_ms})
     try:
         result = plan_report(model, accelerator or None, dtype, context, input_tokens=input_tokens,
                              output_tokens=output_tokens, slo_ttft_ms=slo_ttft_ms, slo_tpot_ms=slo_tpot_ms)
     except (CatalogError, KeyError, ValueError, FileNotFoundError) as error:
         _fail(str(error).strip("'\""))
     console.print(render_plan(result))
+
+
+def _check_slo_flags(flags: dict[str, float | None]) -> None:
+    for flag, value in flags.items():
+        if value is not None and not 0 < value <= MAX_SLO_MS:  # also false for NaN
+            _fail(f"{flag} must be > 0 and <= {MAX_SLO_MS:.0f} ms, got {value}")
+
+
+def _check_run_ids(run_ids: list[str]) -> None:
+    """Run ids name report folders and SQL literals: the spec's rule applies to them too."""
+    for run_id in run_ids:
+        if not valid_run_id(run_id):
+            _fail(f"run id {run_id!r}: {RUN_ID_RULE}")
 
 
 @app.command()
@@ -241,6 +300,10 @@ def report(
     from servesweep.analysis.report import ReportError, build_report, write_report
     from servesweep.catalog import CatalogError
 
+    _check_run_ids(run_ids)
+    _check_slo_flags({"--slo-ttft-ms": slo_ttft_ms, "--slo-tpot-ms": slo_tpot_ms, "--slo-e2e-ms": slo_e2e_ms})
+    if out is not None and out.exists() and not out.is_dir():
+        _fail(f"--out {out} is a file; give a directory (it receives report.md, report.html and charts/)")
     try:
         slo = SLOSpec(ttft_p99_ms=slo_ttft_ms, tpot_p99_ms=slo_tpot_ms, e2e_p99_ms=slo_e2e_ms)
         result = build_report(lake, run_ids, slo, baseline)

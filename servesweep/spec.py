@@ -9,13 +9,14 @@ import json
 import re
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
 
 from servesweep.gke_spec import GKESpec
-from servesweep.yamlfile import read_mapping
+from servesweep.secrets import withhold
+from servesweep.yamlfile import parse_mapping, read_mapping
 
 # vllm runs locally (vLLM's CPU build) and on GKE; the others only on GKE (servesweep.k8s.servers).
 ServerKind = Literal["vllm", "transformers", "tgi", "triton-trtllm", "jetstream", "sglang"]
@@ -36,6 +37,27 @@ SweepStrategy = Literal["grid", "adaptive"]
 WeightsKind = Literal["random", "dummy"]
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
+RUN_ID_RULE = "a run id is 1-80 letters, digits, '.', '_' or '-', starting with a letter or digit"
+
+# Documented maxima: far above any real run, low enough that a typo (1e8 for 1e3) fails validation
+# instead of hours later in the load generator or the server.
+MAX_BATCH = 8192  # concurrent requests of one point
+MAX_TOKENS = 1 << 20  # prompt, output and context lengths
+MAX_REQUESTS = 1_000_000  # requests of one point
+MAX_SEED = 2**32 - 1  # numpy and vLLM seeds are 32-bit
+MAX_SECONDS = 86_400.0  # timeouts and durations: one day
+MAX_SLO_MS = 86_400_000.0
+
+_GS_URI = re.compile(r"^gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9](/.*)?$")
+_ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+EnvName = Annotated[str, StringConstraints(pattern=_ENV_NAME)]
+_K8S_NAME = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
+_SECRET_KEY = r"^[-._A-Za-z0-9]{1,253}$"
+
+
+def valid_run_id(value: str) -> bool:
+    """Whether `value` is a usable run id: one path component, no '..', no quotes (it lands in paths and SQL)."""
+    return bool(_RUN_ID.match(value))
 
 
 class SpecError(ValueError):
@@ -43,19 +65,21 @@ class SpecError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinity pass every `gt`/`le` bound pydantic checks, so neither is a valid number here.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ModelShape(_Strict):
     """Architecture of a Llama-family checkpoint generated with random weights."""
 
-    hidden_size: int = Field(128, gt=0)
-    intermediate_size: int = Field(256, gt=0)
-    num_hidden_layers: int = Field(2, gt=0)
-    num_attention_heads: int = Field(2, gt=0)
-    num_key_value_heads: int = Field(1, gt=0)
-    vocab_size: int = Field(2048, ge=300)
-    max_position_embeddings: int = Field(2048, gt=0)
+    hidden_size: int = Field(128, gt=0, le=65_536, description="Model width, 1..65536.")
+    intermediate_size: int = Field(256, gt=0, le=262_144, description="MLP width, 1..262144.")
+    num_hidden_layers: int = Field(2, gt=0, le=1024, description="Decoder layers, 1..1024.")
+    num_attention_heads: int = Field(2, gt=0, le=1024, description="Attention heads, 1..1024.")
+    num_key_value_heads: int = Field(1, gt=0, le=1024, description="KV heads (GQA), 1..1024.")
+    vocab_size: int = Field(2048, ge=300, le=MAX_TOKENS, description="Tokens in the vocabulary, 300..2^20.")
+    max_position_embeddings: int = Field(2048, gt=0, le=MAX_TOKENS, description="Context the model supports, "
+                                         "tokens, 1..2^20.")
     tie_word_embeddings: bool = False
 
     @model_validator(mode="after")
@@ -82,14 +106,15 @@ MODEL_PRESETS: dict[str, ModelShape] = {
 
 
 class ModelSpec(_Strict):
-    name: str = Field("tiny-llama", min_length=1, description="Name the server serves the model under.")
+    name: str = Field("tiny-llama", min_length=1, max_length=256,
+                      description="Name the server serves the model under (1-256 characters).")
     source: Literal["random"] = Field(
         "random", description="'random': a random-weight Llama of `preset`/`shape`, made locally."
     )
     preset: str = "tiny"
     shape: ModelShape | None = Field(None, description="Overrides the preset's shape when given.")
     dtype: Dtype = "bfloat16"
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed of weights, prompts and sampling, 0..2^32-1.")
     weights: WeightsKind = Field(
         "random", description="'random': the load-model step writes random weights; 'dummy': it writes config "
         "and tokenizer only and the server fills the weights itself (vLLM --load-format dummy), so an 8B or 70B "
@@ -106,14 +131,38 @@ class ModelSpec(_Strict):
         return self.shape or MODEL_PRESETS[self.preset]
 
 
+class SecretRef(_Strict):
+    """One key of a Kubernetes Secret in the run's namespace."""
+
+    secret: str = Field(..., pattern=_K8S_NAME, description="Secret name (a DNS subdomain, at most 253).")
+    key: str = Field(..., pattern=_SECRET_KEY, description="Key inside the Secret (at most 253 characters).")
+
+
 class ServerSpec(_Strict):
     kind: ServerKind = "vllm"
-    max_model_len: int = Field(1024, gt=0)
-    startup_timeout_s: float = Field(600.0, gt=0)
-    cpu_kv_cache_gib: int = Field(1, gt=0, description="KV cache size for the CPU build (VLLM_CPU_KVCACHE_SPACE).")
+    max_model_len: int = Field(1024, gt=0, le=MAX_TOKENS, description="Context length, tokens, 1..2^20.")
+    startup_timeout_s: float = Field(600.0, gt=0, le=MAX_SECONDS, description="Seconds to wait for a ready server, "
+                                     "at most 86400.")
+    cpu_kv_cache_gib: int = Field(1, gt=0, le=4096, description="KV cache size for the CPU build "
+                                  "(VLLM_CPU_KVCACHE_SPACE), GiB, 1..4096.")
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
-    extra_args: list[str] = Field(default_factory=list, description="Appended to the server command line.")
-    env: dict[str, str] = Field(default_factory=dict)
+    extra_args: list[str] = Field(default_factory=list, max_length=256,
+                                  description="Appended to the server command line (at most 256).")
+    env: dict[EnvName, Annotated[str, StringConstraints(max_length=32_768)]] = Field(
+        default_factory=dict, max_length=256,
+        description="Environment of the server process (at most 256 variables, values up to 32 KiB). Values never "
+        "enter pipeline parameters, logs or the lake; locally they reach the server process only. On GKE they "
+        "travel in the submitted run's parameters: give tokens as secret_env there.")
+    secret_env: dict[EnvName, SecretRef] = Field(
+        default_factory=dict, max_length=64,
+        description="GKE only: environment variables read from Kubernetes Secrets (secretKeyRef), e.g. "
+        "{HF_TOKEN: {secret: hf-token, key: token}}; servesweep never sees the values (at most 64).")
+
+    @model_validator(mode="after")
+    def _env_names_once(self) -> ServerSpec:
+        if both := sorted(set(self.env) & set(self.secret_env)):
+            raise ValueError(f"{', '.join(both)} given in both env and secret_env")
+        return self
 
 
 class AcceleratorSpec(_Strict):
@@ -136,15 +185,16 @@ class AcceleratorSpec(_Strict):
 
 
 class WorkloadShape(_Strict):
-    input_tokens: int = Field(..., ge=2)
-    output_tokens: int = Field(..., ge=1)
+    input_tokens: int = Field(..., ge=2, le=MAX_TOKENS, description="Prompt length, tokens, 2..2^20.")
+    output_tokens: int = Field(..., ge=1, le=MAX_TOKENS, description="Output length, tokens, 1..2^20.")
     requests_per_point: int | None = Field(
-        None, ge=1, description="This workload's own minimum requests per point, in place of "
-        "sweep.requests_per_point (a 2048-token answer needs fewer requests than a 128-token one).")
+        None, ge=1, le=MAX_REQUESTS, description="This workload's own minimum requests per point, in place of "
+        "sweep.requests_per_point (a 2048-token answer needs fewer requests than a 128-token one); 1..1e6.")
 
 
 class SweepSpec(_Strict):
-    batch_sizes: list[int] = Field(default_factory=lambda: [1, 2, 4], min_length=1)
+    batch_sizes: list[int] = Field(default_factory=lambda: [1, 2, 4], min_length=1, max_length=64,
+                                   description=f"Batch sizes (concurrent requests), 1..{MAX_BATCH}, at most 64.")
     modes: list[SweepMode] = Field(default_factory=lambda: ["client_concurrency"], min_length=1)
     load: LoadKind = Field("closed", description="closed: fixed concurrency = batch size; open: Poisson arrivals.")
     strategy: SweepStrategy = Field(
@@ -152,15 +202,17 @@ class SweepSpec(_Strict):
         "meeting the SLO (doubling, then bisection on the measured curve); client_concurrency, closed loop only.")
     client_workers: int = Field(1, ge=1, le=64, description="Load-generator processes (one per client core).")
     request_rates: list[float] = Field(
-        default_factory=list, description="Open loop only: requests/s for each batch size (same length)."
-    )
-    requests_per_point: int | None = Field(None, ge=1)
+        default_factory=list, description="Open loop only: requests/s for each batch size (same length), "
+        "at most 1e6 each.")
+    requests_per_point: int | None = Field(None, ge=1, le=MAX_REQUESTS, description="Measured requests per "
+                                           "point, 1..1e6.")
     rounds_per_point: int = Field(
-        0, ge=0, description="At least this many requests per client slot (batch size x rounds), so a large "
-        "batch fills the server more than once; combined with requests_per_point by taking the larger.")
-    duration_s: float | None = Field(None, gt=0)
-    warmup_requests: int = Field(1, ge=0)
-    request_timeout_s: float = Field(300.0, gt=0)
+        0, ge=0, le=10_000, description="At least this many requests per client slot (batch size x rounds), so a "
+        "large batch fills the server more than once; combined with requests_per_point by taking the larger; "
+        "0..10000.")
+    duration_s: float | None = Field(None, gt=0, le=MAX_SECONDS, description="Seconds per point, at most 86400.")
+    warmup_requests: int = Field(1, ge=0, le=10_000, description="Unmeasured requests before each point, 0..10000.")
+    request_timeout_s: float = Field(300.0, gt=0, le=MAX_SECONDS, description="Seconds per request, at most 86400.")
     connect_timeout_s: float = Field(
         10.0, gt=0, le=600, description="Longest wait for a TCP connection to the server, seconds.")
     first_byte_timeout_s: float = Field(
@@ -175,16 +227,27 @@ class SweepSpec(_Strict):
     max_error_rate: float = Field(
         0.5, gt=0, le=1, description="Circuit breaker: a point stops, recorded as failed, when more than this "
         "fraction of its ended requests failed, judged once max_consecutive_failures have ended (fraction; 1: off).")
-    scrape_interval_s: float = Field(0.5, gt=0)
+    scrape_interval_s: float = Field(0.5, ge=0.01, le=3600, description="Seconds between metric scrapes, "
+                                     "0.01..3600.")
 
     @field_validator("batch_sizes")
     @classmethod
     def _positive_unique(cls, value: list[int]) -> list[int]:
         if any(b < 1 for b in value):
             raise ValueError("batch sizes must be >= 1")
+        if any(b > MAX_BATCH for b in value):
+            raise ValueError(f"batch sizes must be <= {MAX_BATCH}")
         if len(set(value)) != len(value):
             raise ValueError("batch sizes must not repeat")
         return sorted(value)
+
+    @field_validator("modes")
+    @classmethod
+    def _modes_once(cls, value: list[SweepMode]) -> list[SweepMode]:
+        # A mode given twice would plan its points twice, under the same point ids.
+        if len(set(value)) != len(value):
+            raise ValueError("sweep modes must not repeat")
+        return value
 
     @model_validator(mode="after")
     def _one_stop_rule(self) -> SweepSpec:
@@ -192,41 +255,58 @@ class SweepSpec(_Strict):
             raise ValueError("give requests_per_point, rounds_per_point or duration_s")
         if self.load == "open" and len(self.request_rates) != len(self.batch_sizes):
             raise ValueError("open loop needs one request rate per batch size")
-        if any(r <= 0 for r in self.request_rates):
-            raise ValueError("request rates must be > 0")
+        if any(r <= 0 or r > 1e6 for r in self.request_rates):
+            raise ValueError("request rates must be > 0 and <= 1e6 requests/s")
         if self.strategy == "adaptive" and (self.load != "closed" or list(self.modes) != ["client_concurrency"]):
             raise ValueError("the adaptive strategy runs closed loop in client_concurrency mode only")
         return self
 
 
 class SLOSpec(_Strict):
-    ttft_p99_ms: float | None = Field(None, gt=0)
-    tpot_p99_ms: float | None = Field(None, gt=0)
-    e2e_p99_ms: float | None = Field(None, gt=0)
+    ttft_p99_ms: float | None = Field(None, gt=0, le=MAX_SLO_MS, description="p99 time to first token, ms, "
+                                      "at most 86400000 (a day).")
+    tpot_p99_ms: float | None = Field(None, gt=0, le=MAX_SLO_MS, description="p99 time per output token, ms, "
+                                      "at most 86400000.")
+    e2e_p99_ms: float | None = Field(None, gt=0, le=MAX_SLO_MS, description="p99 request latency, ms, at most "
+                                     "86400000.")
 
 
 class BenchmarkSpec(_Strict):
     """One benchmark run: a model on a server on an accelerator, swept over batch sizes."""
 
-    name: str = Field("local-smoke", min_length=1)
-    run_id: str = Field("", description="Empty: derived from the name and the start time.")
+    name: str = Field("local-smoke", min_length=1, max_length=200, description="Run name (1-200 characters).")
+    run_id: str = Field("", description="Empty: derived from the name and the start time. Else 1-80 letters, "
+                        "digits, '.', '_', '-', starting with a letter or digit.")
     model: ModelSpec = Field(default_factory=ModelSpec)
     server: ServerSpec = Field(default_factory=ServerSpec)
     quantization: Quantization = "none"
     accelerator: AcceleratorSpec = Field(default_factory=AcceleratorSpec)
     workloads: list[WorkloadShape] = Field(
-        default_factory=lambda: [WorkloadShape(input_tokens=64, output_tokens=32)], min_length=1
-    )
+        default_factory=lambda: [WorkloadShape(input_tokens=64, output_tokens=32)], min_length=1, max_length=64,
+        description="Prompt/output shapes, 1..64 of them, each shape once.")
     sweep: SweepSpec = Field(default_factory=lambda: SweepSpec(requests_per_point=8))
     slo: SLOSpec = Field(default_factory=SLOSpec)
-    lake_uri: str = Field("./lake", min_length=1, description="Local directory or gs://bucket/prefix.")
+    lake_uri: str = Field("./lake", min_length=1, max_length=1024,
+                          description="Local directory or gs://bucket/prefix (at most 1024 characters).")
     gke: GKESpec | None = Field(None, description="Run the servers on this GKE cluster; absent: local processes.")
 
     @field_validator("run_id")
     @classmethod
     def _run_id_path_safe(cls, value: str) -> str:
-        if value and not _RUN_ID.match(value):
-            raise ValueError("run_id may hold letters, digits, '.', '_' and '-' (at most 80)")
+        if value and not valid_run_id(value):
+            raise ValueError(RUN_ID_RULE)
+        return value
+
+    @field_validator("lake_uri")
+    @classmethod
+    def _lake_scheme(cls, value: str) -> str:
+        # Checked here, not when the write-lake step finally fails after the whole sweep.
+        if value.startswith("gs://"):
+            if not _GS_URI.match(value):
+                raise ValueError("gs:// lakes are gs://BUCKET[/prefix] with a bucket name (lowercase letters, "
+                                 "digits, '.', '_', '-')")
+        elif "://" in value and not value.startswith("file://"):
+            raise ValueError("a lake is a local directory, file://path or gs://bucket/prefix")
         return value
 
     @model_validator(mode="after")
@@ -248,24 +328,42 @@ class BenchmarkSpec(_Strict):
             raise ValueError("model.weights 'dummy' needs server.kind 'vllm' (--load-format dummy)")
         if self.gke is not None and self.accelerator.type == "cpu":
             raise ValueError("a gke run needs a GPU accelerator; accelerator 'cpu' runs locally (drop `gke`)")
+        self._check_secret_env()
         return self
+
+    def _check_secret_env(self) -> None:
+        if not self.server.secret_env:
+            return
+        if self.gke is None:
+            raise ValueError("server.secret_env reads Kubernetes Secrets, which only a gke run has; "
+                             "locally put the value in server.env")
+        if "HF_TOKEN" in self.server.secret_env and getattr(self.gke.model, "token_secret", None):
+            raise ValueError("server.secret_env HF_TOKEN: the hub token already comes from gke.model.token_secret")
 
     def with_run_id(self) -> BenchmarkSpec:
         """The spec with a concrete run id (name + UTC start time when none was given)."""
         if self.run_id:
             return self
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", self.name).strip("-")[:60] or "run"
+        # Stripped of leading '.', '_' and '-' so the derived id passes the run id rule like a given one.
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", self.name).strip("-._")[:60].rstrip("-._") or "run"
         return self.model_copy(update={"run_id": f"{slug}-{stamp}"})
+
+    def with_fields(self, source: str, **fields: Any) -> BenchmarkSpec:
+        """The spec with top-level fields replaced and validated again (model_copy would skip validation)."""
+        return parse_spec(self.model_dump(mode="json") | fields, source)
 
 
 def _format_error(error: ValidationError, source: str) -> SpecError:
-    lines = [f"invalid benchmark spec ({source}):"]
+    """One line for one problem; a header and one line per problem for several."""
+    problems = []
     for item in error.errors():
         where = ".".join(str(part) for part in item["loc"]) or "(top level)"
         message = "unknown field" if item["type"] == "extra_forbidden" else item["msg"].removeprefix("Value error, ")
-        lines.append(f"  - {where}: {message}")
-    return SpecError("\n".join(lines))
+        problems.append(f"{where}: {message}")
+    if len(problems) == 1:
+        return SpecError(f"invalid benchmark spec ({source}): {problems[0]}")
+    return SpecError("\n".join([f"invalid benchmark spec ({source}):", *(f"  - {p}" for p in problems)]))
 
 
 def parse_spec(data: Any, source: str = "spec") -> BenchmarkSpec:
@@ -279,7 +377,8 @@ def parse_spec(data: Any, source: str = "spec") -> BenchmarkSpec:
 
 
 def load_spec(path: str | Path) -> BenchmarkSpec:
-    return parse_spec(read_mapping(path, "spec", SpecError), source=str(path))
+    """A spec file; an empty one is an error (it would silently run the defaults)."""
+    return parse_spec(read_mapping(path, "spec", SpecError, empty_ok=False), source=str(path))
 
 
 def spec_from_json(text: str) -> BenchmarkSpec:
@@ -287,7 +386,16 @@ def spec_from_json(text: str) -> BenchmarkSpec:
         data = json.loads(text)
     except json.JSONDecodeError as error:
         raise SpecError(f"spec JSON is malformed: {error}") from None
+    except RecursionError:
+        raise SpecError("spec JSON is nested too deeply to read") from None
     return parse_spec(data, source="spec_json")
+
+
+def public_dump(spec: BenchmarkSpec) -> dict[str, Any]:
+    """The spec as JSON data with server.env values withheld: what pipeline parameters and files may carry."""
+    data = spec.model_dump(mode="json")
+    data["server"]["env"] = withhold(spec.server.env)
+    return data
 
 
 # --- pipeline parameters: the typed fields a user fills in the KFP UI ---------------------------
@@ -314,8 +422,9 @@ class PipelineParams(_Strict):
     spec_yaml: str = ""
 
 
-def spec_to_params(spec: BenchmarkSpec) -> PipelineParams:
-    """Flatten a spec; the full spec rides along in spec_yaml so nothing is lost."""
+def spec_to_params(spec: BenchmarkSpec, *, withhold_env: bool = True) -> PipelineParams:
+    """Flatten a spec; the full spec rides along in spec_yaml so nothing is lost, but server.env values
+    (withheld unless `withhold_env` is False: a GKE submission, whose server has no other way to get them)."""
     first = spec.workloads[0]
     return PipelineParams(
         run_name=spec.name,
@@ -334,7 +443,8 @@ def spec_to_params(spec: BenchmarkSpec) -> PipelineParams:
         slo_ttft_p99_ms=spec.slo.ttft_p99_ms or 0.0,
         slo_tpot_p99_ms=spec.slo.tpot_p99_ms or 0.0,
         lake_uri=spec.lake_uri,
-        spec_yaml=yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False),
+        spec_yaml=yaml.safe_dump(public_dump(spec) if withhold_env else spec.model_dump(mode="json"),
+                                 sort_keys=False),
     )
 
 
@@ -348,9 +458,7 @@ def spec_from_params(params: dict[str, Any]) -> BenchmarkSpec:
         flat = PipelineParams.model_validate(params)
     except ValidationError as error:
         raise _format_error(error, "pipeline parameters") from None
-    base: dict[str, Any] = yaml.safe_load(flat.spec_yaml) if flat.spec_yaml.strip() else {}
-    if not isinstance(base, dict):
-        raise SpecError("invalid benchmark spec (spec_yaml): expected a mapping")
+    base = parse_mapping(flat.spec_yaml, "spec_yaml", SpecError)
     typed = {
         "name": flat.run_name,
         "run_id": flat.run_id,

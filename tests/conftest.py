@@ -15,6 +15,10 @@ import pytest
 from components.load_model import ModelInfo, load_model
 from servesweep.spec import ModelSpec
 
+# Subprocesses (KFP's local runner tasks, the CLI) import this checkout, not an installed copy of servesweep.
+_ROOT = str(Path(__file__).resolve().parents[1])
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, os.environ.get("PYTHONPATH")) if p)
+
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> ModelInfo:

@@ -35,6 +35,7 @@ def test_default_spec_file_loads():
         ({"model": {"shape": {"hidden_size": 100, "num_attention_heads": 3}}}, "model.shape", "divisible"),
         ({"accelerator": {"type": "tpu-v9"}}, "accelerator.type", "Input should be"),
         ({"run_id": "has/slash"}, "run_id", "letters, digits"),
+        ({"sweep": {"modes": ["client_concurrency"] * 2, "requests_per_point": 4}}, "sweep.modes", "repeat"),
         ({"quantisation": "fp8"}, "quantisation", "unknown field"),
         ({"model": {"weights": "dummy"}, "server": {"kind": "transformers"}}, "(top level)", "needs server.kind"),
         ({"accelerator": {"type": "nvidia-l4", "count": 2, "device_ids": [0]}}, "accelerator", "2 distinct GPU"),
@@ -48,7 +49,8 @@ def test_bad_spec_names_the_field(data, field, message):
     with pytest.raises(SpecError) as raised:
         parse_spec(data, "test")
     text = str(raised.value)
-    assert f"  - {field}:" in text and message in text
+    assert text.startswith("invalid benchmark spec (test): ") and "\n" not in text  # one problem, one line
+    assert f" {field}: " in text and message in text
 
 
 def test_spec_errors_are_one_message_for_non_mappings(tmp_path):
@@ -117,3 +119,12 @@ def test_adaptive_strategy_needs_an_slo_and_closed_loop_client_concurrency():
     assert spec.sweep.strategy == "adaptive" and spec.sweep.client_workers == 1
     with pytest.raises(SpecError, match="client_concurrency mode only"):
         parse_spec({"sweep": {**base["sweep"], "modes": ["server_max_seqs"]}, "slo": {"ttft_p99_ms": 500}})
+
+
+@pytest.mark.parametrize("name", ["../../etc", "._hidden", "-x-", "ü ö", "a" * 200, "!!!"])
+def test_a_derived_run_id_follows_the_rule_a_given_one_must(name):
+    from servesweep.spec import valid_run_id
+
+    run_id = BenchmarkSpec(name=name).with_run_id().run_id
+    assert valid_run_id(run_id) and "/" not in run_id and not run_id.startswith(".")
+    assert BenchmarkSpec(run_id=run_id).run_id == run_id  # passes the field's own validation

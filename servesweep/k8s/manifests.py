@@ -136,8 +136,12 @@ def build_server_bundle(
     extra_args: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
     owner: str = "",
+    secret_env: Mapping[str, tuple[str, str]] | None = None,
 ) -> ServerBundle:
     """Deployment, Service and PodMonitoring for one server; `node_selector` comes from provisioning.
+
+    `secret_env` maps a variable to (Secret name, key): rendered as a secretKeyRef, so the value
+    never passes through servesweep, the manifest or the pipeline.
 
     With an `owner` (the pipeline job), objects carry its label and its first characters in their
     names, so two jobs sweeping the same deployment ids in one namespace do not collide.
@@ -151,7 +155,8 @@ def build_server_bundle(
     name = resource_name(f"{deployment_id}-{label_value(owner)[:8]}" if owner else deployment_id)
     labels = {**deployment_labels(run_id, deployment_id), **(owner_labels(owner) if owner else {})}
     pod_labels = {**labels, SERVER_KIND_LABEL: kind}
-    pod = _pod_spec(gke, rendered, info.resource, options.tensor_parallel, node_selector, extra_args, env or {})
+    pod = _pod_spec(gke, rendered, info.resource, options.tensor_parallel, node_selector, extra_args,
+                    _env(gke.model, rendered, env or {}, secret_env or {}))
     return ServerBundle(
         name=name,
         namespace=gke.namespace,
@@ -202,10 +207,10 @@ def _pod_annotations(source: ModelSource) -> dict[str, str]:
 
 def _pod_spec(
     gke: GKESpec, rendered: RenderedServer, resource: str, count: int, node_selector: Mapping[str, str],
-    extra_args: Sequence[str], env: Mapping[str, str],
+    extra_args: Sequence[str], env: list[k8s.V1EnvVar],
 ) -> k8s.V1PodSpec:
     volumes, mounts = _volumes(gke, rendered)
-    main = _container(rendered.main, rendered, extra_args, _env(gke.model, rendered, env), mounts)
+    main = _container(rendered.main, rendered, extra_args, env, mounts)
     main.resources = _resources(gke, resource, count)
     return k8s.V1PodSpec(
         containers=[main] + [_container(plan, None, (), [], []) for plan in rendered.sidecars],
@@ -239,13 +244,23 @@ def _container(
     )
 
 
-def _env(source: ModelSource, rendered: RenderedServer, extra: Mapping[str, str]) -> list[k8s.V1EnvVar]:
+def _secret_var(name: str, secret: str, key: str) -> k8s.V1EnvVar:
+    ref = k8s.V1SecretKeySelector(name=secret, key=key)
+    return k8s.V1EnvVar(name=name, value_from=k8s.V1EnvVarSource(secret_key_ref=ref))
+
+
+def _env(source: ModelSource, rendered: RenderedServer, extra: Mapping[str, str],
+         secret_env: Mapping[str, tuple[str, str]]) -> list[k8s.V1EnvVar]:
+    if both := sorted(set(extra) & set(secret_env)):
+        raise ValueError(f"{', '.join(both)} given both as a value and from a Secret")
     env = [k8s.V1EnvVar(name=key, value=value) for key, value in sorted(extra.items())]
+    env += [_secret_var(name, secret, key) for name, (secret, key) in sorted(secret_env.items())]
     token_secret = getattr(source, "token_secret", None)
     if token_secret and rendered.token_delivery == "env":
+        if HF_TOKEN_ENV in secret_env:
+            raise ValueError(f"{HF_TOKEN_ENV} comes from the model's token_secret; drop it from secret_env")
         # A reference, never the value: the token stays in the Secret.
-        ref = k8s.V1SecretKeySelector(name=token_secret, key=source.token_key)
-        env.append(k8s.V1EnvVar(name=HF_TOKEN_ENV, value_from=k8s.V1EnvVarSource(secret_key_ref=ref)))
+        env.append(_secret_var(HF_TOKEN_ENV, token_secret, source.token_key))
     return env
 
 
