@@ -40,6 +40,7 @@ class _Strict(BaseModel):
 class CalibrationGroup(_Strict):
     server_kind: str
     accelerator: str
+    weight_dtype: str | None = None  # None: fitted over every weight dtype of the pair
     points: int
     efficiency: Efficiency
     ttft_mape_before: float | None  # percent, at efficiency 1 (the raw roofline)
@@ -53,10 +54,13 @@ class CalibrationGroup(_Strict):
 class Calibration(_Strict):
     groups: list[CalibrationGroup]
 
-    def efficiency_for(self, server_kind: str, accelerator: str) -> Efficiency:
-        """The fitted factors for a server and accelerator; the raw roofline (1.0) when never measured."""
-        for group in self.groups:
-            if (group.server_kind, group.accelerator) == (server_kind, accelerator):
+    def efficiency_for(self, server_kind: str, accelerator: str, weight_dtype: str | None = None) -> Efficiency:
+        """The fitted factors for a server, accelerator and weight dtype (kernels differ per dtype), else
+        those fitted over all dtypes of the pair; the raw roofline (1.0) when never measured."""
+        dtype = normalize_dtype(weight_dtype) if weight_dtype else None
+        pair = [g for g in self.groups if (g.server_kind, g.accelerator) == (server_kind, accelerator)]
+        for group in sorted(pair, key=lambda g: g.weight_dtype is None):
+            if group.weight_dtype in (dtype, None):
                 return group.efficiency
         return Efficiency()
 
@@ -77,6 +81,7 @@ def calibrate(
     catalog: Catalog | None = None,
     prefill_chunk_tokens: Mapping[tuple[str, str], int] | None = None,
     fit_overheads: bool = True,
+    by_weight_dtype: bool = False,
 ) -> Calibration:
     """Fit serving factors per (server_kind, accelerator) and report MAPE before and after.
 
@@ -84,20 +89,26 @@ def calibrate(
     input_tokens, output_tokens and TTFT/TPOT (``*_mean_ms``, else ``*_p50_ms``); output_token_throughput,
     accelerator_count, quantization and model_dtype are used when present. Predicted and failed rows
     are skipped. Without `model`, each row's ``model_preset`` is looked up (model catalog, then spec
-    presets). `prefill_chunk_tokens` gives a group's prefill chunk; `fit_overheads=False` fits the two
-    efficiencies alone (the pure roofline's factors).
+    presets). `prefill_chunk_tokens` gives a (server kind, accelerator) pair's prefill chunk;
+    `fit_overheads=False` fits the two efficiencies alone (the pure roofline's factors); `by_weight_dtype`
+    fits each weight dtype of a pair on its own (bf16 and fp8 run different kernels).
     """
     catalog = catalog or load_catalog()
     chunks = dict(prefill_chunk_tokens or {})
-    groups: dict[tuple[str, str], list[_Observation]] = defaultdict(list)
+    groups: dict[tuple[str, str, str], list[_Observation]] = defaultdict(list)
     for row in _measured(points):
-        key = (row.get("server_kind") or "unknown", row["accelerator"])
+        dtype = _weight_dtype(row) if by_weight_dtype else ""
+        key = (row.get("server_kind") or "unknown", row["accelerator"], dtype)
         groups[key].append(_observe(row, model or get_model(row["model_preset"]), catalog))
     ordered = sorted(groups.items(), key=lambda item: item[0])
     return Calibration(groups=[
-        _fit_group(kind, accelerator, obs, chunks.get((kind, accelerator)), fit_overheads)
-        for (kind, accelerator), obs in ordered
+        _fit_group(kind, accelerator, obs, chunks.get((kind, accelerator)), fit_overheads, dtype or None)
+        for (kind, accelerator, dtype), obs in ordered
     ])
+
+
+def _weight_dtype(row: Mapping[str, Any]) -> str:
+    return weight_dtype_for(row.get("quantization") or "none", normalize_dtype(row.get("model_dtype") or "bf16"))
 
 
 def _latency(row: Mapping[str, Any], metric: str) -> float | None:
@@ -148,21 +159,23 @@ def _observe(row: Mapping[str, Any], model: ModelArch, catalog: Catalog) -> _Obs
 class _Round:
     """Every observation's round, vectorised over (point, request) for the grid search.
 
-    For efficiencies (f, b): a request's prefill is max(compute / f, memory / b) plus steps x overhead,
-    so each metric = base(f, b) + step_coef x step_overhead + request_coef x request_overhead.
+    For efficiencies (f, b): a request's prefill is max(compute / f, memory / b) plus steps x step overhead,
+    its position x admission and the request overhead, so each metric is base(f, b) plus a linear term in
+    each of the three fixed costs.
     """
 
     def __init__(self, observations: list[_Observation], chunk: int | None) -> None:
         self.observations = observations
-        owner, shares, steps = [], [], []
+        owner, positions, steps = [], [], []
         for index, o in enumerate(observations):
             t = o.terms
-            requests = np.arange(1, t.batch_size + 1) if chunk else np.array([t.batch_size])
+            requests = np.arange(1, t.batch_size + 1)  # every request of the round, in arrival order
             owner.append(np.full(len(requests), index))
-            shares.append(requests / t.batch_size)
-            steps.append(np.ceil(requests * t.input_tokens / chunk) if chunk else np.ones(1))
+            positions.append(requests)
+            steps.append(np.ceil(requests * t.input_tokens / chunk) if chunk else np.ones(len(requests)))
         self.owner = np.concatenate(owner)
-        self.share = np.concatenate(shares)
+        self.position = np.concatenate(positions).astype(float)
+        self.share = self.position / np.concatenate([np.full(len(p), len(p)) for p in positions])
         self.steps = np.concatenate(steps)
         terms = [o.terms for o in observations]
         pick = lambda attr: np.array([getattr(t, attr) for t in terms])  # noqa: E731
@@ -174,20 +187,21 @@ class _Round:
         self.outputs = pick("output_tokens").astype(float)
 
     def coefficients(self, flops: float, bandwidth: float) -> dict[str, tuple[np.ndarray, ...]]:
-        """Per metric: (base, step-overhead coefficient, request-overhead coefficient), seconds."""
+        """Per metric: (base, then the coefficients of step overhead, request overhead and request admission)."""
         o = self.owner
         prefill = np.maximum(self.share * self.compute[o] / flops,
                              (self.steps * self.weights[o] + self.share * self.kv[o]) / bandwidth)
         mean = lambda values: np.bincount(o, weights=values) / self.count  # noqa: E731
         step = np.maximum(self.decode_compute / flops, self.decode_memory / bandwidth)
-        last, last_steps = prefill[self.last], self.steps[self.last]
+        last, last_steps, last_position = prefill[self.last], self.steps[self.last], self.position[self.last]
         decode_steps = np.maximum(self.outputs - 1, 1)
         ones = np.ones_like(step)
         return {
-            "ttft": (mean(prefill), mean(self.steps), ones),
+            "ttft": (mean(prefill), mean(self.steps), ones, mean(self.position)),
             "tpot": (step + (last - mean(prefill)) / decode_steps,
-                     1 + (last_steps - mean(self.steps)) / decode_steps, 0 * ones),
-            "e2e": (last + (self.outputs - 1) * step, last_steps + self.outputs - 1, ones),
+                     1 + (last_steps - mean(self.steps)) / decode_steps, 0 * ones,
+                     (last_position - mean(self.position)) / decode_steps),
+            "e2e": (last + (self.outputs - 1) * step, last_steps + self.outputs - 1, ones, last_position),
         }
 
 
@@ -195,35 +209,36 @@ _METRICS = ("ttft", "tpot", "e2e")
 
 
 def _fit_group(server_kind: str, accelerator: str, observations: list[_Observation], chunk: int | None = None,
-               fit_overheads: bool = True) -> CalibrationGroup:
+               fit_overheads: bool = True, weight_dtype: str | None = None) -> CalibrationGroup:
     rounds = _Round(observations, chunk)
     measured = {m: np.array([getattr(o, f"{m}_s") or np.nan for o in observations]) for m in _METRICS}
 
     def solve(flops: float, bandwidth: float) -> tuple[float, tuple[float, float]]:
         rows, targets = [], []
-        for metric, (base, step_coef, request_coef) in rounds.coefficients(flops, bandwidth).items():
+        for metric, (base, *coefficients) in rounds.coefficients(flops, bandwidth).items():
             seen = ~np.isnan(measured[metric])
             scale = measured[metric][seen]
-            rows.append(np.column_stack([step_coef[seen], request_coef[seen]]) / scale[:, None])
+            rows.append(np.column_stack([c[seen] for c in coefficients]) / scale[:, None])
             targets.append(1 - base[seen] / scale)
         a, y = np.vstack(rows), np.concatenate(targets)
-        overheads = _nonnegative_lstsq(a, y) if fit_overheads else np.zeros(2)
+        overheads = _nonnegative_lstsq(a, y) if fit_overheads else np.zeros(a.shape[1])
         residual = a @ overheads - y
         pull = _PULL_TO_ONE * (np.log(flops) ** 2 + np.log(bandwidth) ** 2)
-        return float(residual @ residual + pull), (float(overheads[0]), float(overheads[1]))
+        return float(residual @ residual + pull), tuple(float(x) for x in overheads)
 
     def loss(log_flops: float, log_bandwidth: np.ndarray) -> np.ndarray:
         return np.array([solve(float(np.exp(log_flops)), float(np.exp(y)))[0] for y in log_bandwidth])
 
     log_flops, log_bandwidth = _minimise(loss, rounds=6, points=25)
-    _, (step_s, request_s) = solve(float(np.exp(log_flops)), float(np.exp(log_bandwidth)))
+    _, (step_s, request_s, admission_s) = solve(float(np.exp(log_flops)), float(np.exp(log_bandwidth)))
     fitted = Efficiency(flops_efficiency=float(np.exp(log_flops)), bandwidth_efficiency=float(np.exp(log_bandwidth)),
                         step_overhead_ms=step_s * 1e3, request_overhead_ms=request_s * 1e3,
-                        prefill_chunk_tokens=chunk)
+                        request_admission_ms=admission_s * 1e3, prefill_chunk_tokens=chunk)
     before, after = _errors(observations, Efficiency()), _errors(observations, fitted)
     return CalibrationGroup(
         server_kind=server_kind,
         accelerator=accelerator,
+        weight_dtype=weight_dtype,
         points=len(observations),
         efficiency=fitted,
         ttft_mape_before=before["ttft"], ttft_mape_after=after["ttft"],
@@ -233,17 +248,21 @@ def _fit_group(server_kind: str, accelerator: str, observations: list[_Observati
 
 
 def _nonnegative_lstsq(a: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Least squares for two non-negative unknowns: the unconstrained answer, else the best on a face."""
-    best = np.linalg.lstsq(a, y, rcond=None)[0]
-    if (best >= 0).all():
-        return best
-    candidates = [np.zeros(2)]
-    for column in range(2):
-        norm = a[:, column] @ a[:, column]
-        if norm > 0:
-            value = max(0.0, float(a[:, column] @ y / norm))
-            candidates.append(np.where(np.arange(2) == column, value, 0.0))
-    return min(candidates, key=lambda x: float(np.sum((a @ x - y) ** 2)))
+    """Least squares with non-negative unknowns: the best unconstrained solution over every subset of them
+    (a handful of unknowns, so trying all 2^n supports is exact and cheap)."""
+    n = a.shape[1]
+    best, best_loss = np.zeros(n), float(y @ y)
+    for support in range(1, 2**n):
+        columns = [i for i in range(n) if support >> i & 1]
+        solution = np.linalg.lstsq(a[:, columns], y, rcond=None)[0]
+        if (solution < 0).any():
+            continue
+        x = np.zeros(n)
+        x[columns] = solution
+        loss = float(np.sum((a @ x - y) ** 2))
+        if loss < best_loss:
+            best, best_loss = x, loss
+    return best
 
 
 def _errors(observations: list[_Observation], efficiency: Efficiency) -> dict[str, float | None]:
@@ -294,6 +313,7 @@ class StoredCalibration(_Strict):
 
     server_kind: str
     accelerator: str
+    weight_dtype: str | None = None
     efficiency: Efficiency
     source: str  # the lake and runs it was fitted on
     fitted_on: str  # date
@@ -306,7 +326,8 @@ class CalibrationCatalog(_Strict):
 
     def calibration(self) -> Calibration:
         return Calibration(groups=[
-            CalibrationGroup(server_kind=c.server_kind, accelerator=c.accelerator, points=0, efficiency=c.efficiency,
+            CalibrationGroup(server_kind=c.server_kind, accelerator=c.accelerator, weight_dtype=c.weight_dtype,
+                             points=0, efficiency=c.efficiency,
                              ttft_mape_before=None, ttft_mape_after=None, tpot_mape_before=None,
                              tpot_mape_after=None)
             for c in self.calibrations
@@ -368,7 +389,8 @@ def point_errors(points: pa.Table | Iterable[Mapping[str, Any]], calibration: Ca
     for row in _measured(points):
         kind = row.get("server_kind") or "unknown"
         terms = observe_terms(row, model or get_model(row["model_preset"]), catalog)
-        ttft_s, tpot_s, e2e_s = terms.round(calibration.efficiency_for(kind, row["accelerator"]))
+        efficiency = calibration.efficiency_for(kind, row["accelerator"], _weight_dtype(row))
+        ttft_s, tpot_s, e2e_s = terms.round(efficiency)
         errors.append(PointError(
             server_kind=kind, accelerator=row["accelerator"], quantization=row.get("quantization") or "none",
             batch_size=terms.batch_size, input_tokens=terms.input_tokens, output_tokens=terms.output_tokens,

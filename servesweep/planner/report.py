@@ -106,7 +106,8 @@ def plan_report(
         for index, fit in enumerate(fits):
             if not fit.fits and batch_sizes is None:
                 continue  # nothing to predict for a placement that cannot start
-            chosen = calibration.efficiency_for(server_kind, fit.accelerator) if calibration else efficiency
+            chosen = (calibration.efficiency_for(server_kind, fit.accelerator, fit.weight_dtype) if calibration
+                      else efficiency)
             placements[index], swept = _predict_placement(
                 model, catalog.get(fit.accelerator), fit, workload, chosen or Efficiency(), options
             )

@@ -16,15 +16,16 @@ For one accelerator, GPU count (tensor parallel), batch size, weight dtype and i
   the batch routes to) + batch x KV bytes per token per GPU x c; FLOPs = 2 x active_params x batch +
   4 x layers x c x q_dim x batch; time = step overhead + the larger of the two.
 - **A closed-loop round.** The sweep's points send `batch` requests of one shape at once and, with fixed
-  lengths, the rounds stay in step. Request i's TTFT = `request_overhead_ms` (HTTP, tokenisation) + the
-  prefill steps up to its prompt; every request finishes at the end of the round, prefill of the last
-  request + (output - 1) decode steps, so a request prefilled early decodes while later prompts are
-  prefilled, and its TPOT (E2E - TTFT) / (output - 1) carries that wait. **TTFT** and **TPOT** are the
+  lengths, the rounds stay in step. Request i's TTFT = `request_overhead_ms` + i x `request_admission_ms`
+  (the server's front end takes a burst's requests one at a time) + the prefill steps up to its prompt.
+  Every request finishes at the end of the round, the last request's TTFT + (output - 1) decode steps,
+  so a request prefilled early decodes while later prompts are prefilled, and its TPOT
+  (E2E - TTFT) / (output - 1) carries that wait. **TTFT** and **TPOT** are the
   means over the round's requests; **E2E** = the round's length; **throughput** = batch x output / E2E.
 
 An `Efficiency()` (1.0, no overheads, no chunking) is the roofline itself, a lower bound on time;
-``calibrate`` fits the factors per (server kind, accelerator) from measured points, and the catalog keeps
-the fitted ones (`servesweep/data/calibrations.yaml`). Tensor-parallel communication is not modelled.
+``calibrate`` fits the factors per (server kind, accelerator[, weight dtype]) from measured points, and
+the catalog keeps the fitted ones (`servesweep/data/calibrations.yaml`). Tensor-parallel communication is not modelled.
 """
 
 from __future__ import annotations
@@ -63,7 +64,9 @@ class Efficiency(BaseModel):
     bandwidth_efficiency: float = Field(1.0, gt=0, description="Fraction of HBM bandwidth (governs decode).")
     step_overhead_ms: float = Field(0.0, ge=0, description="Fixed time of every engine step, ms.")
     request_overhead_ms: float = Field(0.0, ge=0, description="Fixed time before a request's prefill (HTTP, "
-                                       "tokenisation, first schedule), ms; part of TTFT.")
+                                       "first schedule), ms; part of TTFT.")
+    request_admission_ms: float = Field(0.0, ge=0, description="Serial front-end time per request (parsing, "
+                                        "tokenisation): the i-th request of a burst waits i of these, ms.")
     prefill_chunk_tokens: int | None = Field(None, ge=1, description="Prompt tokens per engine step (chunked "
                                              "prefill, vLLM's max_num_batched_tokens); None: one step per batch.")
 
@@ -103,12 +106,12 @@ class RooflineTerms:
         kv_writes_s = self.prefill_memory_s - self.prefill_weights_s
         memory = steps * self.prefill_weights_s + share * kv_writes_s
         compute = share * self.prefill_compute_s
-        return steps * efficiency.step_overhead_ms / 1e3 + max(
-            compute / efficiency.flops_efficiency, memory / efficiency.bandwidth_efficiency)
+        fixed = steps * efficiency.step_overhead_ms + request * efficiency.request_admission_ms
+        return fixed / 1e3 + max(compute / efficiency.flops_efficiency, memory / efficiency.bandwidth_efficiency)
 
     def round(self, efficiency: Efficiency) -> tuple[float, float, float]:
         """(mean TTFT, mean TPOT, E2E) in seconds of one closed-loop round (module docstring)."""
-        if efficiency.prefill_chunk_tokens is None:
+        if efficiency.prefill_chunk_tokens is None and not efficiency.request_admission_ms:
             ttfts = [self.prefill_s(efficiency)]  # one step: every request's first token together
         else:
             ttfts = [self._prefill_until(i, efficiency) for i in range(1, self.batch_size + 1)]
