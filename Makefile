@@ -7,7 +7,7 @@ GKE_SPEC ?= specs/gke.yaml
 IMAGE ?= us-docker.pkg.dev/servesweep/servesweep/servesweep:0.1.0
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint compile image query clean bench-loadgen bench-gpu-report
+.PHONY: setup run test lint compile image query clean bench-loadgen bench-gpu-report bench-h200-report
 
 setup: $(STAMP)
 
@@ -45,6 +45,12 @@ bench-gpu-report: setup  ## report + roofline comparison from the committed H100
 	$(BIN)/servesweep report h100-llama3-8b h100-llama-1b h100-llama3-8b-b256-prefill --lake benchmarks/results/h100/lake \
 		--out benchmarks/results/h100/report --slo-ttft-ms 2000 --slo-tpot-ms 150 --baseline nvidia-h100-80gb
 	$(BIN)/python benchmarks/gpu/compare_roofline.py
+
+bench-h200-report: setup  ## report, calibration, analysis and client tables from the committed H200 lake (the run: benchmarks/README.md)
+	$(BIN)/servesweep report h200-llama3-8b h200-llama3-8b-prefill h200-llama3-8b-fp8 h200-llama3-8b-fp8-prefill \
+		h200-llama3-8b-maxseqs --lake benchmarks/results/h200/lake --out benchmarks/results/h200/report \
+		--slo-ttft-ms 2000 --slo-tpot-ms 100 --baseline nvidia-h200-141gb
+	$(BIN)/python benchmarks/gpu/h200_analysis.py --write-calibrations
 
 clean:
 	rm -rf lake local_outputs reports

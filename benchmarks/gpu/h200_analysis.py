@@ -1,0 +1,215 @@
+"""What the committed H200 lake says: planner calibration with held-out validation, HBM bandwidth at
+batch 1, the batch knee under the SLO, FP8 against bf16, and servesweep against `vllm bench serve`.
+
+    python benchmarks/gpu/h200_analysis.py [--write-calibrations]
+
+Writes benchmarks/results/h200/{calibration.md,analysis.md,clients.md}; with --write-calibrations also
+servesweep/data/calibrations.yaml (the factors the plan step predicts with). Every number comes from the
+lake (benchmarks/results/h200/lake) or clients.json beside it, through the same code the product uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.gpu.compare_clients import table as clients_table  # noqa: E402
+from servesweep.catalog import load_catalog  # noqa: E402
+from servesweep.lake.query import query  # noqa: E402
+from servesweep.planner.calibrate import Calibration, PointError, calibrate, point_errors  # noqa: E402
+from servesweep.planner.models import get_model  # noqa: E402
+from servesweep.planner.roofline import weights_touched_bytes  # noqa: E402
+
+RESULTS = ROOT / "benchmarks/results/h200"
+H100 = ROOT / "benchmarks/results/h100"
+CHUNK = 8192  # vLLM 0.26's max_num_batched_tokens on the H200, from its log: "Chunked prefill is enabled with ..."
+FIT_BATCHES = (1, 8, 64, 256)  # calibrated on these; every other batch size is held out
+SLO_TTFT_P99_MS, SLO_TPOT_P99_MS = 2000.0, 100.0
+MEASURED = "select * from points where source = 'measured' and status = 'ok'"
+
+
+def measured(lake: Path) -> list[dict]:
+    return query(str(lake), MEASURED).to_pylist()
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.0f} %"
+
+
+def _mape(errors: list[PointError], attr: str) -> float:
+    values = [abs(getattr(e, attr)) for e in errors if getattr(e, attr) is not None]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def _dtype(row_or_error) -> str:
+    quantization = row_or_error["quantization"] if isinstance(row_or_error, dict) else row_or_error.quantization
+    return "fp8" if quantization == "fp8" else "bf16"
+
+
+def calibration_report(rows: list[dict], h100_rows: list[dict]) -> tuple[str, Calibration]:
+    fit = [r for r in rows if r["batch_size"] in FIT_BATCHES and r["sweep_mode"] == "client_concurrency"]
+    held = [r for r in rows if r not in fit]
+    chunks = {("vllm", "nvidia-h200-141gb"): CHUNK}
+    pooled = calibrate(fit, prefill_chunk_tokens=chunks)
+    per_dtype = calibrate(fit, prefill_chunk_tokens=chunks, by_weight_dtype=True)
+    roofline = Calibration(groups=[])
+    lines = ["# Planner calibration on the H200 (vLLM 0.26, Llama 3 8B shape)", "",
+             f"Fitted on the client-concurrency points at batch {', '.join(map(str, FIT_BATCHES))} "
+             f"({len(fit)} points, every workload, bf16 and FP8), validated on the {len(held)} held-out points "
+             "(every other batch size, and the server_max_seqs deployment). Model: "
+             "`servesweep/planner/roofline.py` (closed-loop round: per-step overhead, per-request overhead and "
+             f"admission, weight-and-KV bandwidth, compute, {CHUNK}-token prefill chunks). Errors are "
+             "(predicted - measured) / measured; TTFT and TPOT are means over each point's requests.", "",
+             "## Fitted factors", "",
+             "| fit | weights | FLOPs eff. | HBM eff. | step overhead ms | request overhead ms "
+             "| admission ms/request |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for name, calibration in (("pooled", pooled), ("per dtype", per_dtype)):
+        for g in calibration.groups:
+            e = g.efficiency
+            lines.append(f"| {name} | {g.weight_dtype or 'bf16 + fp8'} | {e.flops_efficiency:.3f} | "
+                         f"{e.bandwidth_efficiency:.3f} | {e.step_overhead_ms:.2f} | {e.request_overhead_ms:.1f} | "
+                         f"{e.request_admission_ms:.2f} |")
+    lines += ["", "## Held-out error (MAPE)", "",
+              "| predictor | TTFT | TPOT | output throughput |", "| --- | ---: | ---: | ---: |"]
+    errors = {name: point_errors(held, cal) for name, cal in
+              (("raw roofline", roofline), ("pooled", pooled), ("per dtype", per_dtype))}
+    for name, errs in errors.items():
+        lines.append(f"| {name} | {_mape(errs, 'ttft_error'):.1f} % | {_mape(errs, 'tpot_error'):.1f} % | "
+                     f"{_mape(errs, 'throughput_error'):.1f} % |")
+    for dtype in ("bf16", "fp8"):
+        errs = [e for e in errors["per dtype"] if _dtype(e) == dtype]
+        lines.append(f"| per dtype, {dtype} only | {_mape(errs, 'ttft_error'):.1f} % | "
+                     f"{_mape(errs, 'tpot_error'):.1f} % | {_mape(errs, 'throughput_error'):.1f} % |")
+    errs = errors["per dtype"]
+    over = {attr: sum(1 for e in errs if abs(getattr(e, attr)) > limit)
+            for attr, limit in (("ttft_error", 20), ("tpot_error", 15), ("throughput_error", 15))}
+    lines += ["", f"Per point (per-dtype calibration): TTFT beyond 20 % at {over['ttft_error']} of {len(errs)} "
+              f"held-out points, TPOT beyond 15 % at {over['tpot_error']}, output throughput beyond 15 % at "
+              f"{over['throughput_error']}; largest errors TTFT {max(abs(e.ttft_error) for e in errs):.0f} %, "
+              f"TPOT {max(abs(e.tpot_error) for e in errs):.0f} %, throughput "
+              f"{max(abs(e.throughput_error) for e in errs):.0f} %."]
+    lines += ["", "## Held-out points (per-dtype calibration)", "",
+              "| weights | in/out | batch | TTFT ms meas. / pred. | err | TPOT ms meas. / pred. | err "
+              "| out tok/s meas. / pred. | err |", "| --- | --- | ---: | --- | ---: | --- | ---: | --- | ---: |"]
+    for e in sorted(errors["per dtype"], key=lambda e: (_dtype(e), e.input_tokens, e.output_tokens, e.batch_size)):
+        lines.append(f"| {_dtype(e)} | {e.input_tokens}/{e.output_tokens} | {e.batch_size} | "
+                     f"{e.ttft_ms:,.1f} / {e.predicted_ttft_ms:,.1f} | {_pct(e.ttft_error)} | "
+                     f"{e.tpot_ms:.2f} / {e.predicted_tpot_ms:.2f} | {_pct(e.tpot_error)} | "
+                     f"{e.output_token_throughput:,.0f} / {e.predicted_output_token_throughput:,.0f} | "
+                     f"{_pct(e.throughput_error)} |")
+    h100 = calibrate(h100_rows)
+    g = h100.groups[0]
+    lines += ["", "## Second calibration: `transformers serve` on an H100 (benchmarks/results/h100)", "",
+              "A different server, labelled as such: fitted on all of its points (no prefill chunking).", "",
+              "| FLOPs eff. | HBM eff. | step overhead ms | request overhead ms | admission ms/request "
+              "| TTFT MAPE before / after | TPOT MAPE before / after | throughput MAPE before / after |",
+              "| ---: | ---: | ---: | ---: | ---: | --- | --- | --- |",
+              f"| {g.efficiency.flops_efficiency:.3f} | {g.efficiency.bandwidth_efficiency:.3f} | "
+              f"{g.efficiency.step_overhead_ms:.1f} | {g.efficiency.request_overhead_ms:.1f} | "
+              f"{g.efficiency.request_admission_ms:.2f} | {g.ttft_mape_before:.0f} / {g.ttft_mape_after:.0f} % | "
+              f"{g.tpot_mape_before:.0f} / {g.tpot_mape_after:.0f} % | "
+              f"{g.throughput_mape_before:.0f} / {g.throughput_mape_after:.0f} % |"]
+    return "\n".join(lines) + "\n", Calibration(groups=per_dtype.groups + h100.groups)
+
+
+def hbm_fraction(row: dict) -> float:
+    """Bytes a decode step must read at full bandwidth / the measured TPOT (batch 1: the weights + KV)."""
+    from servesweep.planner.calibrate import observe_terms
+
+    terms = observe_terms(row, get_model(row["model_preset"]), load_catalog())
+    return terms.decode_memory_s / (row["tpot_mean_ms"] / 1e3)
+
+
+def analysis_report(rows: list[dict]) -> str:
+    grid = [r for r in rows if r["sweep_mode"] == "client_concurrency"]
+    lines = ["# What the H200 data says (generated by benchmarks/gpu/h200_analysis.py)", "",
+             "## HBM bandwidth at batch 1", "",
+             "Bytes one decode step reads (weights + KV at the mean context) at the H200's 4.8 TB/s, divided by "
+             "the measured mean TPOT.", "",
+             "| weights | in/out | TPOT ms | bytes read per step GB | HBM bandwidth achieved |",
+             "| --- | --- | ---: | ---: | ---: |"]
+    model = get_model("llama3-8b")
+    for r in sorted((r for r in grid if r["batch_size"] == 1), key=lambda r: (_dtype(r), r["input_tokens"])):
+        weights = weights_touched_bytes(model, _dtype(r), 1) / 1e9
+        lines.append(f"| {_dtype(r)} | {r['input_tokens']}/{r['output_tokens']} | {r['tpot_mean_ms']:.2f} | "
+                     f"{weights:.2f} (weights) | {hbm_fraction(r) * 100:.0f} % |")
+    lines += ["", f"## The batch knee under p99 TTFT <= {SLO_TTFT_P99_MS:.0f} ms and p99 TPOT <= "
+              f"{SLO_TPOT_P99_MS:.0f} ms", "",
+              "| weights | in/out | largest batch inside the SLO | its output tok/s | TTFT p99 ms | TPOT p99 ms "
+              "| next batch up: what breaks |", "| --- | --- | ---: | ---: | ---: | ---: | --- |"]
+    for key in sorted({(_dtype(r), r["input_tokens"], r["output_tokens"]) for r in grid}):
+        points = sorted((r for r in grid if (_dtype(r), r["input_tokens"], r["output_tokens"]) == key),
+                        key=lambda r: r["batch_size"])
+        inside = [r for r in points if r["ttft_p99_ms"] <= SLO_TTFT_P99_MS and r["tpot_p99_ms"] <= SLO_TPOT_P99_MS]
+        best = max(inside, key=lambda r: r["batch_size"]) if inside else None
+        above = next((r for r in points if best and r["batch_size"] > best["batch_size"]), None)
+        breaks = "- (the largest batch swept)" if above is None else ", ".join(
+            f"{name} p99 {above[col]:,.0f} ms" for name, col, limit in
+            (("TTFT", "ttft_p99_ms", SLO_TTFT_P99_MS), ("TPOT", "tpot_p99_ms", SLO_TPOT_P99_MS))
+            if above[col] > limit) + f" at batch {above['batch_size']}"
+        lines.append(f"| {key[0]} | {key[1]}/{key[2]} | {best['batch_size'] if best else 'none'} | "
+                     f"{best['output_token_throughput']:,.0f} | {best['ttft_p99_ms']:,.0f} | "
+                     f"{best['tpot_p99_ms']:.1f} | {breaks} |" if best else f"| {key[0]} | {key[1]}/{key[2]} | none "
+                     "| - | - | - | - |")
+    lines += ["", "## FP8 against bf16, batch by batch", "",
+              "Output throughput and mean TPOT of vLLM `--quantization fp8` (online, per-tensor W8A8) over bf16 at "
+              "the same point.", "", "| in/out | batch | bf16 tok/s | fp8 tok/s | throughput x | TPOT bf16 / fp8 ms "
+              "| TTFT mean bf16 / fp8 ms |", "| --- | ---: | ---: | ---: | ---: | --- | --- |"]
+    by_key = {(_dtype(r), r["input_tokens"], r["output_tokens"], r["batch_size"]): r for r in grid}
+    for (dtype, isl, osl, batch), bf16 in sorted(by_key.items()):
+        fp8 = by_key.get(("fp8", isl, osl, batch))
+        if dtype != "bf16" or fp8 is None:
+            continue
+        ratio = fp8["output_token_throughput"] / bf16["output_token_throughput"]
+        lines.append(f"| {isl}/{osl} | {batch} | {bf16['output_token_throughput']:,.0f} | "
+                     f"{fp8['output_token_throughput']:,.0f} | {ratio:.2f} | {bf16['tpot_mean_ms']:.2f} / "
+                     f"{fp8['tpot_mean_ms']:.2f} | {bf16['ttft_mean_ms']:,.0f} / {fp8['ttft_mean_ms']:,.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_calibrations(calibration: Calibration) -> None:
+    entries = []
+    for g in calibration.groups:
+        source = ("benchmarks/results/h200/lake, runs h200-llama3-8b*, batches " + ", ".join(map(str, FIT_BATCHES))
+                  if g.accelerator == "nvidia-h200-141gb" else "benchmarks/results/h100/lake, all runs")
+        entries.append({"server_kind": g.server_kind, "accelerator": g.accelerator, "weight_dtype": g.weight_dtype,
+                        "efficiency": {k: (round(v, 4) if isinstance(v, float) else v)
+                                       for k, v in g.efficiency.model_dump().items()},
+                        "source": source, "fitted_on": "2026-12-03",
+                        "note": "vLLM 0.26, Llama 3 8B shape" if g.server_kind == "vllm"
+                        else "transformers serve --continuous-batching, Llama 3 8B and 1B shapes"})
+    header = ("# Serving factors per (server kind, accelerator[, weight dtype]), fitted by\n"
+              "# servesweep.planner.calibrate on measured points; regenerate with\n"
+              "# `python benchmarks/gpu/h200_analysis.py --write-calibrations`. The plan step predicts with these;\n"
+              "# a pair not listed gets the raw roofline (efficiency 1, no overheads).\n")
+    body = yaml.safe_dump({"calibrations_version": 1, "calibrations": entries}, sort_keys=False)
+    (ROOT / "servesweep/data/calibrations.yaml").write_text(header + body)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--write-calibrations", action="store_true")
+    args = parser.parse_args()
+    rows = measured(RESULTS / "lake")
+    text, calibration = calibration_report(rows, measured(H100 / "lake"))
+    (RESULTS / "calibration.md").write_text(text)
+    (RESULTS / "analysis.md").write_text(analysis_report(rows))
+    clients = json.loads((RESULTS / "clients.json").read_text())
+    clients["points"] = [p for p in clients["points"] if "servesweep" in p and "vllm" in p]
+    (RESULTS / "clients.md").write_text(clients_table(clients) + "\n")
+    if args.write_calibrations:
+        write_calibrations(calibration)
+    print(f"wrote {RESULTS}/calibration.md, analysis.md, clients.md")
+
+
+if __name__ == "__main__":
+    main()

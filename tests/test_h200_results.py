@@ -1,0 +1,72 @@
+"""The committed H200 run (benchmarks/results/h200): readable, complete, and what the README says of it."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks.gpu.h200_analysis import CHUNK, FIT_BATCHES, measured
+from servesweep.lake.query import query
+from servesweep.planner.calibrate import calibrate, load_calibrations, point_errors
+
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "h200"
+LAKE = str(RESULTS / "lake")
+H200 = ("vllm", "nvidia-h200-141gb")
+
+
+@pytest.fixture(scope="module")
+def rows():
+    return measured(RESULTS / "lake")
+
+
+def test_every_shape_dtype_and_batch_was_measured_on_vllm_with_gpu_samples():
+    counts = query(LAKE, """
+        select quantization, input_tokens, output_tokens, count(*) filter (where status = 'ok') as ok,
+               min(gpu_utilization_mean) filter (where status = 'ok') as util,
+               max(gpu_memory_used_max_gib) as mem, any_value(server_kind) as kind
+        from points where source = 'measured' and sweep_mode = 'client_concurrency'
+        group by all order by all""").to_pylist()
+    assert {(r["quantization"], r["input_tokens"], r["output_tokens"], r["ok"]) for r in counts} == {
+        (q, i, o, 9) for q in ("fp8", "none") for i, o in ((128, 128), (128, 2048), (2048, 128))}
+    assert all(r["kind"] == "vllm" and r["util"] > 0 and 100 < r["mem"] < 141 for r in counts)
+    # vLLM's own Prometheus samples are in the lake too, and prefix caching found nothing: fresh prompts
+    hits = query(LAKE, "select max(value) as hits, count(*) as n from server_metrics "
+                       "where metric = 'vllm:prefix_cache_hits_total'").to_pylist()[0]
+    assert hits["n"] > 100 and hits["hits"] < 0.01 * 256 * 2048
+
+
+def test_a_server_max_seqs_deployment_was_measured():
+    rows = query(LAKE, "select batch_size, status from points where sweep_mode = 'server_max_seqs'").to_pylist()
+    assert rows and {r["batch_size"] for r in rows} == {64} and all(r["status"] == "ok" for r in rows)
+
+
+def test_held_out_points_meet_the_planner_targets(rows):
+    fit = [r for r in rows if r["batch_size"] in FIT_BATCHES and r["sweep_mode"] == "client_concurrency"]
+    held = [r for r in rows if r not in fit]
+    calibration = calibrate(fit, prefill_chunk_tokens={H200: CHUNK}, by_weight_dtype=True)
+    errors = point_errors(held, calibration)
+    mape = {a: sum(abs(getattr(e, a)) for e in errors) / len(errors)
+            for a in ("ttft_error", "tpot_error", "throughput_error")}
+    assert len(held) >= 30 and {e.quantization for e in errors} == {"none", "fp8"}
+    assert mape["tpot_error"] < 15 and mape["throughput_error"] < 15 and mape["ttft_error"] < 20
+
+
+def test_the_shipped_calibrations_are_the_fitted_ones(rows):
+    fit = [r for r in rows if r["batch_size"] in FIT_BATCHES and r["sweep_mode"] == "client_concurrency"]
+    fitted = calibrate(fit, prefill_chunk_tokens={H200: CHUNK}, by_weight_dtype=True)
+    shipped = load_calibrations()
+    for dtype in ("bf16", "fp8"):
+        ours, stored = fitted.efficiency_for(*H200, dtype), shipped.efficiency_for(*H200, dtype)
+        assert stored.prefill_chunk_tokens == CHUNK
+        for field in ("flops_efficiency", "bandwidth_efficiency", "request_admission_ms"):
+            assert getattr(stored, field) == pytest.approx(getattr(ours, field), rel=1e-3)
+
+
+def test_servesweep_and_vllm_bench_agree_on_throughput_and_tpot():
+    points = [p for p in json.loads((RESULTS / "clients.json").read_text())["points"] if "vllm" in p]
+    assert len(points) >= 4
+    for p in points:
+        ours, theirs = p["servesweep"], p["vllm"]
+        assert ours["completed"] == theirs["completed"] == p["requests"]
+        assert ours["output_throughput"] == pytest.approx(theirs["output_throughput"], rel=0.03)
+        assert ours["mean_tpot_ms"] == pytest.approx(theirs["mean_tpot_ms"], rel=0.03)
