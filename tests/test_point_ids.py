@@ -53,11 +53,15 @@ def test_adaptive_search_measures_each_batch_under_its_own_id(monkeypatch):
     spec = parse_spec({"sweep": {"strategy": "adaptive", "batch_sizes": [1, 100], "requests_per_point": 2},
                        "slo": {"ttft_p99_ms": 100}, "workloads": WORKLOADS[:2]})
     # Batches up to 37 meet the SLO: doubling then narrowing probes a dozen batches per workload.
-    monkeypatch.setattr(sweep, "point_result", lambda batch, rows: PointResult(
+    monkeypatch.setattr(sweep, "point_result", lambda batch, rows, failure=None: PointResult(
         batch_size=batch, ttft_p99_ms=50.0 if batch <= 37 else 500.0))
     run_ids = []
     deployment = Deployment(deployment_id="cc", sweep_mode="client_concurrency", max_num_seqs=100, points=[])
-    measured, searches = sweep._adaptive(spec, deployment, lambda point: run_ids.append(point.point_id) or [])
+    def run(point):
+        run_ids.append(point.point_id)
+        return sweep.PointWindow(point_id=point.point_id), []
+
+    measured, searches = sweep._adaptive(spec, deployment, run)
     assert [s.result.best_batch for s in searches] == [37, 37]
     assert len(run_ids) == len(set(run_ids)) == sum(s.result.points_used for s in searches) > 8
     assert [p.point_id for p in measured] == run_ids

@@ -163,7 +163,7 @@ def test_a_real_run_writes_no_env_value_anywhere(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     points = query(str(lake), "select status from points where source = 'measured'").to_pylist()
     assert points == [{"status": "ok"}]
-    assert list((tmp_path / "tmp").rglob("server-*.log")) and list((tmp_path / "kfp").rglob("*.log"))
+    assert list((tmp_path / "kfp").rglob("server-*.log")) and list((tmp_path / "kfp").rglob("*.log"))
     assert _leaks(tmp_path) == [] and not any(s in result.output for s in SECRETS)
     spec_json = next((tmp_path / "kfp").rglob("resolve-spec/executor_output.json")).read_text()
     assert WITHHELD in spec_json  # the spec did travel, names and all
@@ -177,7 +177,7 @@ def test_a_value_the_server_echoes_is_masked_in_the_lake_and_its_log(tmp_path, m
     [point] = query(str(lake), "select status, failure_reason from points where source = 'measured'").to_pylist()
     assert point["status"] == "failed" and f"'{MASK}'" in point["failure_reason"], point
     assert _leaks(tmp_path) == [] and not any(s in result.output for s in SECRETS)
-    assert any(MASK in log.read_text() for log in (tmp_path / "tmp").rglob("server-*.log"))
+    assert any(MASK in log.read_text() for log in (tmp_path / "kfp").rglob("server-*.log"))
 
 
 def test_leak_finder_sees_a_value_in_a_compressed_parquet_file(tmp_path):
