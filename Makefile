@@ -7,7 +7,7 @@ GKE_SPEC ?= specs/gke.yaml
 IMAGE ?= us-docker.pkg.dev/servesweep/servesweep/servesweep:0.1.0
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint compile image query clean bench-loadgen bench-gpu-report bench-h200-report
+.PHONY: setup run test lint compile image query clean bench-loadgen bench-sampler bench-gpu-report bench-h200-report
 
 setup: $(STAMP)
 
@@ -40,6 +40,9 @@ query: setup
 bench-loadgen: setup  ## servesweep's load generator vs guidellm and inference-perf on a zero-work server
 	bash benchmarks/loadgen/setup_peers.sh
 	$(BIN)/python benchmarks/loadgen/run_bench.py
+
+bench-sampler: setup  ## what scraping /metrics adds to the load generator's loop lag (in-process thread vs process)
+	$(BIN)/python benchmarks/sampler/run_bench.py
 
 bench-gpu-report: setup  ## report + roofline comparison from the committed H100 lake (the run itself: benchmarks/README.md)
 	$(BIN)/servesweep report h100-llama3-8b h100-llama-1b h100-llama3-8b-b256-prefill --lake benchmarks/results/h100/lake \

@@ -2,11 +2,14 @@
 
 Every planned point gets a `points` row, failed ones included (status 'failed' with the reason),
 so a sweep that broke half-way still says what it measured and what it could not. A point the
-circuit breaker stopped is failed, with the requests it completed kept in `requests`.
+circuit breaker stopped is failed, with the requests it completed kept in `requests`. A point's
+repeats (one sweep's grid again, or a repeated server_max_seqs deployment) pool into its one row;
+the `runs` row is the fingerprint of the first deployment whose server started.
 """
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,12 +21,35 @@ import pyarrow.parquet as pq
 
 import servesweep
 from components.load_model import ModelInfo
-from components.sweep import PointWindow, SweepManifest, SweepPoint, read_sweep
+from components.sweep import PointWindow, SweepManifest, SweepPoint, read_sweep, workload_of
+from servesweep.fingerprint import Fingerprint
 from servesweep.lake.schema import TABLES
 from servesweep.lake.store import to_table
-from servesweep.metrics.summary import client_limited, summarise_requests, summarise_server
+from servesweep.metrics.intervals import by_repeat, point_intervals, seed_for
+from servesweep.metrics.summary import client_limited, is_measured, summarise_requests, summarise_server
 from servesweep.secrets import HF_TOKEN_PATTERN, MASK, mask, secret_values
-from servesweep.spec import BenchmarkSpec
+from servesweep.spec import REQUEST_LIMITS, BenchmarkSpec
+
+
+def merged_window(windows: list[PointWindow]) -> PointWindow:
+    """One window for a point's repeats: the first start, the last end, the first failure, the worst client."""
+    first = windows[0]
+    if len(windows) == 1:
+        return first
+
+    def worst(name: str) -> float | None:
+        values = [getattr(w, name) for w in windows if getattr(w, name) is not None]
+        return max(values) if values else None
+
+    starts = [w.started_unix for w in windows if w.started_unix is not None]
+    ends = [w.ended_unix for w in windows if w.ended_unix is not None]
+    return first.model_copy(update={
+        "started_unix": min(starts) if starts else None, "ended_unix": max(ends) if ends else None,
+        "failure_reason": next((w.failure_reason for w in windows if w.failure_reason), None),
+        "client_loop_lag_p99_ms": worst("client_loop_lag_p99_ms"),
+        "client_loop_lag_max_ms": worst("client_loop_lag_max_ms"),
+        "client_read_lag_p99_ms": worst("client_read_lag_p99_ms"),
+    })
 
 
 def point_row(spec: BenchmarkSpec, model: ModelInfo, manifest: SweepManifest, point: SweepPoint,
@@ -54,33 +80,79 @@ def point_row(spec: BenchmarkSpec, model: ModelInfo, manifest: SweepManifest, po
         "concurrency": point.concurrency, "request_rate": point.request_rate,
         "input_tokens": point.input_tokens, "output_tokens": point.output_tokens,
         **summary, **client, **summarise_server(samples), "servesweep_version": servesweep.__version__,
+        **_settings(spec, point), **_intervals(spec, point, requests),
     }
 
 
+def _settings(spec: BenchmarkSpec, point: SweepPoint) -> dict[str, Any]:
+    """What every request of the point asked for, how its edges were excluded, the per-request SLO."""
+    workload = workload_of(spec, point)
+    sweep = spec.sweep
+    return {
+        "temperature": workload.temperature, "top_p": workload.top_p, "top_k": workload.top_k,
+        "min_output_tokens": workload.min_output_tokens, "ignore_eos": workload.ignore_eos,
+        "stop": list(workload.stop), "extra_request_fields": json.dumps(workload.extra_body, sort_keys=True),
+        "warmup_requests": sweep.warmup_requests, "warmup_s": sweep.warmup_s, "cooldown_s": sweep.cooldown_s,
+        **{f"slo_{name}": getattr(spec.slo, name) for name in REQUEST_LIMITS},
+    }
+
+
+def _intervals(spec: BenchmarkSpec, point: SweepPoint, requests: list[dict]) -> dict[str, Any]:
+    ok = [r for r in requests if is_measured(r) and r["ok"]]
+    if not ok:
+        return {}
+    return point_intervals(by_repeat(ok), seed_for(point.point_id, spec.model.seed))
+
+
 def collect_metrics(spec: BenchmarkSpec, model: ModelInfo, sweep_dirs: list[str]) -> dict[str, pa.Table]:
-    requests_tables, samples_tables, points = [], [], []
+    requests_tables, samples_tables, manifests = [], [], []
+    by_point: dict[str | None, list[dict]] = defaultdict(list)
+    samples_by_point: dict[str | None, list[dict]] = defaultdict(list)
+    planned: dict[str, tuple[SweepManifest, SweepPoint]] = {}  # point id -> its first deployment
+    windows: dict[str, list[PointWindow]] = defaultdict(list)
     for sweep_dir in sweep_dirs:
         manifest, requests, samples = read_sweep(sweep_dir)
-        requests_tables.append(requests)
+        manifests.append(manifest)
+        requests_tables.append(to_table("requests", requests))  # an older sweep's rows get the new columns
         samples_tables.append(samples)
-        by_point: dict[str | None, list[dict]] = defaultdict(list)
         for row in requests.to_pylist():
             by_point[row["point_id"]].append(row)
-        samples_by_point: dict[str | None, list[dict]] = defaultdict(list)
         for row in samples.select(["point_id", "metric", "value"]).to_pylist():
             samples_by_point[row["point_id"]].append(row)
-        windows = {w.point_id: w for w in manifest.windows}
         for point in manifest.deployment.points:
-            window = windows.get(point.point_id, PointWindow(point_id=point.point_id, failure_reason="not run"))
-            points.append(point_row(spec, model, manifest, point, window, by_point[point.point_id],
-                                    samples_by_point[point.point_id]))
+            planned.setdefault(point.point_id, (manifest, point))
+        for window in manifest.windows:
+            windows[window.point_id].append(window)
+    points = []
+    for point_id, (manifest, point) in planned.items():
+        window = merged_window(windows[point_id]) if windows[point_id] else PointWindow(
+            point_id=point_id, failure_reason="not run")
+        points.append(point_row(spec, model, manifest, point, window, by_point[point_id], samples_by_point[point_id]))
     requests = pa.concat_tables(requests_tables) if requests_tables else None
     return {
         "requests": to_table("requests", _masked_errors(requests, secret_values(spec.server.env))
                              if requests is not None else []),
         "points": to_table("points", points),
         "server_metrics": to_table("server_metrics", pa.concat_tables(samples_tables) if samples_tables else []),
+        "runs": to_table("runs", run_rows(spec, manifests, points)),
     }
+
+
+def run_rows(spec: BenchmarkSpec, manifests: list[SweepManifest], points: list[dict]) -> list[dict[str, Any]]:
+    """The run's fingerprint row: the first started deployment's, else the first one taken; none without."""
+    taken = [m for m in manifests if m.fingerprint is not None]
+    if not taken:
+        return []
+    chosen = next((m for m in taken if not m.endpoint.error), taken[0]).fingerprint
+    assert chosen is not None
+    starts = [p["started_at"] for p in points if p.get("started_at") is not None]
+    return [fingerprint_row(spec.run_id, spec.name, chosen, min(starts) if starts else None)]
+
+
+def fingerprint_row(run_id: str, run_name: str, fingerprint: Fingerprint, started: datetime | None) -> dict:
+    fields = fingerprint.model_dump()
+    fields["notes"] = "; ".join(fields["notes"]) or None
+    return {"run_id": run_id, "run_name": run_name, "started_at": started, **fields}
 
 
 def _masked_errors(requests: pa.Table, secrets: list[str]) -> pa.Table:

@@ -47,6 +47,7 @@ class Endpoint(BaseModel):
     api: str = "openai"  # the request protocol the server speaks (servesweep.k8s.servers.ApiKind)
     namespace: str = ""  # set when the server runs on GKE ...
     label_selector: str = ""  # ... and its Kubernetes objects are the ones these labels select
+    gke_facts: dict[str, str | None] = {}  # GKE: image, digest, node type of the server (servesweep.k8s.facts)
 
 
 class ServerStartError(RuntimeError):

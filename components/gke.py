@@ -14,6 +14,7 @@ from kubernetes.client.exceptions import ApiException
 from components.deploy_server import Endpoint
 from servesweep.gke_spec import GKESpec
 from servesweep.k8s.deploy import DeployOutcome, KubeApis, deploy_server
+from servesweep.k8s.facts import server_facts
 from servesweep.k8s.manifests import ServerBundle, build_server_bundle, label_value, owner_labels, selector
 from servesweep.k8s.provision import Capacity, GKEProvisioner
 from servesweep.k8s.servers import ServerOptions, server_info
@@ -120,16 +121,18 @@ def deploy_gke(
     outcome = deploy_server(apis, bundle, timeout_s=spec.server.startup_timeout_s, **wait)
     for note in outcome.notes:
         print(f"note: {note}")
-    return endpoint_from(outcome, deployment_id, max_num_seqs)
+    facts = server_facts(apis.core, bundle.namespace, selector(bundle.labels)) if outcome.ready else {}
+    return endpoint_from(outcome, deployment_id, max_num_seqs, facts)
 
 
-def endpoint_from(outcome: DeployOutcome, deployment_id: str, max_num_seqs: int) -> Endpoint:
+def endpoint_from(outcome: DeployOutcome, deployment_id: str, max_num_seqs: int,
+                  facts: dict[str, str | None] | None = None) -> Endpoint:
     bundle, rendered = outcome.bundle, outcome.bundle.rendered
     return Endpoint(
         deployment_id=deployment_id, max_num_seqs=max_num_seqs, base_url=bundle.base_url,
         metrics_url=bundle.metrics_url or "", served_name=rendered.served_name, start_seconds=outcome.start_seconds,
         error=outcome.error, metric_prefix=rendered.metric_prefix or "", api=rendered.api,
-        namespace=bundle.namespace, label_selector=selector(bundle.labels),
+        namespace=bundle.namespace, label_selector=selector(bundle.labels), gke_facts=facts or {},
     )
 
 

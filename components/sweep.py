@@ -4,9 +4,13 @@ Batch size is swept two ways: `client_concurrency` keeps one deployment (server 
 batch size) and varies the client's concurrency; `server_max_seqs` redeploys with
 `--max-num-seqs` = batch size and loads it at that concurrency.
 
-Strategy `grid` runs every batch size. Strategy `adaptive` (client_concurrency, closed loop) searches
-1..max(batch_sizes) for the largest batch meeting the spec's SLO (servesweep.loadgen.adaptive); the
-manifest records the points it measured and how many it used, next to the grid's count.
+Strategy `grid` runs every batch size, `sweep.repeats` times: the whole grid once, then again (one
+deployment's grid in client_concurrency mode; in server_max_seqs mode the deployments themselves
+repeat, `sm-b4`, then `sm-b4-r1`, so a repeat includes a fresh server start).
+
+Strategy `adaptive` (client_concurrency, closed loop) searches 1..max(batch_sizes) for the largest
+batch meeting the spec's SLO (servesweep.loadgen.adaptive); the manifest records the points it
+measured and how many it used, next to the grid's count.
 """
 
 from __future__ import annotations
@@ -22,15 +26,16 @@ from pydantic import BaseModel
 from rich.progress import Progress
 
 from components.deploy_server import Endpoint
+from servesweep.fingerprint import Fingerprint
+from servesweep.fingerprint import take as take_fingerprint
 from servesweep.lake.store import to_table
 from servesweep.loadgen.adaptive import AdaptiveResult, PointResult, find_largest_batch
-from servesweep.loadgen.client import RequestRecord
+from servesweep.loadgen.client import RequestRecord, Sampling
 from servesweep.loadgen.datagen import PromptFactory
 from servesweep.loadgen.runner import LoadPlan, run_load
-from servesweep.metrics.gpu import GpuSampler, GpuUnavailable
-from servesweep.metrics.prometheus import MetricsSampler
-from servesweep.metrics.summary import request_latencies, summarise_requests
-from servesweep.spec import BenchmarkSpec, SweepMode
+from servesweep.metrics.remote import SamplerConfig, SamplerProcess
+from servesweep.metrics.summary import request_latencies, request_meets_slo, summarise_requests
+from servesweep.spec import BenchmarkSpec, SLOSpec, SweepMode, WorkloadShape
 
 _MODE_TAG = {"client_concurrency": "cc", "server_max_seqs": "sm"}
 
@@ -51,12 +56,15 @@ class Deployment(BaseModel):
     sweep_mode: SweepMode
     max_num_seqs: int
     points: list[SweepPoint]
+    first_repeat: int = 0  # the grid runs repeats first_repeat .. first_repeat + repeats - 1
+    repeats: int = 1
 
 
 class PointWindow(BaseModel):
     """When a point ran, and why it failed if it did."""
 
     point_id: str
+    repeat: int = 0
     started_unix: float | None = None
     ended_unix: float | None = None
     failure_reason: str | None = None
@@ -80,23 +88,31 @@ class SweepManifest(BaseModel):
     endpoint: Endpoint
     windows: list[PointWindow]
     searches: list[AdaptiveSearch] = []
+    fingerprint: Fingerprint | None = None  # what the sweep ran on (the lake's `runs` row)
 
 
 def plan_deployments(spec: BenchmarkSpec) -> list[Deployment]:
     """Every deployment the spec asks for, with its points in run order."""
     deployments = []
     for mode in spec.sweep.modes:
-        groups = (
-            [(_MODE_TAG[mode], max(spec.sweep.batch_sizes), spec.sweep.batch_sizes)]
-            if mode == "client_concurrency"
-            else [(f"{_MODE_TAG[mode]}-b{b}", b, [b]) for b in spec.sweep.batch_sizes]
-        )
-        for deployment_id, cap, batch_sizes in groups:
-            points = [_point(spec, mode, deployment_id, b, shape.input_tokens, shape.output_tokens)
-                      for shape in spec.workloads for b in batch_sizes]
-            deployments.append(Deployment(deployment_id=deployment_id, sweep_mode=mode, max_num_seqs=cap,
-                                          points=points))
+        if mode == "client_concurrency":
+            deployments.append(_deployment(spec, mode, _MODE_TAG[mode], max(spec.sweep.batch_sizes),
+                                           spec.sweep.batch_sizes, repeats=spec.sweep.repeats))
+            continue
+        for repeat in range(spec.sweep.repeats):  # each repeat redeploys every batch size, in grid order
+            for b in spec.sweep.batch_sizes:
+                suffix = f"-r{repeat}" if repeat else ""
+                deployments.append(_deployment(spec, mode, f"{_MODE_TAG[mode]}-b{b}{suffix}", b, [b],
+                                               first_repeat=repeat))
     return deployments
+
+
+def _deployment(spec: BenchmarkSpec, mode: SweepMode, deployment_id: str, cap: int, batch_sizes: list[int],
+                first_repeat: int = 0, repeats: int = 1) -> Deployment:
+    points = [_point(spec, mode, deployment_id, b, shape.input_tokens, shape.output_tokens)
+              for shape in spec.workloads for b in batch_sizes]
+    return Deployment(deployment_id=deployment_id, sweep_mode=mode, max_num_seqs=cap, points=points,
+                      first_repeat=first_repeat, repeats=repeats)
 
 
 def _point(spec: BenchmarkSpec, mode: SweepMode, deployment_id: str, batch: int, isl: int, osl: int) -> SweepPoint:
@@ -111,14 +127,16 @@ def _point(spec: BenchmarkSpec, mode: SweepMode, deployment_id: str, batch: int,
     )
 
 
-def request_rows(run_id: str, point: SweepPoint, records: list[RequestRecord], started_unix: float) -> list[dict]:
+def request_rows(run_id: str, point: SweepPoint, records: list[RequestRecord], started_unix: float,
+                 repeat: int = 0, slo: SLOSpec | None = None) -> list[dict]:
     rows = []
     for record in records:
         latencies = request_latencies(record.sent_at, record.token_times, record.output_tokens)
         lag = (record.sent_at - record.scheduled_at) * 1000.0 if record.scheduled_at is not None else None
         rows.append({
             "run_id": run_id, "point_id": point.point_id, "deployment_id": point.deployment_id,
-            "request_index": record.index, "warmup": record.warmup, "ok": record.ok,
+            "request_index": record.index, "warmup": record.warmup, "cooldown": record.cooldown,
+            "repeat": repeat, "ok": record.ok, "slo_met": request_meets_slo(record.ok, latencies, slo),
             "error": record.error, "scheduled_at_s": record.scheduled_at, "sent_at_s": record.sent_at,
             "sent_at_unix": started_unix + record.sent_at, **latencies, "schedule_lag_ms": lag,
             "requested_input_tokens": record.requested_input_tokens,
@@ -127,6 +145,18 @@ def request_rows(run_id: str, point: SweepPoint, records: list[RequestRecord], s
             "output_chunks": len(record.token_times),
         })
     return rows
+
+
+def workload_of(spec: BenchmarkSpec, point: SweepPoint) -> WorkloadShape:
+    return next(w for w in spec.workloads
+                if (w.input_tokens, w.output_tokens) == (point.input_tokens, point.output_tokens))
+
+
+def sampling_of(workload: WorkloadShape) -> Sampling:
+    """The load generator's form of a workload's sampling fields."""
+    return Sampling(temperature=workload.temperature, top_p=workload.top_p, top_k=workload.top_k,
+                    min_tokens=workload.min_output_tokens, ignore_eos=workload.ignore_eos, stop=tuple(workload.stop),
+                    extra=tuple(workload.extra_body.items()))
 
 
 def run_sweep(spec: BenchmarkSpec, deployment: Deployment, endpoint: Endpoint, tokenizer_dir: str,
@@ -138,70 +168,80 @@ def run_sweep(spec: BenchmarkSpec, deployment: Deployment, endpoint: Endpoint, t
     windows: list[PointWindow] = []
     samples: list[dict[str, Any]] = []
     searches: list[AdaptiveSearch] = []
+    fingerprint = take_fingerprint(spec, "" if endpoint.error else endpoint.base_url, endpoint.gke_facts or None)
     if endpoint.error or endpoint.api != "openai":
         reason = (f"server start: {endpoint.error}" if endpoint.error
                   else f"load generator speaks the OpenAI API, the server speaks {endpoint.api}")
-        windows = [PointWindow(point_id=p.point_id, failure_reason=reason) for p in deployment.points]
+        repeats = range(deployment.first_repeat, deployment.first_repeat + deployment.repeats)
+        windows = [PointWindow(point_id=p.point_id, repeat=r, failure_reason=reason)
+                   for r in repeats for p in deployment.points]
     else:
         prompts = PromptFactory(tokenizer_dir, seed=spec.model.seed)
         samplers = _samplers(spec, deployment, endpoint)
 
-        def run(point: SweepPoint) -> tuple[PointWindow, list[dict]]:
+        def run(point: SweepPoint, repeat: int = deployment.first_repeat) -> tuple[PointWindow, list[dict]]:
             for sampler in samplers:
                 sampler.begin(point.point_id)
-            window, rows = _run_point(spec, point, endpoint, prompts.make)
+            window, rows = _run_point(spec, point, endpoint, prompts.make, repeat)
             for sampler in samplers:
                 sampler.end()
             windows.append(window)
             requests.extend(rows)
             # Saved after every point, so a sweep cut short (a timeout, a lost node) keeps what it measured.
             samples = [dict(row, run_id=spec.run_id) for sampler in samplers for row in list(sampler.rows)]
-            _save(out, spec, deployment, endpoint, windows, requests, samples, searches)
+            _save(out, spec, deployment, endpoint, windows, requests, samples, searches, fingerprint)
             return window, rows
 
         with contextlib.ExitStack() as stack:
             for sampler in samplers:
                 stack.enter_context(sampler)
+                for reason in sampler.unavailable:
+                    print(f"warning: no metrics from the {reason}")
             if spec.sweep.strategy == "adaptive":
                 measured, searches = _adaptive(spec, deployment, run)
                 deployment = deployment.model_copy(update={"points": measured})
             else:
                 _grid(deployment, run)
         samples = [dict(row, run_id=spec.run_id) for sampler in samplers for row in sampler.rows]
-    return _save(out, spec, deployment, endpoint, windows, requests, samples, searches)
+    return _save(out, spec, deployment, endpoint, windows, requests, samples, searches, fingerprint)
 
 
 def _save(out: Path, spec: BenchmarkSpec, deployment: Deployment, endpoint: Endpoint, windows: list[PointWindow],
-          requests: list[dict], samples: list[dict], searches: list) -> SweepManifest:
+          requests: list[dict], samples: list[dict], searches: list,
+          fingerprint: Fingerprint | None = None) -> SweepManifest:
     pq.write_table(to_table("requests", requests), out / "requests.parquet")
     pq.write_table(to_table("server_metrics", samples), out / "server_metrics.parquet")
-    manifest = SweepManifest(deployment=deployment, endpoint=endpoint, windows=windows, searches=searches)
+    manifest = SweepManifest(deployment=deployment, endpoint=endpoint, windows=windows, searches=searches,
+                             fingerprint=fingerprint)
     (out / "manifest.json").write_text(manifest.model_dump_json(indent=2))
     return manifest
 
 
-def _samplers(spec: BenchmarkSpec, deployment: Deployment, endpoint: Endpoint) -> list:
-    """The server's Prometheus endpoint, plus NVML on GPU accelerators (when NVML is there)."""
+def _samplers(spec: BenchmarkSpec, deployment: Deployment, endpoint: Endpoint) -> list[SamplerProcess]:
+    """The server's Prometheus endpoint, plus NVML on GPU accelerators (when NVML is there), sampled in a
+    process of their own (servesweep.metrics.remote): in this one, parsing stalls the load generator."""
     interval = spec.sweep.scrape_interval_s
-    samplers: list = [MetricsSampler(endpoint.metrics_url, deployment.deployment_id, interval,
-                                     prefixes=(endpoint.metric_prefix,))]
+    configs = [SamplerConfig("prometheus", deployment.deployment_id, interval, url=endpoint.metrics_url,
+                             prefixes=(endpoint.metric_prefix,))] if endpoint.metrics_url else []
     if spec.accelerator.type != "cpu":
-        try:
-            samplers.append(GpuSampler(deployment.deployment_id, interval))
-        except GpuUnavailable as error:
-            print(f"warning: no GPU metrics for {deployment.deployment_id}: {error}")
-    return samplers
+        configs.append(SamplerConfig("gpu", deployment.deployment_id, interval))
+    return [SamplerProcess(configs)]
 
 
 def _grid(deployment: Deployment, run) -> None:
+    """Every point, then every point again for each further repeat (interleaved: never back to back)."""
     # No auto-refresh: a render thread competes for CPU with the client and the server and
     # measurably slows streaming on small machines. The bar moves between points only.
+    repeats = range(deployment.first_repeat, deployment.first_repeat + deployment.repeats)
     with Progress(auto_refresh=False) as progress:
-        task = progress.add_task(f"sweep {deployment.deployment_id}", total=len(deployment.points))
-        for point in deployment.points:
-            run(point)
-            progress.update(task, advance=1, description=f"sweep {deployment.deployment_id}: {point.point_id}")
-            progress.refresh()
+        task = progress.add_task(f"sweep {deployment.deployment_id}", total=len(deployment.points) * len(repeats))
+        for repeat in repeats:
+            for point in deployment.points:
+                run(point, repeat)
+                tag = f" (repeat {repeat})" if deployment.repeats > 1 or repeat else ""
+                progress.update(task, advance=1,
+                                description=f"sweep {deployment.deployment_id}: {point.point_id}{tag}")
+                progress.refresh()
 
 
 def _adaptive(spec: BenchmarkSpec, deployment: Deployment, run) -> tuple[list[SweepPoint], list[AdaptiveSearch]]:
@@ -238,13 +278,13 @@ def requests_for(spec: BenchmarkSpec, point: SweepPoint) -> int | None:
     """Measured requests of a point: requests_per_point (the workload's own, else the sweep's), raised to
     rounds x batch size (None: by duration)."""
     by_rounds = spec.sweep.rounds_per_point * (point.concurrency or point.batch_size)
-    workload = next(w for w in spec.workloads
-                    if (w.input_tokens, w.output_tokens) == (point.input_tokens, point.output_tokens))
+    workload = workload_of(spec, point)
     counts = [n for n in (workload.requests_per_point or spec.sweep.requests_per_point, by_rounds) if n]
     return max(counts) if counts else None
 
 
-def _run_point(spec: BenchmarkSpec, point: SweepPoint, endpoint: Endpoint, make_prompt) -> tuple[PointWindow, list]:
+def _run_point(spec: BenchmarkSpec, point: SweepPoint, endpoint: Endpoint, make_prompt,
+               repeat: int = 0) -> tuple[PointWindow, list]:
     plan = LoadPlan(
         base_url=endpoint.base_url, model=endpoint.served_name, input_tokens=point.input_tokens,
         output_tokens=point.output_tokens, concurrency=point.concurrency, rate=point.request_rate,
@@ -253,14 +293,17 @@ def _run_point(spec: BenchmarkSpec, point: SweepPoint, endpoint: Endpoint, make_
         dialect=spec.server.kind, workers=spec.sweep.client_workers, request_id_prefix=f"{point.point_id}-",
         connect_timeout_s=spec.sweep.connect_timeout_s, first_byte_timeout_s=spec.sweep.first_byte_timeout_s,
         idle_timeout_s=spec.sweep.idle_timeout_s, max_consecutive_failures=spec.sweep.max_consecutive_failures,
-        max_error_rate=spec.sweep.max_error_rate,
+        max_error_rate=spec.sweep.max_error_rate, warmup_s=spec.sweep.warmup_s, cooldown_s=spec.sweep.cooldown_s,
+        sampling=sampling_of(workload_of(spec, point)),
     )
     try:
         result = run_load(plan, make_prompt)
     except Exception as error:  # a broken point is recorded, the rest of the sweep goes on
-        return PointWindow(point_id=point.point_id, failure_reason=f"load generator: {error!r}"[:500]), []
-    rows = request_rows(spec.run_id, point, result.records, result.started_unix)
-    window = PointWindow(point_id=point.point_id, started_unix=result.started_unix, ended_unix=time.time(),
+        return PointWindow(point_id=point.point_id, repeat=repeat,
+                           failure_reason=f"load generator: {error!r}"[:500]), []
+    rows = request_rows(spec.run_id, point, result.records, result.started_unix, repeat, spec.slo)
+    window = PointWindow(point_id=point.point_id, repeat=repeat, started_unix=result.started_unix,
+                         ended_unix=time.time(),
                          failure_reason=result.stopped,
                          client_loop_lag_p99_ms=result.loop_lag_p99_ms, client_workers=result.workers,
                          client_loop_lag_max_ms=result.loop_lag_max_ms,

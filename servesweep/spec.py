@@ -184,12 +184,58 @@ class AcceleratorSpec(_Strict):
         return self
 
 
+# Request fields the load generator sets itself: extra_body may not replace them.
+_OWN_FIELDS = frozenset({"model", "prompt", "stream", "stream_options", "max_tokens", "min_tokens", "temperature",
+                         "top_p", "top_k", "ignore_eos", "stop", "generation_config"})
+
+
 class WorkloadShape(_Strict):
+    """One traffic shape: prompt and output lengths, and what each request asks the server for.
+
+    The sampling defaults measure a fixed amount of work: greedy decoding and exactly `output_tokens`
+    tokens per request (min_tokens = max_tokens, ignore_eos). Peers differ (README, "The spec").
+    """
+
     input_tokens: int = Field(..., ge=2, le=MAX_TOKENS, description="Prompt length, tokens, 2..2^20.")
-    output_tokens: int = Field(..., ge=1, le=MAX_TOKENS, description="Output length, tokens, 1..2^20.")
+    output_tokens: int = Field(..., ge=1, le=MAX_TOKENS, description="Output length, tokens, 1..2^20: the "
+                               "requests' max_tokens.")
     requests_per_point: int | None = Field(
         None, ge=1, le=MAX_REQUESTS, description="This workload's own minimum requests per point, in place of "
         "sweep.requests_per_point (a 2048-token answer needs fewer requests than a 128-token one); 1..1e6.")
+    temperature: float = Field(0.0, ge=0, le=100, description="Sampling temperature, 0..100; 0 (default): "
+                               "greedy decoding.")
+    top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling, (0, 1]; null (default): not "
+                                "sent, the server's default.")
+    top_k: int | None = Field(None, ge=1, le=MAX_TOKENS, description="Sample among the k likeliest tokens, "
+                              "1..2^20; null (default): not sent, the server's default.")
+    min_tokens: int | None = Field(None, ge=0, le=MAX_TOKENS, description="Tokens before the server may end a "
+                                   "response (EOS or a stop string), at most output_tokens; null (default): "
+                                   "output_tokens, so every response is exactly output_tokens long.")
+    ignore_eos: bool = Field(True, description="Keep generating past end-of-sequence (default true): output "
+                             "lengths stay as asked, whatever a random-weight model emits.")
+    stop: list[Annotated[str, StringConstraints(min_length=1, max_length=256)]] = Field(
+        default_factory=list, max_length=16, description="Stop strings (at most 16, 1-256 characters each); "
+        "default none.")
+    extra_body: dict[str, Any] = Field(
+        default_factory=dict, max_length=64, description="Further request fields, sent as given (e.g. "
+        "{repetition_penalty: 1.1, seed: 7}); at most 64, none of the fields servesweep sets itself.")
+
+    @model_validator(mode="after")
+    def _sampling(self) -> WorkloadShape:
+        if self.min_tokens is not None and self.min_tokens > self.output_tokens:
+            raise ValueError(f"min_tokens {self.min_tokens} exceeds output_tokens {self.output_tokens}")
+        if taken := sorted(set(self.extra_body) & _OWN_FIELDS):
+            raise ValueError(f"extra_body may not set {', '.join(taken)}: use the workload's own fields")
+        try:
+            json.dumps(self.extra_body)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"extra_body must be JSON: {error}") from None
+        return self
+
+    @property
+    def min_output_tokens(self) -> int:
+        """The min_tokens every request asks for."""
+        return self.output_tokens if self.min_tokens is None else self.min_tokens
 
 
 class SweepSpec(_Strict):
@@ -211,7 +257,17 @@ class SweepSpec(_Strict):
         "large batch fills the server more than once; combined with requests_per_point by taking the larger; "
         "0..10000.")
     duration_s: float | None = Field(None, gt=0, le=MAX_SECONDS, description="Seconds per point, at most 86400.")
-    warmup_requests: int = Field(1, ge=0, le=10_000, description="Unmeasured requests before each point, 0..10000.")
+    warmup_requests: int = Field(1, ge=0, le=10_000, description="Unmeasured requests sent one at a time before "
+                                 "each point, 0..10000.")
+    warmup_s: float = Field(0.0, ge=0, le=MAX_SECONDS, description="Seconds of each point's own load (its "
+                            "concurrency or arrival rate) before measuring; requests sent then are marked warmup "
+                            "and excluded. Default 0.")
+    cooldown_s: float = Field(0.0, ge=0, le=MAX_SECONDS, description="Open loop only: seconds of arrivals after "
+                              "the measured ones, marked cooldown and excluded, so the last measured requests meet "
+                              "the same load as the rest. Default 0.")
+    repeats: int = Field(1, ge=1, le=100, description="Times to run each point, 1..100: the whole grid once, then "
+                         "again (interleaved, not back to back). A point's row pools its repeats, with 95 % "
+                         "intervals across them.")
     request_timeout_s: float = Field(300.0, gt=0, le=MAX_SECONDS, description="Seconds per request, at most 86400.")
     connect_timeout_s: float = Field(
         10.0, gt=0, le=600, description="Longest wait for a TCP connection to the server, seconds.")
@@ -259,16 +315,49 @@ class SweepSpec(_Strict):
             raise ValueError("request rates must be > 0 and <= 1e6 requests/s")
         if self.strategy == "adaptive" and (self.load != "closed" or list(self.modes) != ["client_concurrency"]):
             raise ValueError("the adaptive strategy runs closed loop in client_concurrency mode only")
+        if self.cooldown_s and self.load != "open":
+            raise ValueError("cooldown_s is for open loop: a closed loop has no arrivals to keep on")
+        if self.strategy == "adaptive" and self.repeats > 1:
+            raise ValueError("the adaptive strategy measures each batch once: repeats must be 1")
         return self
 
 
+P99_LIMITS = ("ttft_p99_ms", "tpot_p99_ms", "e2e_p99_ms")
+REQUEST_LIMITS = ("request_ttft_ms", "request_tpot_ms", "request_itl_ms", "request_e2e_ms")
+
+
 class SLOSpec(_Strict):
+    """Latency targets: p99 limits a point must meet, and per-request limits that define goodput."""
+
     ttft_p99_ms: float | None = Field(None, gt=0, le=MAX_SLO_MS, description="p99 time to first token, ms, "
                                       "at most 86400000 (a day).")
     tpot_p99_ms: float | None = Field(None, gt=0, le=MAX_SLO_MS, description="p99 time per output token, ms, "
                                       "at most 86400000.")
     e2e_p99_ms: float | None = Field(None, gt=0, le=MAX_SLO_MS, description="p99 request latency, ms, at most "
                                      "86400000.")
+    request_ttft_ms: float | None = Field(None, gt=0, le=MAX_SLO_MS, description="Per request: time to first "
+                                          "token, ms; a request over it misses the SLO (goodput).")
+    request_tpot_ms: float | None = Field(None, gt=0, le=MAX_SLO_MS, description="Per request: time per output "
+                                          "token after the first, ms.")
+    request_itl_ms: float | None = Field(None, gt=0, le=MAX_SLO_MS, description="Per request: the largest gap "
+                                         "between two token chunks, ms.")
+    request_e2e_ms: float | None = Field(None, gt=0, le=MAX_SLO_MS, description="Per request: end-to-end "
+                                         "latency, ms.")
+    min_attainment: float = Field(0.9, gt=0, le=1, description="With a per-request limit set, a point meets the "
+                                  "SLO when at least this fraction of its requests met every limit (default 0.9), "
+                                  "and the ideal batch is the one with the most goodput.")
+
+    @property
+    def has_p99_limits(self) -> bool:
+        return any(getattr(self, name) is not None for name in P99_LIMITS)
+
+    @property
+    def has_request_limits(self) -> bool:
+        return any(getattr(self, name) is not None for name in REQUEST_LIMITS)
+
+    @property
+    def has_limits(self) -> bool:
+        return self.has_p99_limits or self.has_request_limits
 
 
 class BenchmarkSpec(_Strict):
@@ -322,7 +411,7 @@ class BenchmarkSpec(_Strict):
                 )
         if self.server.max_model_len > self.model.resolved_shape().max_position_embeddings:
             raise ValueError("server.max_model_len exceeds the model's max_position_embeddings")
-        if self.sweep.strategy == "adaptive" and not any(self.slo.model_dump().values()):
+        if self.sweep.strategy == "adaptive" and not self.slo.has_p99_limits:
             raise ValueError("the adaptive strategy needs at least one SLO limit (slo.*_p99_ms)")
         if self.model.weights == "dummy" and self.server.kind != "vllm":
             raise ValueError("model.weights 'dummy' needs server.kind 'vllm' (--load-format dummy)")

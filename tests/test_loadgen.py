@@ -145,3 +145,26 @@ def test_one_stall_shows_in_the_loop_lag_max_not_its_p99():
     assert result.loop_lag_max_ms >= 65.0, sorted(lags)[-5:]
     assert float(np.percentile(lags, 99)) < 40.0, sorted(lags)[-5:]  # the third-highest of ~280 samples
     assert LoadResult(records=[], started_unix=0.0).loop_lag_max_ms is None
+
+
+def test_a_starved_client_is_still_flagged(zero_server, monkeypatch):
+    """The flag is not simply gone with the sampler: a loop that loses 20 ms of every 70 (what a CPU hog
+    beside the client takes) is still flagged client-limited."""
+    start = LagMonitor.start
+
+    def start_beside_a_hog(self: LagMonitor) -> None:
+        start(self)
+        loop = asyncio.get_running_loop()
+
+        def hog() -> None:
+            time.sleep(0.02)
+            loop.call_later(0.05, hog)
+
+        loop.call_later(0.05, hog)
+
+    monkeypatch.setattr(LagMonitor, "start", start_beside_a_hog)
+    result = run_load(_plan(zero_server, num_requests=200), _prompt)
+    summary = summarise_requests(request_rows("run", _point("closed"), result.records, result.started_unix))
+    assert summary["num_errors"] == 0 and result.loop_lag_p99_ms > 5.0
+    assert client_limited(summary, open_loop=False, loop_lag_p99_ms=result.loop_lag_p99_ms,
+                          read_lag_p99_ms=result.read_lag_p99_ms)

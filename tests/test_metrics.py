@@ -168,3 +168,40 @@ def test_a_point_shorter_than_the_scrape_interval_still_has_its_own_samples(metr
     row = next(r for r in sampler.rows if r["point_id"] == "short-1")
     assert row["metric"] == "vllm:num_requests_running" and row["value"] == 3.0 and row["deployment_id"] == "cc"
     assert row["labels"] == {"model_name": "m"} and not sampler._thread.is_alive()
+
+
+def test_the_filtered_parse_equals_the_full_parse_of_a_real_vllm_page():
+    """parse_samples drops lines before parsing (buckets, other families): the same samples, less work."""
+    from pathlib import Path
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = (Path(__file__).parents[1] / "benchmarks" / "sampler" / "vllm_metrics.txt").read_text()
+    full = [(s.name, dict(s.labels), float(s.value)) for family in text_string_to_metric_families(text)
+            if family.name.startswith("vllm:") for s in family.samples
+            if not s.name.endswith(("_created", "_bucket"))]
+    assert len(full) > 20 and parse_samples(text) == full
+
+
+def test_the_sampler_process_scrapes_in_a_child_and_returns_rows_at_each_end(metrics_url):
+    import os
+
+    from servesweep.metrics.remote import SamplerConfig, SamplerProcess
+
+    configs = [SamplerConfig("prometheus", "cc", 60.0, url=metrics_url), SamplerConfig("gpu", "cc", 60.0)]
+    with SamplerProcess(configs) as sampler:
+        child = sampler._process.pid
+        sampler.begin("p1")
+        before = list(sampler.rows)  # nothing crosses the pipe while a point runs
+        assert sampler.rows == before
+        sampler.end()
+        after_first = list(sampler.rows)
+        sampler.begin("p2")
+        sampler.end()
+    assert child != os.getpid() and not sampler._process.is_alive()
+    tagged = [row["point_id"] for row in after_first]
+    assert tagged.count("p1") == 2 and set(tagged) <= {None, "p1"}  # begin and end sample, and the first scrape
+    assert [row["point_id"] for row in sampler.rows].count("p2") == 2
+    assert {row["metric"] for row in sampler.rows} == {"vllm:num_requests_running"}
+    if sampler.unavailable:  # no NVML on this machine: said so, and the Prometheus sampler still ran
+        assert sampler.unavailable[0].startswith("gpu sampler for cc: ")

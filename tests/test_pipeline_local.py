@@ -110,6 +110,35 @@ def test_server_metrics_cover_the_points(pipeline_run):
     assert first < last
 
 
+def test_no_point_is_flagged_client_limited_with_the_sampler_on(pipeline_run):
+    """Scraping every 0.2 s parses vLLM's whole /metrics page: in the load generator's process each parse
+    stalled its loop and flagged every point; in the sampler's own process none is flagged."""
+    _, lake, _ = pipeline_run
+    rows = query(lake, """
+        select p.point_id, any_value(p.client_limited) as client_limited, count(m.metric) as samples,
+               any_value(p.client_loop_lag_p99_ms) as loop_lag, any_value(p.schedule_lag_p99_ms) as schedule_lag,
+               any_value(p.client_read_lag_p99_ms) as read_lag
+        from points p join server_metrics m using (run_id, point_id)
+        where p.source = 'measured' group by p.point_id order by p.point_id""").to_pylist()
+    assert [r["point_id"] for r in rows] == ["cc-b1-i48-o24", "cc-b3-i48-o24"]
+    assert all(r["samples"] > 0 for r in rows)
+    assert [r["client_limited"] for r in rows] == [False, False], rows
+
+
+def test_the_run_carries_its_fingerprint(pipeline_run):
+    from servesweep.fingerprint import git_state, spec_hash
+
+    spec, lake, _ = pipeline_run
+    (run,) = query(lake, "select * from runs").to_pylist()
+    assert run["run_id"] == "it-run" and run["spec_hash"] == spec_hash(spec)
+    assert run["server_kind"] == "vllm" and run["server_version"] == "0.32.0"
+    assert run["server_version_source"] == "GET /version"  # asked of the server, not read from a package
+    assert run["git_commit"] == git_state()[0] and len(run["git_commit"]) == 40
+    assert run["host_cpu_count"] == os.cpu_count() and run["python_version"] == sys.version.split()[0]
+    assert run["gpu_name"] is None and run["server_image"] is None
+    assert "gpu_*, cuda_driver_version: accelerator cpu" in run["notes"]
+
+
 def test_duckdb_query_joins_points_and_requests(pipeline_run):
     _, lake, _ = pipeline_run
     rows = query(lake, """

@@ -19,7 +19,6 @@ from matplotlib.figure import Figure
 
 from servesweep.analysis.models import ChartSpec, PointSummary, PrefillDecode, Report
 from servesweep.analysis.recommend import group_by
-from servesweep.spec import SLOSpec
 
 R = TypeVar("R", PointSummary, PrefillDecode)
 
@@ -185,7 +184,7 @@ def cost_chart(report: Report, out: Path) -> ChartSpec | None:
         return (p.vs_baseline_best if normalised else p.output_tokens_per_dollar / 1e6) or 0.0
 
     series = {"best at any batch size": [max(value(p) for p in rows) for rows in configs.values()]}
-    if any(getattr(report.slo, bound) is not None for bound in SLOSpec.model_fields):
+    if report.slo.has_limits:
         series["best within the SLO"] = [max((value(p) for p in rows if p.meets_slo), default=0.0)
                                          for rows in configs.values()]
     figure = Figure(figsize=(9, 1.5 + 0.35 * len(configs) * len(series)))

@@ -1,4 +1,4 @@
-"""The lake schema: three Parquet tables, versioned, defined here and nowhere else.
+"""The lake schema: four Parquet tables, versioned, defined here and nowhere else.
 
 Layout: ``{lake}/{table}/run_id={run_id}/part-*.parquet`` (hive partitioning by run id).
 
@@ -31,7 +31,37 @@ the column says otherwise; a "token chunk" is an SSE event whose choice carries 
   the streams it spans, which no p99 over a few hundred timer samples shows.
   `client_timing` = loop (TLS): arrivals are when the loop read them.
 - Percentiles use linear interpolation between closest ranks (numpy's default), over successful
-  requests only.
+  requests only. `p99_few_requests` marks a point whose p99 rests on fewer than 100 requests: it is
+  then an interpolation between the largest few values, not a tail estimate.
+- **Excluded requests** (`warmup`, `cooldown` in requests; statistics use neither): warm-up requests
+  sent one at a time before the point (`sweep.warmup_requests`), and requests sent during the point's
+  first `sweep.warmup_s` seconds at its own load; in open loop also the cool-down tail, the arrivals of
+  the point's last `sweep.cooldown_s` seconds (they keep the load on while the measured requests end).
+- **Repeats** (`sweep.repeats`): the whole grid runs again, interleaved (grid, then grid again), and a
+  point's row pools every repeat's measured requests (`requests.repeat` tells them apart).
+- **Confidence intervals** (95 %, `*_ci_low*`, `*_ci_high*`): a percentile bootstrap, numpy only,
+  seeded from the point id (deterministic), 1000 resamples. Latency percentiles: resample the repeats,
+  then the requests of each drawn repeat, and take the percentile of the pool. Output throughput: each
+  repeat's measured window is cut into 10 equal time bins (tokens per bin, by chunk arrival); resample
+  the repeats, then the bins, and take tokens / time. `noisy`: with two or more repeats, the repeats'
+  own intervals (output throughput, and p50 TTFT, TPOT and E2E) share no common value: the repeats
+  disagree by more than each one's noise allows.
+- **Goodput** (`slo.request_*_ms`, per-request limits): a request meets the SLO when it succeeded and
+  its TTFT, TPOT, largest inter-token gap and E2E are each within the limit set (any subset; unset: not
+  checked). `goodput` = measured requests meeting it / the point's duration (req/s); `slo_attainment`
+  = their fraction of the measured requests (failed ones count as misses).
+- **Sampling** (`temperature`, `top_p`, `top_k`, `min_output_tokens`, `ignore_eos`, `stop`,
+  `extra_request_fields`): what every request of the point asked the server for
+  (servesweep.spec.WorkloadShape); null top_p / top_k: not sent, the server's default.
+- **Runs** (the `runs` table): one row per run, the fingerprint of what it measured on — servesweep's
+  version and commit, the spec's hash and JSON, the server's version (its API, else its package), on GKE
+  the server's image, digest and node type, the GPUs (NVML: names, count, driver, CUDA), the load
+  generator's CPU and Python. `notes` says why a field is null.
+
+Migration: readers accept every version; a column an older lake lacks reads as null (no rewrite), and a
+lake without a `runs` table has no fingerprints. v4 lakes read by an older servesweep lose the new
+columns only. The committed H100 and H200 lakes (v2, v3) stay readable: tests/test_gpu_results.py,
+tests/test_h200_results.py.
 """
 
 from __future__ import annotations
@@ -44,8 +74,12 @@ import pyarrow as pa
 #      scheduled_rate, client_loop_lag_p99_ms, client_limited, client_workers (load-generator health).
 #   3: points gain client_timing (kernel receive stamps or loop reads), client_read_lag_p99_ms and
 #      client_loop_lag_max_ms.
-SCHEMA_VERSION = 3
-TABLES = ("requests", "points", "server_metrics")
+#   4: a `runs` table (the run's fingerprint); requests gain cooldown, repeat and slo_met; points gain the
+#      sampling parameters, warm-up/cool-down settings and counts, repeats, 95 % intervals, noisy,
+#      p99_few_requests, goodput and slo_attainment with the per-request limits applied. Older lakes read
+#      with all of these null.
+SCHEMA_VERSION = 4
+TABLES = ("requests", "points", "server_metrics", "runs")
 PARTITION_COLUMN = "run_id"
 STATS = ("p50", "p90", "p95", "p99", "mean")
 LATENCY_METRICS = ("ttft", "tpot", "itl", "e2e")
@@ -65,8 +99,12 @@ REQUESTS = pa.schema(
     + [
         _f("point_id", pa.string(), "Sweep point the request belongs to.", nullable=False),
         _f("deployment_id", pa.string(), "Server deployment that served it.", nullable=False),
-        _f("request_index", pa.int32(), "Order of issue within the point.", nullable=False),
+        _f("request_index", pa.int32(), "Order of issue within the point and repeat: measured (and cool-down) "
+           "requests from 0, warm-up requests negative, the earliest most negative.", nullable=False),
         _f("warmup", pa.bool_(), "Warm-up request, excluded from the point's statistics.", nullable=False),
+        _f("cooldown", pa.bool_(), "Cool-down request (open loop: sent in the point's last sweep.cooldown_s "
+           "seconds), excluded from the point's statistics."),
+        _f("repeat", pa.int32(), "Which repeat of the point (0-based; sweep.repeats)."),
         _f("ok", pa.bool_(), "Request finished with the requested output and no error.", nullable=False),
         _f("error", pa.string(), "Error text when not ok."),
         _f("scheduled_at_s", pa.float64(), "Planned send time, seconds since the point started."),
@@ -78,16 +116,28 @@ REQUESTS = pa.schema(
         _f("itl_ms", pa.list_(pa.float32()), "Gaps between consecutive token chunks."),
         _f("schedule_lag_ms", pa.float64(), "Actual - scheduled send."),
         _f("requested_input_tokens", pa.int32(), "Prompt length asked for.", nullable=False),
-        _f("requested_output_tokens", pa.int32(), "max_tokens asked for (ignore_eos set).", nullable=False),
+        _f("requested_output_tokens", pa.int32(), "max_tokens asked for.", nullable=False),
         _f("input_tokens", pa.int32(), "usage.prompt_tokens reported by the server."),
         _f("output_tokens", pa.int32(), "usage.completion_tokens reported by the server."),
         _f("output_chunks", pa.int32(), "Token chunks the client received."),
+        _f("slo_met", pa.bool_(), "Succeeded within every per-request SLO limit (slo.request_*_ms); null when "
+           "none is set."),
     ]
 )
 
 
 def _stat_fields(metric: str, doc: str) -> list[pa.Field]:
     return [_f(f"{metric}_{stat}_ms", pa.float64(), f"{doc} ({stat}).") for stat in STATS]
+
+
+CI_METRICS = ("ttft", "tpot", "e2e")
+CI_PERCENTILES = ("p50", "p90", "p95", "p99")
+
+
+def _ci_fields() -> list[pa.Field]:
+    return [_f(f"{metric}_{stat}_ci_{end}_ms", pa.float64(), f"95 % interval of {metric}_{stat}_ms, {end} end "
+               "(request bootstrap within repeats, and across them).")
+            for metric in CI_METRICS for stat in CI_PERCENTILES for end in ("low", "high")]
 
 
 POINTS = pa.schema(
@@ -152,6 +202,36 @@ POINTS = pa.schema(
         _f("gpu_memory_used_max_gib", pa.float64(), "Peak GPU memory used (GiB) by any GPU during the point."),
         _f("gpu_power_mean_w", pa.float64(), "Mean GPU power draw (W) per GPU during the point."),
         _f("servesweep_version", pa.string(), "Tool version."),
+        _f("temperature", pa.float64(), "Sampling temperature sent with every request (0: greedy)."),
+        _f("top_p", pa.float64(), "Nucleus sampling top_p sent; null: not sent (the server's default)."),
+        _f("top_k", pa.int32(), "top_k sent; null: not sent (the server's default)."),
+        _f("min_output_tokens", pa.int32(), "min_tokens sent: the server may not end a response sooner."),
+        _f("ignore_eos", pa.bool_(), "ignore_eos sent: end-of-sequence does not end a response."),
+        _f("stop", pa.list_(pa.string()), "Stop strings sent (empty: none)."),
+        _f("extra_request_fields", pa.string(), "Further request fields sent, as JSON (workload extra_body)."),
+        _f("warmup_requests", pa.int32(), "Warm-up requests sent one at a time before the point (setting)."),
+        _f("warmup_s", pa.float64(), "Seconds of the point's own load before measuring (setting)."),
+        _f("cooldown_s", pa.float64(), "Open loop: seconds of arrivals after the measured ones (setting)."),
+        _f("num_warmup", pa.int32(), "Warm-up requests sent, excluded from the statistics."),
+        _f("num_cooldown", pa.int32(), "Cool-down requests sent, excluded from the statistics."),
+        _f("repeats", pa.int32(), "Repeats pooled in this row (sweep.repeats; interleaved over the grid)."),
+        _f("output_token_throughput_ci_low", pa.float64(), "95 % interval of output_token_throughput, low end "
+           "(time-bin bootstrap within repeats, and across them), tok/s."),
+        _f("output_token_throughput_ci_high", pa.float64(), "95 % interval of output_token_throughput, high "
+           "end, tok/s."),
+    ]
+    + _ci_fields()
+    + [
+        _f("noisy", pa.bool_(), "Repeats disagree more than their intervals allow (output throughput or p50 "
+           "TTFT/TPOT/E2E); null with one repeat."),
+        _f("p99_few_requests", pa.bool_(), "p99 rests on fewer than 100 successful requests."),
+        _f("goodput", pa.float64(), "Measured requests meeting every per-request SLO / duration, req/s; null "
+           "when no per-request SLO is set."),
+        _f("slo_attainment", pa.float64(), "Fraction of the measured requests meeting every per-request SLO."),
+        _f("slo_request_ttft_ms", pa.float64(), "Per-request TTFT limit goodput applied, ms."),
+        _f("slo_request_tpot_ms", pa.float64(), "Per-request TPOT limit goodput applied, ms."),
+        _f("slo_request_itl_ms", pa.float64(), "Per-request limit on the largest inter-token gap applied, ms."),
+        _f("slo_request_e2e_ms", pa.float64(), "Per-request E2E limit goodput applied, ms."),
     ]
 )
 
@@ -167,7 +247,39 @@ SERVER_METRICS = pa.schema(
     ]
 )
 
-SCHEMAS: dict[str, pa.Schema] = {"requests": REQUESTS, "points": POINTS, "server_metrics": SERVER_METRICS}
+RUNS = pa.schema(
+    _RUN_KEYS
+    + [
+        _f("run_name", pa.string(), "Spec name."),
+        _f("started_at", pa.timestamp("us", tz="UTC"), "First point's start."),
+        _f("servesweep_version", pa.string(), "servesweep's version."),
+        _f("git_commit", pa.string(), "Commit of the servesweep checkout that ran; null outside a git checkout."),
+        _f("git_dirty", pa.bool_(), "That checkout had uncommitted changes to tracked files."),
+        _f("spec_hash", pa.string(), "sha256 of spec_json: equal hashes, equal specs.", nullable=False),
+        _f("spec_json", pa.string(), "The spec as canonical JSON (sorted keys; run_id left out, server.env "
+           "values withheld)."),
+        _f("server_kind", pa.string(), "vllm, transformers..."),
+        _f("server_version", pa.string(), "The server's version (vLLM: GET /version), else its package's."),
+        _f("server_version_source", pa.string(), "Where server_version came from (a route or a package)."),
+        _f("server_image", pa.string(), "GKE: the server container's image (pod spec); null locally."),
+        _f("server_image_digest", pa.string(), "GKE: the digest of the image the node ran (pod status)."),
+        _f("node_machine_type", pa.string(), "GKE: the server node's machine type (its instance-type label)."),
+        _f("gpu_name", pa.string(), "GPU model(s) of the server: NVML locally, the node's accelerator label on "
+           "GKE."),
+        _f("gpu_count", pa.int32(), "GPUs of the server."),
+        _f("gpu_driver_version", pa.string(), "NVIDIA driver version (NVML nvmlSystemGetDriverVersion)."),
+        _f("cuda_driver_version", pa.string(), "CUDA version the driver supports (NVML "
+           "nvmlSystemGetCudaDriverVersion)."),
+        _f("host_cpu_model", pa.string(), "CPU model of the load generator's machine (locally the server's too)."),
+        _f("host_cpu_count", pa.int32(), "Logical CPUs of that machine."),
+        _f("python_version", pa.string(), "Python of the load generator."),
+        _f("os_platform", pa.string(), "Operating system of the load generator's machine (platform.platform())."),
+        _f("notes", pa.string(), "Why fields are null, '; '-separated."),
+    ]
+)
+
+SCHEMAS: dict[str, pa.Schema] = {"requests": REQUESTS, "points": POINTS, "server_metrics": SERVER_METRICS,
+                                 "runs": RUNS}
 
 
 def describe(table: str) -> list[tuple[str, str, str]]:

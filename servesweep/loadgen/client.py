@@ -33,7 +33,7 @@ class RequestRecord:
     index: int
     warmup: bool
     requested_input_tokens: int
-    requested_output_tokens: int
+    requested_output_tokens: int  # max_tokens
     scheduled_at: float | None = None
     sent_at: float = 0.0
     token_times: Sequence[float] = field(default_factory=lambda: array("d"))
@@ -42,6 +42,8 @@ class RequestRecord:
     error: str | None = None
     request_id: str = ""  # sent as X-Request-Id: joins the record to server-side logs
     stream: TokenScanner | None = field(default=None, repr=False)  # read by `settle`, after the point
+    min_output_tokens: int | None = None  # fewest tokens an ok response has; None: requested_output_tokens
+    cooldown: bool = False  # sent in an open loop's cool-down tail: excluded like a warm-up
 
     def settle(self) -> None:
         """Token counts from the stream's `usage`, and why the request is not ok if it is not. Deferred
@@ -56,32 +58,71 @@ class RequestRecord:
         else:
             self.input_tokens = stream.usage.get("prompt_tokens")
             self.output_tokens = stream.usage.get("completion_tokens")
-            if self.output_tokens != self.requested_output_tokens:
-                self.error = f"server produced {self.output_tokens} of {self.requested_output_tokens} tokens"
+            if not self._length_ok():
+                self.error = f"server produced {self.output_tokens} of {self._asked()} tokens"
+
+    def _length_ok(self) -> bool:
+        fewest = self.requested_output_tokens if self.min_output_tokens is None else self.min_output_tokens
+        return self.output_tokens is not None and fewest <= self.output_tokens <= self.requested_output_tokens
+
+    def _asked(self) -> str:
+        fewest = self.min_output_tokens
+        if fewest is None or fewest == self.requested_output_tokens:
+            return str(self.requested_output_tokens)
+        return f"{fewest}-{self.requested_output_tokens}"
 
     @property
     def ok(self) -> bool:
-        return (self.error is None and self.output_tokens == self.requested_output_tokens
-                and len(self.token_times) > 0)
+        return self.error is None and self._length_ok() and len(self.token_times) > 0
 
 
-def completion_payload(model: str, prompt: str, output_tokens: int, dialect: str = "vllm") -> dict:
-    """A streaming /v1/completions body asking for exactly `output_tokens` tokens.
+@dataclass(frozen=True)
+class Sampling:
+    """What each request asks the server for besides its prompt and length (picklable: crosses to workers).
+
+    The defaults measure a fixed amount of work per request: greedy, exactly max_tokens tokens.
+    `min_tokens` None: max_tokens.
+    """
+
+    temperature: float = 0.0
+    top_p: float | None = None
+    top_k: int | None = None
+    min_tokens: int | None = None
+    ignore_eos: bool = True
+    stop: tuple[str, ...] = ()
+    extra: tuple[tuple[str, object], ...] = ()  # further request fields, sent as given
+
+    def min_for(self, output_tokens: int) -> int:
+        return output_tokens if self.min_tokens is None else self.min_tokens
+
+
+GREEDY = Sampling()
+
+
+def completion_payload(model: str, prompt: str, output_tokens: int, dialect: str = "vllm",
+                       sampling: Sampling = GREEDY) -> dict:
+    """A streaming /v1/completions body asking for `output_tokens` tokens at most, sampled as `sampling` says.
 
     Servers differ in how to forbid an early end of sequence: vLLM takes `ignore_eos`/`min_tokens`
     and needs `stream_options` for usage; `transformers serve` rejects unknown fields, takes a
     GenerationConfig as JSON, and always reports usage in its last chunk.
     """
-    payload = {"model": model, "prompt": prompt, "max_tokens": output_tokens, "stream": True}
+    payload: dict = {"model": model, "prompt": prompt, "max_tokens": output_tokens, "stream": True}
+    if sampling.stop:
+        payload["stop"] = list(sampling.stop)
     if dialect == "transformers":
-        payload["generation_config"] = json.dumps({"min_new_tokens": output_tokens, "do_sample": False})
-        return payload
-    return payload | {
-        "min_tokens": output_tokens,
-        "ignore_eos": True,
-        "temperature": 0.0,
-        "stream_options": {"include_usage": True},
-    }
+        config = {"min_new_tokens": sampling.min_for(output_tokens), "do_sample": sampling.temperature > 0}
+        if sampling.temperature > 0:
+            config |= {"temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": sampling.top_k}
+        payload["generation_config"] = json.dumps({k: v for k, v in config.items() if v is not None})
+        return payload | dict(sampling.extra)
+    payload |= {"min_tokens": sampling.min_for(output_tokens), "ignore_eos": sampling.ignore_eos,
+                "temperature": sampling.temperature}
+    if sampling.top_p is not None:
+        payload["top_p"] = sampling.top_p
+    if sampling.top_k is not None:
+        payload["top_k"] = sampling.top_k
+    return payload | {"stream_options": {"include_usage": True}} | dict(sampling.extra)
 
 
 @dataclass(frozen=True)

@@ -31,10 +31,19 @@ from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from servesweep.loadgen.client import Done, RequestRecord, StreamingConnection, Target, completion_payload
+from servesweep.loadgen.client import (
+    GREEDY,
+    Done,
+    RequestRecord,
+    Sampling,
+    StreamingConnection,
+    Target,
+    completion_payload,
+)
 
 _clock = time.perf_counter
 LAG_PROBE_S = 0.010
+MEASURED, WARMUP, COOLDOWN = 0, 1, 2  # phases of an open loop's arrivals
 
 
 @dataclass
@@ -59,6 +68,11 @@ class WorkerJob:
     idle_timeout_s: float = float("inf")
     max_consecutive_failures: int | None = None  # circuit breaker; None: off
     max_error_rate: float | None = None  # circuit breaker, judged once max_consecutive_failures (or 1) ended
+    sampling: Sampling = GREEDY
+    phases: list[int] | None = None  # open loop: MEASURED, WARMUP or COOLDOWN per prompt; None: all measured
+    warmup_s: float = 0.0  # closed loop: seconds at the point's concurrency before the measured requests
+    timed_warmup_prompts: tuple[str, ...] = ()  # closed loop: cycled through during warmup_s
+    warmup_id_prefix: str = "t"  # X-Request-Id prefix of those timed warm-up requests
 
 
 class LagMonitor:
@@ -107,20 +121,30 @@ class Engine:
         self.target = Target.from_base_url(job.base_url)
         self.monitor = LagMonitor()
         self.read_lags = array("d")  # kernel receive -> read, per read (kernel-stamped connections only)
-        self._requests = [self.target.request_bytes(
-                              completion_payload(job.model, prompt, job.output_tokens, job.dialect), rid)
-                          for prompt, rid in zip(job.prompts, job.request_ids, strict=True)]
+        self._requests = [self._request(prompt, rid) for prompt, rid in zip(job.prompts, job.request_ids, strict=True)]
         self._idle: list[StreamingConnection] = []
         self._records: list[RequestRecord] = []
         self._next = 0
         self._in_flight = 0
-        self._waiting: deque[tuple[RequestRecord, int]] = deque()
+        self._waiting: deque[tuple[RequestRecord, bytes]] = deque()
         self._deadline = float("inf")
         self._go = 0.0
         self._finished: asyncio.Future | None = None
         self._arrival: asyncio.TimerHandle | None = None
         self._ended = self._failed = self._consecutive = 0
+        self._warm_end = -float("inf")  # closed loop: perf_counter time the timed warm-up ends
+        self._warm_sent = 0
         self.stopped: str | None = None  # why the circuit breaker stopped the point
+
+    def _request(self, prompt: str, request_id: str) -> bytes:
+        job = self.job
+        payload = completion_payload(job.model, prompt, job.output_tokens, job.dialect, job.sampling)
+        return self.target.request_bytes(payload, request_id)
+
+    def _record(self, index: int, warmup: bool, **fields) -> RequestRecord:
+        job = self.job
+        return RequestRecord(index, warmup, job.input_tokens, job.output_tokens,
+                             min_output_tokens=job.sampling.min_for(job.output_tokens), **fields)
 
     async def connect(self) -> None:
         """Open the connections a closed loop needs before the clock starts (no connect in TTFT). Called
@@ -150,10 +174,9 @@ class Engine:
     async def warmup(self) -> list[RequestRecord]:
         records = []
         for i, prompt in enumerate(self.job.warmup_prompts):
-            record = RequestRecord(-(i + 1), True, self.job.input_tokens, self.job.output_tokens,
-                                   request_id=f"{self.job.request_ids[0] if self.job.request_ids else 'w'}-w{i}")
-            payload = completion_payload(self.job.model, prompt, self.job.output_tokens, self.job.dialect)
-            await self._one(self.target.request_bytes(payload, record.request_id), record)
+            record = self._record(-(i + 1), True,
+                                  request_id=f"{self.job.request_ids[0] if self.job.request_ids else 'w'}-w{i}")
+            await self._one(self._request(prompt, record.request_id), record)
             records.append(record)
         return records
 
@@ -180,8 +203,10 @@ class Engine:
             if go > _clock():
                 await asyncio.sleep(go - _clock())
             self._go = go - self.origin
+            warm_s = self.job.warmup_s if self.job.timed_warmup_prompts else 0.0
+            self._warm_end = go + warm_s if warm_s else -float("inf")  # -inf: no timed warm-up at all
             if self.job.duration_s:
-                self._deadline = go + self.job.duration_s
+                self._deadline = go + warm_s + self.job.duration_s
             self.monitor.start()
             del self.read_lags[:]  # warm-up reads are not the point's
             if not self._requests:
@@ -200,19 +225,34 @@ class Engine:
     def _start_closed(self) -> None:
         slots = min(self.job.concurrency or 1, len(self._requests))
         for _ in range(slots):
-            self._issue(*self._take(self._go))
+            self._issue(*self._next_closed(self._go))
 
-    def _take(self, scheduled: float) -> tuple[RequestRecord, int]:
+    def _next_closed(self, scheduled: float) -> tuple[RequestRecord, bytes]:
+        """A timed warm-up request while the warm-up lasts, then the next measured one."""
+        if _clock() >= self._warm_end:
+            return self._take(scheduled)
+        pool, j = self.job.timed_warmup_prompts, self._warm_sent
+        self._warm_sent += 1
+        request_id = f"{self.job.warmup_id_prefix}{j}"
+        record = self._record(-(j + 1), True, scheduled_at=scheduled, request_id=request_id)
+        self._records.append(record)
+        return record, self._request(pool[j % len(pool)], request_id)
+
+    def _take(self, scheduled: float) -> tuple[RequestRecord, bytes]:
         k = self._next
         self._next += 1
         job = self.job
-        record = RequestRecord(job.indices[k], False, job.input_tokens, job.output_tokens,
-                               scheduled_at=scheduled, request_id=job.request_ids[k])
+        phase = job.phases[k] if job.phases is not None else MEASURED
+        record = self._record(job.indices[k], phase == WARMUP, scheduled_at=scheduled,
+                              request_id=job.request_ids[k], cooldown=phase == COOLDOWN)
         self._records.append(record)
-        return record, k
+        return record, self._requests[k]
 
     def _more(self) -> bool:
         return self.stopped is None and self._next < len(self._requests) and _clock() < self._deadline
+
+    def _warming(self) -> bool:
+        return self.stopped is None and _clock() < self._warm_end
 
     # -- open loop ---------------------------------------------------------------------------------
     def _arrive(self) -> None:
@@ -235,15 +275,15 @@ class Engine:
             self._maybe_finish()
 
     # -- shared ------------------------------------------------------------------------------------
-    def _issue(self, record: RequestRecord, k: int) -> None:
+    def _issue(self, record: RequestRecord, request: bytes) -> None:
         self._in_flight += 1
         connection = self._pooled()
         if connection is not None:
-            self._send(connection, self._requests[k], record, self._done)
+            self._send(connection, request, record, self._done)
         else:
-            asyncio.ensure_future(self._connect_and_send(record, k))
+            asyncio.ensure_future(self._connect_and_send(record, request))
 
-    async def _connect_and_send(self, record: RequestRecord, k: int) -> None:
+    async def _connect_and_send(self, record: RequestRecord, request: bytes) -> None:
         try:
             connection = await self._open()
         except OSError as error:
@@ -252,7 +292,7 @@ class Engine:
             self._in_flight -= 1
             self._after(record, record.sent_at)
             return
-        self._send(connection, self._requests[k], record, self._done)
+        self._send(connection, request, record, self._done)
 
     def _done(self, connection: StreamingConnection, record: RequestRecord, arrived: float) -> None:
         self._in_flight -= 1
@@ -263,8 +303,8 @@ class Engine:
     def _after(self, record: RequestRecord, arrived: float) -> None:
         self._count(record)
         if self.job.schedule is None:
-            if self._more():
-                self._issue(*self._take(arrived))  # the slot is free from the moment the response ended
+            if self._warming() or self._more():  # the slot is free from the moment the response ended
+                self._issue(*self._next_closed(arrived))
         elif self._waiting:
             self._issue(*self._waiting.popleft())
         self._maybe_finish()
@@ -297,7 +337,7 @@ class Engine:
             self._waiting.clear()
 
     def _maybe_finish(self) -> None:
-        arrivals_left = self._more() if self.job.schedule is None else (
+        arrivals_left = (self._warming() or self._more()) if self.job.schedule is None else (
             self.stopped is None and self._next < len(self.job.schedule))
         if self._in_flight == 0 and not self._waiting and not arrivals_left:
             assert self._finished is not None

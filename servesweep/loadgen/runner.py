@@ -10,17 +10,18 @@ record times from all workers share the parent's origin.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import multiprocessing
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
-from servesweep.loadgen.client import RequestRecord, Target
-from servesweep.loadgen.engine import Engine, WorkerJob
+from servesweep.loadgen.client import GREEDY, RequestRecord, Sampling, Target
+from servesweep.loadgen.engine import COOLDOWN, MEASURED, WARMUP, Engine, WorkerJob
 
 _GO_MARGIN_S = 0.05  # workers are told to start this far in the future, so all start together
 
@@ -36,7 +37,12 @@ class LoadPlan(BaseModel):
     rate: float | None = Field(None, gt=0, description="Poisson arrivals per second (open loop).")
     num_requests: int | None = Field(None, ge=1)
     duration_s: float | None = Field(None, gt=0)
-    warmup_requests: int = Field(0, ge=0)
+    warmup_requests: int = Field(0, ge=0, description="Requests sent one at a time before the point.")
+    warmup_s: float = Field(0.0, ge=0, description="Seconds of the point's own load before the measured requests; "
+                            "what is sent then is marked warmup.")
+    cooldown_s: float = Field(0.0, ge=0, description="Open loop: seconds of arrivals after the measured ones, "
+                              "marked cooldown.")
+    sampling: Sampling = Field(GREEDY, description="What each request asks for besides prompt and length.")
     timeout_s: float = Field(300.0, gt=0, description="Longest wait for a whole response, s.")
     connect_timeout_s: float = Field(10.0, gt=0, description="Longest wait for a TCP connection, s.")
     first_byte_timeout_s: float = Field(60.0, gt=0, description="Longest wait from send to the response's "
@@ -95,13 +101,15 @@ class WorkerOutput:
 
 def run_load(plan: LoadPlan, make_prompt: Callable[[int], str]) -> LoadResult:
     """Run one point to completion (blocking)."""
-    total = plan.num_requests or _upper_bound(plan)
+    total = len(open_schedule(plan)[0]) if plan.rate is not None else plan.num_requests or _upper_bound(plan)
     prompts = [make_prompt(plan.input_tokens) for _ in range(total)]
     warmups = tuple(make_prompt(plan.input_tokens) for _ in range(plan.warmup_requests))
-    jobs = split_jobs(plan, prompts, warmups)
+    jobs = split_jobs(plan, prompts, warmups, make_prompt)
     started_unix, origin = time.time(), time.perf_counter()
     output = _run_loop(_in_process(jobs[0], origin)) if len(jobs) == 1 else _run_processes(jobs, origin)
-    warm = [r for r in output.records if r.warmup]
+    warm = sorted((r for r in output.records if r.warmup), key=lambda r: r.sent_at)
+    for position, record in enumerate(warm):  # one numbering over every worker's warm-ups, in order of issue
+        record.index = position - len(warm)
     measured = sorted((r for r in output.records if not r.warmup), key=lambda r: r.index)
     lags_ms = [lag * 1000.0 for lag in output.loop_lags]
     kernel_timed = Target.from_base_url(plan.base_url).kernel_stamps
@@ -118,56 +126,88 @@ MAX_PREBUILT_CLOSED_LOOP = 8  # rounds of `concurrency` requests a duration-boun
 
 
 def _upper_bound(plan: LoadPlan) -> int:
-    """Prompts to pre-build for a duration-bound point (unused ones are never sent).
+    """Prompts to pre-build for a duration-bound closed loop (unused ones are never sent; an open loop
+    builds one per arrival of its schedule).
 
     A closed loop's count depends on the server's speed, so it is capped: at most 20 requests per
     slot and second, and at most MAX_PREBUILT_CLOSED_LOOP rounds (or 512 requests): long prompts for
     a large batch would otherwise take minutes to build. The point ends when either runs out.
     """
     assert plan.duration_s is not None
-    if plan.rate is not None:
-        return max(1, int(plan.rate * plan.duration_s * 1.5) + 10)
     concurrency = plan.concurrency or 1
     by_speed = concurrency * int(plan.duration_s * 20) + 10
     return max(1, min(by_speed, max(MAX_PREBUILT_CLOSED_LOOP * concurrency, 512)))
 
 
+def _arrivals(rate: float, seed: int) -> Iterator[float]:
+    """Poisson arrival offsets (s) at `rate`/s, the first at 0, without end."""
+    generator = random.Random(seed)
+    now = 0.0
+    while True:
+        yield now
+        now += generator.expovariate(rate)
+
+
 def poisson_schedule(rate: float, count: int, seed: int) -> list[float]:
     """Send offsets (s) of `count` Poisson arrivals at `rate`/s, the first at 0."""
-    generator = random.Random(seed)
-    times, now = [], 0.0
-    for _ in range(count):
-        times.append(now)
-        now += generator.expovariate(rate)
-    return times
+    return list(itertools.islice(_arrivals(rate, seed), count))
 
 
-def split_jobs(plan: LoadPlan, prompts: list[str], warmups: tuple[str, ...] = ()) -> list[WorkerJob]:
+def open_schedule(plan: LoadPlan) -> tuple[list[float], list[int]]:
+    """An open-loop point's arrival offsets and their phases: warm-up (the first `warmup_s`), measured
+    (`num_requests` of them, those of the next `duration_s`, whichever ends first), cool-down (those of the
+    `cooldown_s` after the measured window: the last measured arrival, or the window's end)."""
+    assert plan.rate is not None
+    times: list[float] = []
+    phases: list[int] = []
+    measured, window_end = 0, plan.warmup_s + (plan.duration_s or float("inf"))
+    tail_end: float | None = None
+    for t in _arrivals(plan.rate, plan.seed):
+        if tail_end is None and (t >= window_end or measured == plan.num_requests):
+            tail_end = (min(window_end, times[-1]) if measured == plan.num_requests else window_end) + plan.cooldown_s
+        if tail_end is not None and t >= tail_end:
+            break
+        phase = WARMUP if t < plan.warmup_s else COOLDOWN if tail_end is not None else MEASURED
+        measured += phase == MEASURED
+        times.append(t)
+        phases.append(phase)
+    return times, phases
+
+
+def split_jobs(plan: LoadPlan, prompts: list[str], warmups: tuple[str, ...] = (),
+               make_prompt: Callable[[int], str] | None = None) -> list[WorkerJob]:
     """Divide a point across `plan.workers` jobs (fewer when there is not enough work for each)."""
-    ids = [f"{plan.request_id_prefix}{i}" for i in range(len(prompts))]
     common = dict(base_url=plan.base_url, model=plan.model, input_tokens=plan.input_tokens, dialect=plan.dialect,
                   output_tokens=plan.output_tokens, timeout_s=plan.timeout_s, duration_s=plan.duration_s,
                   connect_timeout_s=plan.connect_timeout_s, first_byte_timeout_s=plan.first_byte_timeout_s,
                   idle_timeout_s=plan.idle_timeout_s, max_consecutive_failures=plan.max_consecutive_failures,
-                  max_error_rate=plan.max_error_rate)
+                  max_error_rate=plan.max_error_rate, sampling=plan.sampling)
     if plan.rate is None:
-        return _split_closed(plan, prompts, ids, warmups, common)
-    schedule = poisson_schedule(plan.rate, len(prompts), plan.seed)
-    if plan.duration_s:
-        schedule = [t for t in schedule if t < plan.duration_s]
+        return _split_closed(plan, prompts, warmups, common, make_prompt)
+    schedule, phases = open_schedule(plan)
+    indices = _open_indices(phases)
+    ids = [f"{plan.request_id_prefix}{i}" if i >= 0 else f"{plan.request_id_prefix}t{-i - 1}" for i in indices]
     workers = max(1, min(plan.workers, len(schedule), plan.concurrency or len(schedule)))
     jobs = []
     for w in range(workers):
         picks = range(w, len(schedule), workers)
-        jobs.append(WorkerJob(prompts=[prompts[i] for i in picks], indices=list(picks),
+        jobs.append(WorkerJob(prompts=[prompts[i] for i in picks], indices=[indices[i] for i in picks],
                               request_ids=[ids[i] for i in picks], schedule=[schedule[i] for i in picks],
+                              phases=[phases[i] for i in picks],
                               concurrency=_share(plan.concurrency, workers, w) if plan.concurrency else None,
                               warmup_prompts=warmups if w == 0 else (), **common))
     return jobs
 
 
-def _split_closed(plan: LoadPlan, prompts: list[str], ids: list[str], warmups: tuple[str, ...],
-                  common: dict) -> list[WorkerJob]:
+def _open_indices(phases: list[int]) -> list[int]:
+    """Measured and cool-down arrivals count from 0, warm-up arrivals up to -1."""
+    warm = sum(phase == WARMUP for phase in phases)
+    return [i - warm for i in range(len(phases))]
+
+
+def _split_closed(plan: LoadPlan, prompts: list[str], warmups: tuple[str, ...], common: dict,
+                  make_prompt: Callable[[int], str] | None) -> list[WorkerJob]:
+    ids = [f"{plan.request_id_prefix}{i}" for i in range(len(prompts))]
     concurrency = plan.concurrency or 1
     workers = max(1, min(plan.workers, concurrency, len(prompts)))
     jobs, start = [], 0
@@ -176,9 +216,14 @@ def _split_closed(plan: LoadPlan, prompts: list[str], ids: list[str], warmups: t
         count = len(prompts) - start if w == workers - 1 else round(len(prompts) * slots / concurrency)
         picks = range(start, start + count)
         start += count
+        # Timed warm-ups cycle through a pool of their own: one fresh prompt per slot, at least a few.
+        pool = tuple(make_prompt(plan.input_tokens) for _ in range(max(slots, 4))) \
+            if plan.warmup_s and make_prompt is not None else ()
         jobs.append(WorkerJob(prompts=prompts[picks.start : picks.stop], indices=list(picks),
                               request_ids=ids[picks.start : picks.stop], concurrency=slots,
-                              warmup_prompts=warmups if w == 0 else (), **common))
+                              warmup_prompts=warmups if w == 0 else (), warmup_s=plan.warmup_s,
+                              timed_warmup_prompts=pool, warmup_id_prefix=f"{plan.request_id_prefix}t{w}-",
+                              **common))
     return jobs
 
 
@@ -270,6 +315,8 @@ def records_to_columns(records: list[RequestRecord], lags: list[float], read_lag
     return {
         "index": np.array([r.index for r in records], dtype=np.int64),
         "warmup": np.array([r.warmup for r in records], dtype=bool),
+        "cooldown": np.array([r.cooldown for r in records], dtype=bool),
+        "min_output": np.array([_int(r.min_output_tokens) for r in records], dtype=np.int64),
         "requested": np.array([[r.requested_input_tokens, r.requested_output_tokens] for r in records],
                               dtype=np.int64).reshape(-1, 2),
         "scheduled_at": np.array([np.nan if r.scheduled_at is None else r.scheduled_at for r in records]),
@@ -289,13 +336,15 @@ def records_from_columns(columns: dict) -> list[RequestRecord]:
     for i, index in enumerate(columns["index"].tolist()):
         scheduled = float(columns["scheduled_at"][i])
         input_tokens, output_tokens = (int(v) for v in columns["tokens"][i])
+        min_output = int(columns["min_output"][i])
         records.append(RequestRecord(
             index=index, warmup=bool(columns["warmup"][i]), requested_input_tokens=int(columns["requested"][i, 0]),
             requested_output_tokens=int(columns["requested"][i, 1]),
             scheduled_at=None if np.isnan(scheduled) else scheduled, sent_at=float(columns["sent_at"][i]),
             token_times=times[offsets[i] : offsets[i + 1]], input_tokens=None if input_tokens < 0 else input_tokens,
             output_tokens=None if output_tokens < 0 else output_tokens, error=columns["error"][i],
-            request_id=columns["request_id"][i],
+            request_id=columns["request_id"][i], min_output_tokens=None if min_output < 0 else min_output,
+            cooldown=bool(columns["cooldown"][i]),
         ))
     return records
 

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from servesweep.lake.schema import STATS
+from servesweep.metrics.intervals import by_repeat
+
+if TYPE_CHECKING:
+    from servesweep.spec import SLOSpec
 
 _QUANTILES = {"p50": 50, "p90": 90, "p95": 95, "p99": 99}
 RATE_FRACTION = 0.95  # achieved below this share of the scheduled rate: the client fell behind
 CLIENT_LAG_LIMIT_MS = 5.0  # schedule or loop lag (p99) above this: the client was the bottleneck
+FEW_FOR_P99 = 100  # fewer successful requests: the p99 is an interpolation between the top few values
 
 
 def request_latencies(sent_at: float, token_times: Sequence[float], output_tokens: int | None) -> dict[str, Any]:
@@ -35,18 +40,56 @@ def stats(values: Iterable[float | None], prefix: str) -> dict[str, float | None
     return result
 
 
+def request_meets_slo(ok: bool, latencies: Mapping[str, Any], slo: SLOSpec | None) -> bool | None:
+    """Did one request meet every per-request limit of `slo`? None when no per-request limit is set.
+
+    A failed request misses; TPOT and the largest gap are met vacuously by a one-token response."""
+    if slo is None or not slo.has_request_limits:
+        return None
+    if not ok:
+        return False
+    gaps = latencies.get("itl_ms") or ()
+    checks = ((slo.request_ttft_ms, latencies["ttft_ms"]), (slo.request_tpot_ms, latencies.get("tpot_ms")),
+              (slo.request_itl_ms, max(gaps) if len(gaps) else None), (slo.request_e2e_ms, latencies["e2e_ms"]))
+    return all(limit is None or value is None or value <= limit for limit, value in checks)
+
+
+def is_measured(row: Mapping[str, Any]) -> bool:
+    """Neither a warm-up nor a cool-down request."""
+    return not row["warmup"] and not row.get("cooldown")
+
+
+def _rate(sends_by_repeat: Iterable[Sequence[float]]) -> float | None:
+    """Sends per second over each repeat's own send window, pooled: (n - 1) per repeat / their spans."""
+    gaps = spread = 0.0
+    for sends in sends_by_repeat:
+        if len(sends) > 1:
+            gaps += len(sends) - 1
+            spread += max(sends) - min(sends)
+    return gaps / spread if spread > 0 else None
+
+
+def _duration(ok: Sequence[Mapping[str, Any]]) -> float:
+    """Sum over repeats of (last end - first send) of the successful measured requests."""
+    total = 0.0
+    for rows in by_repeat(ok):
+        total += max(r["sent_at_s"] + r["e2e_ms"] / 1000.0 for r in rows) - min(r["sent_at_s"] for r in rows)
+    return total
+
+
 def summarise_requests(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Throughput and latency statistics of one point's request rows (warm-up rows are ignored)."""
-    measured = [r for r in rows if not r["warmup"]]
+    """Throughput and latency statistics of one point's request rows, its repeats pooled (warm-up and
+    cool-down rows are ignored; windows and rates are per repeat, summed)."""
+    measured = [r for r in rows if is_measured(r)]
     ok = [r for r in measured if r["ok"]]
-    summary: dict[str, Any] = {"num_requests": len(measured), "num_errors": len(measured) - len(ok)}
-    sends = sorted(r["sent_at_s"] for r in measured)
-    spread = sends[-1] - sends[0] if sends else 0.0
-    summary["achieved_rate"] = (len(sends) - 1) / spread if spread > 0 else None
+    summary: dict[str, Any] = {"num_requests": len(measured), "num_errors": len(measured) - len(ok),
+                               "num_warmup": sum(bool(r["warmup"]) for r in rows),
+                               "num_cooldown": sum(bool(r.get("cooldown")) for r in rows),
+                               "repeats": len(by_repeat(rows)) or None,
+                               "p99_few_requests": len(ok) < FEW_FOR_P99 if ok else None}
+    summary["achieved_rate"] = _rate([r["sent_at_s"] for r in group] for group in by_repeat(measured))
     if ok:
-        start = min(r["sent_at_s"] for r in ok)
-        end = max(r["sent_at_s"] + r["e2e_ms"] / 1000.0 for r in ok)
-        duration = end - start
+        duration = _duration(ok)
         input_tokens = sum(r["input_tokens"] or 0 for r in ok)
         output_tokens = sum(r["output_tokens"] or 0 for r in ok)
         summary.update(
@@ -62,11 +105,20 @@ def summarise_requests(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     lags = stats((r["schedule_lag_ms"] for r in measured), "schedule_lag")
     summary["schedule_lag_p50_ms"] = lags["schedule_lag_p50_ms"]
     summary["schedule_lag_p99_ms"] = lags["schedule_lag_p99_ms"]
-    planned = sorted(r["scheduled_at_s"] for r in measured if r.get("scheduled_at_s") is not None)
-    plan_spread = planned[-1] - planned[0] if planned else 0.0
-    summary["scheduled_rate"] = (len(planned) - 1) / plan_spread if plan_spread > 0 else None
+    summary["scheduled_rate"] = _rate([r["scheduled_at_s"] for r in group if r.get("scheduled_at_s") is not None]
+                                      for group in by_repeat(measured))
+    summary |= _goodput(measured, summary.get("duration_s"))
     summary["status"] = "failed" if not ok else ("partial" if len(ok) < len(measured) else "ok")
     return summary
+
+
+def _goodput(measured: Sequence[Mapping[str, Any]], duration: float | None) -> dict[str, float | None]:
+    """Requests meeting every per-request SLO per second, and their share; None without such an SLO."""
+    verdicts = [r.get("slo_met") for r in measured]
+    if not measured or all(v is None for v in verdicts):
+        return {"goodput": None, "slo_attainment": None}
+    met = sum(bool(v) for v in verdicts)
+    return {"goodput": met / duration if duration else None, "slo_attainment": met / len(measured)}
 
 
 def client_limited(summary: Mapping[str, Any], open_loop: bool, loop_lag_p99_ms: float | None,
