@@ -175,7 +175,8 @@ def _placement(spec: BenchmarkSpec, gke_facts: dict[str, str | None] | None, not
         fields |= {key: facts.get(key) for key in ("server_image", "server_image_digest", "node_machine_type")}
         missing = [key for key in ("server_image", "server_image_digest", "node_machine_type") if not fields[key]]
         if missing:
-            notes.append(f"{', '.join(missing)}: not readable from the server's pod and node")
+            why = facts.get("node_note") if missing == ["node_machine_type"] else None
+            notes.append(f"{', '.join(missing)}: {why or 'not readable from the server pod and node'}")
     if spec.accelerator.type == "cpu":
         notes.append("gpu_*, cuda_driver_version: accelerator cpu")
         return fields

@@ -1,7 +1,8 @@
 """PNG charts of a Report, drawn with matplotlib's Agg canvas (no pyplot: no global state, no display).
 
 Each chart function returns a ChartSpec whose series_labels are the data series it drew (SLO and baseline
-reference lines are not series), or None when the report has nothing to plot. Charts show measured points;
+reference lines are not series), or None when the report has nothing to plot. Throughput and latency points
+carry their 95 % intervals as error bars where the lake has them (schema v4). Charts show measured points;
 planner predictions are drawn only when a report has no measurement (they can be orders of magnitude off,
 which would flatten the measured lines), and the title then says so.
 """
@@ -98,6 +99,8 @@ def throughput_chart(report: Report, out: Path) -> ChartSpec | None:
     for (label, rows), color in zip(configs.items(), cycle(_COLORS), strict=False):
         ax.plot([p.batch_size for p in rows], [p.output_token_throughput for p in rows], label=label, color=color,
                 **_style(rows[0].source))
+        _error_bars(ax, [(p.batch_size, p.output_token_throughput, p.output_token_throughput_ci_low,
+                          p.output_token_throughput_ci_high) for p in rows], color)
     _batch_axis(ax, points)
     ax.set_ylabel("output tokens / s")
     title = "Output throughput vs batch size" + suffix
@@ -107,6 +110,17 @@ def throughput_chart(report: Report, out: Path) -> ChartSpec | None:
     path = out / "throughput_vs_batch.png"
     _save(figure, path)
     return ChartSpec(name="throughput_vs_batch", title=title, path=str(path), series_labels=list(configs))
+
+
+def _error_bars(ax: Axes, points: Sequence[tuple[int, float | None, float | None, float | None]], color: str) -> int:
+    """Draw (x, value, low, high) intervals that are known; returns how many."""
+    known = [(x, v, lo, hi) for x, v, lo, hi in points if v is not None and lo is not None and hi is not None]
+    if known:
+        xs, values, lows, highs = zip(*known, strict=True)
+        below = [max(0.0, v - lo) for v, lo in zip(values, lows, strict=True)]
+        above = [max(0.0, hi - v) for v, hi in zip(values, highs, strict=True)]
+        ax.errorbar(xs, values, yerr=[below, above], fmt="none", ecolor=color, elinewidth=1, capsize=3)
+    return len(known)
 
 
 def _batch_axis(ax: Axes, points: Sequence[PointSummary]) -> None:
@@ -134,7 +148,7 @@ def latency_chart(report: Report, out: Path) -> ChartSpec | None:
     for ax, (name, metric, slo_field) in zip(axes, _LATENCY_PANELS, strict=True):
         labels += _latency_panel(ax, configs, name, metric, getattr(report.slo, slo_field))
         _batch_axis(ax, points)
-    title = "Latency (p50 dashed, p99 solid) vs batch size" + suffix
+    title = "Latency (p50 dashed, p99 solid, 95 % intervals) vs batch size" + suffix
     figure.suptitle(title)
     _legend_below(figure, axes)
     path = out / "latency_vs_batch.png"
@@ -154,6 +168,9 @@ def _latency_panel(ax: Axes, configs: dict[str, list[PointSummary]], name: str, 
             series = f"{name} {stat} {label}"
             ax.plot(*zip(*kept, strict=True), color=color, linestyle=linestyle, marker="o", markersize=3,
                     label=label if stat == "p99" else "_nolegend_")  # one legend entry per config colour
+            _error_bars(ax, [(p.batch_size, getattr(p, f"{metric}_{stat}_ms"),
+                              getattr(p, f"{metric}_{stat}_ci_low_ms"), getattr(p, f"{metric}_{stat}_ci_high_ms"))
+                             for p in rows], color)
             drawn.append(series)
     if slo is not None:
         ax.axhline(slo, label=f"SLO p99 {name} {slo:g} ms", **_SLO_STYLE)

@@ -49,6 +49,18 @@ class PointSummary(_ConfigRow):
     vs_baseline_best: float | None
     is_config_best: bool
     meets_slo: bool
+    output_token_throughput_ci_low: float | None = None  # 95 % intervals (null: not measured, older lakes)
+    output_token_throughput_ci_high: float | None = None
+    ttft_p50_ci_low_ms: float | None = None
+    ttft_p50_ci_high_ms: float | None = None
+    ttft_p99_ci_low_ms: float | None = None
+    ttft_p99_ci_high_ms: float | None = None
+    tpot_p50_ci_low_ms: float | None = None
+    tpot_p50_ci_high_ms: float | None = None
+    tpot_p99_ci_low_ms: float | None = None
+    tpot_p99_ci_high_ms: float | None = None
+    p99_few_requests: bool | None = None
+    noisy: bool | None = None
 
 
 class IdealBatch(_ConfigRow):
@@ -63,12 +75,19 @@ class IdealBatch(_ConfigRow):
     sweep_mode: str | None
     meets_slo: bool
     reason: str
+    ranked_by: str
     ideal_batch_size: int | None
     point_id: str | None
     output_token_throughput: float | None
     ttft_p99_ms: float | None
     tpot_p99_ms: float | None
     e2e_p99_ms: float | None
+    output_token_throughput_ci_low: float | None
+    output_token_throughput_ci_high: float | None
+    goodput: float | None
+    slo_attainment: float | None
+    p99_few_requests: bool | None
+    noisy: bool | None
     cost_per_hour: float | None
     output_tokens_per_dollar: float | None
     usd_per_million_output_tokens: float | None
@@ -84,6 +103,37 @@ class IdealBatch(_ConfigRow):
     @property
     def placement(self) -> str:
         return f"{self.accelerator} x{self.accelerator_count or 1}"
+
+    def tokens_per_dollar_interval(self) -> tuple[float, float] | None:
+        """The 95 % interval of output_tokens_per_dollar (the throughput interval at the same price)."""
+        low, high = self.output_token_throughput_ci_low, self.output_token_throughput_ci_high
+        if low is None or high is None or not self.cost_per_hour:
+            return None
+        return low * 3600 / self.cost_per_hour, high * 3600 / self.cost_per_hour
+
+
+class RunFingerprint(_ViewRow):
+    """A row of the ``runs`` table: what one run measured on (definitions: servesweep/lake/schema.py)."""
+
+    run_id: str
+    servesweep_version: str | None
+    git_commit: str | None
+    git_dirty: bool | None
+    spec_hash: str
+    server_kind: str | None
+    server_version: str | None
+    server_image: str | None
+    server_image_digest: str | None
+    node_machine_type: str | None
+    gpu_name: str | None
+    gpu_count: int | None
+    gpu_driver_version: str | None
+    cuda_driver_version: str | None
+    host_cpu_model: str | None
+    host_cpu_count: int | None
+    python_version: str | None
+    os_platform: str | None
+    notes: str | None
 
 
 class PrefillDecode(_ConfigRow):
@@ -174,6 +224,7 @@ class Report(_Strict):
     points: list[PointSummary]
     prefill_decode: list[PrefillDecode]
     pareto: list[ParetoPoint]
+    fingerprints: list[RunFingerprint] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
 
     def measured_ideals(self) -> list[IdealBatch]:

@@ -2,7 +2,8 @@
 
 Only measured rows answer; predictions are reported beside them. Each function takes one comparison group
 (same model, workload shape and source) and returns a Recommendation that says "not covered" with what to run
-when the data cannot answer.
+when the data cannot answer. Where two configurations are compared (GPU, quantization), a difference inside
+their 95 % intervals is reported as "no measurable difference", never as a winner.
 """
 
 from __future__ import annotations
@@ -40,6 +41,21 @@ def best_value(row: IdealBatch) -> tuple[bool, bool, float, float]:
 
 def cheapest(rows: Sequence[IdealBatch]) -> IdealBatch:
     return max(rows, key=best_value)
+
+
+def value_interval(row: IdealBatch) -> tuple[float, float] | None:
+    """The 95 % interval of what `best_value` ranks by: tokens per dollar when priced, else throughput."""
+    if row.cost_per_hour:
+        return row.tokens_per_dollar_interval()
+    low, high = row.output_token_throughput_ci_low, row.output_token_throughput_ci_high
+    return None if low is None or high is None else (low, high)
+
+
+def indistinguishable(a: IdealBatch, b: IdealBatch) -> bool:
+    """Both within the SLO and their intervals overlap: the difference lies inside the noise."""
+    first, second = value_interval(a), value_interval(b)
+    return (a.meets_slo and b.meets_slo and first is not None and second is not None
+            and bool(a.cost_per_hour) == bool(b.cost_per_hour) and first[0] <= second[1] and second[0] <= first[1])
 
 
 def _money(value: float | None) -> str:
@@ -120,11 +136,16 @@ def recommend_accelerator(scope: str, ideals: Sequence[IdealBatch], baseline: st
 
 
 def _accelerator_answer(winner: IdealBatch, others: Sequence[IdealBatch], baseline: str) -> str:
+    runner_up = next((r for r in others if r.meets_slo), None)
+    if runner_up is not None and indistinguishable(winner, runner_up):
+        return (f"no measurable difference between {winner.placement} and {runner_up.placement}: "
+                f"{_money(winner.usd_per_million_output_tokens)} against "
+                f"{_money(runner_up.usd_per_million_output_tokens)} within the SLO, inside the 95 % intervals of "
+                "their throughput; choose on price, availability or headroom, or measure more (sweep.repeats).")
     text = (f"{winner.placement} ({winner.quantization}, batch {winner.ideal_batch_size}): "
             f"{_money(winner.usd_per_million_output_tokens)} within the SLO")
     if winner.tokens_per_dollar_vs_baseline is not None:
         text += f", {winner.tokens_per_dollar_vs_baseline:.2f}x the tokens per dollar of {baseline}"
-    runner_up = next((r for r in others if r.meets_slo), None)
     if runner_up is not None:
         text += f"; next: {runner_up.placement} at {_money(runner_up.usd_per_million_output_tokens)}"
     missing = [r.placement for r in others if not r.meets_slo]
@@ -180,6 +201,14 @@ def _quantization_verdict(scope: str, placement: str, rows: Sequence[IdealBatch]
             answer=f"no quantization meets the SLO on {placement}: "
                    + "; ".join(f"{r.quantization}: {r.reason}" for r in ranked) + ".", figures=figures)
     verb = "do not quantize" if winner.quantization in (None, "none") else f"quantize to {winner.quantization}"
+    if indistinguishable(winner, runner_up):
+        return Recommendation(
+            question=Question.QUANTIZE, scope=scope, status=Status.ANSWERED,
+            answer=f"no measurable difference between {winner.quantization} and {runner_up.quantization} on "
+                   f"{placement}: {_money(winner.usd_per_million_output_tokens)} against "
+                   f"{_money(runner_up.usd_per_million_output_tokens)}, inside the 95 % intervals of their "
+                   f"throughput; quantizing buys nothing measurable here. {_QUALITY_CAVEAT}",
+            figures=figures)
     if runner_up.meets_slo:
         comparison = f"{_money(winner.usd_per_million_output_tokens)} against " \
                      f"{_money(runner_up.usd_per_million_output_tokens)} for {runner_up.quantization}"

@@ -27,6 +27,7 @@ from servesweep.analysis.models import (
     PrefillDecode,
     Report,
     ReportPaths,
+    RunFingerprint,
 )
 from servesweep.analysis.recommend import headline, recommend
 from servesweep.analysis.views import DEFAULT_BASELINE, create_views
@@ -35,7 +36,7 @@ from servesweep.lake import store
 from servesweep.lake.query import connect
 from servesweep.spec import SLOSpec
 
-M = TypeVar("M", IdealBatch, PointSummary, PrefillDecode, ParetoPoint)
+M = TypeVar("M", IdealBatch, PointSummary, PrefillDecode, ParetoPoint, RunFingerprint)
 
 
 class ReportError(ValueError):
@@ -62,14 +63,15 @@ def build_report(
         points = _rows(connection, PointSummary, _POINTS_SQL)
         balance = _rows(connection, PrefillDecode, "prefill_decode")
         pareto = _rows(connection, ParetoPoint, "pareto_frontier")
-        notes = _notes(connection, ideals, baseline)
+        fingerprints = _rows(connection, RunFingerprint, _RUNS_SQL)
+        notes = _notes(connection, ideals, baseline) + _measurement_notes(points, fingerprints, run_ids)
     finally:
         connection.close()
     return Report(
         run_ids=list(run_ids), lake_uri=lake_uri, generated_at=datetime.now(UTC), slo=slo,
         baseline_accelerator=baseline, catalog_version=catalog.catalog_version, headline=headline(ideals),
         recommendations=recommend(ideals, balance, baseline), ideal_batches=ideals, points=points,
-        prefill_decode=balance, pareto=pareto, notes=notes,
+        prefill_decode=balance, pareto=pareto, fingerprints=fingerprints, notes=notes,
     )
 
 
@@ -92,6 +94,17 @@ _POINTS_SQL = """
 """
 
 
+_RUNS_SQL = """
+    SELECT * FROM runs
+    WHERE run_id IN (SELECT run_id FROM selected_runs) OR NOT EXISTS (SELECT 1 FROM selected_runs)
+    ORDER BY run_id
+"""
+# Fingerprint fields worth saying "these runs differ in" about (not the run's own id, hash text or notes).
+_COMPARED = ("servesweep_version", "git_commit", "spec_hash", "server_version", "server_image_digest",
+             "node_machine_type", "gpu_name", "gpu_count", "gpu_driver_version", "cuda_driver_version",
+             "host_cpu_model", "host_cpu_count", "python_version")
+
+
 def _rows(connection: duckdb.DuckDBPyConnection, model: type[M], source: str) -> list[M]:
     relation = source if source.isidentifier() else f"({source})"
     table = connection.sql(f"SELECT {model.columns()} FROM {relation}").to_arrow_table()
@@ -111,6 +124,27 @@ def _notes(connection: duckdb.DuckDBPyConnection, ideals: Sequence[IdealBatch], 
         notes.append(f"baseline {baseline} is not in these runs: tokens per dollar are shown unnormalised")
     if any(row.source != "measured" for row in ideals):
         notes.append("planner predictions (source 'predicted') are listed apart and never answer a question")
+    return notes
+
+
+def _measurement_notes(points: Sequence[PointSummary], fingerprints: Sequence[RunFingerprint],
+                       run_ids: Sequence[str]) -> list[str]:
+    """What the numbers rest on: thin p99s, noisy repeats, runs without or with differing fingerprints."""
+    notes = []
+    measured = [p for p in points if p.source == "measured"]
+    few = sorted({f"{p.config_label} batch {p.batch_size}" for p in measured if p.p99_few_requests})
+    if few:
+        notes.append(f"p99 from fewer than 100 requests (an interpolation between the largest few values, not a "
+                     f"tail estimate; marked † in the tables): {', '.join(few)}")
+    noisy = sorted({f"{p.config_label} batch {p.batch_size}" for p in measured if p.noisy})
+    if noisy:
+        notes.append(f"noisy points, whose repeats disagree by more than their intervals allow: {', '.join(noisy)}")
+    missing = sorted(set(run_ids) - {f.run_id for f in fingerprints})
+    if missing:
+        notes.append(f"no fingerprint for {', '.join(missing)} (written before lake schema v4)")
+    differ = [name for name in _COMPARED if len({getattr(f, name) for f in fingerprints}) > 1]
+    if differ:
+        notes.append(f"the runs differ in: {', '.join(differ)} (table 'Runs')")
     return notes
 
 
@@ -192,18 +226,22 @@ def _fmt(value: object, unit: str = "") -> str:
     return f"{text} {unit}" if unit and unit != "fraction" else text
 
 
-def _slo_text(slo: SLOSpec) -> str:
+def _slo_text(slo: SLOSpec, goodput: bool = False) -> str:
     bounds = [f"p99 {name} <= {value:g} ms" for name, value in
               (("TTFT", slo.ttft_p99_ms), ("TPOT", slo.tpot_p99_ms), ("E2E", slo.e2e_p99_ms)) if value is not None]
+    if goodput:
+        bounds.append(f"points measured with a per-request SLO: at least {slo.min_attainment:.0%} of requests within "
+                      "it, ranked by goodput")
     return ", ".join(bounds) or "none set (the ideal batch is the one with the highest throughput)"
 
 
 def _document(report: Report, charts: Sequence[ChartSpec]) -> list[_Block]:
+    goodput = any(row.ranked_by == "goodput" for row in report.ideal_batches)
     blocks: list[_Block] = [
         _Heading(1, "servesweep report"),
         _Text(f"Runs: {', '.join(report.run_ids) or '-'} | lake: {report.lake_uri} | "
               f"generated {report.generated_at:%Y-%m-%d %H:%M} UTC"),
-        _Text(f"SLO: {_slo_text(report.slo)} | cost baseline: {report.baseline_accelerator} | "
+        _Text(f"SLO: {_slo_text(report.slo, goodput)} | cost baseline: {report.baseline_accelerator} | "
               f"prices: catalog {report.catalog_version}"),
         _Heading(2, "Answer"),
         _Text(report.headline.summary),
@@ -215,6 +253,8 @@ def _document(report: Report, charts: Sequence[ChartSpec]) -> list[_Block]:
             blocks.append(_Table(("number", "value"),
                                  tuple((f.label, _fmt(f.value, f.unit)) for f in item.figures)))
     blocks += _tables(report)
+    if report.fingerprints:
+        blocks += [_Heading(2, "Runs: what each measured on"), _fingerprint_table(report.fingerprints)]
     if charts:
         blocks.append(_Heading(2, "Charts"))
         blocks += [_Chart(chart) for chart in charts]
@@ -240,12 +280,49 @@ def _tables(report: Report) -> list[_Block]:
 
 
 def _ideal_table(rows: Sequence[IdealBatch]) -> _Table:
-    headers = ("config", "meets SLO", "ideal batch", "out tok/s", "p99 TTFT ms", "p99 TPOT ms", "p99 E2E ms",
-               "$/M out tokens", "tok/$ vs baseline", "batches tested", "why")
+    goodput = any(r.ranked_by == "goodput" for r in rows)
+    headers = ("config", "meets SLO", "ideal batch", "out tok/s (95 % CI)", *(("goodput req/s",) if goodput else ()),
+               "p99 TTFT ms", "p99 TPOT ms", "p99 E2E ms", "$/M out tokens", "tok/$ vs baseline", "batches tested",
+               "why")
     return _Table(headers, tuple(
-        (r.config_label, _fmt(r.meets_slo), _fmt(r.ideal_batch_size), _fmt(r.output_token_throughput),
-         _fmt(r.ttft_p99_ms), _fmt(r.tpot_p99_ms), _fmt(r.e2e_p99_ms), _fmt(r.usd_per_million_output_tokens),
+        (r.config_label, _fmt(r.meets_slo), _fmt(r.ideal_batch_size),
+         _with_interval(r.output_token_throughput, r.output_token_throughput_ci_low, r.output_token_throughput_ci_high),
+         *((_fmt(r.goodput),) if goodput else ()),
+         _p99(r.ttft_p99_ms, r.p99_few_requests), _p99(r.tpot_p99_ms, r.p99_few_requests),
+         _p99(r.e2e_p99_ms, r.p99_few_requests), _fmt(r.usd_per_million_output_tokens),
          _fmt(r.tokens_per_dollar_vs_baseline), _fmt(r.batch_sizes_tested), r.reason) for r in rows))
+
+
+def _with_interval(value: float | None, low: float | None, high: float | None) -> str:
+    if value is None or low is None or high is None:
+        return _fmt(value)
+    return f"{_fmt(value)} ({_fmt(low)}-{_fmt(high)})"
+
+
+def _p99(value: float | None, few: bool | None) -> str:
+    return _fmt(value) + (" †" if few and value is not None else "")
+
+
+_FINGERPRINT_FIELDS = (
+    ("servesweep", "servesweep_version"), ("git commit", "git_commit"), ("uncommitted changes", "git_dirty"),
+    ("spec hash", "spec_hash"), ("server", "server_kind"), ("server version", "server_version"),
+    ("server image", "server_image"), ("image digest", "server_image_digest"), ("node type", "node_machine_type"),
+    ("GPU", "gpu_name"), ("GPUs", "gpu_count"), ("driver", "gpu_driver_version"), ("CUDA", "cuda_driver_version"),
+    ("client CPU", "host_cpu_model"), ("client CPUs", "host_cpu_count"), ("Python", "python_version"),
+    ("OS", "os_platform"), ("not recorded", "notes"),
+)
+
+
+def _fingerprint_table(runs: Sequence[RunFingerprint]) -> _Table:
+    """One row per fingerprint field, one column per run: what differed between runs reads across."""
+    def cell(run: RunFingerprint, field: str) -> str:
+        value = getattr(run, field)
+        if field in ("git_commit", "spec_hash") and value:
+            return value[:12]
+        return "-" if value is None else _fmt(value)
+
+    return _Table(("", *(run.run_id for run in runs)),
+                  tuple((label, *(cell(run, field) for run in runs)) for label, field in _FINGERPRINT_FIELDS))
 
 
 def _balance_table(rows: Sequence[PrefillDecode]) -> _Table:

@@ -1,9 +1,10 @@
 """The analysis views: SQL files in ``servesweep/sql/`` created on a DuckDB connection over the lake.
 
-Parameters live in tables the views read, never in the SQL text: ``params`` (one row: the p99 SLO bounds and
-the baseline accelerator) and ``selected_runs`` (run ids; empty = every run). Change them with
-:func:`set_params`, or in SQL (``UPDATE params SET slo_ttft_p99_ms = 500``); the views follow at once.
-``prices`` is the accelerator catalog as a table (``servesweep.catalog.prices_table``).
+Parameters live in tables the views read, never in the SQL text: ``params`` (one row: the p99 SLO bounds, the
+share of requests a point measured with a per-request SLO must keep within it, and the baseline accelerator)
+and ``selected_runs`` (run ids; empty = every run). Change them with :func:`set_params`, or in SQL
+(``UPDATE params SET slo_ttft_p99_ms = 500``); the views follow at once. ``prices`` is the accelerator
+catalog as a table (``servesweep.catalog.prices_table``).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ VIEWS = (
 _PARAMS_SCHEMA = pa.schema(
     [
         ("slo_ttft_p99_ms", pa.float64()), ("slo_tpot_p99_ms", pa.float64()), ("slo_e2e_p99_ms", pa.float64()),
-        ("baseline_accelerator", pa.string()),
+        ("slo_min_attainment", pa.float64()), ("baseline_accelerator", pa.string()),
     ]
 )
 _RUNS_SCHEMA = pa.schema([("run_id", pa.string())])
@@ -79,7 +80,7 @@ def set_params(
     slo = slo or SLOSpec()
     params = pa.Table.from_pylist(
         [{"slo_ttft_p99_ms": slo.ttft_p99_ms, "slo_tpot_p99_ms": slo.tpot_p99_ms, "slo_e2e_p99_ms": slo.e2e_p99_ms,
-          "baseline_accelerator": baseline}],
+          "slo_min_attainment": slo.min_attainment, "baseline_accelerator": baseline}],
         schema=_PARAMS_SCHEMA,
     )
     _replace_table(connection, "params", params)

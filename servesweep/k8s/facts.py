@@ -2,7 +2,9 @@
 
 For the run's fingerprint (servesweep.fingerprint): a tag such as `vllm/vllm-openai:latest` names no
 fixed image, the digest the node pulled does. Whatever cannot be read stays out (None): the facts are a
-record, never a reason to fail a deployment.
+record, never a reason to fail a deployment. The machine type is a label of the node, a cluster-scoped
+object: the runner's namespaced Role (servesweep.k8s.rbac) does not grant `nodes get`, so where it is not
+granted otherwise the type stays null and `node_note` says why.
 """
 
 from __future__ import annotations
@@ -30,12 +32,13 @@ def server_facts(core: k8s.CoreV1Api, namespace: str, label_selector: str) -> di
         return {}
     pod = running[0]
     container, status = _server_container(pod)
-    labels = _node_labels(core, pod.get("spec", {}).get("nodeName"))
+    labels, note = _node_labels(core, pod.get("spec", {}).get("nodeName"))
     return {
         "server_image": container.get("image") or status.get("image"),
         "server_image_digest": image_digest(status.get("imageID")),
         "node_machine_type": next((labels[key] for key in _MACHINE_TYPE_LABELS if labels.get(key)), None),
         "node_accelerator": labels.get(_ACCELERATOR_LABEL),
+        "node_note": note,
     }
 
 
@@ -54,10 +57,11 @@ def _server_container(pod: dict[str, Any]) -> tuple[dict[str, Any], dict[str, An
     return container, status
 
 
-def _node_labels(core: k8s.CoreV1Api, node: str | None) -> dict[str, str]:
+def _node_labels(core: k8s.CoreV1Api, node: str | None) -> tuple[dict[str, str], str | None]:
+    """The node's labels, or why there are none."""
     if not node:
-        return {}
+        return {}, "the pod names no node"
     try:
-        return to_dict(core.read_node(node)).get("metadata", {}).get("labels") or {}
-    except ApiException:
-        return {}
+        return to_dict(core.read_node(node)).get("metadata", {}).get("labels") or {}, None
+    except ApiException as error:
+        return {}, f"reading node {node} failed: HTTP {error.status} (the runner needs RBAC nodes get)"

@@ -1,7 +1,10 @@
 -- ideal_batch: per config, the batch size to run: the largest output throughput among the points whose
 -- p99 TTFT, p99 TPOT and p99 E2E meet the SLO in `params` (unbounded metrics are not checked; with no SLO
--- the largest throughput wins). Ties on throughput go to the smaller batch size (same tokens, less latency
--- and memory). A config where no point meets the SLO gets meets_slo = false, null ideal columns and a reason.
+-- the largest throughput wins). A config measured with a per-request SLO ranks by goodput instead (the
+-- rate of requests within it), among the points keeping at least params.slo_min_attainment of their
+-- requests within it: the "max load under SLO" knee. Ties go to the smaller batch size (same tokens,
+-- less latency and memory). A config where no point meets the SLO gets meets_slo = false, null ideal
+-- columns and a reason.
 -- One row per config (run, model, quantization, server, accelerator, count, workload shape, sweep mode, source).
 --
 -- Columns:
@@ -10,8 +13,12 @@
 --   slo_ttft_p99_ms, slo_tpot_p99_ms, slo_e2e_p99_ms    the bounds applied (null = not bounded)
 --   meets_slo                        some point meets the SLO (and has a throughput)
 --   reason                           why this batch, or why none: the smallest batch's misses
+--   ranked_by                        'goodput' (a per-request SLO was measured) or 'output throughput'
 --   ideal_batch_size, point_id       the chosen point (null when none meets)
 --   output_token_throughput, ttft_p99_ms, tpot_p99_ms, e2e_p99_ms     at the chosen point
+--   output_token_throughput_ci_low, output_token_throughput_ci_high   its 95 % interval (null: not measured)
+--   goodput, slo_attainment          at the chosen point (null without a per-request SLO)
+--   p99_few_requests, noisy          the chosen point's p99 rests on < 100 requests; its repeats disagree
 --   cost_per_hour, output_tokens_per_dollar, usd_per_million_output_tokens   at the chosen point
 --   tokens_per_dollar_vs_baseline    output_tokens_per_dollar / the best ideal tokens/$ of the baseline
 --                                    accelerator (params.baseline_accelerator) in the comparison group
@@ -21,7 +28,7 @@
 --   batch_sizes_tested, batch_sizes_meeting_slo               sorted lists
 CREATE OR REPLACE VIEW ideal_batch AS
 WITH eligible AS (
-    SELECT *, meets_slo AND output_token_throughput IS NOT NULL AS can_pick FROM point_costs
+    SELECT *, meets_slo AND slo_value IS NOT NULL AS can_pick FROM point_costs
 ),
 ranked AS (
     SELECT *,
@@ -29,7 +36,7 @@ ranked AS (
             PARTITION BY config_id ORDER BY output_token_throughput DESC NULLS LAST, batch_size, point_id
         ) AS rank_any,
         row_number() OVER (
-            PARTITION BY config_id, can_pick ORDER BY output_token_throughput DESC, batch_size, point_id
+            PARTITION BY config_id, can_pick ORDER BY slo_value DESC, batch_size, point_id
         ) AS rank_pick,
         row_number() OVER (PARTITION BY config_id ORDER BY batch_size, point_id) AS rank_low
     FROM eligible
@@ -49,7 +56,7 @@ ties AS (
     SELECT p.config_id, list(DISTINCT r.batch_size ORDER BY r.batch_size) AS tied_batch_sizes
     FROM pick AS p JOIN ranked AS r
       ON r.config_id = p.config_id AND r.can_pick AND r.point_id <> p.point_id
-     AND r.output_token_throughput = p.output_token_throughput
+     AND r.slo_value = p.slo_value
     GROUP BY p.config_id
 ),
 baseline AS (
@@ -64,6 +71,9 @@ SELECT t.run_id, t.config_id, t.config_label, t.comparison_group, t.source, t.mo
        CASE
            WHEN p.point_id IS NULL THEN format('none of the {} points meets the SLO; even batch {} misses: {}',
                m.points_counted, l.batch_size, coalesce(l.slo_misses, 'no output throughput measured'))
+           WHEN p.goodput IS NOT NULL
+               THEN format('batch {} has the highest goodput ({:.4g} req/s within the per-request SLO) of the {} of {} '
+                           'points within the SLO', p.batch_size, p.goodput, m.points_meeting_slo, m.points_counted)
            WHEN s.slo_ttft_p99_ms IS NULL AND s.slo_tpot_p99_ms IS NULL AND s.slo_e2e_p99_ms IS NULL
                THEN format('no SLO set: batch {} has the highest output throughput of the {} points',
                            p.batch_size, m.points_counted)
@@ -72,8 +82,11 @@ SELECT t.run_id, t.config_id, t.config_label, t.comparison_group, t.source, t.mo
        END || CASE WHEN tie.tied_batch_sizes IS NOT NULL
                    THEN format(' (tied with batch {}; the smaller batch is chosen)', array_to_string(tie.tied_batch_sizes, ', '))
                    ELSE '' END AS reason,
+       CASE WHEN t.goodput IS NOT NULL THEN 'goodput' ELSE 'output throughput' END AS ranked_by,
        p.batch_size AS ideal_batch_size, p.point_id,
        p.output_token_throughput, p.ttft_p99_ms, p.tpot_p99_ms, p.e2e_p99_ms,
+       p.output_token_throughput_ci_low, p.output_token_throughput_ci_high, p.goodput, p.slo_attainment,
+       p.p99_few_requests, p.noisy,
        p.cost_per_hour, p.output_tokens_per_dollar, p.usd_per_million_output_tokens,
        p.output_tokens_per_dollar / b.tokens_per_dollar AS tokens_per_dollar_vs_baseline,
        coalesce(tie.tied_batch_sizes, []) AS tied_batch_sizes,

@@ -7,6 +7,9 @@
 --   tpot_p50_ms, tpot_p90_ms, tpot_p99_ms    time per output token after the first
 --   itl_p50_ms, itl_p99_ms                   pooled inter-token gaps
 --   e2e_p50_ms, e2e_p99_ms                   end-to-end latency
+--   ttft_p99_ci_low_ms ... e2e_p99_ci_high_ms   95 % intervals of the p50 and p99 columns (see points)
+--   output_token_throughput_ci_low, output_token_throughput_ci_high
+--   p99_few_requests, noisy, repeats         see points
 --   slo_ttft_p99_ms, slo_tpot_p99_ms, slo_e2e_p99_ms   the bounds from `params` (null = not bounded)
 --   meets_slo, slo_misses                    see point_costs
 CREATE OR REPLACE VIEW latency_by_batch AS
@@ -17,6 +20,11 @@ SELECT c.run_id, c.config_id, c.config_label, c.comparison_group, c.source,
        c.tpot_p50_ms, c.tpot_p90_ms, c.tpot_p99_ms,
        c.itl_p50_ms, c.itl_p99_ms,
        c.e2e_p50_ms, c.e2e_p99_ms,
+       c.ttft_p50_ci_low_ms, c.ttft_p50_ci_high_ms, c.ttft_p99_ci_low_ms, c.ttft_p99_ci_high_ms,
+       c.tpot_p50_ci_low_ms, c.tpot_p50_ci_high_ms, c.tpot_p99_ci_low_ms, c.tpot_p99_ci_high_ms,
+       c.e2e_p50_ci_low_ms, c.e2e_p50_ci_high_ms, c.e2e_p99_ci_low_ms, c.e2e_p99_ci_high_ms,
+       c.output_token_throughput_ci_low, c.output_token_throughput_ci_high,
+       c.p99_few_requests, c.noisy, c.repeats,
        s.slo_ttft_p99_ms, s.slo_tpot_p99_ms, s.slo_e2e_p99_ms,
        c.meets_slo, c.slo_misses
 FROM point_costs AS c CROSS JOIN params AS s

@@ -19,8 +19,12 @@
 --   usd_per_million_output_tokens  1e6 / output_tokens_per_dollar
 --   price_source, price_date, catalog_version   where the price came from
 --   meets_slo                      p99 TTFT, p99 TPOT and p99 E2E within the SLO bounds in `params`
---                                  (true when no bound is set; a bounded metric the point lacks is a miss)
+--                                  (true when no bound is set; a bounded metric the point lacks is a miss),
+--                                  and, for a point measured with a per-request SLO (goodput not null), at
+--                                  least params.slo_min_attainment of its requests within it
 --   slo_misses                     the bounds the point misses, e.g. 'ttft_p99 1200.0 > 500.0 ms'; null if none
+--   slo_value                      what the ideal batch maximises: goodput (req/s) for a point with a
+--                                  per-request SLO, else output_token_throughput
 CREATE OR REPLACE VIEW point_costs AS
 WITH counted AS (
     SELECT *,
@@ -64,7 +68,11 @@ checked AS (
             CASE WHEN s.slo_e2e_p99_ms IS NULL THEN NULL
                  WHEN p.e2e_p99_ms IS NULL THEN format('e2e_p99 not measured (SLO {:.1f} ms)', s.slo_e2e_p99_ms)
                  WHEN p.e2e_p99_ms > s.slo_e2e_p99_ms
-                     THEN format('e2e_p99 {:.1f} > {:.1f} ms', p.e2e_p99_ms, s.slo_e2e_p99_ms) END
+                     THEN format('e2e_p99 {:.1f} > {:.1f} ms', p.e2e_p99_ms, s.slo_e2e_p99_ms) END,
+            CASE WHEN p.goodput IS NULL THEN NULL
+                 WHEN coalesce(p.slo_attainment, 0) < s.slo_min_attainment
+                     THEN format('slo_attainment {:.3f} < {:.3f}', coalesce(p.slo_attainment, 0),
+                                 s.slo_min_attainment) END
         ), '') AS slo_misses
     FROM priced AS p CROSS JOIN params AS s
 )
@@ -79,5 +87,6 @@ SELECT * EXCLUDE (base_label),
          THEN output_token_throughput * 3600 / cost_per_hour END AS output_tokens_per_dollar,
     CASE WHEN output_token_throughput > 0 AND cost_per_hour > 0
          THEN 1e6 * cost_per_hour / (output_token_throughput * 3600) END AS usd_per_million_output_tokens,
-    slo_misses IS NULL AS meets_slo
+    slo_misses IS NULL AS meets_slo,
+    coalesce(goodput, output_token_throughput) AS slo_value
 FROM checked;
