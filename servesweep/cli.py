@@ -186,7 +186,7 @@ def query(
 
 
 @app.command()
-def schema(table: Annotated[str, typer.Argument(help="requests, points or server_metrics")] = "points") -> None:
+def schema(table: Annotated[str, typer.Argument(help="requests, points, server_metrics or runs")] = "points") -> None:
     """Print a lake table's columns with their definitions."""
     if table not in SCHEMAS:
         _fail(f"unknown table {table!r}; tables: {', '.join(SCHEMAS)}")
@@ -366,8 +366,9 @@ def validate(spec_path: Annotated[Path, typer.Argument(help="Benchmark spec (YAM
         _fail(str(error))
     for deployment in plan_deployments(spec):
         points = ", ".join(p.point_id for p in deployment.points)
-        console.print(f"deployment [cyan]{deployment.deployment_id}[/] (max_num_seqs={deployment.max_num_seqs}): "
-                      f"{points}")
+        times = f", x{deployment.repeats}" if deployment.repeats > 1 else ""
+        console.print(f"deployment [cyan]{deployment.deployment_id}[/] (max_num_seqs={deployment.max_num_seqs}"
+                      f"{times}): {points}")
 
 
 if __name__ == "__main__":

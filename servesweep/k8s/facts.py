@@ -13,9 +13,11 @@ from typing import Any
 
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
 
 from servesweep.k8s.manifests import to_dict
 
+_UNREADABLE = (ApiException, HTTPError)  # refused, or the API server did not answer
 SERVER_CONTAINER = "server"
 _MACHINE_TYPE_LABELS = ("node.kubernetes.io/instance-type", "beta.kubernetes.io/instance-type")
 _ACCELERATOR_LABEL = "cloud.google.com/gke-accelerator"
@@ -25,7 +27,7 @@ def server_facts(core: k8s.CoreV1Api, namespace: str, label_selector: str) -> di
     """server_image, server_image_digest, node_machine_type and node_accelerator of the server's pod."""
     try:
         pods = [to_dict(pod) for pod in core.list_namespaced_pod(namespace, label_selector=label_selector).items]
-    except ApiException:
+    except _UNREADABLE:
         return {}
     running = [pod for pod in pods if pod.get("status", {}).get("phase") == "Running"] or pods
     if not running:
@@ -65,3 +67,5 @@ def _node_labels(core: k8s.CoreV1Api, node: str | None) -> tuple[dict[str, str],
         return to_dict(core.read_node(node)).get("metadata", {}).get("labels") or {}, None
     except ApiException as error:
         return {}, f"reading node {node} failed: HTTP {error.status} (the runner needs RBAC nodes get)"
+    except HTTPError as error:
+        return {}, f"reading node {node} failed: {error}"[:300]
