@@ -250,6 +250,9 @@ def test_with_a_per_request_slo_the_knee_is_the_most_goodput_within_the_attainme
     (ideal,) = build_report(lake, [], SLOSpec(), "nvidia-l4", round_price_catalog(tmp_path)).measured_ideals()
     assert (ideal.ranked_by, ideal.ideal_batch_size, ideal.goodput) == ("goodput", 4, 0.66)
     assert "highest goodput" in ideal.reason and ideal.max_throughput_batch_size == 8
+    batch = next(r for r in build_report(lake, [], SLOSpec(), "nvidia-l4", round_price_catalog(tmp_path))
+                 .recommendations if r.question.value == "which batch size?")
+    assert "(goodput 0.66 req/s, 95% of requests within the per-request SLO)" in batch.answer
     strict = build_report(lake, [], SLOSpec(min_attainment=0.99), "nvidia-l4", round_price_catalog(tmp_path))
     assert strict.measured_ideals()[0].ideal_batch_size == 2
 

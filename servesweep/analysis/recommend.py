@@ -69,6 +69,9 @@ def _ideal_figures(row: IdealBatch, prefix: str = "") -> list[Figure]:
         Figure(label=f"{prefix}p99 TTFT at ideal batch", value=row.ttft_p99_ms, unit="ms"),
         Figure(label=f"{prefix}p99 TPOT at ideal batch", value=row.tpot_p99_ms, unit="ms"),
         Figure(label=f"{prefix}p99 E2E at ideal batch", value=row.e2e_p99_ms, unit="ms"),
+        *([Figure(label=f"{prefix}goodput at ideal batch", value=row.goodput, unit="req/s"),
+           Figure(label=f"{prefix}requests within the per-request SLO", value=row.slo_attainment, unit="fraction")]
+          if row.ranked_by == "goodput" else []),
         Figure(label=f"{prefix}cost at ideal batch", value=row.usd_per_million_output_tokens, unit="$/M tokens"),
         Figure(label=f"{prefix}best output throughput ignoring the SLO", value=row.max_output_token_throughput,
                unit="tok/s"),
@@ -97,9 +100,15 @@ def recommend_batch_size(scope: str, ideals: Sequence[IdealBatch]) -> Recommenda
     return Recommendation(
         question=Question.BATCH_SIZE, scope=scope, status=Status.ANSWERED,
         answer=f"batch {best.ideal_batch_size} on {best.config_label}: {best.output_token_throughput:.4g} output "
-               f"tok/s within the SLO, {_money(best.usd_per_million_output_tokens)}{_slo_cost_note(best)}. "
-               f"Why: {best.reason}.",
+               f"tok/s within the SLO{_goodput_note(best)}, {_money(best.usd_per_million_output_tokens)}"
+               f"{_slo_cost_note(best)}. Why: {best.reason}.",
         figures=_ideal_figures(best))
+
+
+def _goodput_note(row: IdealBatch) -> str:
+    if row.ranked_by != "goodput" or row.goodput is None:
+        return ""
+    return f" (goodput {row.goodput:.4g} req/s, {row.slo_attainment or 0:.0%} of requests within the per-request SLO)"
 
 
 def _slo_cost_note(row: IdealBatch) -> str:

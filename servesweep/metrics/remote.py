@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 SamplerKind = Literal["prometheus", "gpu"]
-_NICE = 5  # the child yields the CPU to the load generator when both want it
+_NICE = 10  # the child yields the CPU to the load generator when both want it (a late scrape costs nothing)
 
 
 @dataclass(frozen=True)
