@@ -24,7 +24,7 @@ import os
 import re
 import secrets
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import pairwise
@@ -305,7 +305,7 @@ def snapshot(lake: Lake) -> Snapshot:
         try:
             return _snapshot(lake)
         except FileNotFoundError:
-            continue  # a listed manifest was pruned by two commits since: look again
+            continue  # a manifest was pruned between listing and reading it: look again
     raise LakeError(f"lake {lake.uri}: runs kept being rewritten while reading their manifests")
 
 
@@ -353,7 +353,7 @@ def _newest_manifest(lake: Lake, run_id: str, generations: list[str]) -> Manifes
     return None
 
 
-def _legacy_files(lake: Lake, table: str, committed: Mapping[str, str]) -> list[str]:
+def _legacy_files(lake: Lake, table: str, committed: Collection[str]) -> list[str]:
     """Pre-manifest part files of the runs that have no manifest."""
     paths = _call(lake, lambda: lake.files(lake.path(table), recursive=True))
     return [p for p in paths if _match_legacy(p) and (run := _run_of(lake, table, p)) and run not in committed]
