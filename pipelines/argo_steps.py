@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import get_origin
 
+from servesweep.lake.uri import LakeError, validate_lake_uri
 from servesweep.outcome import BAD_INPUT, run_outcome
 from servesweep.spec import PipelineParams, SpecError, parse_spec, spec_from_params
 
@@ -43,7 +44,12 @@ def resolve_spec(out_spec_json: str, **params: str) -> None:
     """Workflow parameters (all strings; lists as JSON) -> the spec with a concrete run id."""
     lists = {name for name, field in PipelineParams.model_fields.items() if get_origin(field.annotation) is list}
     typed = {name: _json_list(name, value) if name in lists else value for name, value in params.items()}
-    _write(out_spec_json, spec_from_params(typed).with_run_id().model_dump_json())
+    spec = spec_from_params(typed).with_run_id()
+    try:
+        validate_lake_uri(spec.lake_uri)  # fail here, not at write-lake after the sweep
+    except LakeError as error:
+        raise SpecError(f"lake_uri: {error}") from None  # bad input: exit 2, a retry cannot help
+    _write(out_spec_json, spec.model_dump_json())
 
 
 def _json_list(name: str, value: str) -> object:

@@ -30,10 +30,13 @@ def resolve_spec(
     output_tokens: int, requests_per_point: int, slo_ttft_p99_ms: float, slo_tpot_p99_ms: float,
     lake_uri: str, spec_yaml: str,
 ) -> str:
-    params = dict(locals())  # before the import below adds a name to locals()
+    params = dict(locals())  # before the imports below add names to locals()
+    from servesweep.lake.uri import validate_lake_uri
     from servesweep.spec import spec_from_params
 
-    return spec_from_params(params).with_run_id().model_dump_json()
+    spec = spec_from_params(params).with_run_id()
+    validate_lake_uri(spec.lake_uri)  # fail here, not at write-lake after the sweep
+    return spec.model_dump_json()
 
 
 @dsl.component(base_image=IMAGE)

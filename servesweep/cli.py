@@ -14,9 +14,11 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 from typer.core import TyperGroup
 
 from servesweep.lake.schema import SCHEMA_VERSION, SCHEMAS, describe
+from servesweep.lake.uri import LakeError, validate_lake_uri
 from servesweep.outcome import BAD_INPUT, CRASH, INTERRUPTED, run_outcome
 from servesweep.spec import MAX_SLO_MS, MAX_TOKENS, RUN_ID_RULE, SLOSpec, SpecError, load_spec, valid_run_id
 
@@ -56,6 +58,7 @@ def _usage_error(error: Exception) -> NoReturn:
 
 app = typer.Typer(cls=_OneLineErrors, add_completion=False, no_args_is_help=True, help=__doc__)
 
+OUTPUT_FORMATS = ("table", "csv", "json")
 _POINT_COLUMNS = [
     ("point_id", "point"), ("status", "status"), ("batch_size", "batch"), ("num_requests", "reqs"),
     ("num_errors", "errs"), ("request_throughput", "req/s"), ("output_token_throughput", "out tok/s"),
@@ -69,19 +72,20 @@ def _fail(message: str, code: int = BAD_INPUT) -> None:
     raise typer.Exit(code)
 
 
-def _cell(value: object) -> str:
+def _cell(value: object) -> Text:
+    """Cell text as data: a Text is never read as rich markup or emoji codes (`[/v1/completions]`, `:x:`)."""
     if value is None:
-        return "-"
+        return Text("-")
     if isinstance(value, float):
-        return f"{value:,.2f}" if abs(value) < 1000 else f"{value:,.0f}"
-    return str(value)
+        return Text(f"{value:,.2f}" if abs(value) < 1000 else f"{value:,.0f}")
+    return Text(str(value))
 
 
 def print_arrow(table, title: str | None = None) -> None:
     """Render any Arrow table as a rich table."""
-    view = Table(title=title, show_lines=False)
+    view = Table(title=Text(title) if title else None, show_lines=False)
     for name in table.column_names:
-        view.add_column(name, overflow="fold")
+        view.add_column(Text(name), overflow="fold")
     for row in table.to_pylist():
         view.add_row(*(_cell(v) for v in row.values()))
     console.print(view)
@@ -132,6 +136,10 @@ def run(
         _fail(f"{spec_path} runs on GKE (it has a `gke` section): start it with `servesweep submit --kfp HOST` "
               "or `--argo HOST`")
     spec = spec.with_run_id()
+    try:
+        validate_lake_uri(spec.lake_uri, reach=True)  # now, not after the sweep has been paid for
+    except LakeError as error:
+        _fail(str(error))
     console.print(f"[bold]servesweep[/] run [cyan]{spec.run_id}[/] -> lake [cyan]{spec.lake_uri}[/]")
     try:
         # server.env reaches the deploy step through the environment, never through pipeline parameters.
@@ -160,19 +168,30 @@ def _slo_flags(slo: SLOSpec) -> str:
 @app.command()
 def query(
     sql: Annotated[str, typer.Argument(help="SQL over requests, points, server_metrics and the analysis views "
-                                            "(servesweep views lists them).")],
+                                            "(servesweep views lists them); several statements print each result.")],
     lake: Annotated[str, typer.Option(help="Lake URI (directory or gs://).")] = "./lake",
     output: Annotated[str, typer.Option(help="table, csv or json")] = "table",
 ) -> None:
-    """Run DuckDB SQL over the lake."""
+    """Run DuckDB SQL over the lake, read-only: no files, network, extensions or settings (see README)."""
     import duckdb
 
-    from servesweep.lake.query import query as run_query
+    from servesweep.lake.query import QueryRefused, returns_rows, run_sql, statements
 
+    if output not in OUTPUT_FORMATS:
+        _fail(f"unknown --output {output!r}: use {', '.join(OUTPUT_FORMATS)}")
     try:
-        result = run_query(lake, sql)
+        if output != "table" and sum(map(returns_rows, statements(sql))) > 1:
+            _fail(f"--output {output} prints one result; this SQL has several statements that return rows")
+        results = run_sql(lake, sql)
+    except (QueryRefused, LakeError) as error:
+        _fail(str(error))
     except duckdb.Error as error:
         _fail(f"query failed: {error}")
+    for result in results:
+        _print_result(result, output)
+
+
+def _print_result(result, output: str) -> None:
     if output == "csv":
         import pyarrow.csv as pacsv
 
@@ -309,7 +328,7 @@ def report(
         result = build_report(lake, run_ids, slo, baseline)
     except ValidationError as error:
         _fail(f"invalid SLO: {error.errors()[0]['loc'][0]} {error.errors()[0]['msg']}")
-    except (ReportError, CatalogError) as error:
+    except (ReportError, CatalogError, LakeError) as error:
         _fail(str(error))
     suffix = f"-and-{len(run_ids) - 1}-more" if len(run_ids) > 1 else ""
     paths = write_report(result, out or Path("reports") / f"{run_ids[0]}{suffix}")
@@ -318,7 +337,7 @@ def report(
     for column in ("question", "scope", "status", "answer"):
         view.add_column(column, overflow="fold")
     for item in result.recommendations:
-        view.add_row(item.question.value, item.scope, item.status.value, item.answer)
+        view.add_row(*(Text(cell) for cell in (item.question.value, item.scope, item.status.value, item.answer)))
     console.print(view)
     for note in result.notes:
         console.print(f"note: {note}", highlight=False)
@@ -349,7 +368,7 @@ def salvage(
 
     try:
         lake_uri, run_id, written = salvage_run(run_dir or latest_run_dir(pipeline_root), lake or None)
-    except NothingToSalvage as error:
+    except (NothingToSalvage, LakeError) as error:
         _fail(str(error))
     console.print(f"salvaged run [cyan]{run_id}[/] into [cyan]{lake_uri}[/]: {written}")
     print_points(lake_uri, run_id)
