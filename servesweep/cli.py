@@ -375,6 +375,7 @@ def salvage(
         _fail(str(error))
     console.print(f"salvaged run [cyan]{run_id}[/] into [cyan]{lake_uri}[/]: {written}")
     print_points(lake_uri, run_id)
+    _exit_with_outcome(lake_uri, run_id)  # a salvaged run is judged like a finished one (points "not run" failed)
 
 
 @app.command()
