@@ -314,6 +314,7 @@ def report(
     baseline: Annotated[str, typer.Option(help="Accelerator whose best tokens per dollar = 1.0.")] = "nvidia-l4",
 ) -> None:
     """Charts and a Markdown/HTML summary: quantize? which GPU? which batch size? prefill- or decode-heavy?"""
+    import duckdb
     from pydantic import ValidationError
 
     from servesweep.analysis.report import ReportError, build_report, write_report
@@ -330,6 +331,8 @@ def report(
         _fail(f"invalid SLO: {error.errors()[0]['loc'][0]} {error.errors()[0]['msg']}")
     except (ReportError, CatalogError, LakeError) as error:
         _fail(str(error))
+    except duckdb.Error as error:  # a damaged file in the lake: say which, in one line
+        _fail(f"cannot read the lake {lake}: {str(error).splitlines()[0]}")
     suffix = f"-and-{len(run_ids) - 1}-more" if len(run_ids) > 1 else ""
     paths = write_report(result, out or Path("reports") / f"{run_ids[0]}{suffix}")
     console.print(f"[bold]{result.headline.summary}[/]", highlight=False)
@@ -372,6 +375,7 @@ def salvage(
         _fail(str(error))
     console.print(f"salvaged run [cyan]{run_id}[/] into [cyan]{lake_uri}[/]: {written}")
     print_points(lake_uri, run_id)
+    _exit_with_outcome(lake_uri, run_id)  # a salvaged run is judged like a finished one (points "not run" failed)
 
 
 @app.command()

@@ -512,3 +512,23 @@ def test_the_shipped_calibrations_load():
     calibration = load_calibrations()
     assert all(g.efficiency.flops_efficiency > 0 for g in calibration.groups)
     assert calibration.efficiency_for("vllm", "nvidia-b200") == Efficiency()  # never calibrated
+
+
+def test_the_fit_and_the_prediction_share_one_round_model_without_chunking(catalog, llama8b):
+    # Unchunked prefill with serial admission: what calibrate fits (vectorised) is what predict computes.
+    truth = Efficiency(flops_efficiency=0.5, bandwidth_efficiency=0.6, step_overhead_ms=5.0, request_overhead_ms=8.0,
+                       request_admission_ms=2.0)
+    rows = []
+    for batch in (1, 4, 16, 64):
+        for input_tokens in (128, 1024):
+            p = predict(llama8b, catalog.get("nvidia-l4"), 1, batch, input_tokens, 64, efficiency=truth)
+            rows.append({"server_kind": "transformers", "accelerator": "nvidia-l4", "batch_size": batch,
+                         "input_tokens": input_tokens, "output_tokens": 64, "model_dtype": "bfloat16",
+                         "ttft_mean_ms": p.ttft_ms, "tpot_mean_ms": p.tpot_ms,
+                         "output_token_throughput": p.output_token_throughput})
+    [group] = calibrate(rows, llama8b, catalog).groups
+    assert max(group.ttft_mape_after, group.tpot_mape_after, group.throughput_mape_after) < 0.5
+    unseen, fitted = (predict(llama8b, catalog.get("nvidia-l4"), 1, 32, 512, 64, efficiency=e)
+                      for e in (truth, group.efficiency))
+    assert fitted.ttft_ms == pytest.approx(unseen.ttft_ms, rel=0.02)
+    assert fitted.tpot_ms == pytest.approx(unseen.tpot_ms, rel=0.02)

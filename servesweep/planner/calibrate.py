@@ -175,7 +175,8 @@ class _Round:
             steps.append(np.ceil(requests * t.input_tokens / chunk) if chunk else np.ones(len(requests)))
         self.owner = np.concatenate(owner)
         self.position = np.concatenate(positions).astype(float)
-        self.share = self.position / np.concatenate([np.full(len(p), len(p)) for p in positions])
+        sizes = np.concatenate([np.full(len(p), len(p)) for p in positions])
+        self.share = self.position / sizes if chunk else np.ones(len(self.position))  # as RooflineTerms does
         self.steps = np.concatenate(steps)
         terms = [o.terms for o in observations]
         pick = lambda attr: np.array([getattr(t, attr) for t in terms])  # noqa: E731

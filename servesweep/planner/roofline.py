@@ -100,8 +100,9 @@ class RooflineTerms:
 
     def _prefill_until(self, request: int, efficiency: Efficiency) -> float:
         """Prefill time until request `request` (1-based) of the round has its first token."""
-        share = request / self.batch_size
         chunk = efficiency.prefill_chunk_tokens
+        # Unchunked, the whole batch is one step: every request's first token comes out of it together.
+        share = 1.0 if chunk is None else request / self.batch_size
         steps = 1 if chunk is None else math.ceil(request * self.input_tokens / chunk)
         kv_writes_s = self.prefill_memory_s - self.prefill_weights_s
         memory = steps * self.prefill_weights_s + share * kv_writes_s
