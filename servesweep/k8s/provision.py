@@ -23,10 +23,10 @@ from google.api_core.exceptions import NotFound
 from google.cloud import container_v1
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
-from pydantic import BaseModel
 
 from servesweep.gke_spec import GKESpec, ProvisioningMode
 from servesweep.k8s.accelerators import accelerator_info, machine_for, tpu_topology
+from servesweep.k8s.capacity import Capacity
 from servesweep.k8s.manifests import MANAGED_BY, MANAGED_BY_LABEL
 
 COMPUTE_CLASS_GROUP = "cloud.google.com"
@@ -46,19 +46,6 @@ _POOL_OWNER_KEY = "managed-by"
 
 class ProvisionError(RuntimeError):
     pass
-
-
-class Capacity(BaseModel):
-    """What provisioning did, passed (as JSON) to the deploy step and to the release at the end."""
-
-    mode: ProvisioningMode
-    accelerator: str
-    count: int
-    node_selector: dict[str, str]
-    node_pool: str | None = None
-    compute_class: str | None = None
-    created: bool = False  # this run created the pool or class and must remove it
-    resized: bool = False  # this run scaled a servesweep pool up and must scale it back to zero
 
 
 def default_name(accelerator: str, count: int) -> str:

@@ -1,13 +1,13 @@
-"""Deploy server step. Local platform: the model server as a process on a free loopback port; with
-`spec.gke`: a Deployment on the cluster (components.gke).
+"""The local platform: model servers as processes on this machine, checkpoints generated into the pipeline's
+model folder, capacity checked against this host (memory for a CPU server's KV cache, GPUs through NVML).
 
 Server kinds with a local launcher: `vllm` (vLLM's OpenAI server; the CPU build here, CUDA on a
 GPU host: `--gpu-memory-utilization`, `--tensor-parallel-size` = accelerator.count, the GPUs in
 `accelerator.device_ids` through CUDA_VISIBLE_DEVICES, `--load-format dummy` for `model.weights: dummy`)
 and `transformers` (`transformers serve --continuous-batching`).
 
-The server outlives this step on purpose (the sweep step talks to it, as it would to a Deployment
-on GKE), so it runs in its own process group and leaves a state file; `teardown_server` or
+A server outlives the step that started it on purpose (the sweep step talks to it, as it would to a
+Deployment on GKE), so it runs in its own process group and leaves a state file; `stop_server` or
 `teardown_owner` (the pipeline's exit handler, and the CLI on Ctrl-C) stop it by process group.
 """
 
@@ -22,31 +22,39 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-
-from pydantic import BaseModel
+from typing import ClassVar
 
 from servesweep.loadgen.client import completion_payload
+from servesweep.platform.checkpoint import load_model
+from servesweep.platform.types import Capacity, Endpoint, ModelInfo, PlatformName, ProvisionError, ServerRequest
 from servesweep.secrets import SERVER_ENV_VAR, SecretMissing, handed_env, mask, resolve_env, secret_values
 from servesweep.spec import BenchmarkSpec
 
 
-class Endpoint(BaseModel):
-    """A deployed server, or why it could not be deployed (`error`)."""
+class LocalPlatform:
+    """Servers as processes on this machine; their state files and logs under `state_root()`."""
 
-    deployment_id: str
-    max_num_seqs: int
-    base_url: str = ""
-    metrics_url: str = ""
-    served_name: str = ""
-    start_seconds: float | None = None
-    pid: int | None = None
-    log_path: str = ""
-    error: str | None = None
-    metric_prefix: str = "vllm:"  # the server's Prometheus metric names start with it
-    api: str = "openai"  # the request protocol the server speaks (servesweep.k8s.servers.ApiKind)
-    namespace: str = ""  # set when the server runs on GKE ...
-    label_selector: str = ""  # ... and its Kubernetes objects are the ones these labels select
+    name: ClassVar[PlatformName] = "local"
+
+    def provision(self, spec: BenchmarkSpec, owner: str) -> Capacity:
+        return provision_local(spec)
+
+    def fetch_checkpoint(self, spec: BenchmarkSpec, out_dir: Path) -> ModelInfo:
+        return load_model(spec.model, out_dir)  # out_dir is the checkpoint the servers load
+
+    def deploy_server(self, spec: BenchmarkSpec, request: ServerRequest) -> Endpoint:
+        return start_server(spec, request)
+
+    def teardown_server(self, endpoint: Endpoint, owner: str) -> None:
+        stop_server(endpoint, owner)
+
+    def teardown_job(self, owner: str) -> list[str]:
+        return teardown_owner(owner)
+
+    def log_dir(self, owner: str) -> Path:
+        return state_root() / owner / "logs"
 
 
 class ServerStartError(RuntimeError):
@@ -105,7 +113,8 @@ def transformers_command(spec: BenchmarkSpec, model_path: str, port: int, max_nu
     return command + list(spec.server.extra_args)
 
 
-LAUNCHERS = {"vllm": vllm_command, "transformers": transformers_command}
+Launcher = Callable[[BenchmarkSpec, str, int, int], list[str]]  # (spec, checkpoint, port, max_num_seqs) -> argv
+LAUNCHERS: dict[str, Launcher] = {"vllm": vllm_command, "transformers": transformers_command}
 
 
 def served_model_name(spec: BenchmarkSpec, model_path: str) -> str:
@@ -125,20 +134,9 @@ def server_env(spec: BenchmarkSpec) -> dict[str, str]:
     return env
 
 
-def deploy_server(
-    spec: BenchmarkSpec, model_path: str, deployment_id: str, max_num_seqs: int, owner: str, log_dir: str | Path,
-    *, sweep_mode: str = "client_concurrency", node_selector: dict[str, str] | None = None,
-) -> Endpoint:
-    """Start the server and wait until it answers; a failure is returned in `Endpoint.error`.
-
-    With `spec.gke` the server is a Deployment placed by `node_selector` (from the provision step).
-    """
-    if spec.gke is not None:
-        from components.gke import deploy_gke
-
-        endpoint = deploy_gke(spec, deployment_id, max_num_seqs, sweep_mode, owner, node_selector or {})
-        error = endpoint.error and mask(endpoint.error, secret_values(spec.server.env))
-        return endpoint.model_copy(update={"error": error})
+def start_server(spec: BenchmarkSpec, request: ServerRequest) -> Endpoint:
+    """Start the server and wait until it answers; a failure is returned in `Endpoint.error`."""
+    deployment_id, max_num_seqs = request.deployment_id, request.max_num_seqs
     launcher = LAUNCHERS.get(spec.server.kind)
     if launcher is None:
         return Endpoint(deployment_id=deployment_id, max_num_seqs=max_num_seqs,
@@ -148,9 +146,9 @@ def deploy_server(
     except SecretMissing as error:
         return Endpoint(deployment_id=deployment_id, max_num_seqs=max_num_seqs, error=str(error))
     port = free_port()
-    log_path = Path(log_dir) / f"server-{deployment_id}.log"
+    log_path = Path(request.log_dir or state_root() / request.owner / "logs") / f"server-{deployment_id}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    command = launcher(spec, model_path, port, max_num_seqs)
+    command = launcher(spec, request.model_path, port, max_num_seqs)
     started = time.perf_counter()
     with open(log_path, "wb") as log:
         # Own process group (so teardown reaches engine and workers, and Ctrl-C in the terminal does
@@ -161,20 +159,20 @@ def deploy_server(
                                    stdin=subprocess.DEVNULL, process_group=0)
     endpoint = Endpoint(
         deployment_id=deployment_id, max_num_seqs=max_num_seqs, base_url=f"http://127.0.0.1:{port}",
-        metrics_url=f"http://127.0.0.1:{port}/metrics", served_name=served_model_name(spec, model_path),
+        metrics_url=f"http://127.0.0.1:{port}/metrics", served_name=served_model_name(spec, request.model_path),
         pid=process.pid,
         log_path=str(log_path),
     )
-    _write_state(owner, endpoint)
+    _write_state(request.owner, endpoint)
     try:
         wait_ready(process, endpoint, spec, log_path)
     except ServerStartError as error:
-        teardown_server(endpoint, owner)
+        stop_server(endpoint, request.owner)
         return endpoint.model_copy(update={"error": str(error)})
     return endpoint.model_copy(update={"start_seconds": time.perf_counter() - started})
 
 
-def wait_ready(process: subprocess.Popen, endpoint: Endpoint, spec: BenchmarkSpec, log_path: Path) -> None:
+def wait_ready(process: subprocess.Popen[bytes], endpoint: Endpoint, spec: BenchmarkSpec, log_path: Path) -> None:
     """Ready means a one-token completion succeeds: some servers answer health checks before the
     model is loaded, and the cold start must include the load."""
     deadline = time.monotonic() + spec.server.startup_timeout_s
@@ -218,13 +216,8 @@ def _write_state(owner: str, endpoint: Endpoint) -> None:
     path.write_text(endpoint.model_dump_json())
 
 
-def teardown_server(endpoint: Endpoint, owner: str, grace_s: float = 20.0) -> None:
-    """Stop the server's whole process group (engine and workers too), or delete its GKE objects; idempotent."""
-    if endpoint.namespace:
-        from components.gke import teardown_endpoint
-
-        teardown_endpoint(endpoint)
-        return
+def stop_server(endpoint: Endpoint, owner: str, grace_s: float = 20.0) -> None:
+    """Stop the server's whole process group (engine and workers too) and mask its log; idempotent."""
     if endpoint.pid:
         _kill_group(endpoint.pid, grace_s)
     if endpoint.log_path:
@@ -249,7 +242,7 @@ def teardown_owner(owner: str) -> list[str]:
     stopped = []
     for path in sorted((state_root() / owner).glob("*.json")):
         endpoint = Endpoint.model_validate(json.loads(path.read_text()))
-        teardown_server(endpoint, owner)
+        stop_server(endpoint, owner)
         stopped.append(endpoint.deployment_id)
     return stopped
 
@@ -276,3 +269,53 @@ def _reap(pid: int) -> None:
     # When this process started the server, collect its exit status so it leaves no zombie.
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
+
+
+# --- capacity ---------------------------------------------------------------------------------------
+
+# GKE accelerator type -> the words NVML puts in the device name.
+_GPU_NAME_HINTS = {
+    "nvidia-l4": "L4", "nvidia-tesla-a100": "A100", "nvidia-a100-80gb": "A100", "nvidia-h100-80gb": "H100",
+    "nvidia-h200-141gb": "H200", "nvidia-b200": "B200",
+}
+
+
+def provision_local(spec: BenchmarkSpec) -> Capacity:
+    memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3
+    capacity = Capacity(platform="local", cpus=os.cpu_count() or 1, memory_gib=round(memory_gib, 1))
+    if spec.accelerator.type == "cpu":
+        if spec.server.cpu_kv_cache_gib + 2 > memory_gib:
+            raise ProvisionError(f"server.cpu_kv_cache_gib={spec.server.cpu_kv_cache_gib} leaves too little of "
+                                 f"this machine's {memory_gib:.1f} GiB")
+        return capacity
+    gpus = local_gpus()
+    hint = _GPU_NAME_HINTS.get(spec.accelerator.type, "")
+    chosen = spec.accelerator.device_ids
+    if chosen is not None:
+        if any(i >= len(gpus) or hint not in gpus[i] for i in chosen):
+            raise ProvisionError(f"accelerator.device_ids {chosen} are not all {spec.accelerator.type} on this host "
+                                 f"(GPUs here: {gpus or 'none'})")
+        return capacity.model_copy(update={"gpus": [gpus[i] for i in chosen]})
+    matching = [name for name in gpus if hint in name]
+    if len(matching) < spec.accelerator.count:
+        raise ProvisionError(
+            f"accelerator {spec.accelerator.type} x{spec.accelerator.count} is not on this host "
+            f"(GPUs here: {gpus or 'none'}); run on a GKE cluster or a host that has them"
+        )
+    return capacity.model_copy(update={"gpus": matching[: spec.accelerator.count]})
+
+
+def local_gpus() -> list[str]:
+    """Names of this host's NVIDIA GPUs (empty without NVML or GPUs)."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception:  # no library, no driver: no GPUs
+        return []
+    try:
+        names = [pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(i))
+                 for i in range(pynvml.nvmlDeviceGetCount())]
+        return [n.decode() if isinstance(n, bytes) else n for n in names]
+    finally:
+        pynvml.nvmlShutdown()

@@ -1,9 +1,9 @@
-"""Load model step: materialise a checkpoint directory the server can load.
+"""Random-weight checkpoints: a directory any server can load, made here with no download.
 
-For local runs (and GPU runs without hub access) the checkpoint is a random-weight Llama of a given
-shape plus a word-level tokenizer trained here with `tokenizers`: the compute and memory traffic of
-the real architecture, with no downloads. Random weights produce random tokens, which is fine
-because every request uses `ignore_eos` and a fixed `max_tokens`.
+The checkpoint is a random-weight Llama of a given shape plus a word-level tokenizer trained here with
+`tokenizers`: the compute and memory traffic of the real architecture. Random weights produce random
+tokens, which is fine because every request uses `ignore_eos` and a fixed `max_tokens`. The local
+platform generates it where its servers read it; the GKE platform generates it once and publishes it.
 """
 
 from __future__ import annotations
@@ -12,28 +12,12 @@ import json
 import time
 from pathlib import Path
 
-from pydantic import BaseModel
+from servesweep.platform.types import ModelInfo
+from servesweep.spec import ModelShape, ModelSpec
 
-from servesweep.spec import BenchmarkSpec, ModelShape, ModelSpec
-
-MODEL_INFO_FILE = "servesweep-model.json"
 SPECIAL_TOKENS = ["<s>", "</s>", "<unk>"]
 _SHARD_BYTES = 2 * 1024**3
 _SYLLABLES = [c + v for c in "bdfghklmnprstvz" for v in "aeiou"]  # 75 syllables
-
-
-class ModelInfo(BaseModel):
-    """What the load-model step produced; recorded in every `points` row of the run."""
-
-    path: str
-    served_name: str
-    parameters: int
-    dtype: str
-    bytes_on_disk: int
-    seconds: float
-    vocab_size: int
-    tokenizer_vocab_size: int
-    shape: ModelShape
 
 
 def synthetic_words(count: int) -> list[str]:
@@ -178,28 +162,3 @@ def load_model(spec: ModelSpec, out_dir: str | Path) -> ModelInfo:
         tokenizer_vocab_size=tokenizer_size,
         shape=shape,
     )
-
-
-def prepare_model(spec: BenchmarkSpec, out_dir: str | Path) -> ModelInfo:
-    """The checkpoint the spec's servers load; out_dir gets what later steps read (tokenizer, config, info).
-
-    Locally out_dir is the checkpoint. On GKE the weights live in GCS or on the hub (components.gke_model).
-    """
-    if spec.gke is None:
-        info = load_model(spec.model, out_dir)
-    else:
-        from components import gke_model
-        from servesweep.gke_spec import GCSModel
-
-        source = spec.gke.model
-        if isinstance(source, GCSModel):
-            fetch = gke_model.publish_random_checkpoint if source.random_weights else gke_model.fetch_gcs_checkpoint
-            info = fetch(spec.model, source, out_dir)
-        else:
-            info = gke_model.fetch_hub_checkpoint(spec.model, source, out_dir)
-    (Path(out_dir) / MODEL_INFO_FILE).write_text(info.model_dump_json())
-    return info
-
-
-def read_model_info(model_dir: str | Path) -> ModelInfo:
-    return ModelInfo.model_validate_json((Path(model_dir) / MODEL_INFO_FILE).read_text())

@@ -1,4 +1,4 @@
-"""Load model on GKE: the servers read the checkpoint from GCS or the hub; the pipeline keeps its small files.
+"""Checkpoints on GKE: the servers read them from GCS or the hub; the pipeline keeps their small files.
 
 - `GCSModel(random_weights=True)`: generate the spec's random-weight checkpoint here and upload it,
   unless the folder already holds one generated from the same model spec (a marker file says so;
@@ -18,14 +18,27 @@ import tempfile
 import time
 from pathlib import Path
 
-from components.load_model import ModelInfo, load_model
 from servesweep.gke_spec import GCSModel, HuggingFaceModel
-from servesweep.spec import ModelShape, ModelSpec
+from servesweep.platform.checkpoint import load_model
+from servesweep.platform.types import ModelInfo
+from servesweep.spec import BenchmarkSpec, ModelShape, ModelSpec
 
 MARKER = "servesweep-model.json"
 REQUIRED_FILES = ("config.json", "tokenizer.json")
 OPTIONAL_FILES = ("tokenizer_config.json", "special_tokens_map.json", "generation_config.json",
                   "model.safetensors.index.json")
+
+
+def fetch_checkpoint(spec: BenchmarkSpec, out_dir: str | Path) -> ModelInfo:
+    """The spec's checkpoint where its servers read it (gke.model), its small files in out_dir."""
+    if spec.gke is None:
+        raise ValueError("spec has no gke section")
+    source = spec.gke.model
+    if isinstance(source, HuggingFaceModel):
+        return fetch_hub_checkpoint(spec.model, source, out_dir)
+    if source.random_weights:
+        return publish_random_checkpoint(spec.model, source, out_dir)
+    return fetch_gcs_checkpoint(spec.model, source, out_dir)
 
 
 def gcs_uri(source: GCSModel) -> str:

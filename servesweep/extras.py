@@ -1,0 +1,35 @@
+"""Optional dependencies: the core install (spec, load generator, lake, query) needs none of them.
+
+`require` is called where a command or platform first needs an extra, so a missing one is a single line
+naming what to install rather than an ImportError from deep inside a step.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+# The extras of pyproject.toml and what each is for (the text of MissingExtra).
+EXTRAS = {
+    "local": "the local platform: vLLM's CPU build and the random-weight checkpoint generator",
+    "kfp": "the Kubeflow Pipelines DAG: servesweep run, compile and submit --kfp",
+    "argo": "the Argo Workflow: servesweep compile and submit --argo",
+    "gke": "the GKE platform: node pools, server Deployments, GCS and hub checkpoints",
+    "report": "servesweep report's charts",
+}
+
+
+class MissingExtra(ImportError):
+    """A feature needs an optional dependency that is not installed; the message says which extra has it."""
+
+
+def require(module: str, extra: str, purpose: str = "") -> ModuleType:
+    """Import `module`, or raise MissingExtra naming the extra to install."""
+    if extra not in EXTRAS:
+        raise ValueError(f"unknown extra {extra!r}; extras: {', '.join(EXTRAS)}")
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        needs = purpose or EXTRAS[extra]
+        raise MissingExtra(f"{needs} needs the [{extra}] extra ({module} is not installed): "
+                           f"pip install 'servesweep[{extra}]'") from error
