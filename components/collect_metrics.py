@@ -17,13 +17,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 import servesweep
-from components.load_model import ModelInfo
-from components.sweep import PointWindow, SweepManifest, SweepPoint, read_sweep
 from servesweep.lake.schema import TABLES
 from servesweep.lake.store import to_table
 from servesweep.metrics.summary import client_limited, summarise_requests, summarise_server
+from servesweep.platform.types import ModelInfo
 from servesweep.secrets import HF_TOKEN_PATTERN, MASK, mask, secret_values
 from servesweep.spec import BenchmarkSpec
+from servesweep.sweep_plan import PointWindow, SweepManifest, SweepPoint, read_sweep
 
 
 def point_row(spec: BenchmarkSpec, model: ModelInfo, manifest: SweepManifest, point: SweepPoint,

@@ -1,8 +1,6 @@
 """Sweep step: drive one deployed server through its sweep points while scraping its metrics.
 
-Batch size is swept two ways: `client_concurrency` keeps one deployment (server cap = the largest
-batch size) and varies the client's concurrency; `server_max_seqs` redeploys with
-`--max-num-seqs` = batch size and loads it at that concurrency.
+The deployments and points come from the plan-sweep step (servesweep.sweep_plan.plan_deployments).
 
 Strategy `grid` runs every batch size. Strategy `adaptive` (client_concurrency, closed loop) searches
 1..max(batch_sizes) for the largest batch meeting the spec's SLO (servesweep.loadgen.adaptive); the
@@ -16,99 +14,27 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-from pydantic import BaseModel
 from rich.progress import Progress
 
-from components.deploy_server import Endpoint
-from servesweep.lake.store import to_table
-from servesweep.loadgen.adaptive import AdaptiveResult, PointResult, find_largest_batch
+from servesweep.loadgen.adaptive import PointResult, find_largest_batch
 from servesweep.loadgen.client import RequestRecord
 from servesweep.loadgen.datagen import PromptFactory
 from servesweep.loadgen.runner import LoadPlan, run_load
 from servesweep.metrics.gpu import GpuSampler, GpuUnavailable
 from servesweep.metrics.prometheus import MetricsSampler
 from servesweep.metrics.summary import request_latencies, summarise_requests
-from servesweep.spec import BenchmarkSpec, SweepMode
-
-_MODE_TAG = {"client_concurrency": "cc", "server_max_seqs": "sm"}
-
-
-class SweepPoint(BaseModel):
-    point_id: str
-    deployment_id: str
-    sweep_mode: SweepMode
-    batch_size: int
-    concurrency: int | None = None
-    request_rate: float | None = None
-    input_tokens: int
-    output_tokens: int
-
-
-class Deployment(BaseModel):
-    deployment_id: str
-    sweep_mode: SweepMode
-    max_num_seqs: int
-    points: list[SweepPoint]
-
-
-class PointWindow(BaseModel):
-    """When a point ran, and why it failed if it did."""
-
-    point_id: str
-    started_unix: float | None = None
-    ended_unix: float | None = None
-    failure_reason: str | None = None
-    client_loop_lag_p99_ms: float | None = None  # lateness of a 10 ms timer in the load generator
-    client_loop_lag_max_ms: float | None = None  # its longest stall
-    client_read_lag_p99_ms: float | None = None  # kernel receive -> read (kernel-timed points only)
-    client_timing: str | None = None  # "kernel" or "loop": what timed token arrivals
-    client_workers: int | None = None
-
-
-class AdaptiveSearch(BaseModel):
-    """One adaptive batch-size search (per workload shape)."""
-
-    input_tokens: int
-    output_tokens: int
-    result: AdaptiveResult
-
-
-class SweepManifest(BaseModel):
-    deployment: Deployment
-    endpoint: Endpoint
-    windows: list[PointWindow]
-    searches: list[AdaptiveSearch] = []
-
-
-def plan_deployments(spec: BenchmarkSpec) -> list[Deployment]:
-    """Every deployment the spec asks for, with its points in run order."""
-    deployments = []
-    for mode in spec.sweep.modes:
-        groups = (
-            [(_MODE_TAG[mode], max(spec.sweep.batch_sizes), spec.sweep.batch_sizes)]
-            if mode == "client_concurrency"
-            else [(f"{_MODE_TAG[mode]}-b{b}", b, [b]) for b in spec.sweep.batch_sizes]
-        )
-        for deployment_id, cap, batch_sizes in groups:
-            points = [_point(spec, mode, deployment_id, b, shape.input_tokens, shape.output_tokens)
-                      for shape in spec.workloads for b in batch_sizes]
-            deployments.append(Deployment(deployment_id=deployment_id, sweep_mode=mode, max_num_seqs=cap,
-                                          points=points))
-    return deployments
-
-
-def _point(spec: BenchmarkSpec, mode: SweepMode, deployment_id: str, batch: int, isl: int, osl: int) -> SweepPoint:
-    rate = None
-    if spec.sweep.load == "open":
-        rate = spec.sweep.request_rates[spec.sweep.batch_sizes.index(batch)]
-    # Open loop against a server cap sends without a client limit: the server's queue is the subject.
-    concurrency = None if (rate is not None and mode == "server_max_seqs") else batch
-    return SweepPoint(
-        point_id=f"{_MODE_TAG[mode]}-b{batch}-i{isl}-o{osl}", deployment_id=deployment_id, sweep_mode=mode,
-        batch_size=batch, concurrency=concurrency, request_rate=rate, input_tokens=isl, output_tokens=osl,
-    )
+from servesweep.platform.types import Endpoint
+from servesweep.spec import BenchmarkSpec
+from servesweep.sweep_plan import (
+    AdaptiveSearch,
+    Deployment,
+    PointWindow,
+    SweepManifest,
+    SweepPoint,
+    plan_point,
+    requests_for,
+    write_sweep,
+)
 
 
 def request_rows(run_id: str, point: SweepPoint, records: list[RequestRecord], started_unix: float) -> list[dict]:
@@ -173,11 +99,8 @@ def run_sweep(spec: BenchmarkSpec, deployment: Deployment, endpoint: Endpoint, t
 
 def _save(out: Path, spec: BenchmarkSpec, deployment: Deployment, endpoint: Endpoint, windows: list[PointWindow],
           requests: list[dict], samples: list[dict], searches: list) -> SweepManifest:
-    pq.write_table(to_table("requests", requests), out / "requests.parquet")
-    pq.write_table(to_table("server_metrics", samples), out / "server_metrics.parquet")
     manifest = SweepManifest(deployment=deployment, endpoint=endpoint, windows=windows, searches=searches)
-    (out / "manifest.json").write_text(manifest.model_dump_json(indent=2))
-    return manifest
+    return write_sweep(out, manifest, requests, samples)
 
 
 def _samplers(spec: BenchmarkSpec, deployment: Deployment, endpoint: Endpoint) -> list:
@@ -210,7 +133,7 @@ def _adaptive(spec: BenchmarkSpec, deployment: Deployment, run) -> tuple[list[Sw
     searches = []
     for shape in spec.workloads:
         def measure(batch: int, isl: int = shape.input_tokens, osl: int = shape.output_tokens) -> PointResult:
-            point = _point(spec, "client_concurrency", deployment.deployment_id, batch, isl, osl)
+            point = plan_point(spec, "client_concurrency", deployment.deployment_id, batch, isl, osl)
             measured.append(point)
             window, rows = run(point)
             return point_result(batch, rows, window.failure_reason)
@@ -232,16 +155,6 @@ def point_result(batch: int, rows: list[dict], failure: str | None = None) -> Po
     summary = summarise_requests(rows)
     return PointResult(batch_size=batch, ttft_p99_ms=summary["ttft_p99_ms"], tpot_p99_ms=summary["tpot_p99_ms"],
                        e2e_p99_ms=summary["e2e_p99_ms"], failed=summary["status"] == "failed")
-
-
-def requests_for(spec: BenchmarkSpec, point: SweepPoint) -> int | None:
-    """Measured requests of a point: requests_per_point (the workload's own, else the sweep's), raised to
-    rounds x batch size (None: by duration)."""
-    by_rounds = spec.sweep.rounds_per_point * (point.concurrency or point.batch_size)
-    workload = next(w for w in spec.workloads
-                    if (w.input_tokens, w.output_tokens) == (point.input_tokens, point.output_tokens))
-    counts = [n for n in (workload.requests_per_point or spec.sweep.requests_per_point, by_rounds) if n]
-    return max(counts) if counts else None
 
 
 def _run_point(spec: BenchmarkSpec, point: SweepPoint, endpoint: Endpoint, make_prompt) -> tuple[PointWindow, list]:
@@ -266,9 +179,3 @@ def _run_point(spec: BenchmarkSpec, point: SweepPoint, endpoint: Endpoint, make_
                          client_loop_lag_max_ms=result.loop_lag_max_ms,
                          client_read_lag_p99_ms=result.read_lag_p99_ms, client_timing=result.timing)
     return window, rows
-
-
-def read_sweep(out_dir: str | Path) -> tuple[SweepManifest, pa.Table, pa.Table]:
-    out = Path(out_dir)
-    manifest = SweepManifest.model_validate_json((out / "manifest.json").read_text())
-    return manifest, pq.read_table(out / "requests.parquet"), pq.read_table(out / "server_metrics.parquet")

@@ -6,8 +6,8 @@
         -> check-points (fails the run, exit code 3 or 4, when any point failed; servesweep.outcome)
     exit handler: teardown-all (stops whatever this job left running, on success, failure or cancel)
 
-The same function compiles for both platforms: the steps run locally or on GKE according to the
-spec (`gke` in spec_yaml). Kubernetes settings of the step pods are added at compile time
+The same function compiles for both platforms: each step calls the platform its spec names
+(servesweep.platform: `gke` in spec_yaml, else local). Kubernetes settings of the step pods are added at compile time
 (pipelines/kfp_platform.py), not here.
 
 Each wrapper only converts between KFP types (strings, dicts, artifacts) and the typed step
@@ -41,9 +41,9 @@ def resolve_spec(
 
 @dsl.component(base_image=IMAGE)
 def plan_sweep(spec_json: str, capacity_json: str) -> list:
-    from components.sweep import plan_deployments
     from pipelines.kfp_io import json_param
     from servesweep.spec import parse_spec
+    from servesweep.sweep_plan import plan_deployments
 
     # Each item carries the spec so the loop body needs no outside parameter (KFP 2.17's local runner
     # replaces a loop body's upstream-task parameters with the loop item). KFP parameters carry no
@@ -90,20 +90,16 @@ def load_model(spec_json: str, model: Output[Model]):
 
 @dsl.component(base_image=IMAGE)
 def deploy_server(spec_json: str, capacity_json: str, deployment: dict, owner: str, model: Input[Model]) -> str:
-    import os
-
     from components.deploy_server import deploy_server as deploy
-    from components.deploy_server import state_root
-    from components.provision import Capacity
-    from components.sweep import Deployment
     from pipelines.kfp_io import json_param
+    from servesweep.platform.types import Capacity
     from servesweep.spec import parse_spec
+    from servesweep.sweep_plan import Deployment
 
     planned = Deployment.model_validate(deployment)
     capacity = Capacity.model_validate(json_param(capacity_json))
     endpoint = deploy(parse_spec(json_param(spec_json)), model.path, planned.deployment_id, planned.max_num_seqs,
-                      owner, os.path.join(state_root(), owner, "logs"), sweep_mode=planned.sweep_mode,
-                      node_selector=capacity.node_selector)
+                      owner, sweep_mode=planned.sweep_mode, node_selector=capacity.node_selector)
     print(f"deployment {endpoint.deployment_id}: " + (f"FAILED: {endpoint.error}" if endpoint.error
           else f"ready at {endpoint.base_url} in {endpoint.start_seconds:.1f} s"))
     return endpoint.model_dump_json()
@@ -111,10 +107,11 @@ def deploy_server(spec_json: str, capacity_json: str, deployment: dict, owner: s
 
 @dsl.component(base_image=IMAGE)
 def sweep(spec_json: str, deployment: dict, endpoint_json: str, model: Input[Model], raw: Output[Dataset]):
-    from components.deploy_server import Endpoint
-    from components.sweep import Deployment, run_sweep
+    from components.sweep import run_sweep
     from pipelines.kfp_io import json_param
+    from servesweep.platform.types import Endpoint
     from servesweep.spec import parse_spec
+    from servesweep.sweep_plan import Deployment
 
     run_sweep(parse_spec(json_param(spec_json)), Deployment.model_validate(deployment),
               Endpoint.model_validate(json_param(endpoint_json)), model.path, raw.path)
@@ -122,9 +119,9 @@ def sweep(spec_json: str, deployment: dict, endpoint_json: str, model: Input[Mod
 
 @dsl.component(base_image=IMAGE)
 def teardown_server(endpoint_json: str, owner: str):
-    from components.deploy_server import Endpoint
     from components.deploy_server import teardown_server as teardown
     from pipelines.kfp_io import json_param
+    from servesweep.platform.types import Endpoint
 
     teardown(Endpoint.model_validate(json_param(endpoint_json)), owner)
 
@@ -132,20 +129,16 @@ def teardown_server(endpoint_json: str, owner: str):
 @dsl.component(base_image=IMAGE)
 def collect_metrics(spec_json: str, model: Input[Model], raws: Input[list[Dataset]], predicted: Input[Dataset],
                     tables: Output[Dataset]):
-    import json
-
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from components.collect_metrics import collect_metrics as collect
     from components.collect_metrics import save_tables
-    from components.load_model import ModelInfo
+    from components.load_model import read_model_info
     from pipelines.kfp_io import json_param
     from servesweep.spec import parse_spec
 
-    with open(f"{model.path}/servesweep-model.json") as f:
-        info = ModelInfo.model_validate(json.load(f))
-    result = collect(parse_spec(json_param(spec_json)), info, [raw.path for raw in raws])
+    result = collect(parse_spec(json_param(spec_json)), read_model_info(model.path), [raw.path for raw in raws])
     result["points"] = pa.concat_tables([result["points"], pq.read_table(predicted.path)])
     save_tables(result, tables.path)
     tables.metadata.update({name: len(table) for name, table in result.items()})

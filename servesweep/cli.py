@@ -381,7 +381,7 @@ def salvage(
 @app.command()
 def validate(spec_path: Annotated[Path, typer.Argument(help="Benchmark spec (YAML).")]) -> None:
     """Check a spec without running anything; print the sweep it would run."""
-    from components.sweep import plan_deployments
+    from servesweep.sweep_plan import plan_deployments
 
     try:
         spec = load_spec(spec_path)

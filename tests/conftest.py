@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from components.load_model import ModelInfo, load_model
+from servesweep.platform.checkpoint import load_model
+from servesweep.platform.types import ModelInfo
 from servesweep.spec import ModelSpec
 
 # Subprocesses (KFP's local runner tasks, the CLI) import this checkout, not an installed copy of servesweep.

@@ -7,15 +7,17 @@ import pytest
 import yaml
 from k8s_fakes import FakeApps, FakeClock, FakeClusterManager, FakeCore, FakeCustom, api_error, load_fixture
 
-import components.gke as gke_steps
+import servesweep.platform.gke.cluster as gke_steps
 from components.deploy_server import deploy_server, teardown_server
-from components.gke import capacity_record_name, deploy_gke, provision_gke, teardown_job
-from components.provision import Capacity, provision
-from components.teardown_all import gke_section, teardown_all
+from components.provision import provision
+from components.teardown_all import teardown_all
 from servesweep.k8s.deploy import KubeApis
 from servesweep.k8s.manifests import OWNER_LABEL
 from servesweep.k8s.provision import GKEProvisioner
 from servesweep.k8s.rbac import RUNNER_RULES
+from servesweep.platform.base import gke_section
+from servesweep.platform.gke.cluster import capacity_record_name, deploy_gke, provision_gke, teardown_job
+from servesweep.platform.types import Capacity
 from servesweep.spec import BenchmarkSpec
 
 OWNER = "3f2c9a7e-5b1d-4c8e-9f00-1234567890ab"  # a KFP job id
@@ -216,8 +218,9 @@ def test_role_grants_exactly_what_the_gke_steps_use():
 
 
 def test_a_server_speaking_another_api_is_recorded_not_loaded(tmp_path):
-    from components.deploy_server import Endpoint
-    from components.sweep import plan_deployments, run_sweep
+    from components.sweep import run_sweep
+    from servesweep.platform.types import Endpoint
+    from servesweep.sweep_plan import plan_deployments
 
     spec = gke_spec(kind="triton-trtllm")
     deployment = plan_deployments(spec)[0]

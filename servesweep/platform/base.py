@@ -8,14 +8,14 @@ as processes on this machine; `gke` as Deployments on the spec's GKE cluster (th
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Any, Protocol
+
+import yaml
 
 from servesweep.extras import require
+from servesweep.gke_spec import GKESpec
 from servesweep.platform.types import Capacity, Endpoint, ModelInfo, PlatformName, ServerRequest
 from servesweep.spec import BenchmarkSpec
-
-if TYPE_CHECKING:
-    from servesweep.gke_spec import GKESpec
 
 
 class Platform(Protocol):
@@ -61,6 +61,18 @@ def platform_from(gke: GKESpec | None) -> Platform:
 
         return LocalPlatform()
     return _gke_platform(gke)
+
+
+def platform_from_yaml(spec_yaml: str) -> Platform:
+    """The platform of a spec given as YAML, read from its platform section alone: an exit handler must clean
+    up even after the rest of the spec failed validation."""
+    return platform_from(gke_section(spec_yaml))
+
+
+def gke_section(spec_yaml: str) -> GKESpec | None:
+    data: Any = yaml.safe_load(spec_yaml) if spec_yaml.strip() else None
+    section = data.get("gke") if isinstance(data, dict) else None
+    return GKESpec.model_validate(section) if section else None
 
 
 def platform_of(endpoint: Endpoint) -> Platform:
