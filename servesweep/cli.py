@@ -175,7 +175,8 @@ def query(
     """Run DuckDB SQL over the lake, read-only: no files, network, extensions or settings (see README)."""
     import duckdb
 
-    from servesweep.lake.query import QueryRefused, returns_rows, run_sql, statements
+    from servesweep.analysis.views import run_sql
+    from servesweep.lake.query import QueryRefused, returns_rows, statements
 
     if output not in OUTPUT_FORMATS:
         _fail(f"unknown --output {output!r}: use {', '.join(OUTPUT_FORMATS)}")

@@ -5,9 +5,8 @@ import warnings
 import pytest
 from analysis_lake import fleet_rows, point, round_price_catalog, spine_rows, write_points
 
-from servesweep.analysis.views import VIEWS, create_views, set_params, view_doc
+from servesweep.analysis.views import VIEWS, connect, create_views, query, set_params, view_doc
 from servesweep.catalog import cost_fields, load_catalog
-from servesweep.lake.query import connect, query
 from servesweep.spec import SLOSpec
 
 SLO = SLOSpec(ttft_p99_ms=500, tpot_p99_ms=50)

@@ -8,9 +8,10 @@ import duckdb
 import pytest
 from typer.testing import CliRunner
 
+from servesweep.analysis.views import run_sql
 from servesweep.cli import app
 from servesweep.lake import store
-from servesweep.lake.query import QueryRefused, _connect, lock, run_sql
+from servesweep.lake.query import QueryRefused, _connect, lock
 from servesweep.spec import PipelineParams
 
 MARKUP = ("[/v1/completions]", ":x:", "[bold red]loud[/]")

@@ -1,13 +1,14 @@
-"""DuckDB over the lake: one view per table, named after it, spanning every run, plus the analysis views.
+"""DuckDB over the lake: one view per table, named after it, spanning every run.
 
-`run_sql` (what `servesweep query` runs) is sandboxed: once the views exist the connection loses file, network
-and extension access and its settings are locked, and statements that reach outside the session are refused
-before they run. The lake is read through pyarrow datasets made before the lock, so nothing can write it.
+`run_sql` (what `servesweep query` runs) is sandboxed: once the views exist (the tables', and whatever
+`setup` adds: servesweep.analysis.views passes its own) the connection loses file, network and extension
+access and its settings are locked, and statements that reach outside the session are refused before they
+run. The lake is read through pyarrow datasets made before the lock, so nothing can write it.
 """
 
 from __future__ import annotations
 
-import warnings
+from collections.abc import Callable
 
 import duckdb
 import pyarrow as pa
@@ -23,6 +24,8 @@ _ALLOWED_TYPES = _RESULT_TYPES | {
 }
 # A query that failed while a run was being rewritten is taken again on a fresh snapshot.
 _ATTEMPTS = 4
+
+Setup = Callable[[duckdb.DuckDBPyConnection], None]  # adds views to a connection before it is locked
 
 
 class QueryRefused(ValueError):
@@ -44,22 +47,7 @@ def _connect(lake_uri: str) -> tuple[duckdb.DuckDBPyConnection, store.Snapshot]:
         data = snapshot.dataset(table)
         connection.register(f"_lake_{table}", data if data is not None else SCHEMAS[table].empty_table())
         connection.execute(f"CREATE VIEW {table} AS SELECT * FROM _lake_{table}")
-    _add_analysis_views(connection)
     return connection, snapshot
-
-
-def _add_analysis_views(connection: duckdb.DuckDBPyConnection) -> None:
-    """The servesweep/sql views (point_costs, ideal_batch, ...) with default parameters.
-
-    A broken catalog override must not take the raw tables down with it, so failures only warn.
-    """
-    from servesweep.analysis.views import create_views
-    from servesweep.catalog import CatalogError
-
-    try:
-        create_views(connection)
-    except (CatalogError, duckdb.Error) as error:
-        warnings.warn(f"analysis views unavailable: {error}", stacklevel=3)
 
 
 def lock(connection: duckdb.DuckDBPyConnection) -> None:
@@ -95,13 +83,16 @@ def returns_rows(statement: duckdb.Statement) -> bool:
     return statement.type in _RESULT_TYPES
 
 
-def run_sql(lake_uri: str, sql: str) -> list[pa.Table]:
-    """Run every statement of `sql` in the sandbox; the results of those that return rows, in order."""
+def run_sql(lake_uri: str, sql: str, setup: Setup | None = None) -> list[pa.Table]:
+    """Run every statement of `sql` in the sandbox; the results of those that return rows, in order.
+    `setup` adds views over the lake's tables before the lock."""
     checked = statements(sql)
     attempt = 1
     while True:
         connection, snapshot = _connect(lake_uri)
         try:
+            if setup is not None:
+                setup(connection)
             lock(connection)
             return _execute(connection, checked)
         except (duckdb.Error, OSError):
@@ -121,9 +112,9 @@ def _execute(connection: duckdb.DuckDBPyConnection, checked: list[duckdb.Stateme
     return results
 
 
-def query(lake_uri: str, sql: str) -> pa.Table:
+def query(lake_uri: str, sql: str, setup: Setup | None = None) -> pa.Table:
     """The result of the last statement that returns rows (`run_sql`, sandboxed)."""
-    results = run_sql(lake_uri, sql)
+    results = run_sql(lake_uri, sql, setup)
     if not results:
         raise QueryRefused("the SQL has no statement that returns rows")
     return results[-1]
