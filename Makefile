@@ -7,7 +7,7 @@ GKE_SPEC ?= specs/gke.yaml
 IMAGE ?= us-docker.pkg.dev/servesweep/servesweep/servesweep:0.1.0
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint compile image query clean bench-loadgen bench-gpu-report bench-h200-report
+.PHONY: setup run test test-unit lint docs compile image query clean bench-loadgen bench-gpu-report bench-h200-report
 
 setup: $(STAMP)
 
@@ -27,6 +27,9 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check .
+
+docs: setup  ## docs/spec.md and docs/metrics.md from the spec's models and the lake schema (a test checks them)
+	$(BIN)/servesweep docs --out docs
 
 compile: setup  ## KFP (local and GKE) and Argo definitions under pipelines/, the runner's RBAC under deploy/
 	SERVESWEEP_IMAGE=$(IMAGE) $(BIN)/servesweep compile --out pipelines/ --gke-spec $(GKE_SPEC) --deploy-out deploy/

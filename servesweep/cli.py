@@ -20,7 +20,16 @@ from typer.core import TyperGroup
 from servesweep.lake.schema import SCHEMA_VERSION, SCHEMAS, describe
 from servesweep.lake.uri import LakeError, validate_lake_uri
 from servesweep.outcome import BAD_INPUT, CRASH, INTERRUPTED, run_outcome
-from servesweep.spec import MAX_SLO_MS, MAX_TOKENS, RUN_ID_RULE, SLOSpec, SpecError, load_spec, valid_run_id
+from servesweep.spec import (
+    MAX_SLO_MS,
+    MAX_TOKENS,
+    RUN_ID_RULE,
+    BenchmarkSpec,
+    SLOSpec,
+    SpecError,
+    load_spec,
+    valid_run_id,
+)
 
 # Piped output (CI logs, files) gets room for wide tables instead of an 80-column squeeze.
 console = Console(width=None if sys.stdout.isatty() else 200)
@@ -380,7 +389,11 @@ def salvage(
 
 
 @app.command()
-def validate(spec_path: Annotated[Path, typer.Argument(help="Benchmark spec (YAML).")]) -> None:
+def validate(
+    spec_path: Annotated[Path, typer.Argument(help="Benchmark spec (YAML).")],
+    explain: Annotated[bool, typer.Option("--explain", help="Also print every field of the resolved spec (defaults "
+                                                            "filled in) with its meaning.")] = False,
+) -> None:
     """Check a spec without running anything; print the sweep it would run."""
     from servesweep.sweep_plan import plan_deployments
 
@@ -388,10 +401,41 @@ def validate(spec_path: Annotated[Path, typer.Argument(help="Benchmark spec (YAM
         spec = load_spec(spec_path)
     except SpecError as error:
         _fail(str(error))
+    if explain:
+        _print_explained(spec)
     for deployment in plan_deployments(spec):
         points = ", ".join(p.point_id for p in deployment.points)
         console.print(f"deployment [cyan]{deployment.deployment_id}[/] (max_num_seqs={deployment.max_num_seqs}): "
                       f"{points}")
+
+
+def _print_explained(spec: BenchmarkSpec) -> None:
+    from servesweep.docs import explain
+
+    view = Table(title=Text(f"{spec.name}: the resolved spec (server.env values withheld)"), show_lines=False)
+    for column in ("field", "value", "meaning"):
+        view.add_column(column, overflow="fold")
+    for path, value, meaning in explain(spec):
+        view.add_row(Text(path), Text(value), Text(meaning))
+    console.print(view)
+
+
+@app.command()
+def docs(
+    out: Annotated[Path, typer.Option(help="Directory of the generated reference docs.")] = Path("docs"),
+    check: Annotated[bool, typer.Option("--check", help="Write nothing; exit 1 when a file is stale.")] = False,
+) -> None:
+    """Generate docs/spec.md (from the spec's models) and docs/metrics.md (from the lake schema)."""
+    from servesweep.docs import stale_docs, write_docs
+
+    if check:
+        stale = stale_docs(out)
+        if stale:
+            _fail(f"stale under {out}: {', '.join(stale)}; run `servesweep docs` (make docs)", code=1)
+        console.print(f"{out}: up to date")
+        return
+    for path in write_docs(out):
+        console.print(f"wrote {path}")
 
 
 if __name__ == "__main__":
