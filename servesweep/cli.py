@@ -76,9 +76,20 @@ _POINT_COLUMNS = [
 ]
 
 
-def _fail(message: str, code: int = BAD_INPUT) -> None:
+def _fail(message: str, code: int = BAD_INPUT) -> NoReturn:
     errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def _need(*needs: tuple[str, str], purpose: str) -> None:
+    """Fail in one line, naming the extra to install, unless every (module, extra) is installed."""
+    from servesweep.extras import MissingExtra, require_installed
+
+    try:
+        for module, extra in needs:
+            require_installed(module, extra, purpose)
+    except MissingExtra as error:
+        _fail(str(error))
 
 
 def _cell(value: object) -> Text:
@@ -128,6 +139,7 @@ def run(
     pipeline_root: Annotated[Path, typer.Option(help="Where KFP keeps task artifacts.")] = Path("local_outputs"),
 ) -> None:
     """Run the benchmark pipeline locally (KFP local runner) against a real server."""
+    _need(("kfp", "kfp"), ("transformers", "local"), purpose="servesweep run")
     from pipelines.local import PipelineFailed, run_locally
     from servesweep.runlock import LockError, run_lock
     from servesweep.secrets import hand_over, mask, secret_values
@@ -235,6 +247,8 @@ def compile_(
     deploy_out: Annotated[Path, typer.Option(help="Output directory of the RBAC manifests.")] = Path("deploy"),
 ) -> None:
     """Compile the KFP pipeline (local and GKE), the Argo Workflow and the runner's RBAC to YAML."""
+    _need(("kfp", "kfp"), ("kfp.kubernetes", "kfp"), ("hera", "argo"), ("kubernetes", "gke"),
+          purpose="servesweep compile")
     from pipelines.compile import compile_all
 
     try:
@@ -259,10 +273,12 @@ def submit(
     verify_ssl: Annotated[bool, typer.Option(help="Verify the Argo server's TLS certificate.")] = True,
 ) -> None:
     """Start the benchmark on a cluster through KFP or Argo; prints the run id its lake rows will carry."""
-    from pipelines.submit import SubmitError, submit_argo, submit_kfp
-
     if bool(kfp) == bool(argo):
         _fail("give exactly one of --kfp HOST or --argo HOST")
+    # Submitting compiles the definitions first, KFP's or Argo's, with the cluster's RBAC subjects.
+    _need(("kfp", "kfp"), ("kfp.kubernetes", "kfp"), ("hera", "argo"), ("kubernetes", "gke"),
+          purpose="servesweep submit")
+    from pipelines.submit import SubmitError, submit_argo, submit_kfp
     try:
         spec = load_spec(spec_path)
         submitted = (submit_kfp(spec, kfp, experiment or None) if kfp
@@ -327,6 +343,7 @@ def report(
     import duckdb
     from pydantic import ValidationError
 
+    _need(("matplotlib", "report"), purpose="servesweep report")
     from servesweep.analysis.report import ReportError, build_report, write_report
     from servesweep.catalog import CatalogError
 

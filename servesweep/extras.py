@@ -7,6 +7,7 @@ naming what to install rather than an ImportError from deep inside a step.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from types import ModuleType
 
 # The extras of pyproject.toml and what each is for (the text of MissingExtra).
@@ -25,11 +26,31 @@ class MissingExtra(ImportError):
 
 def require(module: str, extra: str, purpose: str = "") -> ModuleType:
     """Import `module`, or raise MissingExtra naming the extra to install."""
-    if extra not in EXTRAS:
-        raise ValueError(f"unknown extra {extra!r}; extras: {', '.join(EXTRAS)}")
+    _check_extra(extra)
     try:
         return importlib.import_module(module)
     except ImportError as error:
-        needs = purpose or EXTRAS[extra]
-        raise MissingExtra(f"{needs} needs the [{extra}] extra ({module} is not installed): "
-                           f"pip install 'servesweep[{extra}]'") from error
+        raise _missing(module, extra, purpose) from error
+
+
+def require_installed(module: str, extra: str, purpose: str = "") -> None:
+    """Like `require` without importing: for modules that take seconds to import (vllm, transformers) and are
+    used by a subprocess anyway."""
+    _check_extra(extra)
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError, AttributeError):  # a parent package missing, or set to None
+        found = False
+    if not found:
+        raise _missing(module, extra, purpose)
+
+
+def _check_extra(extra: str) -> None:
+    if extra not in EXTRAS:
+        raise ValueError(f"unknown extra {extra!r}; extras: {', '.join(EXTRAS)}")
+
+
+def _missing(module: str, extra: str, purpose: str) -> MissingExtra:
+    needs = purpose or EXTRAS[extra]
+    return MissingExtra(f"{needs} needs the [{extra}] extra ({module} is not installed): "
+                        f"pip install 'servesweep[{extra}]'")
