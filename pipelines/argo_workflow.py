@@ -162,9 +162,9 @@ def build_workflow(spec: BenchmarkSpec | None = None, image: str = IMAGE, *, wit
         # parallelism 1: one deployment at a time, as every server wants the same accelerators.
         with DAG(name="servesweep", parallelism=1):
             job = "{{workflow.uid}}"
-            spec = resolve_spec(arguments={name: f"{{{{workflow.parameters.{name}}}}}"
-                                           for name in PipelineParams.model_fields})
-            spec_out = spec.get_parameter("spec_json")
+            resolved = resolve_spec(arguments={name: f"{{{{workflow.parameters.{name}}}}}"
+                                               for name in PipelineParams.model_fields})
+            spec_out = resolved.get_parameter("spec_json")
             predictions = plan(arguments={"spec_json": spec_out})
             capacity = provision(arguments={"spec_json": spec_out, "owner": job})
             model_task = load_model(arguments={"spec_json": spec_out})
@@ -182,7 +182,7 @@ def build_workflow(spec: BenchmarkSpec | None = None, image: str = IMAGE, *, wit
                                         "baseline_accelerator": "{{workflow.parameters.baseline_accelerator}}"})
             verdict = check_points(arguments={"tables": collected.get_artifact("tables")})
 
-            spec >> predictions >> capacity >> [model_task, deployments]
+            resolved >> predictions >> capacity >> [model_task, deployments]
             [model_task, deployments] >> swept_all >> collected >> lake >> summary >> verdict
     return workflow
 

@@ -19,6 +19,7 @@ from hera.workflows import WorkflowsService
 
 from pipelines.argo_workflow import build_workflow
 from pipelines.compile import KFP_GKE, compile_kfp
+from servesweep.gke_spec import GKESpec
 from servesweep.spec import BenchmarkSpec, spec_to_params
 
 ARGO_TOKEN_ENV = "ARGO_TOKEN"
@@ -36,11 +37,11 @@ class Submitted:
     reference: str  # the orchestrator's id for the run (KFP run id, Argo workflow name)
 
 
-def _cluster_spec(spec: BenchmarkSpec) -> BenchmarkSpec:
+def _cluster_spec(spec: BenchmarkSpec) -> tuple[BenchmarkSpec, GKESpec]:
     if spec.gke is None:
         raise SubmitError("the spec has no `gke` section: a cluster run needs one (docs/gke.md); "
                           "run it here with `servesweep run`")
-    return spec.with_run_id()  # fixed now, so the caller knows where the results will be
+    return spec.with_run_id(), spec.gke  # the run id fixed now, so the caller knows where the results will be
 
 
 def _one_line(error: Exception, secret: str | None = None) -> str:
@@ -55,7 +56,7 @@ def _one_line(error: Exception, secret: str | None = None) -> str:
 
 def submit_kfp(spec: BenchmarkSpec, host: str, experiment: str | None = None) -> Submitted:
     """Compile the GKE package for `spec` and start a run; the run's service account is the spec's runner KSA."""
-    spec = _cluster_spec(spec)
+    spec, gke = _cluster_spec(spec)
     token = os.environ.get(KFP_TOKEN_ENV) or None
     with tempfile.TemporaryDirectory(prefix="servesweep-kfp-") as tmp:
         package = compile_kfp(Path(tmp) / KFP_GKE, spec)
@@ -66,7 +67,7 @@ def submit_kfp(spec: BenchmarkSpec, host: str, experiment: str | None = None) ->
             result = client.create_run_from_pipeline_package(
                 # The package's defaults withhold server.env; the run's own arguments carry it to the server.
                 str(package), arguments=spec_to_params(spec, withhold_env=False).model_dump(), run_name=spec.run_id,
-                experiment_name=experiment, service_account=spec.gke.runner_service_account,
+                experiment_name=experiment, service_account=gke.runner_service_account,
             )
         except Exception as error:  # the SDK raises whatever its HTTP stack raised
             raise SubmitError(f"KFP at {host} did not take the run: {_one_line(error, token)}") from None
@@ -75,10 +76,10 @@ def submit_kfp(spec: BenchmarkSpec, host: str, experiment: str | None = None) ->
 
 def submit_argo(spec: BenchmarkSpec, host: str, namespace: str | None = None, verify_ssl: bool = True) -> Submitted:
     """Create the Workflow through the Argo server's API; the bearer token comes from $ARGO_TOKEN."""
-    spec = _cluster_spec(spec)
+    spec, gke = _cluster_spec(spec)
     token = os.environ.get(ARGO_TOKEN_ENV) or None
     workflow = build_workflow(spec, withhold_env=False)
-    workflow.namespace = namespace or spec.gke.namespace
+    workflow.namespace = namespace or gke.namespace
     workflow.workflows_service = WorkflowsService(host=host, token=token, namespace=workflow.namespace,
                                                   verify_ssl=verify_ssl)
     try:

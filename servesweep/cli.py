@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -16,6 +16,9 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 from servesweep.lake.schema import SCHEMA_VERSION, SCHEMAS, describe
 from servesweep.lake.uri import LakeError, validate_lake_uri
@@ -37,13 +40,13 @@ errors = Console(stderr=True)
 
 
 # Click's UsageError as typer raises it (recent typer vendors click, so `import click` would be another class).
-_UsageError = next(cls for cls in typer.BadParameter.__mro__ if cls.__name__ == "UsageError")
+_UsageError: Any = next(cls for cls in typer.BadParameter.__mro__ if cls.__name__ == "UsageError")
 
 
 class _OneLineErrors(TyperGroup):
     """A bad flag or argument as one `error:` line, like every other refusal (typer's panel wraps it)."""
 
-    def make_context(self, *args: Any, **kwargs: Any) -> typer.Context:  # the group's own flags
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:  # the group's own flags (a click Context)
         try:
             return super().make_context(*args, **kwargs)
         except _UsageError as error:
@@ -51,14 +54,14 @@ class _OneLineErrors(TyperGroup):
                 raise
             _usage_error(error)
 
-    def invoke(self, ctx: typer.Context) -> object:  # the subcommands' arguments and flags
+    def invoke(self, ctx: Any) -> object:  # the subcommands' arguments and flags
         try:
             return super().invoke(ctx)
         except _UsageError as error:
             _usage_error(error)
 
 
-def _usage_error(error: Exception) -> NoReturn:
+def _usage_error(error: Any) -> NoReturn:  # a click UsageError
     where = error.ctx.command_path if getattr(error, "ctx", None) else "servesweep"
     errors.print(f"[bold red]error:[/] {escape(error.format_message())} (see {escape(where)} --help)",
                  highlight=False, soft_wrap=True)
@@ -101,7 +104,7 @@ def _cell(value: object) -> Text:
     return Text(str(value))
 
 
-def print_arrow(table, title: str | None = None) -> None:
+def print_arrow(table: pa.Table, title: str | None = None) -> None:
     """Render any Arrow table as a rich table."""
     view = Table(title=Text(title) if title else None, show_lines=False)
     for name in table.column_names:
@@ -213,7 +216,7 @@ def query(
         _print_result(result, output)
 
 
-def _print_result(result, output: str) -> None:
+def _print_result(result: pa.Table, output: str) -> None:
     if output == "csv":
         import pyarrow.csv as pacsv
 

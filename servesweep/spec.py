@@ -210,7 +210,8 @@ class SweepSpec(_Strict):
 
     batch_sizes: list[int] = Field(default_factory=lambda: [1, 2, 4], min_length=1, max_length=64,
                                    description=f"Batch sizes (concurrent requests), 1..{MAX_BATCH}, at most 64.")
-    modes: list[SweepMode] = Field(default_factory=lambda: ["client_concurrency"], min_length=1, description=(
+    modes: list[SweepMode] = Field(default_factory=lambda: list[SweepMode](["client_concurrency"]), min_length=1,
+                                   description=(
         "How batch size is swept, each mode once: client_concurrency (one server capped at the largest batch, the "
         "client's concurrency varies) and/or server_max_seqs (a server per batch size, capped at it)."))
     load: LoadKind = Field("closed", description="closed: fixed concurrency = batch size; open: Poisson arrivals.")

@@ -192,6 +192,8 @@ class GKEProvisioner:
 
     def _release_node_pool(self, capacity: Capacity) -> None:
         name = capacity.node_pool
+        if name is None:  # node_pool mode always records its pool
+            raise ProvisionError(f"node_pool capacity without a pool name: {capacity.model_dump_json()}")
         try:
             if capacity.created and self.gke.node_pool.on_release == "delete":
                 self._wait(self._client().delete_node_pool(name=self._pool_path(name)))

@@ -221,7 +221,8 @@ def _deployment_ready(apps: k8s.AppsV1Api, namespace: str, name: str) -> bool:
     return (deployment.status.ready_replicas or 0) >= wanted > 0
 
 
-def _observe(core: k8s.CoreV1Api, namespace: str, label_selector: str) -> tuple[list[dict], list[dict]]:
+def _observe(core: k8s.CoreV1Api, namespace: str,
+             label_selector: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     pods = [to_dict(pod) for pod in core.list_namespaced_pod(namespace, label_selector=label_selector).items]
     names = {pod["metadata"]["name"] for pod in pods}
     events = core.list_namespaced_event(namespace, field_selector="involvedObject.kind=Pod").items
@@ -241,7 +242,7 @@ def _with_logs(core: k8s.CoreV1Api, namespace: str, failure: FailureReason) -> F
     return replace(failure, log_line=last_log_line(text))
 
 
-def _timed_out(failure: FailureReason | None, pods: list[dict], timeout_s: float) -> FailureReason:
+def _timed_out(failure: FailureReason | None, pods: list[dict[str, Any]], timeout_s: float) -> FailureReason:
     if failure is not None:
         return replace(failure, message=f"{failure.message} (still after {timeout_s:.0f}s)")
     phases = ", ".join(f"{p['metadata']['name']}={p.get('status', {}).get('phase', '?')}" for p in pods) or "no pods"

@@ -20,6 +20,7 @@ Anything else in the lake (a README, a stray file) is ignored. One writer per ru
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import secrets
@@ -161,7 +162,7 @@ def write_run(lake_uri: str, run_id: str, tables: Mapping[str, pa.Table]) -> dic
         if len(table):
             file = f"part-v{SCHEMA_VERSION}-{generation}-0.parquet"
             _put(lake, f"{lake.partition(name, run_id)}/{file}",
-                 lambda out, table=table: pq.write_table(table.drop_columns([PARTITION_COLUMN]), out))
+                 functools.partial(_write_parquet, table.drop_columns([PARTITION_COLUMN])))
             files[name].append(file)
     rows = {name: len(table) for name, table in checked.items()}
     manifest = Manifest(run_id=run_id, generation=generation, schema_version=SCHEMA_VERSION, files=files, rows=rows)
@@ -191,12 +192,16 @@ def _next_generation(lake: Lake, run_id: str) -> str:
 def _run_files(lake: Lake, run_id: str) -> list[pafs.FileInfo]:
     """Every file of a run: its commits and its partitions' files."""
     folders = [lake.path(COMMITS, f"{PARTITION_COLUMN}={run_id}"), *(lake.partition(t, run_id) for t in TABLES)]
-    return [info for folder in folders for info in _call(lake, lambda folder=folder: lake.infos(folder))]
+    return [info for folder in folders for info in _call(lake, functools.partial(lake.infos, folder))]
 
 
 def _generation_of(name: str) -> str | None:
     match = _PART.match(name) or _MANIFEST.match(name) or _TEMP.match(name)
     return match.group("generation") if match else None
+
+
+def _write_parquet(table: pa.Table, out: BinaryIO) -> None:
+    pq.write_table(table, out)
 
 
 def _put(lake: Lake, path: str, write: Callable[[BinaryIO], Any]) -> None:

@@ -206,9 +206,10 @@ class StreamingConnection(asyncio.Protocol):
             self._record.token_times.append(arrived)  # type: ignore[attr-defined]
             return
         if self._state == _HEAD:
-            data = self._read_head(data)
-            if data is None:
+            rest = self._read_head(data)
+            if rest is None:
                 return
+            data = rest
         if self._state == _CHUNKED:
             body, complete = self._dechunk(data)
         elif self._state == _LENGTH:

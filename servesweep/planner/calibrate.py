@@ -17,7 +17,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 import pyarrow as pa
@@ -129,7 +129,7 @@ def _measured(points: pa.Table | Iterable[Mapping[str, Any]]) -> list[Mapping[st
     ]
 
 
-def _positive(value: Any) -> bool:
+def _positive(value: Any) -> TypeGuard[float]:
     return value is not None and value > 0
 
 
@@ -179,7 +179,10 @@ class _Round:
         self.share = self.position / sizes if chunk else np.ones(len(self.position))  # as RooflineTerms does
         self.steps = np.concatenate(steps)
         terms = [o.terms for o in observations]
-        pick = lambda attr: np.array([getattr(t, attr) for t in terms])  # noqa: E731
+
+        def pick(attr: str) -> np.ndarray:
+            return np.array([getattr(t, attr) for t in terms])
+
         self.compute, self.weights = pick("prefill_compute_s"), pick("prefill_weights_s")
         self.kv = pick("prefill_memory_s") - self.weights
         self.decode_compute, self.decode_memory = pick("decode_compute_s"), pick("decode_memory_s")
@@ -214,7 +217,7 @@ def _fit_group(server_kind: str, accelerator: str, observations: list[_Observati
     rounds = _Round(observations, chunk)
     measured = {m: np.array([getattr(o, f"{m}_s") or np.nan for o in observations]) for m in _METRICS}
 
-    def solve(flops: float, bandwidth: float) -> tuple[float, tuple[float, float]]:
+    def solve(flops: float, bandwidth: float) -> tuple[float, tuple[float, ...]]:
         rows, targets = [], []
         for metric, (base, *coefficients) in rounds.coefficients(flops, bandwidth).items():
             seen = ~np.isnan(measured[metric])
@@ -268,7 +271,7 @@ def _nonnegative_lstsq(a: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def _errors(observations: list[_Observation], efficiency: Efficiency) -> dict[str, float | None]:
     """MAPE (percent) of TTFT, TPOT and throughput (E2E) of the round model against the measurements."""
-    predicted = {m: [] for m in _METRICS}
+    predicted: dict[str, list[float]] = {m: [] for m in _METRICS}
     actual: dict[str, list[float]] = {m: [] for m in _METRICS}
     for o in observations:
         round_times = dict(zip(_METRICS, o.terms.round(efficiency), strict=True))

@@ -127,7 +127,7 @@ def plan_report(
         slo_tpot_ms=slo_tpot_ms,
         placements=placements,
         cheapest_fit=cheapest_fit(fits),
-        cheapest_per_token=min(bests, key=lambda p: p.usd_per_million_output_tokens, default=None),
+        cheapest_per_token=min(bests, key=lambda p: p.usd_per_million_output_tokens or 0.0, default=None),
         predictions=predictions,
         warnings=_warnings(model, context_len, fits),
     )

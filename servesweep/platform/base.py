@@ -21,7 +21,10 @@ from servesweep.spec import BenchmarkSpec
 class Platform(Protocol):
     """What a step may ask of the platform it is handed."""
 
-    name: PlatformName
+    @property
+    def name(self) -> PlatformName:
+        """The platform's name, as Endpoint.platform records it."""
+        ...
 
     def provision(self, spec: BenchmarkSpec, owner: str) -> Capacity:
         """Capacity for the spec's servers; what it creates is recorded so `teardown_job` can give it back."""

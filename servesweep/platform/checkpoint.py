@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from servesweep.platform.types import ModelInfo
 from servesweep.spec import ModelShape, ModelSpec
@@ -60,7 +62,7 @@ def train_tokenizer(vocab_size: int, out_dir: Path) -> int:
     return tokenizer.get_vocab_size()
 
 
-def _llama_config(spec: ModelSpec, shape: ModelShape, tokenizer_size: int):
+def _llama_config(spec: ModelSpec, shape: ModelShape, tokenizer_size: int) -> Any:  # a transformers LlamaConfig
     from transformers import LlamaConfig
 
     return LlamaConfig(
@@ -79,7 +81,7 @@ def _llama_config(spec: ModelSpec, shape: ModelShape, tokenizer_size: int):
     )
 
 
-def write_random_weights(config, dtype: str, seed: int, out_dir: Path) -> int:
+def write_random_weights(config: Any, dtype: str, seed: int, out_dir: Path) -> int:
     """Write safetensors shards with the parameter names and shapes transformers' Llama expects.
 
     Random numbers come from the GPU when there is one: an 8B model's 16 GB are drawn in seconds
@@ -94,7 +96,7 @@ def write_random_weights(config, dtype: str, seed: int, out_dir: Path) -> int:
     torch_dtype = getattr(torch, dtype)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     generator = torch.Generator(device=device).manual_seed(seed)
-    shards: list[dict[str, torch.Tensor]] = [{}]
+    shards: list[dict[str, Any]] = [{}]  # name -> torch.Tensor
     shard_bytes = 0
     total = 0
     for name, shape in names_shapes:
@@ -113,16 +115,16 @@ def write_random_weights(config, dtype: str, seed: int, out_dir: Path) -> int:
     return total
 
 
-def count_parameters(config) -> int:
+def count_parameters(config: Any) -> int:
     """Parameters of transformers' Llama for `config`, counted on the meta device (nothing allocated)."""
     import torch
     from transformers import LlamaForCausalLM
 
     with torch.device("meta"):
-        return sum(p.numel() for p in LlamaForCausalLM(config).parameters())
+        return int(sum(p.numel() for p in LlamaForCausalLM(config).parameters()))
 
 
-def _save_shards(shards, out_dir: Path, save_file) -> None:
+def _save_shards(shards: list[dict[str, Any]], out_dir: Path, save_file: Callable[..., None]) -> None:
     if len(shards) == 1:
         save_file(shards[0], str(out_dir / "model.safetensors"), metadata={"format": "pt"})
         return

@@ -68,7 +68,8 @@ def state_root() -> Path:
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def vllm_command(spec: BenchmarkSpec, model_path: str, port: int, max_num_seqs: int) -> list[str]:

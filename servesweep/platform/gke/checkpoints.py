@@ -17,6 +17,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from servesweep.gke_spec import GCSModel, HuggingFaceModel
 from servesweep.platform.checkpoint import load_model
@@ -49,13 +50,14 @@ def _key(source: GCSModel, name: str) -> str:
     return f"{source.path}/{name}" if source.path else name
 
 
-def _storage_client():
+def _storage_client() -> Any:  # a google.cloud.storage.Client
     from google.cloud import storage
 
     return storage.Client()  # honours STORAGE_EMULATOR_HOST (tests, local dev)
 
 
-def publish_random_checkpoint(model: ModelSpec, source: GCSModel, out_dir: str | Path, client=None) -> ModelInfo:
+def publish_random_checkpoint(model: ModelSpec, source: GCSModel, out_dir: str | Path,
+                              client: Any = None) -> ModelInfo:
     """Make sure the folder holds `model`'s random-weight checkpoint; its small files land in out_dir."""
     started = time.perf_counter()
     bucket = (client or _storage_client()).bucket(source.bucket)
@@ -79,12 +81,12 @@ def publish_random_checkpoint(model: ModelSpec, source: GCSModel, out_dir: str |
     return info
 
 
-def _weights_identity(model: ModelSpec) -> dict:
+def _weights_identity(model: ModelSpec) -> dict[str, Any]:
     """What determines the generated files (the served name does not)."""
     return model.model_dump(mode="json", exclude={"name"}) | {"shape": model.resolved_shape().model_dump()}
 
 
-def fetch_gcs_checkpoint(model: ModelSpec, source: GCSModel, out_dir: str | Path, client=None) -> ModelInfo:
+def fetch_gcs_checkpoint(model: ModelSpec, source: GCSModel, out_dir: str | Path, client: Any = None) -> ModelInfo:
     started = time.perf_counter()
     client = client or _storage_client()
     bucket = client.bucket(source.bucket)
@@ -135,7 +137,7 @@ def describe_checkpoint(model: ModelSpec, location: str, out_dir: str | Path, si
     )
 
 
-def _download(bucket, source: GCSModel, out_dir: str | Path) -> None:
+def _download(bucket: Any, source: GCSModel, out_dir: str | Path) -> None:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for name in REQUIRED_FILES + OPTIONAL_FILES:

@@ -8,6 +8,8 @@ the pod's in-cluster credentials are used.
 
 from __future__ import annotations
 
+from typing import Any
+
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
@@ -108,7 +110,7 @@ def server_bundle(
 
 def deploy_gke(
     spec: BenchmarkSpec, deployment_id: str, max_num_seqs: int, sweep_mode: str, owner: str,
-    node_selector: dict[str, str], apis: KubeApis | None = None, **wait,
+    node_selector: dict[str, str], apis: KubeApis | None = None, **wait: Any,
 ) -> Endpoint:
     """Create the server and wait for it; whatever stops it becomes `Endpoint.error`, not an exception."""
     try:
