@@ -1,7 +1,7 @@
 """GKE-only settings of a benchmark run: cluster, capacity mode, model source, images.
 
 Kept out of spec.py on purpose: a local run never needs them. `BenchmarkSpec.gke` holds a `GKESpec`;
-when it is set every step runs its GKE branch.
+when it is set the steps' platform is GKE (servesweep.platform.gke).
 """
 
 from __future__ import annotations

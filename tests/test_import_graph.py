@@ -8,6 +8,7 @@ docs/architecture.md draws this graph; the rules below are its legend.
 from __future__ import annotations
 
 import ast
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -146,3 +147,62 @@ def test_steps_never_ask_which_platform_they_run_on(path: Path):
              if (isinstance(node, ast.Attribute) and node.attr in ("gke", "namespace"))
              or (isinstance(node, ast.Name) and "gke" in node.id.lower())]
     assert named == [], f"{path.name} asks about the platform at lines {named}"
+
+
+# --- docs/architecture.md's diagram ---------------------------------------------------------------------
+
+# Not drawn: modules anyone may import, which import no other servesweep module (the package itself: the version).
+LEAVES = ("servesweep.secrets", "servesweep.yamlfile", "servesweep.extras", "servesweep.outcome", "servesweep.runlock",
+          "servesweep.vllm_plugin")
+_EDGE = re.compile(r"^\s*(\w+)(?:\[[^\]]*\])?\s*-->\s*(\w+)")
+
+
+def _node(module: str) -> str:
+    """A module's node in the diagram: cli, pipelines, components, or the library package's last name."""
+    if module == "servesweep.cli":
+        return "cli"
+    top = module.split(".")[0]
+    return top if top in ("pipelines", "components") else _unit(module).split(".")[-1]
+
+
+def _drawn() -> dict[str, set[str]]:
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    block = text.split("```mermaid", 1)[1].split("```", 1)[0]
+    drawn: dict[str, set[str]] = defaultdict(set)
+    for line in block.splitlines():
+        if match := _EDGE.match(line):
+            drawn[match.group(1)].add(match.group(2))
+    return drawn
+
+
+def _reach(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen: set[str] = set()
+    stack = list(graph.get(start, ()))
+    while stack:
+        node = stack.pop()
+        if node not in seen:
+            seen.add(node)
+            stack += graph.get(node, ())
+    return seen
+
+
+def _leaf(module: str) -> bool:
+    return module == "servesweep" or _within(module, LEAVES)
+
+
+def test_the_leaves_import_no_other_servesweep_module():
+    assert [f"{a} -> {b}" for a, targets in GRAPH.items() if _leaf(a) for b in targets if not _leaf(b)] == []
+
+
+def test_the_architecture_diagram_matches_the_imports():
+    """Every arrow drawn is an import, and every import between drawn packages is reached by the arrows."""
+    drawn = _drawn()
+    nodes = set(drawn) | {b for targets in drawn.values() for b in targets}
+    code: dict[str, set[str]] = defaultdict(set)
+    for a, targets in GRAPH.items():
+        for b in targets:
+            if not _leaf(a) and not _leaf(b) and _node(a) != _node(b):
+                code[_node(a)].add(_node(b))
+    assert set(code) <= nodes, "a package missing from the diagram"
+    assert [f"{a} --> {b}" for a, targets in drawn.items() for b in targets if b not in code[a]] == []
+    assert [f"{a} -> {b}" for a, targets in code.items() for b in targets if b not in _reach(drawn, a)] == []
