@@ -277,9 +277,11 @@ def plan_command(
     slo_ttft_ms: Annotated[float | None, typer.Option(help="p99 TTFT target, ms.")] = None,
     slo_tpot_ms: Annotated[float | None, typer.Option(help="p99 TPOT target, ms.")] = None,
 ) -> None:
-    """Memory fit, cheapest GPU and roofline predictions for a model, before spending money."""
+    """Memory fit, the fewest GPUs (tensor/pipeline parallel) per weight dtype, cheapest GPU and roofline
+    predictions for a model, before spending money."""
     from servesweep.catalog import CatalogError
-    from servesweep.planner import plan_report, render_plan
+    from servesweep.planner import plan_report, render_minimum_gpus, render_plan
+    from servesweep.planner.report import minimum_gpus_lines
 
     _check_slo_flags({"--slo-ttft-ms": slo_ttft_ms, "--slo-tpot-ms": slo_tpot_ms})
     try:
@@ -287,6 +289,9 @@ def plan_command(
                              output_tokens=output_tokens, slo_ttft_ms=slo_ttft_ms, slo_tpot_ms=slo_tpot_ms)
     except (CatalogError, KeyError, ValueError, FileNotFoundError) as error:
         _fail(str(error).strip("'\""))
+    console.print(render_minimum_gpus(result))
+    for line in minimum_gpus_lines(result):
+        console.print(line, highlight=False)
     console.print(render_plan(result))
 
 
@@ -380,7 +385,9 @@ def salvage(
 
 @app.command()
 def validate(spec_path: Annotated[Path, typer.Argument(help="Benchmark spec (YAML).")]) -> None:
-    """Check a spec without running anything; print the sweep it would run."""
+    """Check a spec without running anything; print the sweep it would run and what the planner warns of
+    (e.g. too few GPUs for the model: the plan step's predicted rows would all be failed)."""
+    from components.plan import plan
     from components.sweep import plan_deployments
 
     try:
@@ -391,6 +398,12 @@ def validate(spec_path: Annotated[Path, typer.Argument(help="Benchmark spec (YAM
         points = ", ".join(p.point_id for p in deployment.points)
         console.print(f"deployment [cyan]{deployment.deployment_id}[/] (max_num_seqs={deployment.max_num_seqs}): "
                       f"{points}")
+    try:
+        warnings = plan(spec).warnings
+    except ValueError as error:  # CatalogError too (a broken $SERVESWEEP_CATALOG): the spec itself is fine
+        warnings = [f"no plan: {error}"]
+    for warning in warnings:
+        console.print(f"planner warning: {escape(warning)}", highlight=False)
 
 
 if __name__ == "__main__":

@@ -116,7 +116,10 @@ class GKESpec(_Strict):
     images: dict[str, str] = Field(default_factory=dict, description="Server kind -> image, overriding defaults.")
     cpu: str | None = Field(None, description="CPU request of the server container, e.g. '8'.")
     memory: str | None = Field(None, description="Memory request of the server container, e.g. '64Gi'.")
-    shm_size: str = Field("16Gi", description="Size of /dev/shm (NCCL needs it for tensor parallelism).")
+    shm_size: str = Field("16Gi", description="Size limit of the memory-backed /dev/shm of every server pod (NCCL "
+                          "and the servers' worker processes pass tensors through it when accelerator.count > 1; "
+                          "Docker's 64 MB default is too small for that). 16Gi holds TP 8; it counts against the "
+                          "pod's memory only as far as it is used, so one GPU loses nothing.")
     scrape_interval_s: int = Field(5, ge=5, description="Managed Prometheus scrape interval.")
 
     @field_validator("namespace", "runner_service_account", "compute_class")

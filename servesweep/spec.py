@@ -102,6 +102,11 @@ MODEL_PRESETS: dict[str, ModelShape] = {
         hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
         num_key_value_heads=8, vocab_size=128256, max_position_embeddings=8192,
     ),
+    # Meta-Llama-3-70B's config.json (70.55e9 parameters; 141 GB in bf16: two H200s or four H100s).
+    "llama3-70b": ModelShape(
+        hidden_size=8192, intermediate_size=28672, num_hidden_layers=80, num_attention_heads=64,
+        num_key_value_heads=8, vocab_size=128256, max_position_embeddings=8192,
+    ),
 }
 
 

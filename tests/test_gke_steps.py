@@ -245,3 +245,16 @@ def test_a_gke_spec_needs_a_gpu_and_travels_in_the_pipeline_parameters():
         parse_spec(data)
     spec = gke_spec()
     assert spec_from_params(spec_to_params(spec).model_dump()) == spec
+
+
+@pytest.mark.parametrize("count", [1, 2, 8])
+def test_the_spec_gpu_count_is_the_pods_gpus_and_the_servers_tensor_parallel_size(count: int):
+    data = gke_spec().model_dump(mode="json") | {"accelerator": {"type": "nvidia-h200-141gb", "count": count}}
+    data["server"]["env"] = {"NCCL_NVLS_ENABLE": "0"}
+    spec = BenchmarkSpec.model_validate(data)
+    bundle = gke_steps.server_bundle(spec, "cc", 64, "client_concurrency", OWNER,
+                                     {"cloud.google.com/gke-accelerator": "nvidia-h200-141gb"})
+    main = bundle.manifests()[0]["spec"]["template"]["spec"]["containers"][0]
+    assert main["resources"]["limits"] == {"nvidia.com/gpu": str(count)}
+    assert main["args"][main["args"].index("--tensor-parallel-size") + 1] == str(count)
+    assert {"name": "NCCL_NVLS_ENABLE", "value": "0"} in main["env"]  # from server.env, nothing added
