@@ -53,9 +53,25 @@ def _one_line(error: Exception, secret: str | None = None) -> str:
     return f"{type(error).__name__}: {text[:300]}"
 
 
-def submit_kfp(spec: BenchmarkSpec, host: str, experiment: str | None = None) -> Submitted:
-    """Compile the GKE package for `spec` and start a run; the run's service account is the spec's runner KSA."""
+def _kfp_namespace(spec: BenchmarkSpec, namespace: str | None) -> str | None:
+    """Multi-user Kubeflow files a run (and its experiment) under a profile namespace; single-user takes none.
+
+    The runner's RoleBinding lives in gke.namespace, so a run anywhere else could not deploy a server.
+    """
+    if namespace and namespace != spec.gke.namespace:
+        raise SubmitError(f"--namespace {namespace} is not the spec's gke.namespace ({spec.gke.namespace}), "
+                          "where the runner's RBAC is bound (deploy/rbac.yaml)")
+    return namespace or None
+
+
+def submit_kfp(spec: BenchmarkSpec, host: str, experiment: str | None = None,
+               namespace: str | None = None) -> Submitted:
+    """Compile the GKE package for `spec` and start a run; the run's service account is the spec's runner KSA.
+
+    `namespace`: the Kubeflow profile namespace on a multi-user install (where the experiment and run go).
+    """
     spec = _cluster_spec(spec)
+    namespace = _kfp_namespace(spec, namespace)
     token = os.environ.get(KFP_TOKEN_ENV) or None
     with tempfile.TemporaryDirectory(prefix="servesweep-kfp-") as tmp:
         package = compile_kfp(Path(tmp) / KFP_GKE, spec)
@@ -66,7 +82,7 @@ def submit_kfp(spec: BenchmarkSpec, host: str, experiment: str | None = None) ->
             result = client.create_run_from_pipeline_package(
                 # The package's defaults withhold server.env; the run's own arguments carry it to the server.
                 str(package), arguments=spec_to_params(spec, withhold_env=False).model_dump(), run_name=spec.run_id,
-                experiment_name=experiment, service_account=spec.gke.runner_service_account,
+                experiment_name=experiment, namespace=namespace, service_account=spec.gke.runner_service_account,
             )
         except Exception as error:  # the SDK raises whatever its HTTP stack raised
             raise SubmitError(f"KFP at {host} did not take the run: {_one_line(error, token)}") from None

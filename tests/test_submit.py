@@ -63,6 +63,29 @@ def test_kfp_gets_the_gke_package_the_spec_as_parameters_and_the_runner_account(
     assert arguments["run_id"] in result.output and "kfp-run-42" in result.output
 
 
+def test_kfp_run_goes_to_the_profile_namespace_on_multi_user_kubeflow(kfp_client):
+    result = CliRunner().invoke(app, ["submit", "--kfp", "https://kfp.example.com", "--spec", str(GKE_SPEC),
+                                      "--namespace", "servesweep", "--experiment", "team-a"])
+    assert result.exit_code == 0, result.output
+    [call] = kfp_client.calls
+    assert (call["namespace"], call["experiment_name"]) == ("servesweep", "team-a")
+
+
+def test_kfp_single_user_gets_no_namespace_and_a_foreign_one_is_refused(kfp_client):
+    CliRunner().invoke(app, ["submit", "--kfp", "https://kfp.example.com", "--spec", str(GKE_SPEC)])
+    assert kfp_client.calls[0]["namespace"] is None
+    result = CliRunner().invoke(app, ["submit", "--kfp", "https://kfp.example.com", "--spec", str(GKE_SPEC),
+                                      "--namespace", "someone-else"])
+    assert result.exit_code != 0 and "gke.namespace" in result.output and len(kfp_client.calls) == 1
+
+
+def test_ci_submits_to_kfp_with_a_namespace_and_experiment():
+    ci = yaml.safe_load((GKE_SPEC.parent.parent / ".github" / "workflows" / "ci.yaml").read_text())
+    [step] = [s for s in ci["jobs"]["trigger"]["steps"] if s.get("name") == "Submit to Kubeflow Pipelines"]
+    assert '--namespace "$KFP_NAMESPACE"' in step["run"] and "--experiment" in step["run"]
+    assert ci["jobs"]["trigger"]["env"]["KFP_NAMESPACE"] == "${{ vars.KFP_NAMESPACE }}"
+
+
 def test_an_unreachable_kfp_is_one_line(kfp_client, monkeypatch):
     monkeypatch.setenv("KFP_TOKEN", "kfp-secret")
     kfp_client.fail = requests.ConnectionError(
