@@ -164,3 +164,19 @@ def test_checked_in_rbac_is_current(compiled, name):
 def test_compile_refuses_a_spec_without_gke():
     result = CliRunner().invoke(app, ["compile", "--gke-spec", str(ROOT / "specs" / "local.yaml")])
     assert result.exit_code == 2 and "has no `gke` section" in result.output
+
+
+def _kfp_tasks(path: Path) -> dict[str, dict]:
+    ir = next(yaml.safe_load_all(path.read_text()))
+    dags = [ir["root"]["dag"]] + [c["dag"] for c in ir["components"].values() if "dag" in c]
+    return {name: task for dag in dags for name, task in dag["tasks"].items() if "componentRef" in task
+            and not name.startswith(("for-loop", "exit-handler"))}
+
+
+@pytest.mark.parametrize("package", [KFP_LOCAL, KFP_GKE])
+def test_kfp_caches_only_the_pure_steps(compiled, package):
+    """A cached resolve-spec would hand a rerun the old run id, and write-lake would overwrite its partition."""
+    tasks = _kfp_tasks(compiled[package])
+    assert set(tasks) == STEPS | {"teardown-all"}
+    cached = {name for name, task in tasks.items() if task.get("cachingOptions", {}).get("enableCache")}
+    assert cached == {"plan", "plan-sweep", "collect-metrics"}
