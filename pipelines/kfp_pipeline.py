@@ -36,13 +36,15 @@ def resolve_spec(
     run_name: str, run_id: str, model_preset: str, model_dtype: str, server_kind: str, quantization: str,
     accelerator: str, accelerator_count: int, batch_sizes: list, sweep_modes: list, input_tokens: int,
     output_tokens: int, requests_per_point: int, slo_ttft_p99_ms: float, slo_tpot_p99_ms: float,
-    lake_uri: str, spec_yaml: str,
+    lake_uri: str, spec_yaml: str, job_id: str,
 ) -> str:
     params = dict(locals())  # before the imports below add names to locals()
+    del params["job_id"]
     from servesweep.lake.uri import validate_lake_uri
     from servesweep.spec import spec_from_params
 
-    spec = spec_from_params(params).with_run_id()
+    # An empty run_id becomes name + this KFP run's id, so a rerun or clone writes a partition of its own.
+    spec = spec_from_params(params).with_run_id(job_id)
     validate_lake_uri(spec.lake_uri)  # fail here, not at write-lake after the sweep
     return spec.model_dump_json()
 
@@ -236,7 +238,7 @@ def servesweep_pipeline(
             accelerator_count=accelerator_count, batch_sizes=batch_sizes, sweep_modes=sweep_modes,
             input_tokens=input_tokens, output_tokens=output_tokens, requests_per_point=requests_per_point,
             slo_ttft_p99_ms=slo_ttft_p99_ms, slo_tpot_p99_ms=slo_tpot_p99_ms, lake_uri=lake_uri,
-            spec_yaml=spec_yaml,
+            spec_yaml=spec_yaml, job_id=owner,
         ))
         spec_json = spec.output
         predictions = _cached(plan(spec_json=spec_json))
