@@ -36,7 +36,7 @@ def resolve_spec(
     run_name: str, run_id: str, model_preset: str, model_dtype: str, server_kind: str, quantization: str,
     accelerator: str, accelerator_count: int, batch_sizes: list, sweep_modes: list, input_tokens: int,
     output_tokens: int, requests_per_point: int, slo_ttft_p99_ms: float, slo_tpot_p99_ms: float,
-    lake_uri: str, spec_yaml: str, job_id: str,
+    lake_uri: str, spec_yaml: str, job_id: str = "",
 ) -> str:
     params = dict(locals())  # before the imports below add names to locals()
     del params["job_id"]
