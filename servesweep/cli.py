@@ -245,7 +245,8 @@ def submit(
     argo: Annotated[str, typer.Option("--argo", help="Argo server, e.g. https://argo.example.com:2746 "
                                                      "(token from $ARGO_TOKEN)")] = "",
     experiment: Annotated[str, typer.Option(help="KFP experiment to file the run under.")] = "",
-    namespace: Annotated[str, typer.Option(help="Argo namespace (default: the spec's gke.namespace).")] = "",
+    namespace: Annotated[str, typer.Option(help="KFP: the profile namespace on multi-user Kubeflow (must be the "
+                                                "spec's gke.namespace). Argo: default the spec's gke.namespace.")] = "",
     verify_ssl: Annotated[bool, typer.Option(help="Verify the Argo server's TLS certificate.")] = True,
 ) -> None:
     """Start the benchmark on a cluster through KFP or Argo; prints the run id its lake rows will carry."""
@@ -255,7 +256,7 @@ def submit(
         _fail("give exactly one of --kfp HOST or --argo HOST")
     try:
         spec = load_spec(spec_path)
-        submitted = (submit_kfp(spec, kfp, experiment or None) if kfp
+        submitted = (submit_kfp(spec, kfp, experiment or None, namespace or None) if kfp
                      else submit_argo(spec, argo, namespace or None, verify_ssl))
     except (SpecError, SubmitError) as error:
         _fail(str(error))

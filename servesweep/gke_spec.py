@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 ProvisioningMode = Literal["node_pool", "autoprovision", "compute_class"]
 ReleasePolicy = Literal["delete", "scale_to_zero"]
@@ -62,6 +62,29 @@ class GCSModel(_Strict):
 ModelSource = Annotated[HuggingFaceModel | GCSModel, Field(discriminator="source")]
 
 
+CapacityKind = Literal["reservation", "on_demand", "spot", "flex_start"]
+# Cheapest sure thing first: capacity already paid for, then list price, then preemptible, then the DWS queue.
+CAPACITY_ORDER: tuple[CapacityKind, ...] = ("reservation", "on_demand", "spot", "flex_start")
+
+
+class CapacitySpec(_Strict):
+    """Which kinds of capacity a run may take; compute_class mode tries them in CAPACITY_ORDER."""
+
+    kinds: list[CapacityKind] = Field(default_factory=lambda: ["on_demand"], min_length=1,
+                                      description="Any of reservation, on_demand, spot, flex_start.")
+    reservation: str = Field("", description="Specific reservation to consume (needed with `reservation`).")
+    reservation_project: str = Field("", description="Project owning a shared reservation; empty: the cluster's.")
+
+    @model_validator(mode="after")
+    def _reservation_named(self) -> CapacitySpec:
+        if ("reservation" in self.kinds) != bool(self.reservation):
+            raise ValueError("capacity: `reservation` in kinds and a reservation name go together")
+        return self
+
+    def ordered(self) -> list[CapacityKind]:
+        return [kind for kind in CAPACITY_ORDER if kind in self.kinds]
+
+
 class NodePoolSpec(_Strict):
     name: str = Field("", description="Empty: derived from the accelerator and its count.")
     machine_type: str = Field("", description="Empty: the smallest machine that carries the accelerators.")
@@ -112,6 +135,7 @@ class GKESpec(_Strict):
     provisioning: ProvisioningMode = "autoprovision"
     node_pool: NodePoolSpec = Field(default_factory=NodePoolSpec)
     compute_class: str = Field("", description="ComputeClass name; empty: derived from the accelerator.")
+    capacity: CapacitySpec = Field(default_factory=CapacitySpec)
     model: ModelSource
     images: dict[str, str] = Field(default_factory=dict, description="Server kind -> image, overriding defaults.")
     cpu: str | None = Field(None, description="CPU request of the server container, e.g. '8'.")

@@ -250,6 +250,9 @@ def _sglang(model: ModelRef, opt: ServerOptions, quant: QuantSupport, images: di
 # the LLM() arguments; `triton_config` must stay: max_batch_size 0 (the engine batches in flight
 # itself) and decoupled so /generate_stream streams tokens.
 TRITON_MODEL_NAME = "tensorrt_llm"
+# Checked: the -trtllm-python-py3 images ship the template at /app/all_models/llmapi/ (Triton's LLM API guides:
+# `cp -R /app/all_models/llmapi/ llmapi_repo/`, then edit llmapi_repo/tensorrt_llm/1/model.yaml); in the
+# TensorRT-LLM repo it is tensorrt_llm/triton_backend/all_models/llmapi (tensorrtllm_backend docs/llmapi.md).
 _TRITON_TEMPLATE = "/app/all_models/llmapi"
 _TRITON_REPO = "/tmp/triton-repo"
 
