@@ -21,6 +21,14 @@ from kfp import dsl
 from kfp.dsl import HTML, Dataset, Input, Markdown, Metrics, Model, Output
 
 IMAGE = os.environ.get("SERVESWEEP_IMAGE", "us-docker.pkg.dev/servesweep/servesweep/servesweep:0.1.0")
+# KFP caches every task by default: a cached resolve-spec hands a rerun the old run's id (from the clock), and
+# write-lake would overwrite that run's lake partition; cached deploy/sweep steps would report a server that is
+# gone. Only functions of their inputs alone may be cached.
+CACHEABLE = frozenset({"plan", "plan-sweep", "collect-metrics"})
+
+
+def _cached(task: dsl.PipelineTask) -> dsl.PipelineTask:
+    return task.set_caching_options(task.name in CACHEABLE)
 
 
 @dsl.component(base_image=IMAGE)
@@ -28,13 +36,15 @@ def resolve_spec(
     run_name: str, run_id: str, model_preset: str, model_dtype: str, server_kind: str, quantization: str,
     accelerator: str, accelerator_count: int, batch_sizes: list, sweep_modes: list, input_tokens: int,
     output_tokens: int, requests_per_point: int, slo_ttft_p99_ms: float, slo_tpot_p99_ms: float,
-    lake_uri: str, spec_yaml: str,
+    lake_uri: str, spec_yaml: str, job_id: str = "",
 ) -> str:
     params = dict(locals())  # before the imports below add names to locals()
+    del params["job_id"]
     from servesweep.lake.uri import validate_lake_uri
     from servesweep.spec import spec_from_params
 
-    spec = spec_from_params(params).with_run_id()
+    # An empty run_id becomes name + this KFP run's id, so a rerun or clone writes a partition of its own.
+    spec = spec_from_params(params).with_run_id(job_id)
     validate_lake_uri(spec.lake_uri)  # fail here, not at write-lake after the sweep
     return spec.model_dump_json()
 
@@ -213,30 +223,31 @@ def servesweep_pipeline(
     baseline_accelerator: str = "nvidia-l4",
 ):
     owner = dsl.PIPELINE_JOB_ID_PLACEHOLDER
-    cleanup = teardown_all(owner=owner, spec_yaml=spec_yaml).set_display_name("teardown-all")
+    cleanup = _cached(teardown_all(owner=owner, spec_yaml=spec_yaml)).set_display_name("teardown-all")
     with dsl.ExitHandler(cleanup, name="always-teardown"):
-        spec = resolve_spec(
+        spec = _cached(resolve_spec(
             run_name=run_name, run_id=run_id, model_preset=model_preset, model_dtype=model_dtype,
             server_kind=server_kind, quantization=quantization, accelerator=accelerator,
             accelerator_count=accelerator_count, batch_sizes=batch_sizes, sweep_modes=sweep_modes,
             input_tokens=input_tokens, output_tokens=output_tokens, requests_per_point=requests_per_point,
             slo_ttft_p99_ms=slo_ttft_p99_ms, slo_tpot_p99_ms=slo_tpot_p99_ms, lake_uri=lake_uri,
-            spec_yaml=spec_yaml,
-        )
+            spec_yaml=spec_yaml, job_id=owner,
+        ))
         spec_json = spec.output
-        predictions = plan(spec_json=spec_json)
-        capacity = provision(spec_json=spec_json, owner=owner).after(predictions)
-        model = load_model(spec_json=spec_json).after(capacity)
-        deployments = plan_sweep(spec_json=spec_json, capacity_json=capacity.output)
+        predictions = _cached(plan(spec_json=spec_json))
+        capacity = _cached(provision(spec_json=spec_json, owner=owner)).after(predictions)
+        model = _cached(load_model(spec_json=spec_json)).after(capacity)
+        deployments = _cached(plan_sweep(spec_json=spec_json, capacity_json=capacity.output))
         with dsl.ParallelFor(deployments.output, parallelism=1, name="deployments") as item:
-            server = deploy_server(spec_json=item.spec_json, capacity_json=item.capacity_json,
-                                   deployment=item.deployment, owner=owner, model=model.outputs["model"])
-            swept = sweep(spec_json=item.spec_json, deployment=item.deployment, endpoint_json=server.output,
-                          model=model.outputs["model"])
-            teardown_server(endpoint_json=server.output, owner=owner).after(swept)
-        collected = collect_metrics(spec_json=spec_json, model=model.outputs["model"],
-                                    raws=dsl.Collected(swept.outputs["raw"]),
-                                    predicted=predictions.outputs["predicted"])
-        written = write_lake(spec_json=spec_json, tables=collected.outputs["tables"])
-        summary = report(spec_json=spec_json, lake_uri=written.output, baseline_accelerator=baseline_accelerator)
-        check_points(tables=collected.outputs["tables"]).after(summary)
+            server = _cached(deploy_server(spec_json=item.spec_json, capacity_json=item.capacity_json,
+                                           deployment=item.deployment, owner=owner, model=model.outputs["model"]))
+            swept = _cached(sweep(spec_json=item.spec_json, deployment=item.deployment, endpoint_json=server.output,
+                                  model=model.outputs["model"]))
+            _cached(teardown_server(endpoint_json=server.output, owner=owner)).after(swept)
+        collected = _cached(collect_metrics(spec_json=spec_json, model=model.outputs["model"],
+                                            raws=dsl.Collected(swept.outputs["raw"]),
+                                            predicted=predictions.outputs["predicted"]))
+        written = _cached(write_lake(spec_json=spec_json, tables=collected.outputs["tables"]))
+        summary = _cached(report(spec_json=spec_json, lake_uri=written.output,
+                                 baseline_accelerator=baseline_accelerator))
+        _cached(check_points(tables=collected.outputs["tables"])).after(summary)

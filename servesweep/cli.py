@@ -272,7 +272,8 @@ def submit(
     argo: Annotated[str, typer.Option("--argo", help="Argo server, e.g. https://argo.example.com:2746 "
                                                      "(token from $ARGO_TOKEN)")] = "",
     experiment: Annotated[str, typer.Option(help="KFP experiment to file the run under.")] = "",
-    namespace: Annotated[str, typer.Option(help="Argo namespace (default: the spec's gke.namespace).")] = "",
+    namespace: Annotated[str, typer.Option(help="KFP: the profile namespace on multi-user Kubeflow (must be the "
+                                                "spec's gke.namespace). Argo: default the spec's gke.namespace.")] = "",
     verify_ssl: Annotated[bool, typer.Option(help="Verify the Argo server's TLS certificate.")] = True,
 ) -> None:
     """Start the benchmark on a cluster through KFP or Argo; prints the run id its lake rows will carry."""
@@ -284,7 +285,7 @@ def submit(
     from pipelines.submit import SubmitError, submit_argo, submit_kfp
     try:
         spec = load_spec(spec_path)
-        submitted = (submit_kfp(spec, kfp, experiment or None) if kfp
+        submitted = (submit_kfp(spec, kfp, experiment or None, namespace or None) if kfp
                      else submit_argo(spec, argo, namespace or None, verify_ssl))
     except (SpecError, SubmitError) as error:
         _fail(str(error))
@@ -306,9 +307,11 @@ def plan_command(
     slo_ttft_ms: Annotated[float | None, typer.Option(help="p99 TTFT target, ms.")] = None,
     slo_tpot_ms: Annotated[float | None, typer.Option(help="p99 TPOT target, ms.")] = None,
 ) -> None:
-    """Memory fit, cheapest GPU and roofline predictions for a model, before spending money."""
+    """Memory fit, the fewest GPUs (tensor/pipeline parallel) per weight dtype, cheapest GPU and roofline
+    predictions for a model, before spending money."""
     from servesweep.catalog import CatalogError
-    from servesweep.planner import plan_report, render_plan
+    from servesweep.planner import plan_report, render_minimum_gpus, render_plan
+    from servesweep.planner.report import minimum_gpus_lines
 
     _check_slo_flags({"--slo-ttft-ms": slo_ttft_ms, "--slo-tpot-ms": slo_tpot_ms})
     try:
@@ -316,6 +319,9 @@ def plan_command(
                              output_tokens=output_tokens, slo_ttft_ms=slo_ttft_ms, slo_tpot_ms=slo_tpot_ms)
     except (CatalogError, KeyError, ValueError, FileNotFoundError) as error:
         _fail(str(error).strip("'\""))
+    console.print(render_minimum_gpus(result))
+    for line in minimum_gpus_lines(result):
+        console.print(line, highlight=False)
     console.print(render_plan(result))
 
 
@@ -414,7 +420,9 @@ def validate(
     explain: Annotated[bool, typer.Option("--explain", help="Also print every field of the resolved spec (defaults "
                                                             "filled in) with its meaning.")] = False,
 ) -> None:
-    """Check a spec without running anything; print the sweep it would run."""
+    """Check a spec without running anything; print the sweep it would run and what the planner warns of
+    (e.g. too few GPUs for the model: the plan step's predicted rows would all be failed)."""
+    from components.plan import plan
     from servesweep.sweep_plan import plan_deployments
 
     try:
@@ -427,6 +435,12 @@ def validate(
         points = ", ".join(p.point_id for p in deployment.points)
         console.print(f"deployment [cyan]{deployment.deployment_id}[/] (max_num_seqs={deployment.max_num_seqs}): "
                       f"{points}")
+    try:
+        warnings = plan(spec).warnings
+    except ValueError as error:  # CatalogError too (a broken $SERVESWEEP_CATALOG): the spec itself is fine
+        warnings = [f"no plan: {error}"]
+    for warning in warnings:
+        console.print(f"planner warning: {escape(warning)}", highlight=False)
 
 
 def _print_explained(spec: BenchmarkSpec) -> None:

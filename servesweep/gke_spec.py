@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 ProvisioningMode = Literal["node_pool", "autoprovision", "compute_class"]
 ReleasePolicy = Literal["delete", "scale_to_zero"]
@@ -61,6 +61,29 @@ class GCSModel(_Strict):
 
 
 ModelSource = Annotated[HuggingFaceModel | GCSModel, Field(discriminator="source")]
+
+
+CapacityKind = Literal["reservation", "on_demand", "spot", "flex_start"]
+# Cheapest sure thing first: capacity already paid for, then list price, then preemptible, then the DWS queue.
+CAPACITY_ORDER: tuple[CapacityKind, ...] = ("reservation", "on_demand", "spot", "flex_start")
+
+
+class CapacitySpec(_Strict):
+    """Which kinds of capacity a run may take; compute_class mode tries them in CAPACITY_ORDER."""
+
+    kinds: list[CapacityKind] = Field(default_factory=lambda: list[CapacityKind](["on_demand"]), min_length=1,
+                                      description="Any of reservation, on_demand, spot, flex_start.")
+    reservation: str = Field("", description="Specific reservation to consume (needed with `reservation`).")
+    reservation_project: str = Field("", description="Project owning a shared reservation; empty: the cluster's.")
+
+    @model_validator(mode="after")
+    def _reservation_named(self) -> CapacitySpec:
+        if ("reservation" in self.kinds) != bool(self.reservation):
+            raise ValueError("capacity: `reservation` in kinds and a reservation name go together")
+        return self
+
+    def ordered(self) -> list[CapacityKind]:
+        return [kind for kind in CAPACITY_ORDER if kind in self.kinds]
 
 
 class NodePoolSpec(_Strict):
@@ -133,6 +156,8 @@ class GKESpec(_Strict):
                                     "node_pool.")
     compute_class: str = Field("", description="ComputeClass name (a DNS label); empty: derived from the "
                                "accelerator.")
+    capacity: CapacitySpec = Field(default_factory=CapacitySpec, description="Which kinds of capacity to try "
+                                   "for the accelerators, in order (reservation, on-demand, spot, flex-start).")
     model: ModelSource = Field(..., description="Where the servers read the weights: gcs or huggingface.")
     images: dict[str, str] = Field(default_factory=dict, description="Server kind -> container image, overriding "
                                    "the defaults of servesweep/k8s/servers.py.")
@@ -140,7 +165,10 @@ class GKESpec(_Strict):
                             "quantity, e.g. '8'; None: the machine's share.")
     memory: str | None = Field(None, description="Memory request of the server container, bytes as a Kubernetes "
                                "quantity, e.g. '64Gi'.")
-    shm_size: str = Field("16Gi", description="Size of /dev/shm (NCCL needs it for tensor parallelism).")
+    shm_size: str = Field("16Gi", description="Size limit of the memory-backed /dev/shm of every server pod (NCCL "
+                          "and the servers' worker processes pass tensors through it when accelerator.count > 1; "
+                          "Docker's 64 MB default is too small for that). 16Gi holds TP 8; it counts against the "
+                          "pod's memory only as far as it is used, so one GPU loses nothing.")
     scrape_interval_s: int = Field(5, ge=5, le=3600, description="Managed Prometheus scrape interval of the "
                                    "server pods (PodMonitoring), seconds, 5..3600.")
 

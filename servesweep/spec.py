@@ -55,6 +55,14 @@ _K8S_NAME = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
 _SECRET_KEY = r"^[-._A-Za-z0-9]{1,253}$"
 
 
+def run_id_for(name: str, job_id: str = "") -> str:
+    """`{name}-{first 8 of the job id}`, or `{name}-{UTC time}` without a (substituted) job id."""
+    # Stripped of leading '.', '_' and '-' so the derived id passes the run id rule like a given one.
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-._")[:60].rstrip("-._") or "run"
+    job = re.sub(r"[^A-Za-z0-9]+", "", job_id)[:8] if "{{" not in job_id else ""
+    return f"{slug}-{job or datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
+
+
 def valid_run_id(value: str) -> bool:
     """Whether `value` is a usable run id: one path component, no '..', no quotes (it lands in paths and SQL)."""
     return bool(_RUN_ID.match(value))
@@ -101,6 +109,11 @@ MODEL_PRESETS: dict[str, ModelShape] = {
     ),
     "llama3-8b": ModelShape(
         hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+        num_key_value_heads=8, vocab_size=128256, max_position_embeddings=8192,
+    ),
+    # Meta-Llama-3-70B's config.json (70.55e9 parameters; 141 GB in bf16: two H200s or four H100s).
+    "llama3-70b": ModelShape(
+        hidden_size=8192, intermediate_size=28672, num_hidden_layers=80, num_attention_heads=64,
         num_key_value_heads=8, vocab_size=128256, max_position_embeddings=8192,
     ),
 }
@@ -365,14 +378,13 @@ class BenchmarkSpec(_Strict):
         if "HF_TOKEN" in self.server.secret_env and getattr(self.gke.model, "token_secret", None):
             raise ValueError("server.secret_env HF_TOKEN: the hub token already comes from gke.model.token_secret")
 
-    def with_run_id(self) -> BenchmarkSpec:
-        """The spec with a concrete run id (name + UTC start time when none was given)."""
+    def with_run_id(self, job_id: str = "") -> BenchmarkSpec:
+        """The spec with a concrete run id when none was given: name + the orchestrator's job id when there is
+        one (a rerun or clone of a KFP run is a new job, so it cannot land in the old run's partition), else
+        name + UTC start time."""
         if self.run_id:
             return self
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        # Stripped of leading '.', '_' and '-' so the derived id passes the run id rule like a given one.
-        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", self.name).strip("-._")[:60].rstrip("-._") or "run"
-        return self.model_copy(update={"run_id": f"{slug}-{stamp}"})
+        return self.model_copy(update={"run_id": run_id_for(self.name, job_id)})
 
     def with_fields(self, source: str, **fields: Any) -> BenchmarkSpec:
         """The spec with top-level fields replaced and validated again (model_copy would skip validation)."""

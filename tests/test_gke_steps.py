@@ -14,7 +14,7 @@ from components.teardown_all import teardown_all
 from servesweep.k8s.deploy import KubeApis
 from servesweep.k8s.manifests import OWNER_LABEL
 from servesweep.k8s.provision import GKEProvisioner
-from servesweep.k8s.rbac import RUNNER_RULES
+from servesweep.k8s.rbac import SERVESWEEP_CALLS
 from servesweep.platform.base import gke_section
 from servesweep.platform.gke.cluster import capacity_record_name, deploy_gke, provision_gke, teardown_job
 from servesweep.platform.types import Capacity
@@ -213,8 +213,8 @@ def test_role_grants_exactly_what_the_gke_steps_use():
     teardown_job(spec.gke, OWNER, healthy, provisioner_for(spec, healthy, clusters))
     used = {(verb, resource) for fake in (apis.apps, apis.core, apis.custom, healthy.apps, healthy.core,
                                           healthy.custom) for verb, resource, _ in fake.calls}
-    granted = {(verb, resource) for _, resources, verbs in RUNNER_RULES for resource in resources for verb in verbs}
-    assert used == granted
+    # servesweep's own calls; the KFP launcher's and Argo executor's are in tests/test_k8s_rbac.py.
+    assert used == {(call.verb, call.resource) for call in SERVESWEEP_CALLS}
 
 
 def test_a_server_speaking_another_api_is_recorded_not_loaded(tmp_path):
@@ -248,3 +248,16 @@ def test_a_gke_spec_needs_a_gpu_and_travels_in_the_pipeline_parameters():
         parse_spec(data)
     spec = gke_spec()
     assert spec_from_params(spec_to_params(spec).model_dump()) == spec
+
+
+@pytest.mark.parametrize("count", [1, 2, 8])
+def test_the_spec_gpu_count_is_the_pods_gpus_and_the_servers_tensor_parallel_size(count: int):
+    data = gke_spec().model_dump(mode="json") | {"accelerator": {"type": "nvidia-h200-141gb", "count": count}}
+    data["server"]["env"] = {"NCCL_NVLS_ENABLE": "0"}
+    spec = BenchmarkSpec.model_validate(data)
+    bundle = gke_steps.server_bundle(spec, "cc", 64, "client_concurrency", OWNER,
+                                     {"cloud.google.com/gke-accelerator": "nvidia-h200-141gb"})
+    main = bundle.manifests()[0]["spec"]["template"]["spec"]["containers"][0]
+    assert main["resources"]["limits"] == {"nvidia.com/gpu": str(count)}
+    assert main["args"][main["args"].index("--tensor-parallel-size") + 1] == str(count)
+    assert {"name": "NCCL_NVLS_ENABLE", "value": "0"} in main["env"]  # from server.env, nothing added

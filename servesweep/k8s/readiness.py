@@ -33,6 +33,9 @@ class FailureKind(StrEnum):
     EVICTED = "Evicted"
     REJECTED = "Rejected"  # the API server refused an object (quota, admission, invalid)
     UNSCHEDULABLE = "Unschedulable"
+    # Unschedulable and the autoscaler cannot get the machines (stockout, exhausted reservation or quota) for any
+    # capacity the ComputeClass or pool allows: not a spec error, and waiting longer is only worth it up to a point.
+    NO_CAPACITY = "NoCapacity"
     TIMEOUT = "Timeout"
 
 
@@ -41,6 +44,10 @@ FATAL = frozenset({
     FailureKind.OOM_KILLED, FailureKind.CONFIG_ERROR, FailureKind.IMAGE_PULL, FailureKind.CRASH_LOOP,
     FailureKind.EVICTED, FailureKind.REJECTED,
 })
+# The cluster autoscaler's scale-up failures (FailedScaleUp / NotTriggerScaleUp event messages; GKE's
+# "GCE out of resources", Compute Engine's ZONE_RESOURCE_POOL_EXHAUSTED, stockout and quota errors).
+_NO_CAPACITY = re.compile(r"(?i)(out of resources|resource_pool_exhausted|stockout|quota|no capacity|"
+                          r"insufficient capacity|reservation.*(exhausted|not found|no available))")
 _IMAGE_PULL_REASONS = {"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull"}
 _CONFIG_REASONS = {"CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
 
@@ -96,6 +103,9 @@ def classify_failure(
     best = min(found, key=lambda reason: _PRIORITY.index(reason.kind))
     if best.kind == FailureKind.UNSCHEDULABLE:
         best = _with_autoscaler_note(best, events)
+        if any(_NO_CAPACITY.search(e.get("message", "")) for e in events
+               if e.get("reason") in ("FailedScaleUp", "NotTriggerScaleUp")):
+            best = replace(best, kind=FailureKind.NO_CAPACITY)
     if logs and best.pod and best.container:
         best = replace(best, log_line=last_log_line(logs.get(f"{best.pod}/{best.container}")))
     return best
@@ -103,7 +113,7 @@ def classify_failure(
 
 _PRIORITY = [
     FailureKind.OOM_KILLED, FailureKind.CONFIG_ERROR, FailureKind.IMAGE_PULL, FailureKind.CRASH_LOOP,
-    FailureKind.EVICTED, FailureKind.REJECTED, FailureKind.UNSCHEDULABLE, FailureKind.TIMEOUT,
+    FailureKind.EVICTED, FailureKind.REJECTED, FailureKind.UNSCHEDULABLE, FailureKind.NO_CAPACITY, FailureKind.TIMEOUT,
 ]
 
 
@@ -169,6 +179,8 @@ def _with_autoscaler_note(reason: FailureReason, events: list[Mapping[str, Any]]
     by_reason = {event.get("reason"): event.get("message", "") for event in events}
     if "NotTriggerScaleUp" in by_reason:
         note = f"autoscaler will not add a node: {by_reason['NotTriggerScaleUp']}"
+    elif "FailedScaleUp" in by_reason:
+        note = f"autoscaler could not add a node: {by_reason['FailedScaleUp']}"
     elif "TriggeredScaleUp" in by_reason:
         note = f"autoscaler is adding a node: {by_reason['TriggeredScaleUp']}"
     else:

@@ -186,6 +186,9 @@ class _Round:
         self.compute, self.weights = pick("prefill_compute_s"), pick("prefill_weights_s")
         self.kv = pick("prefill_memory_s") - self.weights
         self.decode_compute, self.decode_memory = pick("decode_compute_s"), pick("decode_memory_s")
+        # Tensor-parallel all-reduces: fixed link time, no factor to fit (zero on one GPU).
+        self.prefill_comm, self.decode_comm = pick("prefill_comm_s"), pick("decode_comm_s")
+        self.comm_latency = pick("comm_latency_s")
         self.count = np.bincount(self.owner).astype(float)
         self.last = np.cumsum(self.count).astype(int) - 1  # index of each point's last request
         self.outputs = pick("output_tokens").astype(float)
@@ -195,8 +198,10 @@ class _Round:
         o = self.owner
         prefill = np.maximum(self.share * self.compute[o] / flops,
                              (self.steps * self.weights[o] + self.share * self.kv[o]) / bandwidth)
+        prefill = prefill + self.share * self.prefill_comm[o] + self.steps * self.comm_latency[o]
         mean = lambda values: np.bincount(o, weights=values) / self.count  # noqa: E731
         step = np.maximum(self.decode_compute / flops, self.decode_memory / bandwidth)
+        step = step + self.decode_comm + self.comm_latency
         last, last_steps, last_position = prefill[self.last], self.steps[self.last], self.position[self.last]
         decode_steps = np.maximum(self.outputs - 1, 1)
         ones = np.ones_like(step)
