@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import sys
 from types import ModuleType
 
 # The extras of pyproject.toml and what each is for (the text of MissingExtra).
@@ -37,12 +38,24 @@ def require_installed(module: str, extra: str, purpose: str = "") -> None:
     """Like `require` without importing: for modules that take seconds to import (vllm, transformers) and are
     used by a subprocess anyway."""
     _check_extra(extra)
-    try:
-        found = importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError, AttributeError):  # a parent package missing, or set to None
-        found = False
-    if not found:
+    if not _installed(module):
         raise _missing(module, extra, purpose)
+
+
+def _installed(module: str) -> bool:
+    """Whether `module` and each package above it can be imported (one set to None in sys.modules cannot)."""
+    parts = module.split(".")
+    for name in (".".join(parts[:end]) for end in range(1, len(parts) + 1)):
+        if name in sys.modules:
+            if sys.modules[name] is None:
+                return False
+            continue
+        try:
+            if importlib.util.find_spec(name) is None:
+                return False
+        except (ImportError, ValueError):  # a broken parent package
+            return False
+    return True
 
 
 def _check_extra(extra: str) -> None:

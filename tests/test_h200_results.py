@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.gpu.h200_analysis import CHUNK, FIT_BATCHES, measured
-from servesweep.lake.query import query
+from servesweep.analysis.views import query
 from servesweep.planner.calibrate import calibrate, load_calibrations, point_errors
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "h200"

@@ -63,7 +63,8 @@ def test_kfp_launcher_reads_its_configmap_by_name_and_secrets_only_when_named():
 
 
 def test_servesweep_calls_list_every_namespaced_call_in_the_code():
-    sources = [*sorted((ROOT / "servesweep" / "k8s").glob("*.py")), ROOT / "components" / "gke.py"]
+    sources = [*sorted((ROOT / "servesweep" / "k8s").glob("*.py")),
+               *sorted((ROOT / "servesweep" / "platform" / "gke").glob("*.py"))]
     found = {(verb, kind) for path in sources for verb, kind in CALL.findall(path.read_text())}
     assert found, "the scan found no kubernetes client calls"
     in_code = {(*RESOURCES[kind], VERBS[verb]) for verb, kind in found}

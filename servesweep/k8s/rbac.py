@@ -55,7 +55,8 @@ KFP_CALLS = (
 # Argo 3.4+ executor: outputs reported as WorkflowTaskResults (it runs KFP's steps too).
 ARGO_EXECUTOR_CALLS = (Call("argoproj.io", "workflowtaskresults", "create"),
                        Call("argoproj.io", "workflowtaskresults", "patch"))
-# servesweep's own, from the kubernetes client calls in servesweep/k8s and components/gke.py (a test scans them).
+# servesweep's own, from the kubernetes client calls in servesweep/k8s and servesweep/platform/gke (a test scans
+# them).
 SERVESWEEP_CALLS = (
     *(Call("", "configmaps", verb) for verb in ("create", "list", "delete")),  # capacity records
     *(Call("apps", "deployments", verb) for verb in ("create", "get", "list", "delete")),

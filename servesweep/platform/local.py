@@ -282,6 +282,8 @@ _GPU_NAME_HINTS = {
 
 
 def provision_local(spec: BenchmarkSpec) -> Capacity:
+    """This host, if it holds what the spec's servers need: memory beside a CPU server's KV cache, or the GPUs
+    (type and count, or the chosen device ids) as NVML names them; ProvisionError naming what is missing."""
     memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3
     capacity = Capacity(platform="local", cpus=os.cpu_count() or 1, memory_gib=round(memory_gib, 1))
     if spec.accelerator.type == "cpu":
