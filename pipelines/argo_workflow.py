@@ -15,6 +15,7 @@ and collect-metrics reads that whole prefix back, the fan-in Argo has no other w
 from __future__ import annotations
 
 import json
+import math
 import os
 from typing import Any
 
@@ -33,6 +34,7 @@ from hera.workflows import models as m
 
 from servesweep.gke_spec import GKESpec, HuggingFaceModel
 from servesweep.spec import BenchmarkSpec, PipelineParams, spec_to_params
+from servesweep.sweep_plan import plan_deployments
 
 IMAGE = os.environ.get("SERVESWEEP_IMAGE", "us-docker.pkg.dev/servesweep/servesweep/servesweep:0.1.0")
 OUTPUTS = "/tmp/outputs"
@@ -41,11 +43,60 @@ RAWS_KEY = "servesweep/{{workflow.uid}}/raws"
 # Parameters of the KFP pipeline that are not part of the spec (the report's), with the same defaults.
 REPORT_PARAMETERS = {"baseline_accelerator": "nvidia-l4"}
 
-# Transient: an evicted or preempted pod, an API server hiccup. Exit code 2 is a bad spec: never retried.
-TRANSIENT = RetryStrategy(
-    limit=2, retry_policy="Always", expression="asInt(lastRetry.exitCode) != 2",
-    backoff=m.Backoff(duration="30s", factor=2, max_duration="10m"),
-)
+# Retries (argo-workflows docs/retries.md, Backoff in the Workflow CRD schema): no backoff.maxDuration, since once a
+# step has failed Argo replaces the retry pod's deadline with what is left of maxDuration, so a step longer than it is
+# never retried and a retry is killed part way; `cap` bounds the wait between attempts instead. A preempted or
+# shut-down node ends the pod as Failed (reason Shutdown/Terminated), not Error, so `OnError` alone misses it: the
+# policy is Always and the expression says which failures qualify.
+_BACKOFF = m.Backoff(duration="30s", factor=2, cap="5m")
+# Lost to the platform, not to the step: an Argo/pod-level Error, or a node taken away or the pod evicted.
+_INFRA = ('lastRetry.status == "Error" || lastRetry.message matches '
+          "'(?i)(preempt|shutdown|evict|pod deleted|node.*(lost|not ready)|terminated)'")
+# Steps that only call the Kubernetes/GKE/GCS APIs: any failure but a bad spec (exit 2) is worth another go.
+API_CALLS = RetryStrategy(limit=3, retry_policy="Always",
+                          expression=f"asInt(lastRetry.exitCode) != 2 || {_INFRA}", backoff=_BACKOFF)
+# The sweep measures: its failed points are results, so only a lost pod is retried, never its own failure.
+INFRA_ONLY = RetryStrategy(limit=2, retry_policy="Always", expression=_INFRA, backoff=_BACKOFF)
+# Which steps retry how; check-points is absent on purpose: its verdict (exit 3 or 4) stands.
+RETRIES: dict[str, RetryStrategy] = {
+    "resolve-spec": INFRA_ONLY, "plan": INFRA_ONLY, "plan-sweep": INFRA_ONLY, "collect-metrics": INFRA_ONLY,
+    "report": INFRA_ONLY, "sweep": INFRA_ONLY,
+    "provision": API_CALLS, "load-model": API_CALLS, "deploy-server": API_CALLS, "teardown-server": API_CALLS,
+    "write-lake": API_CALLS, "teardown-all": API_CALLS,
+}
+# activeDeadlineSeconds of steps whose length the spec does not set.
+QUICK_S = 15 * 60
+PROVISION_S = 45 * 60  # the node-pool operation's own timeout (servesweep/k8s/provision.py, 30 min) and margin
+LOAD_MODEL_S = 2 * 3600  # a model download into the bucket
+POD_START_S = 15 * 60  # scheduling, image pull and node scale-up before the step's own clock starts
+
+
+def _sweep_seconds(spec: BenchmarkSpec) -> float:
+    """The longest a deployment's points can take: each point at most its duration plus one request, or every
+    request round hitting the request timeout."""
+    sweep = spec.sweep
+    longest = 0.0
+    for deployment in plan_deployments(spec):
+        total = 0.0
+        for point in deployment.points:
+            batch = point.batch_size
+            if sweep.duration_s:
+                total += sweep.duration_s + sweep.request_timeout_s
+                continue
+            requests = max(sweep.requests_per_point or batch, batch * sweep.rounds_per_point) + sweep.warmup_requests
+            total += math.ceil(requests / batch) * sweep.request_timeout_s
+        longest = max(longest, total)
+    return longest
+
+
+def step_deadlines(spec: BenchmarkSpec | None) -> dict[str, int]:
+    """activeDeadlineSeconds per step: from the spec's timeouts where it sets them, else generous fixed bounds."""
+    deadlines = dict.fromkeys(RETRIES, QUICK_S) | {"check-points": QUICK_S, "provision": PROVISION_S,
+                                                   "load-model": LOAD_MODEL_S}
+    if spec is not None:
+        deadlines["deploy-server"] = int(spec.server.startup_timeout_s) + POD_START_S
+        deadlines["sweep"] = int(_sweep_seconds(spec)) + POD_START_S
+    return deadlines
 
 
 def _in(name: str) -> Parameter:
@@ -64,7 +115,7 @@ def _out_file(name: str) -> Artifact:
     return Artifact(name=name, path=f"{OUTPUTS}/{name}")
 
 
-def step(name: str, inputs: list, outputs: list, image: str, **template: Any) -> Container:
+def _step(name: str, inputs: list, outputs: list, image: str, **template: Any) -> Container:
     """A container template calling one step; every input and output becomes a --name argument."""
     args = [name]
     for item in inputs:
@@ -112,6 +163,12 @@ def build_workflow(spec: BenchmarkSpec | None = None, image: str = IMAGE, *, wit
     """
     params = spec_to_params(spec, withhold_env=withhold_env) if spec else PipelineParams()
     gke = spec.gke if spec else None
+    deadlines = step_deadlines(spec)
+
+    def step(name: str, inputs: list, outputs: list, image: str, **template: Any) -> Container:
+        return _step(name, inputs, outputs, image, retry_strategy=RETRIES.get(name),
+                     active_deadline_seconds=deadlines[name], **template)
+
     spec_json, owner, deployment = _in("spec_json"), _in("owner"), _in("deployment")
 
     with Workflow(
@@ -126,23 +183,22 @@ def build_workflow(spec: BenchmarkSpec | None = None, image: str = IMAGE, *, wit
         load_model = step("load-model", [spec_json], [_out_file("model")], image, env=_hf_token_env(gke) or None)
         plan_sweep = step("plan-sweep", [spec_json], [_out("deployments")], image)
         deploy_server = step("deploy-server", [spec_json, _in("capacity_json"), deployment, owner, _in_file("model")],
-                             [_out("endpoint_json")], image, retry_strategy=TRANSIENT)
+                             [_out("endpoint_json")], image)
         raw = GCSArtifact(name="raw", path=f"{OUTPUTS}/raw", key=RAWS_KEY + "/{{inputs.parameters.deployment_id}}",
                           archive=NoneArchiveStrategy())
         sweep = step("sweep", [spec_json, deployment, _in("deployment_id"), _in("endpoint_json"), _in_file("model")],
-                     [raw], image, retry_strategy=TRANSIENT)
-        teardown_server = step("teardown-server", [_in("endpoint_json"), owner], [], image,
-                               retry_strategy=TRANSIENT)
+                     [raw], image)
+        teardown_server = step("teardown-server", [_in("endpoint_json"), owner], [], image)
         raws = GCSArtifact(name="raws", path=f"{INPUTS}/raws", key=RAWS_KEY)
         collect_metrics = step("collect-metrics", [spec_json, _in_file("model"), raws, _in_file("predicted")],
                                [_out_file("tables")], image)
-        write_lake = step("write-lake", [spec_json, _in_file("tables")], [], image, retry_strategy=TRANSIENT)
+        write_lake = step("write-lake", [spec_json, _in_file("tables")], [], image)
         report = step("report", [spec_json, _in("baseline_accelerator")], [_out_file("html"), _out_file("markdown")],
                       image)
         check_points = step("check-points", [_in_file("tables")], [], image)  # never retried: its verdict stands
         step("teardown-all", [Parameter(name="owner", value="{{workflow.uid}}"),
                               Parameter(name="spec_yaml", value="{{workflow.parameters.spec_yaml}}")],
-             [], image, retry_strategy=TRANSIENT)
+             [], image)
 
         with DAG(name="deployment", inputs=[spec_json, _in("capacity_json"), deployment, _in("deployment_id"),
                                             owner, _in_file("model")]) as one_deployment:
@@ -162,9 +218,9 @@ def build_workflow(spec: BenchmarkSpec | None = None, image: str = IMAGE, *, wit
         # parallelism 1: one deployment at a time, as every server wants the same accelerators.
         with DAG(name="servesweep", parallelism=1):
             job = "{{workflow.uid}}"
-            spec = resolve_spec(arguments={name: f"{{{{workflow.parameters.{name}}}}}"
-                                           for name in PipelineParams.model_fields})
-            spec_out = spec.get_parameter("spec_json")
+            resolved = resolve_spec(arguments={name: f"{{{{workflow.parameters.{name}}}}}"
+                                               for name in PipelineParams.model_fields})
+            spec_out = resolved.get_parameter("spec_json")
             predictions = plan(arguments={"spec_json": spec_out})
             capacity = provision(arguments={"spec_json": spec_out, "owner": job})
             model_task = load_model(arguments={"spec_json": spec_out})
@@ -182,7 +238,7 @@ def build_workflow(spec: BenchmarkSpec | None = None, image: str = IMAGE, *, wit
                                         "baseline_accelerator": "{{workflow.parameters.baseline_accelerator}}"})
             verdict = check_points(arguments={"tables": collected.get_artifact("tables")})
 
-            spec >> predictions >> capacity >> [model_task, deployments]
+            resolved >> predictions >> capacity >> [model_task, deployments]
             [model_task, deployments] >> swept_all >> collected >> lake >> summary >> verdict
     return workflow
 

@@ -10,14 +10,16 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from servesweep.gke_spec import GKESpec
 from servesweep.k8s.provision import default_name
 from servesweep.k8s.rbac import argo_executor_manifests, rbac_manifests
-from servesweep.spec import BenchmarkSpec, public_dump, spec_to_params
+from servesweep.spec import BenchmarkSpec, PipelineParams, public_dump, spec_to_params
 
 KFP_LOCAL = "servesweep_kfp.yaml"
 KFP_GKE = "servesweep_kfp_gke.yaml"
@@ -45,7 +47,40 @@ def compile_kfp(path: str | Path, spec: BenchmarkSpec | None = None) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(pipeline, str(path), pipeline_parameters=defaults)
+    _integer_defaults(path)
     return path
+
+
+# KFP writes every number default through protobuf's Value, a double: `accelerator_count: 1.0`,
+# `batch_sizes: [1.0, 4.0]`. The backend and the UI then offer floats for integer parameters; a list of
+# them is not even typed (LIST), so nothing downstream restores the ints. Write them as the ints they are.
+_INTEGER = {name for name, field in PipelineParams.model_fields.items() if field.annotation in (int, list[int])}
+_HEADER_DEFAULT = re.compile(r"^(#\s+(\w+): \w+ \[Default: )(.*)\]$")
+_WHOLE_FLOAT = re.compile(r"(\d+)\.0\b")
+
+
+def _as_int(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_as_int(item) for item in value]
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _header_line(line: str) -> str:
+    match = _HEADER_DEFAULT.match(line)
+    if not match or match.group(2) not in _INTEGER:
+        return line
+    return match.group(1) + _WHOLE_FLOAT.sub(r"\1", match.group(3)) + "]"
+
+
+def _integer_defaults(path: Path) -> None:
+    lines = path.read_text().splitlines(keepends=True)
+    split = next(i for i, line in enumerate(lines) if not line.startswith("#"))
+    header = "".join(_header_line(line.rstrip("\n")) + "\n" for line in lines[:split])
+    documents = list(yaml.safe_load_all("".join(lines[split:])))
+    for name, parameter in documents[0]["root"].get("inputDefinitions", {}).get("parameters", {}).items():
+        if name in _INTEGER and "defaultValue" in parameter:
+            parameter["defaultValue"] = _as_int(parameter["defaultValue"])
+    path.write_text(header + yaml.safe_dump_all(documents, sort_keys=False))
 
 
 def compile_argo(path: str | Path, spec: BenchmarkSpec | None = None) -> Path:

@@ -6,8 +6,8 @@
         -> check-points (fails the run, exit code 3 or 4, when any point failed; servesweep.outcome)
     exit handler: teardown-all (stops whatever this job left running, on success, failure or cancel)
 
-The same function compiles for both platforms: the steps run locally or on GKE according to the
-spec (`gke` in spec_yaml). Kubernetes settings of the step pods are added at compile time
+The same function compiles for both platforms: each step calls the platform its spec names
+(servesweep.platform: `gke` in spec_yaml, else local). Kubernetes settings of the step pods are added at compile time
 (pipelines/kfp_platform.py), not here.
 
 Each wrapper only converts between KFP types (strings, dicts, artifacts) and the typed step
@@ -21,6 +21,14 @@ from kfp import dsl
 from kfp.dsl import HTML, Dataset, Input, Markdown, Metrics, Model, Output
 
 IMAGE = os.environ.get("SERVESWEEP_IMAGE", "us-docker.pkg.dev/servesweep/servesweep/servesweep:0.1.0")
+# KFP caches every task by default: a cached resolve-spec hands a rerun the old run's id (from the clock), and
+# write-lake would overwrite that run's lake partition; cached deploy/sweep steps would report a server that is
+# gone. Only functions of their inputs alone may be cached.
+CACHEABLE = frozenset({"plan", "plan-sweep", "collect-metrics"})
+
+
+def _cached(task: dsl.PipelineTask) -> dsl.PipelineTask:
+    return task.set_caching_options(task.name in CACHEABLE)
 
 
 @dsl.component(base_image=IMAGE)
@@ -28,19 +36,24 @@ def resolve_spec(
     run_name: str, run_id: str, model_preset: str, model_dtype: str, server_kind: str, quantization: str,
     accelerator: str, accelerator_count: int, batch_sizes: list, sweep_modes: list, input_tokens: int,
     output_tokens: int, requests_per_point: int, slo_ttft_p99_ms: float, slo_tpot_p99_ms: float,
-    lake_uri: str, spec_yaml: str,
+    lake_uri: str, spec_yaml: str, job_id: str = "",
 ) -> str:
-    params = dict(locals())  # before the import below adds a name to locals()
+    params = dict(locals())  # before the imports below add names to locals()
+    del params["job_id"]
+    from servesweep.lake.uri import validate_lake_uri
     from servesweep.spec import spec_from_params
 
-    return spec_from_params(params).with_run_id().model_dump_json()
+    # An empty run_id becomes name + this KFP run's id, so a rerun or clone writes a partition of its own.
+    spec = spec_from_params(params).with_run_id(job_id)
+    validate_lake_uri(spec.lake_uri)  # fail here, not at write-lake after the sweep
+    return spec.model_dump_json()
 
 
 @dsl.component(base_image=IMAGE)
 def plan_sweep(spec_json: str, capacity_json: str) -> list:
-    from components.sweep import plan_deployments
     from pipelines.kfp_io import json_param
     from servesweep.spec import parse_spec
+    from servesweep.sweep_plan import plan_deployments
 
     # Each item carries the spec so the loop body needs no outside parameter (KFP 2.17's local runner
     # replaces a loop body's upstream-task parameters with the loop item). KFP parameters carry no
@@ -87,20 +100,16 @@ def load_model(spec_json: str, model: Output[Model]):
 
 @dsl.component(base_image=IMAGE)
 def deploy_server(spec_json: str, capacity_json: str, deployment: dict, owner: str, model: Input[Model]) -> str:
-    import os
-
     from components.deploy_server import deploy_server as deploy
-    from components.deploy_server import state_root
-    from components.provision import Capacity
-    from components.sweep import Deployment
     from pipelines.kfp_io import json_param
+    from servesweep.platform.types import Capacity
     from servesweep.spec import parse_spec
+    from servesweep.sweep_plan import Deployment
 
     planned = Deployment.model_validate(deployment)
     capacity = Capacity.model_validate(json_param(capacity_json))
     endpoint = deploy(parse_spec(json_param(spec_json)), model.path, planned.deployment_id, planned.max_num_seqs,
-                      owner, os.path.join(state_root(), owner, "logs"), sweep_mode=planned.sweep_mode,
-                      node_selector=capacity.node_selector)
+                      owner, sweep_mode=planned.sweep_mode, node_selector=capacity.node_selector)
     print(f"deployment {endpoint.deployment_id}: " + (f"FAILED: {endpoint.error}" if endpoint.error
           else f"ready at {endpoint.base_url} in {endpoint.start_seconds:.1f} s"))
     return endpoint.model_dump_json()
@@ -108,10 +117,11 @@ def deploy_server(spec_json: str, capacity_json: str, deployment: dict, owner: s
 
 @dsl.component(base_image=IMAGE)
 def sweep(spec_json: str, deployment: dict, endpoint_json: str, model: Input[Model], raw: Output[Dataset]):
-    from components.deploy_server import Endpoint
-    from components.sweep import Deployment, run_sweep
+    from components.sweep import run_sweep
     from pipelines.kfp_io import json_param
+    from servesweep.platform.types import Endpoint
     from servesweep.spec import parse_spec
+    from servesweep.sweep_plan import Deployment
 
     run_sweep(parse_spec(json_param(spec_json)), Deployment.model_validate(deployment),
               Endpoint.model_validate(json_param(endpoint_json)), model.path, raw.path)
@@ -119,9 +129,9 @@ def sweep(spec_json: str, deployment: dict, endpoint_json: str, model: Input[Mod
 
 @dsl.component(base_image=IMAGE)
 def teardown_server(endpoint_json: str, owner: str):
-    from components.deploy_server import Endpoint
     from components.deploy_server import teardown_server as teardown
     from pipelines.kfp_io import json_param
+    from servesweep.platform.types import Endpoint
 
     teardown(Endpoint.model_validate(json_param(endpoint_json)), owner)
 
@@ -129,20 +139,16 @@ def teardown_server(endpoint_json: str, owner: str):
 @dsl.component(base_image=IMAGE)
 def collect_metrics(spec_json: str, model: Input[Model], raws: Input[list[Dataset]], predicted: Input[Dataset],
                     tables: Output[Dataset]):
-    import json
-
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from components.collect_metrics import collect_metrics as collect
     from components.collect_metrics import save_tables
-    from components.load_model import ModelInfo
+    from components.load_model import read_model_info
     from pipelines.kfp_io import json_param
     from servesweep.spec import parse_spec
 
-    with open(f"{model.path}/servesweep-model.json") as f:
-        info = ModelInfo.model_validate(json.load(f))
-    result = collect(parse_spec(json_param(spec_json)), info, [raw.path for raw in raws])
+    result = collect(parse_spec(json_param(spec_json)), read_model_info(model.path), [raw.path for raw in raws])
     result["points"] = pa.concat_tables([result["points"], pq.read_table(predicted.path)])
     save_tables(result, tables.path)
     tables.metadata.update({name: len(table) for name, table in result.items()})
@@ -217,30 +223,31 @@ def servesweep_pipeline(
     baseline_accelerator: str = "nvidia-l4",
 ):
     owner = dsl.PIPELINE_JOB_ID_PLACEHOLDER
-    cleanup = teardown_all(owner=owner, spec_yaml=spec_yaml).set_display_name("teardown-all")
+    cleanup = _cached(teardown_all(owner=owner, spec_yaml=spec_yaml)).set_display_name("teardown-all")
     with dsl.ExitHandler(cleanup, name="always-teardown"):
-        spec = resolve_spec(
+        spec = _cached(resolve_spec(
             run_name=run_name, run_id=run_id, model_preset=model_preset, model_dtype=model_dtype,
             server_kind=server_kind, quantization=quantization, accelerator=accelerator,
             accelerator_count=accelerator_count, batch_sizes=batch_sizes, sweep_modes=sweep_modes,
             input_tokens=input_tokens, output_tokens=output_tokens, requests_per_point=requests_per_point,
             slo_ttft_p99_ms=slo_ttft_p99_ms, slo_tpot_p99_ms=slo_tpot_p99_ms, lake_uri=lake_uri,
-            spec_yaml=spec_yaml,
-        )
+            spec_yaml=spec_yaml, job_id=owner,
+        ))
         spec_json = spec.output
-        predictions = plan(spec_json=spec_json)
-        capacity = provision(spec_json=spec_json, owner=owner).after(predictions)
-        model = load_model(spec_json=spec_json).after(capacity)
-        deployments = plan_sweep(spec_json=spec_json, capacity_json=capacity.output)
+        predictions = _cached(plan(spec_json=spec_json))
+        capacity = _cached(provision(spec_json=spec_json, owner=owner)).after(predictions)
+        model = _cached(load_model(spec_json=spec_json)).after(capacity)
+        deployments = _cached(plan_sweep(spec_json=spec_json, capacity_json=capacity.output))
         with dsl.ParallelFor(deployments.output, parallelism=1, name="deployments") as item:
-            server = deploy_server(spec_json=item.spec_json, capacity_json=item.capacity_json,
-                                   deployment=item.deployment, owner=owner, model=model.outputs["model"])
-            swept = sweep(spec_json=item.spec_json, deployment=item.deployment, endpoint_json=server.output,
-                          model=model.outputs["model"])
-            teardown_server(endpoint_json=server.output, owner=owner).after(swept)
-        collected = collect_metrics(spec_json=spec_json, model=model.outputs["model"],
-                                    raws=dsl.Collected(swept.outputs["raw"]),
-                                    predicted=predictions.outputs["predicted"])
-        written = write_lake(spec_json=spec_json, tables=collected.outputs["tables"])
-        summary = report(spec_json=spec_json, lake_uri=written.output, baseline_accelerator=baseline_accelerator)
-        check_points(tables=collected.outputs["tables"]).after(summary)
+            server = _cached(deploy_server(spec_json=item.spec_json, capacity_json=item.capacity_json,
+                                           deployment=item.deployment, owner=owner, model=model.outputs["model"]))
+            swept = _cached(sweep(spec_json=item.spec_json, deployment=item.deployment, endpoint_json=server.output,
+                                  model=model.outputs["model"]))
+            _cached(teardown_server(endpoint_json=server.output, owner=owner)).after(swept)
+        collected = _cached(collect_metrics(spec_json=spec_json, model=model.outputs["model"],
+                                            raws=dsl.Collected(swept.outputs["raw"]),
+                                            predicted=predictions.outputs["predicted"]))
+        written = _cached(write_lake(spec_json=spec_json, tables=collected.outputs["tables"]))
+        summary = _cached(report(spec_json=spec_json, lake_uri=written.output,
+                                 baseline_accelerator=baseline_accelerator))
+        _cached(check_points(tables=collected.outputs["tables"])).after(summary)

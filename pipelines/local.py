@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
-from components.deploy_server import teardown_owner
+from servesweep.platform.local import LocalPlatform
 from servesweep.spec import BenchmarkSpec, spec_to_params
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -107,7 +107,7 @@ def run_locally(spec: BenchmarkSpec, pipeline_root: str | Path = "local_outputs"
     finally:
         for owner in Path(state_dir).iterdir():
             if owner.is_dir():
-                teardown_owner(owner.name)
+                LocalPlatform().teardown_job(owner.name)
         if previous is None:
             os.environ.pop("SERVESWEEP_STATE_DIR", None)
         else:

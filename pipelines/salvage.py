@@ -14,9 +14,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from components.collect_metrics import collect_metrics
-from components.load_model import ModelInfo
 from components.write_lake import write_lake
 from servesweep.lake.store import to_table
+from servesweep.platform.types import ModelInfo
 from servesweep.spec import parse_spec
 
 

@@ -19,6 +19,7 @@ from hera.workflows import WorkflowsService
 
 from pipelines.argo_workflow import build_workflow
 from pipelines.compile import KFP_GKE, compile_kfp
+from servesweep.gke_spec import GKESpec
 from servesweep.spec import BenchmarkSpec, spec_to_params
 
 ARGO_TOKEN_ENV = "ARGO_TOKEN"
@@ -36,11 +37,20 @@ class Submitted:
     reference: str  # the orchestrator's id for the run (KFP run id, Argo workflow name)
 
 
-def _cluster_spec(spec: BenchmarkSpec) -> BenchmarkSpec:
+def _require_gke(spec: BenchmarkSpec) -> BenchmarkSpec:
+    _gke(spec)
+    return spec
+
+
+def _gke(spec: BenchmarkSpec) -> GKESpec:
     if spec.gke is None:
         raise SubmitError("the spec has no `gke` section: a cluster run needs one (docs/gke.md); "
                           "run it here with `servesweep run`")
-    return spec.with_run_id()  # fixed now, so the caller knows where the results will be
+    return spec.gke
+
+
+def _cluster_spec(spec: BenchmarkSpec) -> BenchmarkSpec:
+    return _require_gke(spec).with_run_id()  # fixed now, so the caller knows where the results will be
 
 
 def _one_line(error: Exception, secret: str | None = None) -> str:
@@ -53,9 +63,27 @@ def _one_line(error: Exception, secret: str | None = None) -> str:
     return f"{type(error).__name__}: {text[:300]}"
 
 
-def submit_kfp(spec: BenchmarkSpec, host: str, experiment: str | None = None) -> Submitted:
-    """Compile the GKE package for `spec` and start a run; the run's service account is the spec's runner KSA."""
-    spec = _cluster_spec(spec)
+def _kfp_namespace(spec: BenchmarkSpec, namespace: str | None) -> str | None:
+    """Multi-user Kubeflow files a run (and its experiment) under a profile namespace; single-user takes none.
+
+    The runner's RoleBinding lives in gke.namespace, so a run anywhere else could not deploy a server.
+    """
+    if namespace and namespace != _gke(spec).namespace:
+        raise SubmitError(f"--namespace {namespace} is not the spec's gke.namespace ({_gke(spec).namespace}), "
+                          "where the runner's RBAC is bound (deploy/rbac.yaml)")
+    return namespace or None
+
+
+def submit_kfp(spec: BenchmarkSpec, host: str, experiment: str | None = None,
+               namespace: str | None = None) -> Submitted:
+    """Compile the GKE package for `spec` and start a run; the run's service account is the spec's runner KSA.
+
+    `namespace`: the Kubeflow profile namespace on a multi-user install (where the experiment and run go).
+    """
+    # No run id given: resolve-spec derives it from KFP's run id (name + its first 8 characters), so a clone
+    # or rerun from the UI, which copies these arguments, gets a partition of its own.
+    spec = _require_gke(spec)
+    namespace = _kfp_namespace(spec, namespace)
     token = os.environ.get(KFP_TOKEN_ENV) or None
     with tempfile.TemporaryDirectory(prefix="servesweep-kfp-") as tmp:
         package = compile_kfp(Path(tmp) / KFP_GKE, spec)
@@ -65,12 +93,13 @@ def submit_kfp(spec: BenchmarkSpec, host: str, experiment: str | None = None) ->
                 client = kfp.Client(host=host, existing_token=token)
             result = client.create_run_from_pipeline_package(
                 # The package's defaults withhold server.env; the run's own arguments carry it to the server.
-                str(package), arguments=spec_to_params(spec, withhold_env=False).model_dump(), run_name=spec.run_id,
-                experiment_name=experiment, service_account=spec.gke.runner_service_account,
+                str(package), arguments=spec_to_params(spec, withhold_env=False).model_dump(),
+                run_name=spec.run_id or spec.with_run_id().run_id,
+                experiment_name=experiment, namespace=namespace, service_account=_gke(spec).runner_service_account,
             )
         except Exception as error:  # the SDK raises whatever its HTTP stack raised
             raise SubmitError(f"KFP at {host} did not take the run: {_one_line(error, token)}") from None
-    return Submitted(run_id=spec.run_id, reference=result.run_id)
+    return Submitted(run_id=spec.with_run_id(result.run_id).run_id, reference=result.run_id)
 
 
 def submit_argo(spec: BenchmarkSpec, host: str, namespace: str | None = None, verify_ssl: bool = True) -> Submitted:
@@ -78,7 +107,7 @@ def submit_argo(spec: BenchmarkSpec, host: str, namespace: str | None = None, ve
     spec = _cluster_spec(spec)
     token = os.environ.get(ARGO_TOKEN_ENV) or None
     workflow = build_workflow(spec, withhold_env=False)
-    workflow.namespace = namespace or spec.gke.namespace
+    workflow.namespace = namespace or _gke(spec).namespace
     workflow.workflows_service = WorkflowsService(host=host, token=token, namespace=workflow.namespace,
                                                   verify_ssl=verify_ssl)
     try:

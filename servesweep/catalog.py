@@ -4,8 +4,9 @@ The shipped catalog is ``servesweep/data/accelerators.yaml`` (versioned by ``cat
 file, given explicitly or through ``$SERVESWEEP_CATALOG``, is merged over it: accelerators by name, their
 machines by ``machine_type``, so a team can correct one price without copying the whole file.
 
-Units: memory in decimal GB (1e9 bytes, as spec sheets state it), bandwidth in GB/s, compute in dense
-TFLOPS (TOPS for int8), prices in USD per machine-hour.
+Units: memory in decimal GB (1e9 bytes, as spec sheets state it), bandwidth in GB/s (the GPU-to-GPU link:
+per GPU, each way), compute in dense TFLOPS (TOPS for int8), all-reduce latency in microseconds, prices in USD
+per machine-hour.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import re
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -67,6 +68,9 @@ class AcceleratorType(_Strict):
     bf16_tflops: float = Field(..., gt=0)
     fp8_tflops: float | None = Field(None, gt=0)
     int8_tops: float | None = Field(None, gt=0)
+    interconnect: Literal["nvlink", "pcie"] | None = None
+    interconnect_gbps: float | None = Field(None, gt=0, description="GPU-to-GPU bandwidth per GPU, each way, GB/s.")
+    allreduce_latency_us: float | None = Field(None, ge=0, description="Fixed cost of one small all-reduce, us.")
     machines: list[MachineType] = Field(..., min_length=1)
 
     @field_validator("machines")
@@ -76,6 +80,13 @@ class AcceleratorType(_Strict):
         if len(set(names)) != len(names):
             raise ValueError("machine_type must not repeat within an accelerator")
         return value
+
+    @model_validator(mode="after")
+    def _multi_gpu_has_a_link(self) -> AcceleratorType:
+        # The planner costs tensor-parallel all-reduces over the link; a machine with several GPUs needs one.
+        if self.max_gpus > 1 and (self.interconnect_gbps is None or self.allreduce_latency_us is None):
+            raise ValueError("a machine with several GPUs needs interconnect_gbps and allreduce_latency_us")
+        return self
 
     @property
     def max_gpus(self) -> int:

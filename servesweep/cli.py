@@ -8,17 +8,31 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 from typer.core import TyperGroup
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 from servesweep.lake.schema import SCHEMA_VERSION, SCHEMAS, describe
+from servesweep.lake.uri import LakeError, validate_lake_uri
 from servesweep.outcome import BAD_INPUT, CRASH, INTERRUPTED, run_outcome
-from servesweep.spec import MAX_SLO_MS, MAX_TOKENS, RUN_ID_RULE, SLOSpec, SpecError, load_spec, valid_run_id
+from servesweep.spec import (
+    MAX_SLO_MS,
+    MAX_TOKENS,
+    RUN_ID_RULE,
+    BenchmarkSpec,
+    SLOSpec,
+    SpecError,
+    load_spec,
+    valid_run_id,
+)
 
 # Piped output (CI logs, files) gets room for wide tables instead of an 80-column squeeze.
 console = Console(width=None if sys.stdout.isatty() else 200)
@@ -26,13 +40,13 @@ errors = Console(stderr=True)
 
 
 # Click's UsageError as typer raises it (recent typer vendors click, so `import click` would be another class).
-_UsageError = next(cls for cls in typer.BadParameter.__mro__ if cls.__name__ == "UsageError")
+_UsageError: Any = next(cls for cls in typer.BadParameter.__mro__ if cls.__name__ == "UsageError")
 
 
 class _OneLineErrors(TyperGroup):
     """A bad flag or argument as one `error:` line, like every other refusal (typer's panel wraps it)."""
 
-    def make_context(self, *args: Any, **kwargs: Any) -> typer.Context:  # the group's own flags
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:  # the group's own flags (a click Context)
         try:
             return super().make_context(*args, **kwargs)
         except _UsageError as error:
@@ -40,14 +54,14 @@ class _OneLineErrors(TyperGroup):
                 raise
             _usage_error(error)
 
-    def invoke(self, ctx: typer.Context) -> object:  # the subcommands' arguments and flags
+    def invoke(self, ctx: Any) -> object:  # the subcommands' arguments and flags
         try:
             return super().invoke(ctx)
         except _UsageError as error:
             _usage_error(error)
 
 
-def _usage_error(error: Exception) -> NoReturn:
+def _usage_error(error: Any) -> NoReturn:  # a click UsageError
     where = error.ctx.command_path if getattr(error, "ctx", None) else "servesweep"
     errors.print(f"[bold red]error:[/] {escape(error.format_message())} (see {escape(where)} --help)",
                  highlight=False, soft_wrap=True)
@@ -56,6 +70,7 @@ def _usage_error(error: Exception) -> NoReturn:
 
 app = typer.Typer(cls=_OneLineErrors, add_completion=False, no_args_is_help=True, help=__doc__)
 
+OUTPUT_FORMATS = ("table", "csv", "json")
 _POINT_COLUMNS = [
     ("point_id", "point"), ("status", "status"), ("batch_size", "batch"), ("num_requests", "reqs"),
     ("num_errors", "errs"), ("request_throughput", "req/s"), ("output_token_throughput", "out tok/s"),
@@ -64,24 +79,36 @@ _POINT_COLUMNS = [
 ]
 
 
-def _fail(message: str, code: int = BAD_INPUT) -> None:
+def _fail(message: str, code: int = BAD_INPUT) -> NoReturn:
     errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
-def _cell(value: object) -> str:
+def _need(*needs: tuple[str, str], purpose: str) -> None:
+    """Fail in one line, naming the extra to install, unless every (module, extra) is installed."""
+    from servesweep.extras import MissingExtra, require_installed
+
+    try:
+        for module, extra in needs:
+            require_installed(module, extra, purpose)
+    except MissingExtra as error:
+        _fail(str(error))
+
+
+def _cell(value: object) -> Text:
+    """Cell text as data: a Text is never read as rich markup or emoji codes (`[/v1/completions]`, `:x:`)."""
     if value is None:
-        return "-"
+        return Text("-")
     if isinstance(value, float):
-        return f"{value:,.2f}" if abs(value) < 1000 else f"{value:,.0f}"
-    return str(value)
+        return Text(f"{value:,.2f}" if abs(value) < 1000 else f"{value:,.0f}")
+    return Text(str(value))
 
 
-def print_arrow(table, title: str | None = None) -> None:
+def print_arrow(table: pa.Table, title: str | None = None) -> None:
     """Render any Arrow table as a rich table."""
-    view = Table(title=title, show_lines=False)
+    view = Table(title=Text(title) if title else None, show_lines=False)
     for name in table.column_names:
-        view.add_column(name, overflow="fold")
+        view.add_column(Text(name), overflow="fold")
     for row in table.to_pylist():
         view.add_row(*(_cell(v) for v in row.values()))
     console.print(view)
@@ -115,6 +142,7 @@ def run(
     pipeline_root: Annotated[Path, typer.Option(help="Where KFP keeps task artifacts.")] = Path("local_outputs"),
 ) -> None:
     """Run the benchmark pipeline locally (KFP local runner) against a real server."""
+    _need(("kfp", "kfp"), ("transformers", "local"), purpose="servesweep run")
     from pipelines.local import PipelineFailed, run_locally
     from servesweep.runlock import LockError, run_lock
     from servesweep.secrets import hand_over, mask, secret_values
@@ -132,6 +160,10 @@ def run(
         _fail(f"{spec_path} runs on GKE (it has a `gke` section): start it with `servesweep submit --kfp HOST` "
               "or `--argo HOST`")
     spec = spec.with_run_id()
+    try:
+        validate_lake_uri(spec.lake_uri, reach=True)  # now, not after the sweep has been paid for
+    except LakeError as error:
+        _fail(str(error))
     console.print(f"[bold]servesweep[/] run [cyan]{spec.run_id}[/] -> lake [cyan]{spec.lake_uri}[/]")
     try:
         # server.env reaches the deploy step through the environment, never through pipeline parameters.
@@ -160,19 +192,31 @@ def _slo_flags(slo: SLOSpec) -> str:
 @app.command()
 def query(
     sql: Annotated[str, typer.Argument(help="SQL over requests, points, server_metrics and the analysis views "
-                                            "(servesweep views lists them).")],
+                                            "(servesweep views lists them); several statements print each result.")],
     lake: Annotated[str, typer.Option(help="Lake URI (directory or gs://).")] = "./lake",
     output: Annotated[str, typer.Option(help="table, csv or json")] = "table",
 ) -> None:
-    """Run DuckDB SQL over the lake."""
+    """Run DuckDB SQL over the lake, read-only: no files, network, extensions or settings (see README)."""
     import duckdb
 
-    from servesweep.lake.query import query as run_query
+    from servesweep.analysis.views import run_sql
+    from servesweep.lake.query import QueryRefused, returns_rows, statements
 
+    if output not in OUTPUT_FORMATS:
+        _fail(f"unknown --output {output!r}: use {', '.join(OUTPUT_FORMATS)}")
     try:
-        result = run_query(lake, sql)
+        if output != "table" and sum(map(returns_rows, statements(sql))) > 1:
+            _fail(f"--output {output} prints one result; this SQL has several statements that return rows")
+        results = run_sql(lake, sql)
+    except (QueryRefused, LakeError) as error:
+        _fail(str(error))
     except duckdb.Error as error:
         _fail(f"query failed: {error}")
+    for result in results:
+        _print_result(result, output)
+
+
+def _print_result(result: pa.Table, output: str) -> None:
     if output == "csv":
         import pyarrow.csv as pacsv
 
@@ -206,6 +250,8 @@ def compile_(
     deploy_out: Annotated[Path, typer.Option(help="Output directory of the RBAC manifests.")] = Path("deploy"),
 ) -> None:
     """Compile the KFP pipeline (local and GKE), the Argo Workflow and the runner's RBAC to YAML."""
+    _need(("kfp", "kfp"), ("kfp.kubernetes", "kfp"), ("hera", "argo"), ("kubernetes", "gke"),
+          purpose="servesweep compile")
     from pipelines.compile import compile_all
 
     try:
@@ -226,17 +272,20 @@ def submit(
     argo: Annotated[str, typer.Option("--argo", help="Argo server, e.g. https://argo.example.com:2746 "
                                                      "(token from $ARGO_TOKEN)")] = "",
     experiment: Annotated[str, typer.Option(help="KFP experiment to file the run under.")] = "",
-    namespace: Annotated[str, typer.Option(help="Argo namespace (default: the spec's gke.namespace).")] = "",
+    namespace: Annotated[str, typer.Option(help="KFP: the profile namespace on multi-user Kubeflow (must be the "
+                                                "spec's gke.namespace). Argo: default the spec's gke.namespace.")] = "",
     verify_ssl: Annotated[bool, typer.Option(help="Verify the Argo server's TLS certificate.")] = True,
 ) -> None:
     """Start the benchmark on a cluster through KFP or Argo; prints the run id its lake rows will carry."""
-    from pipelines.submit import SubmitError, submit_argo, submit_kfp
-
     if bool(kfp) == bool(argo):
         _fail("give exactly one of --kfp HOST or --argo HOST")
+    # Submitting compiles the definitions first, KFP's or Argo's, with the cluster's RBAC subjects.
+    _need(("kfp", "kfp"), ("kfp.kubernetes", "kfp"), ("hera", "argo"), ("kubernetes", "gke"),
+          purpose="servesweep submit")
+    from pipelines.submit import SubmitError, submit_argo, submit_kfp
     try:
         spec = load_spec(spec_path)
-        submitted = (submit_kfp(spec, kfp, experiment or None) if kfp
+        submitted = (submit_kfp(spec, kfp, experiment or None, namespace or None) if kfp
                      else submit_argo(spec, argo, namespace or None, verify_ssl))
     except (SpecError, SubmitError) as error:
         _fail(str(error))
@@ -258,9 +307,11 @@ def plan_command(
     slo_ttft_ms: Annotated[float | None, typer.Option(help="p99 TTFT target, ms.")] = None,
     slo_tpot_ms: Annotated[float | None, typer.Option(help="p99 TPOT target, ms.")] = None,
 ) -> None:
-    """Memory fit, cheapest GPU and roofline predictions for a model, before spending money."""
+    """Memory fit, the fewest GPUs (tensor/pipeline parallel) per weight dtype, cheapest GPU and roofline
+    predictions for a model, before spending money."""
     from servesweep.catalog import CatalogError
-    from servesweep.planner import plan_report, render_plan
+    from servesweep.planner import plan_report, render_minimum_gpus, render_plan
+    from servesweep.planner.report import minimum_gpus_lines
 
     _check_slo_flags({"--slo-ttft-ms": slo_ttft_ms, "--slo-tpot-ms": slo_tpot_ms})
     try:
@@ -268,6 +319,9 @@ def plan_command(
                              output_tokens=output_tokens, slo_ttft_ms=slo_ttft_ms, slo_tpot_ms=slo_tpot_ms)
     except (CatalogError, KeyError, ValueError, FileNotFoundError) as error:
         _fail(str(error).strip("'\""))
+    console.print(render_minimum_gpus(result))
+    for line in minimum_gpus_lines(result):
+        console.print(line, highlight=False)
     console.print(render_plan(result))
 
 
@@ -295,8 +349,10 @@ def report(
     baseline: Annotated[str, typer.Option(help="Accelerator whose best tokens per dollar = 1.0.")] = "nvidia-l4",
 ) -> None:
     """Charts and a Markdown/HTML summary: quantize? which GPU? which batch size? prefill- or decode-heavy?"""
+    import duckdb
     from pydantic import ValidationError
 
+    _need(("matplotlib", "report"), purpose="servesweep report")
     from servesweep.analysis.report import ReportError, build_report, write_report
     from servesweep.catalog import CatalogError
 
@@ -309,8 +365,10 @@ def report(
         result = build_report(lake, run_ids, slo, baseline)
     except ValidationError as error:
         _fail(f"invalid SLO: {error.errors()[0]['loc'][0]} {error.errors()[0]['msg']}")
-    except (ReportError, CatalogError) as error:
+    except (ReportError, CatalogError, LakeError) as error:
         _fail(str(error))
+    except duckdb.Error as error:  # a damaged file in the lake: say which, in one line
+        _fail(f"cannot read the lake {lake}: {str(error).splitlines()[0]}")
     suffix = f"-and-{len(run_ids) - 1}-more" if len(run_ids) > 1 else ""
     paths = write_report(result, out or Path("reports") / f"{run_ids[0]}{suffix}")
     console.print(f"[bold]{result.headline.summary}[/]", highlight=False)
@@ -318,7 +376,7 @@ def report(
     for column in ("question", "scope", "status", "answer"):
         view.add_column(column, overflow="fold")
     for item in result.recommendations:
-        view.add_row(item.question.value, item.scope, item.status.value, item.answer)
+        view.add_row(*(Text(cell) for cell in (item.question.value, item.scope, item.status.value, item.answer)))
     console.print(view)
     for note in result.notes:
         console.print(f"note: {note}", highlight=False)
@@ -349,26 +407,70 @@ def salvage(
 
     try:
         lake_uri, run_id, written = salvage_run(run_dir or latest_run_dir(pipeline_root), lake or None)
-    except NothingToSalvage as error:
+    except (NothingToSalvage, LakeError) as error:
         _fail(str(error))
     console.print(f"salvaged run [cyan]{run_id}[/] into [cyan]{lake_uri}[/]: {written}")
     print_points(lake_uri, run_id)
+    _exit_with_outcome(lake_uri, run_id)  # a salvaged run is judged like a finished one (points "not run" failed)
 
 
 @app.command()
-def validate(spec_path: Annotated[Path, typer.Argument(help="Benchmark spec (YAML).")]) -> None:
-    """Check a spec without running anything; print the sweep it would run."""
-    from components.sweep import plan_deployments
+def validate(
+    spec_path: Annotated[Path, typer.Argument(help="Benchmark spec (YAML).")],
+    explain: Annotated[bool, typer.Option("--explain", help="Also print every field of the resolved spec (defaults "
+                                                            "filled in) with its meaning.")] = False,
+) -> None:
+    """Check a spec without running anything; print the sweep it would run and what the planner warns of
+    (e.g. too few GPUs for the model: the plan step's predicted rows would all be failed)."""
+    from components.plan import plan
+    from servesweep.sweep_plan import plan_deployments
 
     try:
         spec = load_spec(spec_path)
     except SpecError as error:
         _fail(str(error))
+    if explain:
+        _print_explained(spec)
     for deployment in plan_deployments(spec):
         points = ", ".join(p.point_id for p in deployment.points)
         times = f", x{deployment.repeats}" if deployment.repeats > 1 else ""
         console.print(f"deployment [cyan]{deployment.deployment_id}[/] (max_num_seqs={deployment.max_num_seqs}"
                       f"{times}): {points}")
+    try:
+        warnings = plan(spec).warnings
+    except ValueError as error:  # CatalogError too (a broken $SERVESWEEP_CATALOG): the spec itself is fine
+        warnings = [f"no plan: {error}"]
+    for warning in warnings:
+        console.print(f"planner warning: {escape(warning)}", highlight=False)
+
+
+def _print_explained(spec: BenchmarkSpec) -> None:
+    from servesweep.docs import explain
+
+    view = Table(title=Text(f"{spec.name}: the resolved spec (server.env values withheld)"), show_lines=False)
+    for column in ("field", "value", "meaning"):
+        view.add_column(column, overflow="fold")
+    for path, value, meaning in explain(spec):
+        view.add_row(Text(path), Text(value), Text(meaning))
+    console.print(view)
+
+
+@app.command()
+def docs(
+    out: Annotated[Path, typer.Option(help="Directory of the generated reference docs.")] = Path("docs"),
+    check: Annotated[bool, typer.Option("--check", help="Write nothing; exit 1 when a file is stale.")] = False,
+) -> None:
+    """Generate docs/spec.md (from the spec's models) and docs/metrics.md (from the lake schema)."""
+    from servesweep.docs import stale_docs, write_docs
+
+    if check:
+        stale = stale_docs(out)
+        if stale:
+            _fail(f"stale under {out}: {', '.join(stale)}; run `servesweep docs` (make docs)", code=1)
+        console.print(f"{out}: up to date")
+        return
+    for path in write_docs(out):
+        console.print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -81,7 +81,8 @@ class _GcsLock:
             blob.upload_from_string(record, content_type="application/json", if_generation_match=0)
         except PreconditionFailed:
             return None
-        return blob.generation
+        generation: int | None = blob.generation
+        return generation
 
     def read(self) -> tuple[str | None, int | None]:
         from google.api_core.exceptions import NotFound, PreconditionFailed
@@ -102,7 +103,7 @@ class _GcsLock:
             self.bucket.blob(self.name).delete(if_generation_match=token)
 
 
-def _storage_client():
+def _storage_client() -> Any:  # a google.cloud.storage.Client
     from google.cloud import storage
 
     if os.environ.get("STORAGE_EMULATOR_HOST"):  # tests and local development: no credentials there

@@ -55,6 +55,14 @@ _K8S_NAME = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
 _SECRET_KEY = r"^[-._A-Za-z0-9]{1,253}$"
 
 
+def run_id_for(name: str, job_id: str = "") -> str:
+    """`{name}-{first 8 of the job id}`, or `{name}-{UTC time}` without a (substituted) job id."""
+    # Stripped of leading '.', '_' and '-' so the derived id passes the run id rule like a given one.
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-._")[:60].rstrip("-._") or "run"
+    job = re.sub(r"[^A-Za-z0-9]+", "", job_id)[:8] if "{{" not in job_id else ""
+    return f"{slug}-{job or datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
+
+
 def valid_run_id(value: str) -> bool:
     """Whether `value` is a usable run id: one path component, no '..', no quotes (it lands in paths and SQL)."""
     return bool(_RUN_ID.match(value))
@@ -80,7 +88,8 @@ class ModelShape(_Strict):
     vocab_size: int = Field(2048, ge=300, le=MAX_TOKENS, description="Tokens in the vocabulary, 300..2^20.")
     max_position_embeddings: int = Field(2048, gt=0, le=MAX_TOKENS, description="Context the model supports, "
                                          "tokens, 1..2^20.")
-    tie_word_embeddings: bool = False
+    tie_word_embeddings: bool = Field(False, description="Whether the output projection shares the input embedding "
+                                      "matrix (true for Llama 3.2 1B).")
 
     @model_validator(mode="after")
     def _heads_divide(self) -> ModelShape:
@@ -102,18 +111,26 @@ MODEL_PRESETS: dict[str, ModelShape] = {
         hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
         num_key_value_heads=8, vocab_size=128256, max_position_embeddings=8192,
     ),
+    # Meta-Llama-3-70B's config.json (70.55e9 parameters; 141 GB in bf16: two H200s or four H100s).
+    "llama3-70b": ModelShape(
+        hidden_size=8192, intermediate_size=28672, num_hidden_layers=80, num_attention_heads=64,
+        num_key_value_heads=8, vocab_size=128256, max_position_embeddings=8192,
+    ),
 }
 
 
 class ModelSpec(_Strict):
+    """The model every server of the run loads: a random-weight checkpoint of a real architecture."""
+
     name: str = Field("tiny-llama", min_length=1, max_length=256,
                       description="Name the server serves the model under (1-256 characters).")
     source: Literal["random"] = Field(
         "random", description="'random': a random-weight Llama of `preset`/`shape`, made locally."
     )
-    preset: str = "tiny"
+    preset: str = Field("tiny", description="Architecture of the generated checkpoint, one of: "
+                        f"{', '.join(MODEL_PRESETS)}.")
     shape: ModelShape | None = Field(None, description="Overrides the preset's shape when given.")
-    dtype: Dtype = "bfloat16"
+    dtype: Dtype = Field("bfloat16", description="Weights and activations dtype the server runs the model in.")
     seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed of weights, prompts and sampling, 0..2^32-1.")
     weights: WeightsKind = Field(
         "random", description="'random': the load-model step writes random weights; 'dummy': it writes config "
@@ -139,13 +156,17 @@ class SecretRef(_Strict):
 
 
 class ServerSpec(_Strict):
-    kind: ServerKind = "vllm"
+    """The model server: its kind, context, start-up limit, memory and extra flags or environment."""
+
+    kind: ServerKind = Field("vllm", description="Model server: vllm and transformers run locally and on GKE, the "
+                             "others on GKE only (servesweep/k8s/servers.py).")
     max_model_len: int = Field(1024, gt=0, le=MAX_TOKENS, description="Context length, tokens, 1..2^20.")
     startup_timeout_s: float = Field(600.0, gt=0, le=MAX_SECONDS, description="Seconds to wait for a ready server, "
                                      "at most 86400.")
     cpu_kv_cache_gib: int = Field(1, gt=0, le=4096, description="KV cache size for the CPU build "
                                   "(VLLM_CPU_KVCACHE_SPACE), GiB, 1..4096.")
-    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="Fraction of each GPU's memory the server "
+                                          "may take for weights, activations and KV cache (0..1]; GPU runs only.")
     extra_args: list[str] = Field(default_factory=list, max_length=256,
                                   description="Appended to the server command line (at most 256).")
     env: dict[EnvName, Annotated[str, StringConstraints(max_length=32_768)]] = Field(
@@ -166,11 +187,14 @@ class ServerSpec(_Strict):
 
 
 class AcceleratorSpec(_Strict):
-    type: Accelerator = "cpu"
-    count: int = Field(1, ge=1, le=16)
+    """What each server runs on, and how many of it."""
+
+    type: Accelerator = Field("cpu", description="What each server runs on: cpu (local only) or a GKE accelerator "
+                              "type.")
+    count: int = Field(1, ge=1, le=16, description="Accelerators per server, 1..16 (the tensor-parallel size).")
     device_ids: list[int] | None = Field(
-        None, description="Local GPU runs: the GPU indices the server may use (CUDA_VISIBLE_DEVICES), `count` "
-        "of them; absent: the first `count` GPUs.")
+        None, description="Local GPU runs: the GPU indices (>= 0, distinct) the server may use "
+        "(CUDA_VISIBLE_DEVICES), `count` of them; absent: the first `count` GPUs.")
 
     @model_validator(mode="after")
     def _devices_match_count(self) -> AcceleratorSpec:
@@ -239,17 +263,23 @@ class WorkloadShape(_Strict):
 
 
 class SweepSpec(_Strict):
+    """The sweep: which batch sizes, how the load is offered, when a point stops, what is scraped."""
+
     batch_sizes: list[int] = Field(default_factory=lambda: [1, 2, 4], min_length=1, max_length=64,
                                    description=f"Batch sizes (concurrent requests), 1..{MAX_BATCH}, at most 64.")
-    modes: list[SweepMode] = Field(default_factory=lambda: ["client_concurrency"], min_length=1)
+    modes: list[SweepMode] = Field(default_factory=lambda: list[SweepMode](["client_concurrency"]), min_length=1,
+                                   description=(
+        "How batch size is swept, each mode once: client_concurrency (one server capped at the largest batch, the "
+        "client's concurrency varies) and/or server_max_seqs (a server per batch size, capped at it)."))
     load: LoadKind = Field("closed", description="closed: fixed concurrency = batch size; open: Poisson arrivals.")
     strategy: SweepStrategy = Field(
         "grid", description="grid: every batch size; adaptive: search 1..max(batch_sizes) for the largest batch "
         "meeting the SLO (doubling, then bisection on the measured curve); client_concurrency, closed loop only.")
-    client_workers: int = Field(1, ge=1, le=64, description="Load-generator processes (one per client core).")
+    client_workers: int = Field(1, ge=1, le=64, description="Load-generator processes (one per client core), "
+                                "1..64.")
     request_rates: list[float] = Field(
-        default_factory=list, description="Open loop only: requests/s for each batch size (same length), "
-        "at most 1e6 each.")
+        default_factory=list, description="Open loop only: arrival rate for each batch size (same length), "
+        "requests/s, > 0 and at most 1e6 each.")
     requests_per_point: int | None = Field(None, ge=1, le=MAX_REQUESTS, description="Measured requests per "
                                            "point, 1..1e6.")
     rounds_per_point: int = Field(
@@ -270,19 +300,20 @@ class SweepSpec(_Strict):
                          "intervals across them.")
     request_timeout_s: float = Field(300.0, gt=0, le=MAX_SECONDS, description="Seconds per request, at most 86400.")
     connect_timeout_s: float = Field(
-        10.0, gt=0, le=600, description="Longest wait for a TCP connection to the server, seconds.")
+        10.0, gt=0, le=600, description="Longest wait for a TCP connection to the server, seconds, at most 600.")
     first_byte_timeout_s: float = Field(
         60.0, gt=0, le=3600, description="Longest wait from sending a request to the first byte of its response, "
-        "seconds.")
+        "seconds, at most 3600.")
     idle_timeout_s: float = Field(
         60.0, gt=0, le=3600, description="Longest silence between reads once a response has begun (the wait for "
-        "the first token included), seconds.")
+        "the first token included), seconds, at most 3600.")
     max_consecutive_failures: int = Field(
         10, ge=1, le=100000, description="Circuit breaker: a point stops, recorded as failed, after this many "
-        "failed requests in a row (requests).")
+        "failed requests in a row (requests, 1..100000).")
     max_error_rate: float = Field(
         0.5, gt=0, le=1, description="Circuit breaker: a point stops, recorded as failed, when more than this "
-        "fraction of its ended requests failed, judged once max_consecutive_failures have ended (fraction; 1: off).")
+        "fraction of its ended requests failed, judged once max_consecutive_failures have ended (fraction (0..1]; "
+        "1: off).")
     scrape_interval_s: float = Field(0.5, ge=0.01, le=3600, description="Seconds between metric scrapes, "
                                      "0.01..3600.")
 
@@ -366,15 +397,18 @@ class BenchmarkSpec(_Strict):
     name: str = Field("local-smoke", min_length=1, max_length=200, description="Run name (1-200 characters).")
     run_id: str = Field("", description="Empty: derived from the name and the start time. Else 1-80 letters, "
                         "digits, '.', '_', '-', starting with a letter or digit.")
-    model: ModelSpec = Field(default_factory=ModelSpec)
-    server: ServerSpec = Field(default_factory=ServerSpec)
-    quantization: Quantization = "none"
-    accelerator: AcceleratorSpec = Field(default_factory=AcceleratorSpec)
+    model: ModelSpec = Field(default_factory=ModelSpec, description="The model the servers load.")
+    server: ServerSpec = Field(default_factory=ServerSpec, description="The model server and its settings.")
+    quantization: Quantization = Field("none", description="Weight quantization the server applies (vLLM "
+                                       "--quantization); none: the model dtype.")
+    accelerator: AcceleratorSpec = Field(default_factory=AcceleratorSpec, description="What each server runs on.")
     workloads: list[WorkloadShape] = Field(
         default_factory=lambda: [WorkloadShape(input_tokens=64, output_tokens=32)], min_length=1, max_length=64,
         description="Prompt/output shapes, 1..64 of them, each shape once.")
-    sweep: SweepSpec = Field(default_factory=lambda: SweepSpec(requests_per_point=8))
-    slo: SLOSpec = Field(default_factory=SLOSpec)
+    sweep: SweepSpec = Field(default_factory=lambda: SweepSpec(requests_per_point=8),
+                             description="Batch sizes, load and stop rules of the sweep.")
+    slo: SLOSpec = Field(default_factory=SLOSpec, description="Latency targets the report and the adaptive strategy "
+                         "judge points by; unset limits are not checked.")
     lake_uri: str = Field("./lake", min_length=1, max_length=1024,
                           description="Local directory or gs://bucket/prefix (at most 1024 characters).")
     gke: GKESpec | None = Field(None, description="Run the servers on this GKE cluster; absent: local processes.")
@@ -429,14 +463,13 @@ class BenchmarkSpec(_Strict):
         if "HF_TOKEN" in self.server.secret_env and getattr(self.gke.model, "token_secret", None):
             raise ValueError("server.secret_env HF_TOKEN: the hub token already comes from gke.model.token_secret")
 
-    def with_run_id(self) -> BenchmarkSpec:
-        """The spec with a concrete run id (name + UTC start time when none was given)."""
+    def with_run_id(self, job_id: str = "") -> BenchmarkSpec:
+        """The spec with a concrete run id when none was given: name + the orchestrator's job id when there is
+        one (a rerun or clone of a KFP run is a new job, so it cannot land in the old run's partition), else
+        name + UTC start time."""
         if self.run_id:
             return self
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        # Stripped of leading '.', '_' and '-' so the derived id passes the run id rule like a given one.
-        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", self.name).strip("-._")[:60].rstrip("-._") or "run"
-        return self.model_copy(update={"run_id": f"{slug}-{stamp}"})
+        return self.model_copy(update={"run_id": run_id_for(self.name, job_id)})
 
     def with_fields(self, source: str, **fields: Any) -> BenchmarkSpec:
         """The spec with top-level fields replaced and validated again (model_copy would skip validation)."""
@@ -490,25 +523,29 @@ def public_dump(spec: BenchmarkSpec) -> dict[str, Any]:
 # --- pipeline parameters: the typed fields a user fills in the KFP UI ---------------------------
 
 class PipelineParams(_Strict):
-    """Flat, typed pipeline parameters; `spec_yaml` carries any field not exposed on its own."""
+    """Flat, typed pipeline parameters; `spec_yaml` carries any field not exposed on its own.
 
-    run_name: str = "local-smoke"
-    run_id: str = ""
-    model_preset: str = "tiny"
-    model_dtype: str = "bfloat16"
-    server_kind: str = "vllm"
-    quantization: str = "none"
-    accelerator: str = "cpu"
-    accelerator_count: int = 1
-    batch_sizes: list[int] = Field(default_factory=lambda: [1, 2, 4])
-    sweep_modes: list[str] = Field(default_factory=lambda: ["client_concurrency"])
-    input_tokens: int = 64
-    output_tokens: int = 32
-    requests_per_point: int = 8
-    slo_ttft_p99_ms: float = 0.0
-    slo_tpot_p99_ms: float = 0.0
-    lake_uri: str = "./lake"
-    spec_yaml: str = ""
+    Each is checked as the spec field it sets (its bounds are that field's), after the merge with spec_yaml.
+    """
+
+    run_name: str = Field("local-smoke", description="Sets name (the run's name).")
+    run_id: str = Field("", description="Sets run_id (empty: derived from the name and the start time).")
+    model_preset: str = Field("tiny", description="Sets model.preset.")
+    model_dtype: str = Field("bfloat16", description="Sets model.dtype.")
+    server_kind: str = Field("vllm", description="Sets server.kind.")
+    quantization: str = Field("none", description="Sets quantization.")
+    accelerator: str = Field("cpu", description="Sets accelerator.type.")
+    accelerator_count: int = Field(1, description="Sets accelerator.count (accelerators per server).")
+    batch_sizes: list[int] = Field(default_factory=lambda: [1, 2, 4], description="Sets sweep.batch_sizes.")
+    sweep_modes: list[str] = Field(default_factory=lambda: ["client_concurrency"], description="Sets sweep.modes.")
+    input_tokens: int = Field(64, description="Sets the first workload's input_tokens (prompt length, tokens).")
+    output_tokens: int = Field(32, description="Sets the first workload's output_tokens (output length, tokens).")
+    requests_per_point: int = Field(8, description="Sets sweep.requests_per_point; 0: unset.")
+    slo_ttft_p99_ms: float = Field(0.0, description="Sets slo.ttft_p99_ms, ms; 0: no limit.")
+    slo_tpot_p99_ms: float = Field(0.0, description="Sets slo.tpot_p99_ms, ms; 0: no limit.")
+    lake_uri: str = Field("./lake", description="Sets lake_uri.")
+    spec_yaml: str = Field("", description="The whole spec as YAML (server.env values withheld); the typed "
+                           "parameters above override it where they differ from its own values.")
 
 
 def spec_to_params(spec: BenchmarkSpec, *, withhold_env: bool = True) -> PipelineParams:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from components.load_model import ModelInfo, load_model
+from servesweep.platform.checkpoint import load_model
+from servesweep.platform.types import ModelInfo
 from servesweep.spec import ModelSpec
 
 # Subprocesses (KFP's local runner tasks, the CLI) import this checkout, not an installed copy of servesweep.
@@ -32,16 +33,19 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def gcs_emulator():
+def gcs_emulator(tmp_path_factory):
     """A real gcp-storage-emulator process with a bucket named `lake`; fails loudly if it cannot start."""
     executable = shutil.which("gcp-storage-emulator", path=str(Path(sys.executable).parent)) or shutil.which(
         "gcp-storage-emulator")
     if executable is None:
         pytest.fail("gcp-storage-emulator is not installed: run `make setup` (it is in the dev extra)")
     port = _free_port()
+    # Its access log goes to a file: a pipe nobody reads fills up and the (single-threaded) emulator blocks.
+    log_path = tmp_path_factory.mktemp("gcs-emulator") / "emulator.log"
+    log = log_path.open("wb")
     process = subprocess.Popen(
         [executable, "start", "--host=127.0.0.1", f"--port={port}", "--in-memory", "--default-bucket=lake"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        stdout=log, stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 30
     while True:
@@ -50,9 +54,9 @@ def gcs_emulator():
             break
         except OSError:
             if process.poll() is not None or time.monotonic() > deadline:
-                output = process.stdout.read().decode() if process.stdout else ""
                 process.kill()
-                pytest.fail(f"gcp-storage-emulator did not start: {output[-2000:]}")
+                log.close()
+                pytest.fail(f"gcp-storage-emulator did not start: {log_path.read_text()[-2000:]}")
             time.sleep(0.2)
     host = f"http://127.0.0.1:{port}"
     previous = os.environ.get("STORAGE_EMULATOR_HOST")
@@ -64,3 +68,4 @@ def gcs_emulator():
         os.environ["STORAGE_EMULATOR_HOST"] = previous
     process.terminate()
     process.wait(timeout=10)
+    log.close()

@@ -4,9 +4,10 @@ measures, and the search it records in the manifest."""
 import pytest
 
 from benchmarks.loadgen.zero_server import ServerConfig, start_subprocess
-from components.deploy_server import Endpoint
-from components.sweep import plan_deployments, run_sweep
+from components.sweep import run_sweep
+from servesweep.platform.types import Endpoint
 from servesweep.spec import BenchmarkSpec
+from servesweep.sweep_plan import plan_deployments
 
 TTFT_MS, ITL_MS, TOKENS = 5.0, 2.0, 8
 

@@ -5,9 +5,8 @@ import warnings
 import pytest
 from analysis_lake import fleet_rows, point, round_price_catalog, spine_rows, write_points
 
-from servesweep.analysis.views import VIEWS, create_views, set_params, view_doc
+from servesweep.analysis.views import VIEWS, connect, create_views, query, set_params, view_doc
 from servesweep.catalog import cost_fields, load_catalog
-from servesweep.lake.query import connect, query
 from servesweep.spec import SLOSpec
 
 SLO = SLOSpec(ttft_p99_ms=500, tpot_p99_ms=50)
@@ -213,6 +212,7 @@ def test_spine_run_next_to_another_accelerator(tmp_path):
 
 
 def test_query_has_the_views_on_an_empty_lake_and_survives_a_broken_catalog(tmp_path, monkeypatch):
+    (tmp_path / "empty").mkdir()  # an empty lake exists; a missing one is an error (tests/test_lake_safety.py)
     lake = str(tmp_path / "empty")
     for name in VIEWS:
         assert query(lake, f"SELECT count(*) AS n FROM {name}").to_pylist() == [{"n": 0}]

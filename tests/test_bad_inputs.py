@@ -186,8 +186,6 @@ def test_a_bad_flag_is_one_line_and_writes_nothing(tmp_path, monkeypatch, corrup
     assert _files(tmp_path) == before
 
 
-@pytest.mark.xfail(strict=True, reason="report's lake handling (a DuckDB error from a corrupt file) is the lake "
-                                       "work's; it still ends in a traceback")
 def test_report_over_a_corrupt_parquet_file_is_one_line(tmp_path, corrupt_lake):
     lake, broken = corrupt_lake
     result = CliRunner().invoke(app, ["report", "l4", "--lake", lake, "--out", str(tmp_path / "r")])

@@ -185,3 +185,30 @@ def test_prices_table_joins_points_in_sql():
         "ORDER BY price_per_gpu_hour LIMIT 1"
     ).fetchall()
     assert cheapest == [("g2-standard-4", pytest.approx(0.70683))]
+
+
+@pytest.mark.parametrize(
+    ("name", "interconnect", "gbps", "latency_us"),
+    [
+        ("nvidia-l4", "pcie", 32, 15),  # PCIe Gen4 x16: 64 GB/s both ways
+        ("nvidia-tesla-a100", "nvlink", 300, 8),  # NVLink 3: 600 GB/s both ways
+        ("nvidia-a100-80gb", "nvlink", 300, 8),
+        ("nvidia-h100-80gb", "nvlink", 450, 8),  # NVLink 4: 900 GB/s both ways
+        ("nvidia-h200-141gb", "nvlink", 450, 8),
+        ("nvidia-b200", "nvlink", 900, 8),  # NVLink 5: 1.8 TB/s both ways
+    ],
+)
+def test_gpu_links_are_one_way_per_gpu(name, interconnect, gbps, latency_us):
+    accelerator = load_catalog().get(name)
+    assert (accelerator.interconnect, accelerator.interconnect_gbps, accelerator.allreduce_latency_us) == (
+        interconnect, gbps, latency_us)
+
+
+def test_a_multi_gpu_machine_needs_a_link(tmp_path):
+    override = write_yaml(tmp_path / "l40s.yaml", {"accelerators": {"nvidia-l40s": {
+        "gpu_memory_gb": 48, "hbm_bandwidth_gbps": 864, "bf16_tflops": 362,
+        "machines": [{"machine_type": "custom-l40s-x2", "gpus": 2, "price_per_hour": 3.0,
+                      "price_source": "team quote", "price_date": "2025-03-01"}],
+    }}})
+    with pytest.raises(CatalogError, match="nvidia-l40s: a machine with several GPUs needs interconnect_gbps"):
+        load_catalog(override)

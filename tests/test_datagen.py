@@ -32,8 +32,8 @@ def test_generated_checkpoint_is_described(tiny_model):
 def test_prompts_use_short_words_so_vllm_character_bound_holds(tmp_path):
     # vLLM rejects a prompt longer than 6 characters per token of its input limit before tokenizing;
     # a Llama-3-sized word vocabulary (128k words) reaches 7 characters per word.
-    from components.load_model import train_tokenizer
     from servesweep.loadgen.datagen import PromptFactory
+    from servesweep.platform.checkpoint import train_tokenizer
 
     train_tokenizer(128256, tmp_path)
     factory = PromptFactory(tmp_path, seed=3)

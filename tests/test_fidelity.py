@@ -9,11 +9,12 @@ import pytest
 
 from benchmarks.loadgen.zero_server import ServerConfig, start_subprocess
 from components.collect_metrics import collect_metrics
-from components.deploy_server import Endpoint
-from components.sweep import plan_deployments, run_sweep
+from components.sweep import run_sweep
 from servesweep.lake.schema import CI_METRICS, CI_PERCENTILES
 from servesweep.loadgen.client import RequestRecord, Sampling, completion_payload
+from servesweep.platform.types import Endpoint
 from servesweep.spec import BenchmarkSpec, SpecError, parse_spec
+from servesweep.sweep_plan import plan_deployments
 
 TTFT_MS, ITL_MS, TOKENS = 5.0, 2.0, 8
 

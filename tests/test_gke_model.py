@@ -9,9 +9,14 @@ from pathlib import Path
 import pytest
 from google.cloud import storage
 
-from components.gke_model import MARKER, describe_checkpoint, fetch_gcs_checkpoint, publish_random_checkpoint
 from components.load_model import MODEL_INFO_FILE, prepare_model, read_model_info
 from servesweep.gke_spec import GCSModel
+from servesweep.platform.gke.checkpoints import (
+    MARKER,
+    describe_checkpoint,
+    fetch_gcs_checkpoint,
+    publish_random_checkpoint,
+)
 from servesweep.spec import BenchmarkSpec, ModelSpec
 
 WEIGHTS = "model.safetensors"

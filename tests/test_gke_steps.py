@@ -7,15 +7,17 @@ import pytest
 import yaml
 from k8s_fakes import FakeApps, FakeClock, FakeClusterManager, FakeCore, FakeCustom, api_error, load_fixture
 
-import components.gke as gke_steps
+import servesweep.platform.gke.cluster as gke_steps
 from components.deploy_server import deploy_server, teardown_server
-from components.gke import capacity_record_name, deploy_gke, provision_gke, teardown_job
-from components.provision import Capacity, provision
-from components.teardown_all import gke_section, teardown_all
+from components.provision import provision
+from components.teardown_all import teardown_all
 from servesweep.k8s.deploy import KubeApis
 from servesweep.k8s.manifests import OWNER_LABEL
 from servesweep.k8s.provision import GKEProvisioner
-from servesweep.k8s.rbac import RUNNER_RULES
+from servesweep.k8s.rbac import SERVESWEEP_CALLS
+from servesweep.platform.base import gke_section
+from servesweep.platform.gke.cluster import capacity_record_name, deploy_gke, provision_gke, teardown_job
+from servesweep.platform.types import Capacity
 from servesweep.spec import BenchmarkSpec
 
 OWNER = "3f2c9a7e-5b1d-4c8e-9f00-1234567890ab"  # a KFP job id
@@ -211,13 +213,14 @@ def test_role_grants_exactly_what_the_gke_steps_use():
     teardown_job(spec.gke, OWNER, healthy, provisioner_for(spec, healthy, clusters))
     used = {(verb, resource) for fake in (apis.apps, apis.core, apis.custom, healthy.apps, healthy.core,
                                           healthy.custom) for verb, resource, _ in fake.calls}
-    granted = {(verb, resource) for _, resources, verbs in RUNNER_RULES for resource in resources for verb in verbs}
-    assert used == granted
+    # servesweep's own calls; the KFP launcher's and Argo executor's are in tests/test_k8s_rbac.py.
+    assert used == {(call.verb, call.resource) for call in SERVESWEEP_CALLS}
 
 
 def test_a_server_speaking_another_api_is_recorded_not_loaded(tmp_path):
-    from components.deploy_server import Endpoint
-    from components.sweep import plan_deployments, run_sweep
+    from components.sweep import run_sweep
+    from servesweep.platform.types import Endpoint
+    from servesweep.sweep_plan import plan_deployments
 
     spec = gke_spec(kind="triton-trtllm")
     deployment = plan_deployments(spec)[0]
@@ -245,3 +248,16 @@ def test_a_gke_spec_needs_a_gpu_and_travels_in_the_pipeline_parameters():
         parse_spec(data)
     spec = gke_spec()
     assert spec_from_params(spec_to_params(spec).model_dump()) == spec
+
+
+@pytest.mark.parametrize("count", [1, 2, 8])
+def test_the_spec_gpu_count_is_the_pods_gpus_and_the_servers_tensor_parallel_size(count: int):
+    data = gke_spec().model_dump(mode="json") | {"accelerator": {"type": "nvidia-h200-141gb", "count": count}}
+    data["server"]["env"] = {"NCCL_NVLS_ENABLE": "0"}
+    spec = BenchmarkSpec.model_validate(data)
+    bundle = gke_steps.server_bundle(spec, "cc", 64, "client_concurrency", OWNER,
+                                     {"cloud.google.com/gke-accelerator": "nvidia-h200-141gb"})
+    main = bundle.manifests()[0]["spec"]["template"]["spec"]["containers"][0]
+    assert main["resources"]["limits"] == {"nvidia.com/gpu": str(count)}
+    assert main["args"][main["args"].index("--tensor-parallel-size") + 1] == str(count)
+    assert {"name": "NCCL_NVLS_ENABLE", "value": "0"} in main["env"]  # from server.env, nothing added

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.gpu.h200_analysis import CHUNK, FIT_BATCHES, measured
-from servesweep.lake.query import query
+from servesweep.analysis.views import query
 from servesweep.planner.calibrate import calibrate, load_calibrations, point_errors
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "h200"
@@ -70,3 +70,24 @@ def test_servesweep_and_vllm_bench_agree_on_throughput_and_tpot():
         assert ours["completed"] == theirs["completed"] == p["requests"]
         assert ours["output_throughput"] == pytest.approx(theirs["output_throughput"], rel=0.03)
         assert ours["mean_tpot_ms"] == pytest.approx(theirs["mean_tpot_ms"], rel=0.03)
+
+
+def test_the_report_sentences_cite_their_own_rows_within_one_group():
+    """The prefill/decode sentence quotes each config's share at that config's batch; the headline answers
+    per comparison group (a model serving one workload), never across them."""
+    from servesweep.analysis.report import build_report
+    from servesweep.spec import SLOSpec
+
+    runs = query(LAKE, "select distinct run_id from points").column("run_id").to_pylist()
+    report = build_report(LAKE, runs, SLOSpec(ttft_p99_ms=2000, tpot_p99_ms=100), "nvidia-h200-141gb")
+    rows = query(LAKE, "select distinct config_label, low_batch_size, ttft_share_of_e2e from prefill_decode "
+                       "where comparison_group = 'llama3-8b-dummy 128/128 measured' and quantization = 'none'"
+                 ).to_pylist()
+    [workload] = [r for r in report.recommendations
+                  if r.question.value.startswith("prefill") and r.scope == "llama3-8b-dummy 128/128 measured"]
+    assert len(rows) == 2  # the client-concurrency sweep (batch 1..256) and the max-num-seqs 64 deployment
+    for row in rows:
+        assert f"{row['ttft_share_of_e2e']:.1%} at batch {row['low_batch_size']}" in workload.answer
+    groups = query(LAKE, "select distinct comparison_group from point_costs where source = 'measured'"
+                   ).column("comparison_group").to_pylist()
+    assert len(groups) == 3 and all(f"{group}: " in report.headline.summary for group in groups)

@@ -9,7 +9,7 @@ from servesweep.gke_spec import GKESpec
 from servesweep.k8s.deploy import KubeApis, deploy_server, manifests_json
 from servesweep.k8s.manifests import build_server_bundle
 from servesweep.k8s.provision import COMPUTE_CLASS_PLURAL
-from servesweep.k8s.rbac import RUNNER_RULES, rbac_manifests
+from servesweep.k8s.rbac import SERVESWEEP_CALLS, rbac_manifests
 from servesweep.k8s.readiness import FailureKind
 from servesweep.k8s.servers import ServerOptions
 from servesweep.k8s.teardown import teardown_deployment, teardown_run
@@ -112,7 +112,8 @@ def test_teardown_without_the_podmonitoring_crd():
 
 
 def _granted() -> set[tuple[str, str]]:
-    return {(verb, resource) for _, resources, verbs in RUNNER_RULES for resource in resources for verb in verbs}
+    # servesweep's own calls; the launcher's and executor's are in tests/test_k8s_rbac.py.
+    return {(call.verb, call.resource) for call in SERVESWEEP_CALLS}
 
 
 def test_role_grants_exactly_what_deploy_readiness_and_teardown_use():

@@ -231,3 +231,27 @@ def test_validator_rejects_unknown_and_missing_fields():
         validate_manifest(monitoring)
     with pytest.raises(ManifestError, match="no schema"):
         validate_manifest({"apiVersion": "batch/v1", "kind": "Job"})
+
+
+@pytest.mark.parametrize("tp", TP_SIZES)
+def test_a_tensor_parallel_vllm_pod_gets_its_gpus_shared_memory_and_flag(tp: int):
+    h200 = {"cloud.google.com/gke-accelerator": "nvidia-h200-141gb"}
+    pod = bundle("vllm", tp=tp, accelerator="nvidia-h200-141gb", node_selector=h200).manifests()[0]
+    spec = pod["spec"]["template"]["spec"]
+    main = spec["containers"][0]
+    assert main["resources"]["limits"] == {"nvidia.com/gpu": str(tp)}
+    assert main["args"][main["args"].index("--tensor-parallel-size") + 1] == str(tp)
+    # NCCL and vLLM's workers pass tensors through /dev/shm: memory-backed, 16Gi unless gke.shm_size says.
+    assert {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "16Gi"}} in spec["volumes"]
+    assert {"name": "dshm", "mountPath": "/dev/shm"} in main["volumeMounts"]
+    assert not [e for e in main.get("env", []) if e["name"].startswith("NCCL_")]  # servesweep sets no NCCL knob
+
+
+def test_nccl_settings_come_from_the_spec_and_shm_size_from_gke():
+    h200 = {"cloud.google.com/gke-accelerator": "nvidia-h200-141gb"}
+    built = bundle("vllm", spec=gke(shm_size="32Gi"), tp=8, accelerator="nvidia-h200-141gb", node_selector=h200,
+                   env={"NCCL_NVLS_ENABLE": "0"})
+    spec = built.manifests()[0]["spec"]["template"]["spec"]
+    assert {"name": "NCCL_NVLS_ENABLE", "value": "0"} in spec["containers"][0]["env"]
+    assert {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "32Gi"}} in spec["volumes"]
+

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from google.cloud import container_v1
 from k8s_fakes import FakeClock, FakeClusterManager, FakeCustom
 
-from servesweep.gke_spec import GKESpec
+from servesweep.gke_spec import CapacitySpec, GKESpec
 from servesweep.k8s.accelerators import machine_for, tpu_topology
 from servesweep.k8s.provision import GKEProvisioner, ProvisionError, node_pool_for, render_compute_class
 from servesweep.k8s.validate import validate_manifest
@@ -155,7 +156,8 @@ def test_compute_class_is_created_selected_and_removed():
     assert capacity.node_selector == {"cloud.google.com/compute-class": name}
     body = custom.objects[("computeclasses", name)]
     validate_manifest(body)
-    assert body["spec"]["priorities"] == [{"gpu": {"type": "nvidia-h200-141gb", "count": 8, "driverVersion": "latest"}}]
+    assert body["spec"]["priorities"] == [
+        {"gpu": {"type": "nvidia-h200-141gb", "count": 8, "driverVersion": "latest"}, "spot": False}]
     assert body["spec"]["whenUnsatisfiable"] == "DoNotScaleUp"
     prov.release(capacity)
     assert ("delete", "computeclasses", name) in custom.calls
@@ -174,8 +176,49 @@ def test_existing_compute_class_is_used_not_deleted():
     assert [c for c in custom.calls if c[0] != "get"] == []
 
 
-def test_spot_compute_class_falls_back_to_on_demand_on_the_same_tpu():
-    body = render_compute_class("tpu", "tpu-v6e-slice", 8, spot=True)
+def test_compute_class_tries_reservation_on_demand_spot_then_flex_start_on_the_same_tpu():
+    capacity = CapacitySpec(kinds=["flex_start", "spot", "on_demand", "reservation"], reservation="v6e-res",
+                            reservation_project="shared-project")
+    body = render_compute_class("tpu", "tpu-v6e-slice", 8, capacity)
     validate_manifest(body)
     tpu = {"type": "tpu-v6e-slice", "count": 8, "topology": "2x4"}
-    assert body["spec"]["priorities"] == [{"tpu": tpu, "spot": True}, {"tpu": tpu, "spot": False}]
+    assert body["spec"]["priorities"] == [
+        {"tpu": tpu, "reservations": {"affinity": "Specific",
+                                      "specific": [{"name": "v6e-res", "project": "shared-project"}]}},
+        {"tpu": tpu, "spot": False}, {"tpu": tpu, "spot": True}, {"tpu": tpu, "flexStart": {"enabled": True}}]
+    assert body["spec"]["whenUnsatisfiable"] == "DoNotScaleUp"  # never other hardware
+
+
+def test_node_pool_spot_flag_still_adds_spot_after_on_demand_in_a_compute_class():
+    custom = FakeCustom()
+    prov = provisioner(gke("compute_class", spot=True), custom=custom)
+    prov.ensure("nvidia-l4", 1)
+    [body] = custom.objects.values()
+    assert [rule.get("spot") for rule in body["spec"]["priorities"]] == [False, True]
+
+
+def test_a_reservation_needs_its_name():
+    with pytest.raises(ValueError, match="reservation"):
+        CapacitySpec(kinds=["reservation"])
+
+
+def _pool(**capacity) -> container_v1.NodePool:
+    spec = gke().model_copy(update={"capacity": CapacitySpec(**capacity)})
+    return node_pool_for(spec, "nvidia-l4", 1)
+
+
+def test_node_pool_consumes_the_named_reservation_first():
+    pool = _pool(kinds=["spot", "reservation"], reservation="l4-res", reservation_project="shared")
+    affinity = pool.config.reservation_affinity
+    assert affinity.consume_reservation_type == container_v1.ReservationAffinity.Type.SPECIFIC_RESERVATION
+    assert (affinity.key, list(affinity.values)) == ("compute.googleapis.com/reservation-name",
+                                                     ["projects/shared/reservations/l4-res"])
+    assert not pool.config.spot
+
+
+def test_flex_start_node_pool_scales_from_zero_without_reservations():
+    pool = _pool(kinds=["flex_start"])
+    assert pool.config.flex_start and pool.initial_node_count == 0
+    assert pool.autoscaling.enabled and (pool.autoscaling.min_node_count, pool.autoscaling.max_node_count) == (0, 1)
+    assert pool.config.reservation_affinity.consume_reservation_type == (
+        container_v1.ReservationAffinity.Type.NO_RESERVATION)

@@ -14,6 +14,8 @@ CASES = [
     ("unschedulable_insufficient_gpu", FailureKind.UNSCHEDULABLE, False,
      ["Insufficient nvidia.com/gpu", "autoscaler will not add a node", "max node group size reached"]),
     ("pending_scale_up", FailureKind.UNSCHEDULABLE, False, ["autoscaler is adding a node", "0->1"]),
+    ("no_capacity_stockout", FailureKind.NO_CAPACITY, False,
+     ["autoscaler could not add a node", "GCE out of resources"]),
     ("image_pull_backoff", FailureKind.IMAGE_PULL, True, ["ImagePullBackOff", "vllm/vllm-openai:v9.9.9"]),
     ("crash_loop_backoff", FailureKind.CRASH_LOOP, True, ["exit code 1", "3 restarts"]),
     ("missing_secret", FailureKind.CONFIG_ERROR, True, ['secret "hf-token" not found']),

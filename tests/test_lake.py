@@ -1,5 +1,7 @@
 """Lake writer and DuckDB views, on a local directory and on a real GCS emulator."""
 
+import re
+
 import pyarrow as pa
 import pytest
 
@@ -34,8 +36,11 @@ def test_rows_get_the_schema_version_and_unknown_columns_fail():
 
 
 def _exercise(lake: str) -> None:
-    assert store.run_ids(lake) == []
-    assert query(lake, "select count(*) as n from points").to_pylist() == [{"n": 0}]
+    # Reading a lake nobody wrote is an error, not 0 rows.
+    with pytest.raises(store.LakeError, match="no lake at"):
+        store.run_ids(lake)
+    with pytest.raises(store.LakeError, match="no lake at"):
+        query(lake, "select count(*) as n from points")
     store.write_run(lake, "run-a", {"points": _points("run-a", 3), "server_metrics": _samples("run-a")})
     store.write_run(lake, "run-b", {"points": _points("run-b", 2)})
     # Rerunning run-a with fewer points replaces it: no duplicates, no leftovers.
@@ -54,18 +59,32 @@ def test_local_lake(tmp_path):
     _exercise(str(tmp_path / "lake"))
 
 
-def test_gcs_lake_on_emulator(gcs_emulator):
+def test_gcs_lake_on_emulator(gcs_emulator, monkeypatch):
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage
 
     _exercise("gs://lake/servesweep")
     client = storage.Client(project="test", credentials=AnonymousCredentials())
-    names = [b.name for b in client.list_blobs("lake", prefix="servesweep/points/") if b.name.endswith(".parquet")]
-    # one file per run: run-a's rewrite left nothing of its first version behind
-    assert names == [f"servesweep/points/run_id=run-a/part-v{SCHEMA_VERSION}-0.parquet",
-                     f"servesweep/points/run_id=run-b/part-v{SCHEMA_VERSION}-0.parquet"]
+
+    def names(prefix: str) -> list[str]:
+        return [b.name.removeprefix(f"servesweep/{prefix}") for b in client.list_blobs("lake",
+                                                                                       prefix=f"servesweep/{prefix}")]
+
+    # run-a's first generation stays beside its second for readers in flight (SUPERSEDED_GRACE_S)
+    parts = names("points/")
+    assert [n.rsplit("/", 1)[0] for n in parts] == ["run_id=run-a"] * 2 + ["run_id=run-b"]
+    assert all(re.fullmatch(rf"part-v{SCHEMA_VERSION}-g\d{{8}}-[0-9a-f]{{8}}-0\.parquet", n.rsplit("/", 1)[1])
+               for n in parts)
+    assert len(names("_commits/run_id=run-a/")) == 2
+    # past the grace, the next write leaves nothing of the earlier generations behind
+    monkeypatch.setattr(store, "SUPERSEDED_GRACE_S", 0.0)
+    store.write_run("gs://lake/servesweep", "run-a", {"points": _points("run-a", 2)})
+    assert len(names("points/run_id=run-a/")) == 1 and not set(names("points/run_id=run-a/")) & set(parts)
+    assert len(names("_commits/run_id=run-a/")) == 1 and names("server_metrics/run_id=run-a/") == []
+    assert query("gs://lake/servesweep", "select count(*) as n from points where run_id = 'run-a'").to_pylist() == [
+        {"n": 2}]
 
 
 def test_bad_lake_uri():
     with pytest.raises(store.LakeError, match="unsupported lake URI"):
-        store.resolve("s3://bucket/x")
+        store.open_lake("s3://bucket/x", must_exist=False)

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from benchmarks.loadgen.zero_server import ServerConfig, start_subprocess
-from components.sweep import SweepPoint, request_rows
+from components.sweep import request_rows
 from servesweep.loadgen.engine import LagMonitor
 from servesweep.loadgen.runner import LoadPlan, LoadResult, run_load, split_jobs
 from servesweep.metrics.summary import client_limited, summarise_requests
+from servesweep.sweep_plan import SweepPoint
 
 TTFT_MS, ITL_MS, TOKENS = 5.0, 2.0, 8
 

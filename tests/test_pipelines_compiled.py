@@ -164,3 +164,44 @@ def test_checked_in_rbac_is_current(compiled, name):
 def test_compile_refuses_a_spec_without_gke():
     result = CliRunner().invoke(app, ["compile", "--gke-spec", str(ROOT / "specs" / "local.yaml")])
     assert result.exit_code == 2 and "has no `gke` section" in result.output
+
+
+def _kfp_tasks(path: Path) -> dict[str, dict]:
+    ir = next(yaml.safe_load_all(path.read_text()))
+    dags = [ir["root"]["dag"]] + [c["dag"] for c in ir["components"].values() if "dag" in c]
+    return {name: task for dag in dags for name, task in dag["tasks"].items() if "componentRef" in task
+            and not name.startswith(("for-loop", "exit-handler"))}
+
+
+@pytest.mark.parametrize("package", [KFP_LOCAL, KFP_GKE])
+def test_kfp_caches_only_the_pure_steps(compiled, package):
+    """A cached resolve-spec would hand a rerun the old run id, and write-lake would overwrite its partition."""
+    tasks = _kfp_tasks(compiled[package])
+    assert set(tasks) == STEPS | {"teardown-all"}
+    cached = {name for name, task in tasks.items() if task.get("cachingOptions", {}).get("enableCache")}
+    assert cached == {"plan", "plan-sweep", "collect-metrics"}
+
+
+@pytest.mark.parametrize("package", [KFP_LOCAL, KFP_GKE])
+def test_kfp_ir_parameters_have_their_types_and_integer_defaults(compiled, package):
+    ir = next(yaml.safe_load_all(compiled[package].read_text()))
+    parameters = ir["root"]["inputDefinitions"]["parameters"]
+    types = {name: p["parameterType"] for name, p in parameters.items()}
+    assert types == {"accelerator_count": "NUMBER_INTEGER", "input_tokens": "NUMBER_INTEGER",
+                     "output_tokens": "NUMBER_INTEGER", "requests_per_point": "NUMBER_INTEGER",
+                     "slo_ttft_p99_ms": "NUMBER_DOUBLE", "slo_tpot_p99_ms": "NUMBER_DOUBLE",
+                     "batch_sizes": "LIST", "sweep_modes": "LIST"} | {
+        name: "STRING" for name in types if name not in {
+            "accelerator_count", "input_tokens", "output_tokens", "requests_per_point", "slo_ttft_p99_ms",
+            "slo_tpot_p99_ms", "batch_sizes", "sweep_modes"}}
+    spec = load_spec(GKE_SPEC) if package == KFP_GKE else None
+    batches = spec.sweep.batch_sizes if spec else PipelineParams().batch_sizes
+    defaults = {name: p["defaultValue"] for name, p in parameters.items()}
+    assert defaults["batch_sizes"] == batches and all(type(b) is int for b in defaults["batch_sizes"])
+    for name, kind in types.items():
+        if kind == "NUMBER_INTEGER":
+            assert type(defaults[name]) is int, name
+        if kind == "NUMBER_DOUBLE":
+            assert type(defaults[name]) is float, name
+    header = compiled[package].read_text().split("\ncomponents:")[0]
+    assert f"batch_sizes: list [Default: {batches}]" in header and "accelerator_count: int [Default: 1]" in header

@@ -10,10 +10,13 @@ import json
 import numpy as np
 import pyarrow as pa
 import pytest
+import yaml
 from rich.table import Table
+from typer.testing import CliRunner
 
 from components.plan import plan
 from servesweep.catalog import CATALOG_ENV, load_catalog
+from servesweep.cli import app
 from servesweep.lake.query import query
 from servesweep.lake.store import to_table, write_run
 from servesweep.planner import (
@@ -28,10 +31,12 @@ from servesweep.planner import (
     kv_bytes_per_token,
     load_models,
     max_concurrent_sequences,
+    minimum_parallelism,
     plan_report,
     predict,
     predict_sweep,
     prediction_rows,
+    render_minimum_gpus,
     render_plan,
     weight_gb,
     weight_limit_gb,
@@ -39,7 +44,7 @@ from servesweep.planner import (
 from servesweep.planner.calibrate import Calibration, CalibrationGroup
 from servesweep.planner.memory import tensor_parallel_sizes
 from servesweep.planner.models import ModelError, estimate_parameters, from_shape
-from servesweep.planner.roofline import weights_touched_bytes
+from servesweep.planner.roofline import allreduce_cost, weights_touched_bytes
 from servesweep.spec import MODEL_PRESETS, parse_spec
 
 LLAMA3_8B_PARAMS = 8_030_261_248
@@ -512,3 +517,183 @@ def test_the_shipped_calibrations_load():
     calibration = load_calibrations()
     assert all(g.efficiency.flops_efficiency > 0 for g in calibration.groups)
     assert calibration.efficiency_for("vllm", "nvidia-b200") == Efficiency()  # never calibrated
+
+
+def test_the_fit_and_the_prediction_share_one_round_model_without_chunking(catalog, llama8b):
+    # Unchunked prefill with serial admission: what calibrate fits (vectorised) is what predict computes.
+    truth = Efficiency(flops_efficiency=0.5, bandwidth_efficiency=0.6, step_overhead_ms=5.0, request_overhead_ms=8.0,
+                       request_admission_ms=2.0)
+    rows = []
+    for batch in (1, 4, 16, 64):
+        for input_tokens in (128, 1024):
+            p = predict(llama8b, catalog.get("nvidia-l4"), 1, batch, input_tokens, 64, efficiency=truth)
+            rows.append({"server_kind": "transformers", "accelerator": "nvidia-l4", "batch_size": batch,
+                         "input_tokens": input_tokens, "output_tokens": 64, "model_dtype": "bfloat16",
+                         "ttft_mean_ms": p.ttft_ms, "tpot_mean_ms": p.tpot_ms,
+                         "output_token_throughput": p.output_token_throughput})
+    [group] = calibrate(rows, llama8b, catalog).groups
+    assert max(group.ttft_mape_after, group.tpot_mape_after, group.throughput_mape_after) < 0.5
+    unseen, fitted = (predict(llama8b, catalog.get("nvidia-l4"), 1, 32, 512, 64, efficiency=e)
+                      for e in (truth, group.efficiency))
+    assert fitted.ttft_ms == pytest.approx(unseen.ttft_ms, rel=0.02)
+    assert fitted.tpot_ms == pytest.approx(unseen.tpot_ms, rel=0.02)
+
+
+# --- tensor parallelism: how many GPUs, and what the all-reduces cost ------------------------------------
+
+LLAMA3_70B_PARAMS = 70_553_706_496  # 141,107,412,992 bytes in bf16
+
+
+@pytest.mark.parametrize(
+    ("model_name", "accelerator", "dtype", "tp", "pp"),
+    [
+        # bf16: 141.1 GB > 141 x 0.8 = 112.8 GB on one H200; 70.6 GB each on two, leaving 0.9 x 141 - 70.6 =
+        # 56.3 GB for KV, and an 8192-token sequence needs 2 x 80 layers x 4 KV heads x 128 x 2 B x 8192 = 1.3 GB.
+        ("llama3-70b", "nvidia-h200-141gb", "bf16", 2, 1),
+        # fp8: 70.6 GB <= 112.8 GB; 56.3 GB of KV >= 2 x 80 x 8 x 128 x 2 B x 8192 = 2.7 GB: one GPU.
+        ("llama3-70b", "nvidia-h200-141gb", "fp8", 1, 1),
+        # H100 80 GB: limit 64 GB; 141.1 / 2 = 70.6 > 64, 141.1 / 4 = 35.3 <= 64 (KV 72 - 35.3 = 36.7 GB): four.
+        ("llama3-70b", "nvidia-h100-80gb", "bf16", 4, 1),
+        # 8B: 16.06 GB <= 112.8 GB, KV 126.9 - 16.06 = 110.8 GB >= 1.07 GB: one H200.
+        ("llama3-8b", "nvidia-h200-141gb", "bf16", 1, 1),
+        # 405B bf16 = 811.7 GB: 101.5 GB on each of 8 H100s > 64; two machines of TP 8 hold 50.7 GB per GPU,
+        # with 72 - 50.7 = 21.3 GB for 63 layers x 2 x 1 KV head x 128 x 2 B x 131,072 tokens = 4.2 GB of KV.
+        ("llama3.1-405b", "nvidia-h100-80gb", "bf16", 8, 2),
+    ],
+)
+def test_minimum_gpus_per_weight_dtype(catalog, model_name, accelerator, dtype, tp, pp):
+    model = get_model(model_name)
+    needs = minimum_parallelism(model, catalog.get(accelerator), dtype, model.max_position_embeddings)
+    assert (needs.fits, needs.tensor_parallel, needs.pipeline_parallel, needs.gpus) == (True, tp, pp, tp * pp)
+    if pp == 1 and tp > 1:  # the fewest: one GPU fewer does not fit
+        assert not check_fit(model, catalog.get(accelerator), tp // 2, dtype, model.max_position_embeddings).fits
+    assert needs.describe() == ({1: "1"}.get(tp * pp) or (f"{tp} (TP {tp})" if pp == 1
+                                else f"{tp * pp} (TP {tp} x PP {pp}: {pp} machines)"))
+
+
+def test_the_plan_command_says_how_many_gpus_each_dtype_needs():
+    output = CliRunner().invoke(app, ["plan", "llama3-70b", "--dtype", "bf16", "--accelerator",
+                                      "nvidia-h200-141gb"], terminal_width=240).output
+    assert "llama3-70b bf16 on nvidia-h200-141gb: needs tensor parallelism: 2 GPUs (TP 2)" in output
+    row = next(line for line in output.splitlines() if line.startswith("│ nvidia-h200-141gb") and "TP 2" in line)
+    cells = [cell.strip() for cell in row.strip("│").split("│")]
+    assert cells == ["nvidia-h200-141gb", "2 (TP 2)", "1", "1", "1"]  # bf16 (chosen), fp8, int8, int4
+
+
+def test_plan_report_lists_the_minimum_for_every_accelerator_and_dtype(catalog):
+    result = plan_report("llama3-70b", ["nvidia-h200-141gb", "nvidia-l4"], "bf16", catalog=catalog)
+    needs = {(p.accelerator, p.weight_dtype): p.gpus for p in result.minimum_gpus}
+    # L4: 19.2 GB limit; bf16 141.1 / 8 = 17.6 GB, fp8 70.6 / 4 = 17.6, int4 35.3 / 2 = 17.6.
+    assert needs == {("nvidia-h200-141gb", "bf16"): 2, ("nvidia-h200-141gb", "fp8"): 1,
+                     ("nvidia-h200-141gb", "int8"): 1, ("nvidia-h200-141gb", "int4"): 1,
+                     ("nvidia-l4", "bf16"): 8, ("nvidia-l4", "fp8"): 4, ("nvidia-l4", "int8"): 4,
+                     ("nvidia-l4", "int4"): 2}
+    assert render_minimum_gpus(result).row_count == 2
+
+
+def _spec_70b(count: int, **extra) -> dict:
+    return {"name": "tp", "run_id": "tp-1", "model": {"name": "llama3-70b-dummy", "preset": "llama3-70b",
+                                                        "weights": "dummy"},
+            "accelerator": {"type": "nvidia-h200-141gb", "count": count}, "server": {"max_model_len": 2304},
+            "workloads": [{"input_tokens": 128, "output_tokens": 128}],
+            "sweep": {"batch_sizes": [1, 64], "requests_per_point": 4}, **extra}
+
+
+GKE_SECTION = {"project": "bench-project", "location": "us-central1", "cluster": "bench",
+               "model": {"source": "huggingface", "repo_id": "meta-llama/Meta-Llama-3-70B"}}
+
+
+@pytest.mark.parametrize("gke", [None, GKE_SECTION], ids=["local", "gke"])
+def test_plan_step_fails_the_points_of_too_few_gpus_and_says_how_many(catalog, gke):
+    spec = parse_spec(_spec_70b(1, **({"gke": gke} if gke else {})))
+    result = plan(spec, catalog=catalog)
+    assert {row["status"] for row in result.rows} == {"failed"}
+    assert {row["failure_reason"] for row in result.rows} == {
+        "predicted: weights 141.1 GB/GPU > 112.8 GB limit; needs tensor parallelism: 2 GPUs (TP 2)"}
+    assert result.warnings == ["accelerator.count 1 is too few for llama3-70b in bf16 on nvidia-h200-141gb: it "
+                               "needs tensor parallelism: 2 GPUs (TP 2)"]
+    two = plan(parse_spec(_spec_70b(2, **({"gke": gke} if gke else {}))), catalog=catalog)
+    assert {row["status"] for row in two.rows} == {"ok"} and two.warnings == []
+
+
+def test_validate_warns_of_too_few_gpus(tmp_path):
+    path = tmp_path / "one-h200.yaml"
+    path.write_text(yaml.safe_dump(_spec_70b(1)))
+    result = CliRunner().invoke(app, ["validate", str(path)], terminal_width=240)
+    assert result.exit_code == 0
+    assert "planner warning: accelerator.count 1 is too few for llama3-70b" in result.output
+
+
+def test_tensor_parallel_decode_step_by_hand(catalog):
+    h200, model = catalog.get("nvidia-h200-141gb"), get_model("llama3-70b")
+    p = predict(model, h200, 2, batch_size=64, input_tokens=128, output_tokens=128)
+    # All-reduces: 2 per layer x 80 layers, each of 64 tokens x 8192 x 2 B; a ring over 2 GPUs moves
+    # 2 (2 - 1) / 2 = 1x of it: 160 x 64 x 16,384 B = 167,772,160 B / 450e9 B/s = 0.3728 ms, plus the
+    # latency 160 x 8 us = 1.28 ms: 1.6528 ms a step.
+    assert p.decode_comm_ms == pytest.approx((167_772_160 / 450e9 + 160 * 8e-6) * 1e3)
+    # Memory: weights 141,107,412,992 / 2 + KV 64 x 163,840 B/token/GPU x mean context (128 + 64) =
+    # 70,553,706,496 + 2,013,265,920 = 72,566,972,416 B / 4.8e12 = 15.118 ms, above the compute
+    # 64 x (2 x 70.55e9 + 4 x 80 x 192 x 8192) / (2 x 989e12) = 4.58 ms; TPOT = 15.118 + 1.653 ms.
+    assert p.decode_bound == "memory"
+    assert p.tpot_ms == pytest.approx((72_566_972_416 / 4.8e12 + 167_772_160 / 450e9 + 160 * 8e-6) * 1e3)
+
+
+def test_tensor_parallel_prefill_by_hand(catalog):
+    h200, model = catalog.get("nvidia-h200-141gb"), get_model("llama3-70b")
+    p = predict(model, h200, 2, batch_size=1, input_tokens=2048, output_tokens=16)
+    # Compute: 2 x 70,553,706,496 x 2048 + 2 x 80 x 2048^2 x 8192 = 294,485,539,946,496 FLOP / (2 x 989e12);
+    # all-reduces: 2048 tokens x 2,621,440 B (160 x 8192 x 2 B) / 450e9 + one step's latency 160 x 8 us.
+    assert p.prefill_bound == "compute"
+    assert p.ttft_ms == pytest.approx((294_485_539_946_496 / (2 * 989e12) + 2048 * 2_621_440 / 450e9
+                                       + 160 * 8e-6) * 1e3)
+
+
+@pytest.mark.parametrize(("accelerator", "tp", "share", "link"), [
+    ("nvidia-h200-141gb", 4, 1.5, 450e9), ("nvidia-h100-80gb", 8, 1.75, 450e9), ("nvidia-l4", 2, 1.0, 32e9),
+])
+def test_ring_allreduce_bytes_and_link(catalog, accelerator, tp, share, link):
+    cost = allreduce_cost(get_model("llama3-70b"), catalog.get(accelerator), tp, "bf16")
+    # Per token: 160 all-reduces x 2 (tp - 1) / tp x 8192 x 2 B over the link's one-way bandwidth.
+    assert cost.bytes_per_token == pytest.approx(160 * share * 8192 * 2)
+    assert cost.per_token_s == pytest.approx(160 * share * 8192 * 2 / link)
+    assert cost.per_step_s == pytest.approx(160 * catalog.get(accelerator).allreduce_latency_us * 1e-6)
+
+
+CALIBRATED = Efficiency(flops_efficiency=0.7, bandwidth_efficiency=0.7, step_overhead_ms=0.1, request_overhead_ms=12,
+                        request_admission_ms=3, prefill_chunk_tokens=8192)
+
+
+@pytest.mark.parametrize("efficiency", [Efficiency(), CALIBRATED], ids=["roofline", "calibrated"])
+def test_one_gpu_predictions_do_not_see_the_link(catalog, llama8b, efficiency):
+    h200 = catalog.get("nvidia-h200-141gb")
+    crawling = h200.model_copy(update={"interconnect_gbps": 1e-6, "allreduce_latency_us": 1e6})
+    for batch, input_tokens in ((1, 128), (64, 2048), (256, 128)):
+        real, slow = (predict(llama8b, gpu, 1, batch, input_tokens, 128, efficiency=efficiency)
+                      for gpu in (h200, crawling))
+        assert slow.model_dump() | {"accelerator": real.accelerator} == real.model_dump()  # bit for bit
+        assert real.decode_comm_ms == 0.0
+        two = predict(llama8b, crawling, 2, batch, input_tokens, 128, efficiency=efficiency)
+        assert two.tpot_ms > 1e3  # ... while two GPUs pay for every all-reduce
+
+
+def test_a_spec_of_several_cpus_plans_as_a_placement_that_cannot_run():
+    # The cpu entry has one machine of one "GPU" and no link: two of them fit no machine, which the rows say.
+    result = plan(parse_spec({"accelerator": {"type": "cpu", "count": 2}}))
+    assert {row["failure_reason"] for row in result.rows} == {"predicted: no machine type with 2 GPUs"}
+
+
+def test_calibration_on_tensor_parallel_points_accounts_for_the_all_reduces(catalog, llama8b):
+    h200 = catalog.get("nvidia-h200-141gb")
+    rows = []
+    for batch in (1, 4, 16, 64):
+        for input_tokens in (128, 2048):
+            p = predict(llama8b, h200, 2, batch, input_tokens, 128, efficiency=CALIBRATED)
+            rows.append({"server_kind": "vllm", "accelerator": "nvidia-h200-141gb", "accelerator_count": 2,
+                         "batch_size": batch, "input_tokens": input_tokens, "output_tokens": 128,
+                         "model_dtype": "bfloat16", "ttft_mean_ms": p.ttft_ms, "tpot_mean_ms": p.tpot_ms,
+                         "output_token_throughput": p.output_token_throughput})
+    group = calibrate(rows, llama8b, catalog, {("vllm", "nvidia-h200-141gb"): 8192}).groups[0]
+    # The fit's vectorised round adds the same all-reduce time as `predict`, so exact data is fitted to the grid
+    # search's resolution (left out of the fit's round, the same data keeps a 15 % TPOT error).
+    assert max(group.ttft_mape_after, group.tpot_mape_after, group.throughput_mape_after) < 1
+    assert group.efficiency.flops_efficiency == pytest.approx(0.7, rel=0.05)

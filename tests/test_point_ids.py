@@ -8,9 +8,9 @@ import itertools
 import pytest
 
 import components.sweep as sweep
-from components.sweep import Deployment, plan_deployments
 from servesweep.loadgen.adaptive import PointResult
 from servesweep.spec import BenchmarkSpec, SpecError, parse_spec
+from servesweep.sweep_plan import Deployment, plan_deployments
 
 WORKLOADS = [{"input_tokens": 64, "output_tokens": 32}, {"input_tokens": 32, "output_tokens": 64},
              {"input_tokens": 128, "output_tokens": 8, "requests_per_point": 3}]

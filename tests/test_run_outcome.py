@@ -85,3 +85,19 @@ def test_a_server_kind_that_cannot_run_locally_exits_4_with_the_reason(tmp_path,
     points = query(str(tmp_path / "lake"), "select status from points where source = 'measured'").to_pylist()
     assert points == [{"status": "failed"}] * 2  # written before the run failed
     assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_salvage_exits_like_the_run_it_publishes(tmp_path, monkeypatch):
+    """A cut-short run's points "not run" are failed points: salvage says so and exits 3, as `run` would."""
+    import pipelines.salvage
+
+    lake = str(tmp_path / "lake")
+
+    def salvage(run_dir, lake_uri=None):
+        points = [dict(p, run_id="cut") for p in _points(["ok", "failed"])]
+        return lake, "cut", write_lake(lake, "cut", {"points": to_table("points", points)})
+
+    monkeypatch.setattr(pipelines.salvage, "salvage", salvage)
+    result = CliRunner().invoke(app, ["salvage", str(tmp_path)])
+    assert result.exit_code == PARTIAL, result.output
+    assert "1 of 2 points failed: boom (p1)" in result.output

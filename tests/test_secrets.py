@@ -15,15 +15,17 @@ import yaml
 from typer.testing import CliRunner
 
 from components.collect_metrics import collect_metrics
-from components.deploy_server import Endpoint, _log_tail, deploy_server, teardown_server
-from components.gke import deploy_gke, server_bundle
-from components.load_model import ModelInfo
-from components.sweep import plan_deployments, run_sweep
+from components.deploy_server import deploy_server, teardown_server
+from components.sweep import run_sweep
 from servesweep.cli import app
 from servesweep.lake.query import query
 from servesweep.lake.store import to_table
+from servesweep.platform.gke.cluster import deploy_gke, server_bundle
+from servesweep.platform.local import _log_tail
+from servesweep.platform.types import Endpoint, ModelInfo
 from servesweep.secrets import MASK, SERVER_ENV_VAR, WITHHELD, SecretMissing, hand_over, mask, resolve_env
 from servesweep.spec import ModelShape, parse_spec, spec_from_params, spec_to_params
+from servesweep.sweep_plan import plan_deployments
 
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "hf_" + "F4k3T0k3n" * 4  # shaped like a hub token

@@ -128,3 +128,40 @@ def test_a_derived_run_id_follows_the_rule_a_given_one_must(name):
     run_id = BenchmarkSpec(name=name).with_run_id().run_id
     assert valid_run_id(run_id) and "/" not in run_id and not run_id.startswith(".")
     assert BenchmarkSpec(run_id=run_id).run_id == run_id  # passes the field's own validation
+
+
+SPECS = sorted((REPO / "specs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
+def test_every_shipped_spec_validates_without_planner_warnings(path: Path):
+    result = CliRunner().invoke(app, ["validate", str(path)], terminal_width=240)
+    assert result.exit_code == 0, result.output
+    assert "deployment cc" in result.output or "deployment sm-" in result.output
+    assert "planner warning" not in result.output  # every shipped spec has GPUs enough for its model
+
+
+@pytest.mark.parametrize(("name", "preset", "quantization"), [
+    ("h200-tp-llama3-70b", "llama3-70b", "none"), ("h200-tp-llama3-70b-fp8", "llama3-70b", "fp8"),
+    ("h200-tp-llama3-8b", "llama3-8b", "none"),
+])
+def test_tensor_parallel_specs_run_dummy_weights_on_two_h200s(name: str, preset: str, quantization: str):
+    spec = load_spec(REPO / "specs" / f"{name}.yaml")
+    assert (spec.name, spec.model.preset, spec.quantization) == (name, preset, quantization)
+    assert spec.model.weights == "dummy"
+    assert (spec.accelerator.type, spec.accelerator.count) == ("nvidia-h200-141gb", 2)
+    assert spec.server.env == {"VLLM_USE_FLASHINFER_SAMPLER": "0", "NCCL_NVLS_ENABLE": "0"}
+    assert [(w.input_tokens, w.output_tokens) for w in spec.workloads] == [(128, 128), (2048, 128)]
+    assert spec.sweep.batch_sizes == [1, 2, 4, 8, 16, 32, 64, 128, 256]
+
+
+def test_the_llama3_70b_preset_is_the_released_architecture():
+    from servesweep.planner.models import from_shape, get_model
+    from servesweep.spec import MODEL_PRESETS
+
+    shape = MODEL_PRESETS["llama3-70b"]
+    assert (shape.hidden_size, shape.intermediate_size, shape.num_hidden_layers, shape.num_attention_heads,
+            shape.num_key_value_heads, shape.vocab_size, shape.max_position_embeddings) == (
+        8192, 28672, 80, 64, 8, 128256, 8192)
+    # Estimated from the shape it is exactly the model catalog's count of the released checkpoint.
+    assert from_shape("llama3-70b", shape).parameters == get_model("llama3-70b").parameters == 70_553_706_496

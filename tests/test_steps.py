@@ -2,9 +2,10 @@
 
 import pytest
 
-from components.provision import ProvisionError, provision_local
-from components.sweep import plan_deployments, requests_for
+from servesweep.platform.local import provision_local
+from servesweep.platform.types import ProvisionError
 from servesweep.spec import BenchmarkSpec, SweepSpec
+from servesweep.sweep_plan import plan_deployments, requests_for
 
 
 def _spec(**sweep) -> BenchmarkSpec:
@@ -48,7 +49,7 @@ def test_a_workload_can_set_its_own_request_count():
 
 
 def test_dummy_weights_on_a_gpu_reach_vllm_and_the_chosen_gpus():
-    from components.deploy_server import server_env, vllm_command
+    from servesweep.platform.local import server_env, vllm_command
 
     spec = BenchmarkSpec(model={"weights": "dummy"}, quantization="fp8", sweep=SweepSpec(requests_per_point=1),
                          accelerator={"type": "nvidia-h200-141gb", "count": 2, "device_ids": [3, 1]},
@@ -64,7 +65,7 @@ def test_dummy_weights_on_a_gpu_reach_vllm_and_the_chosen_gpus():
 
 
 def test_dummy_weights_write_config_and_tokenizer_only(tmp_path):
-    from components.load_model import load_model
+    from servesweep.platform.checkpoint import load_model
     from servesweep.spec import ModelSpec
 
     info = load_model(ModelSpec(preset="llama3-8b", weights="dummy"), tmp_path)
@@ -75,7 +76,7 @@ def test_dummy_weights_write_config_and_tokenizer_only(tmp_path):
 
 
 def test_local_gpu_provisioning_checks_the_chosen_device_ids(monkeypatch):
-    import components.provision as provision
+    import servesweep.platform.local as provision
 
     monkeypatch.setattr(provision, "local_gpus", lambda: ["NVIDIA H200", "NVIDIA H200"])
     spec = BenchmarkSpec(accelerator={"type": "nvidia-h200-141gb", "device_ids": [1]},

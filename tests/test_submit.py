@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 import pipelines.submit as submit
 from servesweep.cli import app
-from servesweep.spec import load_spec
+from servesweep.spec import load_spec, spec_to_params
 
 GKE_SPEC = Path(__file__).resolve().parent.parent / "specs" / "gke.yaml"
 
@@ -56,11 +56,35 @@ def test_kfp_gets_the_gke_package_the_spec_as_parameters_and_the_runner_account(
     assert (call["host"], call["token"]) == ("https://kfp.example.com", "kfp-secret")
     assert call["service_account"] == spec.gke.runner_service_account and call["experiment_name"] == "l4"
     arguments = call["arguments"]
-    assert arguments["run_id"].startswith("l4-llama3-8b-vllm-") and call["run_name"] == arguments["run_id"]
+    # No run id sent: resolve-spec takes it from KFP's run id, so a clone of this run cannot reuse it.
+    assert arguments["run_id"] == "" and call["run_name"].startswith("l4-llama3-8b-vllm-")
     assert arguments["accelerator"] == "nvidia-l4" and arguments["batch_sizes"] == [1, 4, 16, 64]
     assert yaml.safe_load(arguments["spec_yaml"])["gke"]["cluster"] == spec.gke.cluster
     assert set(call["package"]["kubernetes"]) == set(call["package"]["executors"])  # runner settings on every pod
-    assert arguments["run_id"] in result.output and "kfp-run-42" in result.output
+    assert "l4-llama3-8b-vllm-kfprun42" in result.output and "kfp-run-42" in result.output
+
+
+def test_kfp_run_goes_to_the_profile_namespace_on_multi_user_kubeflow(kfp_client):
+    result = CliRunner().invoke(app, ["submit", "--kfp", "https://kfp.example.com", "--spec", str(GKE_SPEC),
+                                      "--namespace", "servesweep", "--experiment", "team-a"])
+    assert result.exit_code == 0, result.output
+    [call] = kfp_client.calls
+    assert (call["namespace"], call["experiment_name"]) == ("servesweep", "team-a")
+
+
+def test_kfp_single_user_gets_no_namespace_and_a_foreign_one_is_refused(kfp_client):
+    CliRunner().invoke(app, ["submit", "--kfp", "https://kfp.example.com", "--spec", str(GKE_SPEC)])
+    assert kfp_client.calls[0]["namespace"] is None
+    result = CliRunner().invoke(app, ["submit", "--kfp", "https://kfp.example.com", "--spec", str(GKE_SPEC),
+                                      "--namespace", "someone-else"])
+    assert result.exit_code != 0 and "gke.namespace" in result.output and len(kfp_client.calls) == 1
+
+
+def test_ci_submits_to_kfp_with_a_namespace_and_experiment():
+    ci = yaml.safe_load((GKE_SPEC.parent.parent / ".github" / "workflows" / "ci.yaml").read_text())
+    [step] = [s for s in ci["jobs"]["trigger"]["steps"] if s.get("name") == "Submit to Kubeflow Pipelines"]
+    assert '--namespace "$KFP_NAMESPACE"' in step["run"] and "--experiment" in step["run"]
+    assert ci["jobs"]["trigger"]["env"]["KFP_NAMESPACE"] == "${{ vars.KFP_NAMESPACE }}"
 
 
 def test_an_unreachable_kfp_is_one_line(kfp_client, monkeypatch):
@@ -136,3 +160,12 @@ def test_submit_needs_one_target_and_a_gke_spec(tmp_path):
 def test_run_refuses_a_gke_spec():
     result = CliRunner().invoke(app, ["run", str(GKE_SPEC)])
     assert result.exit_code == 2 and "servesweep submit" in result.output
+
+
+def test_kfp_resolve_spec_takes_the_run_id_from_the_kfp_run_so_a_clone_gets_its_own():
+    from pipelines.kfp_pipeline import resolve_spec
+
+    arguments = spec_to_params(load_spec(GKE_SPEC)).model_dump()
+    first = json.loads(resolve_spec.python_func(**arguments, job_id="3f2a9c1e-0000-4000-8000-000000000001"))
+    clone = json.loads(resolve_spec.python_func(**arguments, job_id="77b1d0aa-0000-4000-8000-000000000002"))
+    assert (first["run_id"], clone["run_id"]) == ("l4-llama3-8b-vllm-3f2a9c1e", "l4-llama3-8b-vllm-77b1d0aa")

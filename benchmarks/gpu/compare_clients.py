@@ -66,10 +66,11 @@ def server_means(before: dict[str, float], after: dict[str, float]) -> dict[str,
 
 
 def run_servesweep(endpoint, model_dir: str, point: tuple[int, int, int, int], seed: int) -> dict[str, Any]:
-    from components.sweep import SweepPoint, request_rows
+    from components.sweep import request_rows
     from servesweep.loadgen.datagen import PromptFactory
     from servesweep.loadgen.runner import LoadPlan, run_load
     from servesweep.metrics.summary import summarise_requests
+    from servesweep.sweep_plan import SweepPoint
 
     isl, osl, conc, requests = point
     plan = LoadPlan(base_url=endpoint.base_url, model=endpoint.served_name, input_tokens=isl, output_tokens=osl,

@@ -18,7 +18,8 @@ PINS=(pydantic==2.14.4 pydantic_core==2.50.5 annotated-types==0.8.0 typing-inspe
 # Resolved by this machine's own Python 3.12 (the device's minor version, same platform), so sdist-only
 # packages (kfp-server-api) resolve too; those travel as sdists and are built there without isolation.
 PY312=${PY312:-python3.12}
-$PY312 -m pip install -q --dry-run --ignore-installed --report "$REPORT" "$ROOT" "${PINS[@]}" 2>&1 | grep -v "^WARNING" || true
+# The extras the device run uses: KFP's local runner and the report (vLLM's CUDA build replaces [local]).
+$PY312 -m pip install -q --dry-run --ignore-installed --report "$REPORT" "$ROOT[kfp,report]" "${PINS[@]}" 2>&1 | grep -v "^WARNING" || true
 # On the device image already (KINDS.md), or in the vLLM payload: normalised names.
 ON_DEVICE="torch triton numpy numba transformers tokenizers safetensors protobuf anyio idna h11 httpx httpcore
 typing-extensions setuptools aiohttp aiosignal aiohappyeyeballs frozenlist multidict yarl propcache attrs pillow pyyaml

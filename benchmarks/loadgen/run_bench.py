@@ -433,7 +433,7 @@ def _abs_percentiles(values) -> tuple[float | None, float | None]:
 
 def make_inputs(cfg: BenchConfig, out_root: Path) -> Path:
     """The shared tokenizer (word-level, every word one token) and a prompt file for guidellm."""
-    from components.load_model import synthetic_words, train_tokenizer
+    from servesweep.platform.checkpoint import synthetic_words, train_tokenizer
 
     tokenizer = out_root / "tokenizer"
     if not (tokenizer / "tokenizer.json").exists():

@@ -56,7 +56,7 @@ class ServerConfig:
     ttft_ms: float = 20.0
     itl_ms: float = 10.0
     model: str = "zero"
-    vocab_size: int = 1024  # of the benchmark tokenizer (components.load_model.train_tokenizer)
+    vocab_size: int = 1024  # of the benchmark tokenizer (servesweep.platform.checkpoint.train_tokenizer)
 
 
 @dataclass(slots=True)
@@ -70,7 +70,7 @@ class StreamLog:
 
 
 def token_words(vocab_size: int) -> list[str]:
-    from components.load_model import SPECIAL_TOKENS, synthetic_words
+    from servesweep.platform.checkpoint import SPECIAL_TOKENS, synthetic_words
 
     return synthetic_words(min(_FIRST_WORDS, vocab_size - len(SPECIAL_TOKENS)))
 

@@ -9,10 +9,10 @@ which would flatten the measured lines), and the title then says so.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from itertools import cycle
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -26,7 +26,7 @@ R = TypeVar("R", PointSummary, PrefillDecode)
 _DPI = 110
 _COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
            "#17becf")
-_SLO_STYLE = {"color": "#c00000", "linestyle": ":", "linewidth": 1.5}
+_SLO_STYLE: dict[str, Any] = {"color": "#c00000", "linestyle": ":", "linewidth": 1.5}
 
 
 def render_charts(report: Report, out_dir: str | Path) -> list[ChartSpec]:
@@ -63,7 +63,7 @@ def _legend(ax: Axes) -> None:
 
 def _legend_below(figure: Figure, axes: Sequence[Axes]) -> None:
     """One legend under the plots for every labelled artist (deduplicated): long config names cover no data."""
-    entries: dict[str, object] = {}
+    entries: dict[str, Any] = {}  # label -> artist
     for ax in axes:
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             entries.setdefault(label, handle)
@@ -78,7 +78,7 @@ def _log_if_wide(ax: Axes, values: Sequence[float | None]) -> None:
         ax.set_yscale("log")
 
 
-def _style(source: str) -> dict[str, object]:
+def _style(source: str) -> dict[str, Any]:
     # Predictions are dashed with hollow markers so they never pass for measurements.
     if source == "measured":
         return {"linestyle": "-", "marker": "o"}
@@ -97,8 +97,8 @@ def throughput_chart(report: Report, out: Path) -> ChartSpec | None:
     figure = Figure(figsize=(8, 5))
     ax = figure.subplots()
     for (label, rows), color in zip(configs.items(), cycle(_COLORS), strict=False):
-        ax.plot([p.batch_size for p in rows], [p.output_token_throughput for p in rows], label=label, color=color,
-                **_style(rows[0].source))
+        ax.plot([p.batch_size for p in rows], [p.output_token_throughput or 0.0 for p in rows], label=label,
+                color=color, **_style(rows[0].source))
         _error_bars(ax, [(p.batch_size, p.output_token_throughput, p.output_token_throughput_ci_low,
                           p.output_token_throughput_ci_high) for p in rows], color)
     _batch_axis(ax, points)
@@ -198,7 +198,7 @@ def cost_chart(report: Report, out: Path) -> ChartSpec | None:
     normalised = all(p.vs_baseline_best is not None for rows in configs.values() for p in rows)
 
     def value(p: PointSummary) -> float:
-        return (p.vs_baseline_best if normalised else p.output_tokens_per_dollar / 1e6) or 0.0
+        return (p.vs_baseline_best if normalised else (p.output_tokens_per_dollar or 0.0) / 1e6) or 0.0
 
     series = {"best at any batch size": [max(value(p) for p in rows) for rows in configs.values()]}
     if report.slo.has_limits:
@@ -222,7 +222,7 @@ def cost_chart(report: Report, out: Path) -> ChartSpec | None:
                      categories=list(configs))
 
 
-def _grouped_barh(ax: Axes, categories: Sequence[str], series: dict[str, Sequence[float]]) -> None:
+def _grouped_barh(ax: Axes, categories: Sequence[str], series: Mapping[str, Sequence[float]]) -> None:
     """One horizontal bar group per category, one bar per series inside it, first category on top."""
     height = 0.8 / len(series)
     for index, ((name, values), color) in enumerate(zip(series.items(), cycle(_COLORS), strict=False)):
@@ -278,7 +278,7 @@ def pareto_chart(report: Report, out: Path, metric: str = "e2e_p99_ms") -> Chart
         return None
     measured = group_by([p for p in report.points if p.source == "measured"], lambda p: p.comparison_group)
     figure = Figure(figsize=(8, 4.5 * len(frontier)))
-    axes = figure.subplots(len(frontier), 1, squeeze=False)[:, 0]
+    axes = list(figure.subplots(len(frontier), 1, squeeze=False)[:, 0])
     labels: list[str] = []
     for ax, (group, edge) in zip(axes, sorted(frontier.items()), strict=True):
         for (label, rows), color in zip(_configs(measured.get(group, [])).items(), cycle(_COLORS), strict=False):

@@ -263,9 +263,11 @@ def recommend_workload(scope: str, rows: Sequence[PrefillDecode]) -> Recommendat
         answer = f"it depends on the accelerator: {split}."
     else:
         first = known[0]
-        shares = ", ".join(f"{row.ttft_share_of_e2e:.1%}" for row in known)
-        answer = (f"{balances[0]}: {shares} of a request's end-to-end time is spent before the first token at batch "
-                  f"{first.low_batch_size} ({first.input_tokens} prompt / {first.output_tokens} output tokens); "
+        # Each share with the batch and config it was measured at: configs of a group differ in their lowest batch.
+        shares = "; ".join(f"{row.ttft_share_of_e2e:.1%} at batch {row.low_batch_size}"
+                           + (f" ({row.config_label})" if len(known) > 1 else "") for row in known)
+        answer = (f"{balances[0]}: of a request's end-to-end time, the share spent before the first token is "
+                  f"{shares} ({first.input_tokens} prompt / {first.output_tokens} output tokens); "
                   f"{_ADVICE[balances[0]]}.")
     return Recommendation(question=Question.WORKLOAD, scope=scope, status=Status.ANSWERED, answer=answer,
                           figures=figures)
@@ -306,9 +308,20 @@ def recommend(ideals: Sequence[IdealBatch], balance: Sequence[PrefillDecode], ba
 
 
 def headline(ideals: Sequence[IdealBatch]) -> Headline:
+    """The answer per comparison group (a model serving one workload): configs of different models or
+    workloads are never ranked against each other. The fields describe the first group's answer."""
     measured = [row for row in ideals if row.source == "measured"]
     if not measured:
         return Headline(meets_slo=False, summary="no measured point with status ok or partial in these runs")
+    groups = group_by(measured, lambda r: r.comparison_group)
+    answers = [_group_headline(rows) for _, rows in sorted(groups.items())]
+    if len(answers) == 1:
+        return answers[0]
+    summary = "; ".join(f"{scope}: {answer.summary}" for scope, answer in zip(sorted(groups), answers, strict=True))
+    return answers[0].model_copy(update={"summary": summary})
+
+
+def _group_headline(measured: Sequence[IdealBatch]) -> Headline:
     best = cheapest(measured)
     if not best.meets_slo:
         fastest = max(measured, key=lambda r: r.max_output_token_throughput or 0.0)

@@ -30,10 +30,9 @@ from servesweep.analysis.models import (
     RunFingerprint,
 )
 from servesweep.analysis.recommend import headline, recommend
-from servesweep.analysis.views import DEFAULT_BASELINE, create_views
+from servesweep.analysis.views import DEFAULT_BASELINE, connect
 from servesweep.catalog import Catalog, load_catalog
 from servesweep.lake import store
-from servesweep.lake.query import connect
 from servesweep.spec import SLOSpec
 
 M = TypeVar("M", IdealBatch, PointSummary, PrefillDecode, ParetoPoint, RunFingerprint)
@@ -56,9 +55,8 @@ def build_report(
     catalog = catalog or load_catalog()
     slo = slo or SLOSpec()
     run_ids = _checked_runs(lake_uri, run_ids, baseline, catalog)
-    connection = connect(lake_uri)
+    connection = connect(lake_uri, slo, baseline, run_ids, catalog)
     try:
-        create_views(connection, slo, baseline, run_ids, catalog)
         ideals = _rows(connection, IdealBatch, "ideal_batch")
         points = _rows(connection, PointSummary, _POINTS_SQL)
         balance = _rows(connection, PrefillDecode, "prefill_decode")
@@ -318,7 +316,7 @@ def _fingerprint_table(runs: Sequence[RunFingerprint]) -> _Table:
     def cell(run: RunFingerprint, field: str) -> str:
         value = getattr(run, field)
         if field in ("git_commit", "spec_hash") and value:
-            return value[:12]
+            return str(value)[:12]
         return "-" if value is None else _fmt(value)
 
     return _Table(("", *(run.run_id for run in runs)),

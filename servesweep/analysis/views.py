@@ -1,5 +1,8 @@
 """The analysis views: SQL files in ``servesweep/sql/`` created on a DuckDB connection over the lake.
 
+The lake knows nothing of them: :func:`connect`, :func:`run_sql` and :func:`query` are the lake's own
+(servesweep.lake.query) with the views added, and are what `servesweep query`, the report and the tests use.
+
 Parameters live in tables the views read, never in the SQL text: ``params`` (one row: the p99 SLO bounds, the
 share of requests a point measured with a per-request SLO must keep within it, and the baseline accelerator)
 and ``selected_runs`` (run ids; empty = every run). Change them with :func:`set_params`, or in SQL
@@ -9,13 +12,15 @@ catalog as a table (``servesweep.catalog.prices_table``).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from importlib import resources
 
 import duckdb
 import pyarrow as pa
 
-from servesweep.catalog import Catalog, load_catalog, prices_table
+from servesweep.catalog import Catalog, CatalogError, load_catalog, prices_table
+from servesweep.lake import query as lake_query
 from servesweep.spec import SLOSpec
 
 DEFAULT_BASELINE = "nvidia-l4"
@@ -37,6 +42,39 @@ _PARAMS_SCHEMA = pa.schema(
     ]
 )
 _RUNS_SCHEMA = pa.schema([("run_id", pa.string())])
+
+
+def connect(
+    lake_uri: str, slo: SLOSpec | None = None, baseline: str = DEFAULT_BASELINE, run_ids: Sequence[str] = (),
+    catalog: Catalog | None = None,
+) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection over the lake with every view, its parameters set as given (not sandboxed)."""
+    connection = lake_query.connect(lake_uri)
+    try:
+        create_views(connection, slo, baseline, run_ids, catalog)
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
+def run_sql(lake_uri: str, sql: str) -> list[pa.Table]:
+    """`servesweep query`: the lake's sandboxed SQL (servesweep.lake.query.run_sql) with the views added."""
+    return lake_query.run_sql(lake_uri, sql, setup=add_default_views)
+
+
+def query(lake_uri: str, sql: str) -> pa.Table:
+    """The last result of `run_sql`."""
+    return lake_query.query(lake_uri, sql, setup=add_default_views)
+
+
+def add_default_views(connection: duckdb.DuckDBPyConnection) -> None:
+    """Every view with default parameters. A broken catalog override must not take the raw tables down with
+    it, so a failure only warns."""
+    try:
+        create_views(connection)
+    except (CatalogError, duckdb.Error) as error:
+        warnings.warn(f"analysis views unavailable: {error}", stacklevel=3)
 
 
 def view_sql(name: str) -> str:

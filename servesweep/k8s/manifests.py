@@ -15,7 +15,7 @@ from typing import Any
 
 from kubernetes import client as k8s
 
-from servesweep.gke_spec import GCSModel, GKESpec, ModelSource
+from servesweep.gke_spec import GCSModel, GKESpec, HuggingFaceModel, ModelSource
 from servesweep.k8s.accelerators import accelerator_info, machine_for
 from servesweep.k8s.servers import (
     HF_TOKEN_DIR,
@@ -92,7 +92,8 @@ def model_ref(source: ModelSource, served_name: str) -> ModelRef:
 
 def to_dict(obj: Any) -> dict[str, Any]:
     """The object as the API server receives it (camelCase keys, no None fields)."""
-    return k8s.ApiClient().sanitize_for_serialization(obj)
+    data: dict[str, Any] = k8s.ApiClient().sanitize_for_serialization(obj)
+    return data
 
 
 @dataclass(frozen=True)
@@ -255,12 +256,11 @@ def _env(source: ModelSource, rendered: RenderedServer, extra: Mapping[str, str]
         raise ValueError(f"{', '.join(both)} given both as a value and from a Secret")
     env = [k8s.V1EnvVar(name=key, value=value) for key, value in sorted(extra.items())]
     env += [_secret_var(name, secret, key) for name, (secret, key) in sorted(secret_env.items())]
-    token_secret = getattr(source, "token_secret", None)
-    if token_secret and rendered.token_delivery == "env":
+    if isinstance(source, HuggingFaceModel) and source.token_secret and rendered.token_delivery == "env":
         if HF_TOKEN_ENV in secret_env:
             raise ValueError(f"{HF_TOKEN_ENV} comes from the model's token_secret; drop it from secret_env")
         # A reference, never the value: the token stays in the Secret.
-        env.append(_secret_var(HF_TOKEN_ENV, token_secret, source.token_key))
+        env.append(_secret_var(HF_TOKEN_ENV, source.token_secret, source.token_key))
     return env
 
 

@@ -23,10 +23,10 @@ from google.api_core.exceptions import NotFound
 from google.cloud import container_v1
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
-from pydantic import BaseModel
 
-from servesweep.gke_spec import GKESpec, ProvisioningMode
+from servesweep.gke_spec import CapacityKind, CapacitySpec, GKESpec, ProvisioningMode
 from servesweep.k8s.accelerators import accelerator_info, machine_for, tpu_topology
+from servesweep.k8s.capacity import Capacity
 from servesweep.k8s.manifests import MANAGED_BY, MANAGED_BY_LABEL
 
 COMPUTE_CLASS_GROUP = "cloud.google.com"
@@ -46,19 +46,6 @@ _POOL_OWNER_KEY = "managed-by"
 
 class ProvisionError(RuntimeError):
     pass
-
-
-class Capacity(BaseModel):
-    """What provisioning did, passed (as JSON) to the deploy step and to the release at the end."""
-
-    mode: ProvisioningMode
-    accelerator: str
-    count: int
-    node_selector: dict[str, str]
-    node_pool: str | None = None
-    compute_class: str | None = None
-    created: bool = False  # this run created the pool or class and must remove it
-    resized: bool = False  # this run scaled a servesweep pool up and must scale it back to zero
 
 
 def default_name(accelerator: str, count: int) -> str:
@@ -83,15 +70,38 @@ def node_selector_for(
     return selector
 
 
-def render_compute_class(name: str, accelerator: str, count: int, spot: bool = False) -> dict[str, Any]:
+def _capacity_rule(kind: CapacityKind, capacity: CapacitySpec) -> dict[str, Any]:
+    """One ComputeClass priority's provisioning model (fields as in GKE's ComputeClass CRD reference:
+    priorities[].reservations {affinity: Specific, specific: [{name, project}]}, spot, flexStart {enabled})."""
+    if kind == "reservation":
+        reservation = {"name": capacity.reservation}
+        if capacity.reservation_project:
+            reservation["project"] = capacity.reservation_project
+        return {"reservations": {"affinity": "Specific", "specific": [reservation]}}
+    if kind == "flex_start":
+        return {"flexStart": {"enabled": True}}
+    return {"spot": kind == "spot"}
+
+
+def capacity_for(gke: GKESpec) -> CapacitySpec:
+    """The spec's capacity kinds; the older node_pool.spot flag still adds spot."""
+    capacity = gke.capacity
+    if gke.node_pool.spot and "spot" not in capacity.kinds:
+        capacity = capacity.model_copy(update={"kinds": [*capacity.kinds, "spot"]})
+    return capacity
+
+
+def render_compute_class(name: str, accelerator: str, count: int,
+                         capacity: CapacitySpec | None = None) -> dict[str, Any]:
     info = accelerator_info(accelerator)
     _, per_node = machine_for(accelerator, count)
     if info.kind == "tpu":
         hardware = {"tpu": {"type": accelerator, "count": per_node, "topology": tpu_topology(accelerator, count)}}
     else:
         hardware = {"gpu": {"type": accelerator, "count": per_node, "driverVersion": "latest"}}
-    # Spot first when asked, on-demand as the fallback: same hardware either way.
-    priorities = [{**hardware, "spot": True}, {**hardware, "spot": False}] if spot else [hardware]
+    # Same hardware in every priority, cheapest sure capacity first: reservation, on-demand, spot, flex-start.
+    capacity = capacity or CapacitySpec()
+    priorities = [{**hardware, **_capacity_rule(kind, capacity)} for kind in capacity.ordered()]
     return {
         "apiVersion": f"{COMPUTE_CLASS_GROUP}/{COMPUTE_CLASS_VERSION}",
         "kind": "ComputeClass",
@@ -104,13 +114,40 @@ def render_compute_class(name: str, accelerator: str, count: int, spot: bool = F
     }
 
 
+def _reservation_affinity(capacity: CapacitySpec) -> container_v1.ReservationAffinity:
+    # A shared reservation is named by its path (GKE "consume reservations": key compute.googleapis.com/
+    # reservation-name, values [NAME] or [projects/PROJECT/reservations/NAME]).
+    name = capacity.reservation
+    if capacity.reservation_project:
+        name = f"projects/{capacity.reservation_project}/reservations/{name}"
+    return container_v1.ReservationAffinity(
+        consume_reservation_type=container_v1.ReservationAffinity.Type.SPECIFIC_RESERVATION,
+        key="compute.googleapis.com/reservation-name", values=[name],
+    )
+
+
+def _pool_capacity(pool: container_v1.NodePool, config: container_v1.NodeConfig, kind: CapacityKind,
+                   capacity: CapacitySpec, nodes: int) -> None:
+    """A node pool has one provisioning model: the first kind the spec allows, in CAPACITY_ORDER."""
+    if kind == "reservation":
+        config.reservation_affinity = _reservation_affinity(capacity)
+    elif kind == "spot":
+        config.spot = True
+    elif kind == "flex_start":
+        # Flex-start VMs come only through the autoscaler, from zero, and never from a reservation.
+        config.flex_start = True
+        config.reservation_affinity = container_v1.ReservationAffinity(
+            consume_reservation_type=container_v1.ReservationAffinity.Type.NO_RESERVATION)
+        pool.initial_node_count = 0
+        pool.autoscaling = container_v1.NodePoolAutoscaling(enabled=True, min_node_count=0, max_node_count=nodes)
+
+
 def node_pool_for(gke: GKESpec, accelerator: str, count: int) -> container_v1.NodePool:
     spec = gke.node_pool
     machine, per_node = machine_for(accelerator, count)
     config = container_v1.NodeConfig(
         machine_type=spec.machine_type or machine,
         disk_size_gb=spec.disk_size_gb,
-        spot=spec.spot,
         labels={MANAGED_BY_LABEL: MANAGED_BY},
         resource_labels={_POOL_OWNER_KEY: MANAGED_BY},
         oauth_scopes=["https://www.googleapis.com/auth/cloud-platform"],
@@ -124,13 +161,16 @@ def node_pool_for(gke: GKESpec, accelerator: str, count: int) -> container_v1.No
             accelerator_count=count if spec.machine_type else per_node,
             gpu_driver_installation_config=driver,
         )]
-    return container_v1.NodePool(
+    pool = container_v1.NodePool(
         name=spec.name or default_name(accelerator, count),
         initial_node_count=spec.nodes,
         locations=list(spec.node_locations),
-        config=config,
         management=container_v1.NodeManagement(auto_repair=True, auto_upgrade=True),
     )
+    capacity = capacity_for(gke)
+    _pool_capacity(pool, config, "spot" if spec.spot else capacity.ordered()[0], capacity, spec.nodes)
+    pool.config = config
+    return pool
 
 
 class GKEProvisioner:
@@ -205,6 +245,8 @@ class GKEProvisioner:
 
     def _release_node_pool(self, capacity: Capacity) -> None:
         name = capacity.node_pool
+        if name is None:  # node_pool mode always records its pool
+            raise ProvisionError(f"node_pool capacity without a pool name: {capacity.model_dump_json()}")
         try:
             if capacity.created and self.gke.node_pool.on_release == "delete":
                 self._wait(self._client().delete_node_pool(name=self._pool_path(name)))
@@ -251,7 +293,7 @@ class GKEProvisioner:
             if error.status != 404:
                 raise
         api.create_cluster_custom_object(
-            **ids, body=render_compute_class(name, accelerator, count, self.gke.node_pool.spot)
+            **ids, body=render_compute_class(name, accelerator, count, capacity_for(self.gke))
         )
         return capacity.model_copy(update={"created": True})
 

@@ -2,7 +2,10 @@
 
 One namespaced Role covers a run: create, watch and delete its servers, read pods, logs and events
 to explain failures, and keep one ConfigMap per job recording the capacity its exit handler
-releases. Nothing on Secrets: a pod that references the token Secret is created without read
+releases. On KFP every step's pod also runs KFP's driver and launcher as this account, and Argo's
+executor under both; `COMPONENT_CALLS` lists the API calls of each, and the Role is exactly their
+union (tests/test_k8s_rbac.py). Secrets only by name, and only for an object store that is not
+reached through Workload Identity: a pod that references the token Secret is created without read
 access to it (the kubelet fetches it). ComputeClasses are cluster-scoped, so `compute_class`
 mode adds a ClusterRole limited to the class names the run may create.
 
@@ -14,6 +17,7 @@ container.clusters.update and container.operations.get.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from kubernetes import client as k8s
@@ -24,12 +28,57 @@ from servesweep.k8s.provision import COMPUTE_CLASS_GROUP, COMPUTE_CLASS_PLURAL
 RBAC_API = "rbac.authorization.k8s.io/v1"
 ROLE_NAME = "servesweep-runner"
 
-# (API group, resources, verbs): exactly the calls provision, deploy, readiness and teardown make.
+KFP_LAUNCHER_CONFIGMAP = "kfp-launcher"
+
+
+@dataclass(frozen=True)
+class Call:
+    group: str
+    resource: str
+    verb: str
+    name: str | None = None  # the one object it touches, when the caller always knows its name
+
+
+# Checked against kubeflow/pipelines backend/src/v2 (the driver and launcher images KFP 2.x runs in every step pod):
+#   config/env.go FromConfigMap: ConfigMaps(namespace).Get("kfp-launcher"), by driver and launcher (a missing one
+#     is fine, a Forbidden one fails the step);
+#   objectstore/object_store.go getGCSTokenClient / getS3BucketCredential: Secrets(namespace).Get(secretName), unless
+#     the provider is `fromEnv` (GCS through Workload Identity: no Secret); the default minio root reads
+#     "mlpipeline-minio-artifact";
+#   component/pod_failure.go: Pods(namespace).Get(own pod) to explain a failed step;
+#   component/launcher_v2.go creates PVCs only for kfp-kubernetes CreatePVC, which servesweep does not use.
+# The driver reaches MLMD and the KFP API over gRPC, not the Kubernetes API.
+KFP_CALLS = (
+    Call("", "configmaps", "get", KFP_LAUNCHER_CONFIGMAP),
+    Call("", "pods", "get"),
+)
+# Argo 3.4+ executor: outputs reported as WorkflowTaskResults (it runs KFP's steps too).
+ARGO_EXECUTOR_CALLS = (Call("argoproj.io", "workflowtaskresults", "create"),
+                       Call("argoproj.io", "workflowtaskresults", "patch"))
+# servesweep's own, from the kubernetes client calls in servesweep/k8s and servesweep/platform/gke (a test scans
+# them).
+SERVESWEEP_CALLS = (
+    *(Call("", "configmaps", verb) for verb in ("create", "list", "delete")),  # capacity records
+    *(Call("apps", "deployments", verb) for verb in ("create", "get", "list", "delete")),
+    *(Call("", "services", verb) for verb in ("create", "list", "delete")),
+    Call("", "pods", "list"), Call("", "pods/log", "get"), Call("", "events", "list"),
+    *(Call(PODMONITORING_GROUP, PODMONITORING_PLURAL, verb) for verb in ("create", "list", "delete")),
+)
+COMPONENT_CALLS: dict[str, tuple[Call, ...]] = {
+    "kfp-driver-launcher": KFP_CALLS, "argo-executor": ARGO_EXECUTOR_CALLS, "servesweep": SERVESWEEP_CALLS,
+}
+
+
+def object_store_calls(secret: str | None) -> tuple[Call, ...]:
+    return (Call("", "secrets", "get", secret),) if secret else ()
+
+
+# (API group, resources, verbs): the calls provision, deploy, readiness and teardown make, and the launcher's.
 RUNNER_RULES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("", ("configmaps",), ("create", "list", "delete")),
+    ("", ("pods",), ("get", "list")),
     ("apps", ("deployments",), ("create", "get", "list", "delete")),
     ("", ("services",), ("create", "list", "delete")),
-    ("", ("pods",), ("list",)),
     ("", ("pods/log",), ("get",)),
     ("", ("events",), ("list",)),
     (PODMONITORING_GROUP, (PODMONITORING_PLURAL,), ("create", "list", "delete")),
@@ -48,9 +97,16 @@ def service_account(namespace: str, name: str, workload_identity_sa: str | None 
     )
 
 
-def runner_role(namespace: str, name: str = ROLE_NAME) -> k8s.V1Role:
+def _named_rules(object_store_secret: str | None) -> list[k8s.V1PolicyRule]:
+    """get by name: `create` and `list` cannot be limited that way, `get` can."""
+    named = [Call("", "configmaps", "get", KFP_LAUNCHER_CONFIGMAP), *object_store_calls(object_store_secret)]
+    return [k8s.V1PolicyRule(api_groups=[c.group], resources=[c.resource], resource_names=[c.name], verbs=[c.verb])
+            for c in named]
+
+
+def runner_role(namespace: str, name: str = ROLE_NAME, object_store_secret: str | None = None) -> k8s.V1Role:
     rules = [k8s.V1PolicyRule(api_groups=[group], resources=list(resources), verbs=list(verbs))
-             for group, resources, verbs in RUNNER_RULES]
+             for group, resources, verbs in RUNNER_RULES] + _named_rules(object_store_secret)
     return k8s.V1Role(
         api_version=RBAC_API, kind="Role",
         metadata=k8s.V1ObjectMeta(name=name, namespace=namespace, labels=_labels()), rules=rules,
@@ -94,11 +150,16 @@ def rbac_manifests(
     *,
     workload_identity_sa: str | None = None,
     compute_classes: Sequence[str] = (),
+    object_store_secret: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Everything to `kubectl apply` once per namespace, as plain dicts (ready for YAML)."""
+    """Everything to `kubectl apply` once per namespace, as plain dicts (ready for YAML).
+
+    `object_store_secret`: the Secret KFP's launcher reads object-store credentials from, when the
+    kfp-launcher ConfigMap's provider is not `fromEnv` (e.g. "mlpipeline-minio-artifact").
+    """
     objects: list[Any] = [
         service_account(namespace, account, workload_identity_sa),
-        runner_role(namespace),
+        runner_role(namespace, object_store_secret=object_store_secret),
         runner_role_binding(namespace, account),
     ]
     if compute_classes:
@@ -110,11 +171,14 @@ ARGO_EXECUTOR_ROLE = "servesweep-argo-executor"
 
 
 def argo_executor_manifests(namespace: str, account: str = "servesweep-runner") -> list[dict[str, Any]]:
-    """What Argo (3.4+) needs of a workflow pod's account: report the step's outputs as WorkflowTaskResults."""
+    """What Argo (3.4+) needs of a workflow pod's account: report the step's outputs as WorkflowTaskResults.
+
+    KFP runs its steps on Argo, so a KFP runner needs it as much as an Argo one.
+    """
     role = k8s.V1Role(
         api_version=RBAC_API, kind="Role",
         metadata=k8s.V1ObjectMeta(name=ARGO_EXECUTOR_ROLE, namespace=namespace, labels=_labels()),
         rules=[k8s.V1PolicyRule(api_groups=["argoproj.io"], resources=["workflowtaskresults"],
-                                verbs=["create", "patch"])],
+                                verbs=[call.verb for call in ARGO_EXECUTOR_CALLS])],
     )
     return [to_dict(role), to_dict(runner_role_binding(namespace, account, ARGO_EXECUTOR_ROLE))]

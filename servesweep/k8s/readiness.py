@@ -33,6 +33,9 @@ class FailureKind(StrEnum):
     EVICTED = "Evicted"
     REJECTED = "Rejected"  # the API server refused an object (quota, admission, invalid)
     UNSCHEDULABLE = "Unschedulable"
+    # Unschedulable and the autoscaler cannot get the machines (stockout, exhausted reservation or quota) for any
+    # capacity the ComputeClass or pool allows: not a spec error, and waiting longer is only worth it up to a point.
+    NO_CAPACITY = "NoCapacity"
     TIMEOUT = "Timeout"
 
 
@@ -41,6 +44,10 @@ FATAL = frozenset({
     FailureKind.OOM_KILLED, FailureKind.CONFIG_ERROR, FailureKind.IMAGE_PULL, FailureKind.CRASH_LOOP,
     FailureKind.EVICTED, FailureKind.REJECTED,
 })
+# The cluster autoscaler's scale-up failures (FailedScaleUp / NotTriggerScaleUp event messages; GKE's
+# "GCE out of resources", Compute Engine's ZONE_RESOURCE_POOL_EXHAUSTED, stockout and quota errors).
+_NO_CAPACITY = re.compile(r"(?i)(out of resources|resource_pool_exhausted|stockout|quota|no capacity|"
+                          r"insufficient capacity|reservation.*(exhausted|not found|no available))")
 _IMAGE_PULL_REASONS = {"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull"}
 _CONFIG_REASONS = {"CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
 
@@ -96,6 +103,9 @@ def classify_failure(
     best = min(found, key=lambda reason: _PRIORITY.index(reason.kind))
     if best.kind == FailureKind.UNSCHEDULABLE:
         best = _with_autoscaler_note(best, events)
+        if any(_NO_CAPACITY.search(e.get("message", "")) for e in events
+               if e.get("reason") in ("FailedScaleUp", "NotTriggerScaleUp")):
+            best = replace(best, kind=FailureKind.NO_CAPACITY)
     if logs and best.pod and best.container:
         best = replace(best, log_line=last_log_line(logs.get(f"{best.pod}/{best.container}")))
     return best
@@ -103,7 +113,7 @@ def classify_failure(
 
 _PRIORITY = [
     FailureKind.OOM_KILLED, FailureKind.CONFIG_ERROR, FailureKind.IMAGE_PULL, FailureKind.CRASH_LOOP,
-    FailureKind.EVICTED, FailureKind.REJECTED, FailureKind.UNSCHEDULABLE, FailureKind.TIMEOUT,
+    FailureKind.EVICTED, FailureKind.REJECTED, FailureKind.UNSCHEDULABLE, FailureKind.NO_CAPACITY, FailureKind.TIMEOUT,
 ]
 
 
@@ -169,6 +179,8 @@ def _with_autoscaler_note(reason: FailureReason, events: list[Mapping[str, Any]]
     by_reason = {event.get("reason"): event.get("message", "") for event in events}
     if "NotTriggerScaleUp" in by_reason:
         note = f"autoscaler will not add a node: {by_reason['NotTriggerScaleUp']}"
+    elif "FailedScaleUp" in by_reason:
+        note = f"autoscaler could not add a node: {by_reason['FailedScaleUp']}"
     elif "TriggeredScaleUp" in by_reason:
         note = f"autoscaler is adding a node: {by_reason['TriggeredScaleUp']}"
     else:
@@ -221,7 +233,8 @@ def _deployment_ready(apps: k8s.AppsV1Api, namespace: str, name: str) -> bool:
     return (deployment.status.ready_replicas or 0) >= wanted > 0
 
 
-def _observe(core: k8s.CoreV1Api, namespace: str, label_selector: str) -> tuple[list[dict], list[dict]]:
+def _observe(core: k8s.CoreV1Api, namespace: str,
+             label_selector: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     pods = [to_dict(pod) for pod in core.list_namespaced_pod(namespace, label_selector=label_selector).items]
     names = {pod["metadata"]["name"] for pod in pods}
     events = core.list_namespaced_event(namespace, field_selector="involvedObject.kind=Pod").items
@@ -241,7 +254,7 @@ def _with_logs(core: k8s.CoreV1Api, namespace: str, failure: FailureReason) -> F
     return replace(failure, log_line=last_log_line(text))
 
 
-def _timed_out(failure: FailureReason | None, pods: list[dict], timeout_s: float) -> FailureReason:
+def _timed_out(failure: FailureReason | None, pods: list[dict[str, Any]], timeout_s: float) -> FailureReason:
     if failure is not None:
         return replace(failure, message=f"{failure.message} (still after {timeout_s:.0f}s)")
     phases = ", ".join(f"{p['metadata']['name']}={p.get('status', {}).get('phase', '?')}" for p in pods) or "no pods"

@@ -186,6 +186,7 @@ def _vllm(model: ModelRef, opt: ServerOptions, quant: QuantSupport, images: dict
         *_flag("--served-model-name", model.served_name),
         *_flag("--host", "0.0.0.0"),
         *_flag("--port", 8000),
+        # vLLM's distributed serving docs: "pass in the --tensor-parallel-size argument" (GPUs on one node).
         *_flag("--tensor-parallel-size", opt.tensor_parallel),
         *_flag("--gpu-memory-utilization", opt.gpu_memory_fraction),
         *_flag("--max-model-len", opt.max_model_len),
@@ -206,6 +207,8 @@ def _tgi(model: ModelRef, opt: ServerOptions, quant: QuantSupport, images: dict[
         *_flag("--model-id", model.location),
         *_flag("--hostname", "0.0.0.0"),
         *_flag("--port", 8080),
+        # text-generation-launcher --num-shard: "The number of shards to use if you don't want to use all GPUs"
+        # (TGI's launcher reference); the pod sees only its GPUs, so it would shard over all of them anyway.
         *_flag("--num-shard", opt.tensor_parallel),
         *_flag("--cuda-memory-fraction", opt.gpu_memory_fraction),
         *_flag("--max-total-tokens", opt.max_model_len),
@@ -227,6 +230,8 @@ def _sglang(model: ModelRef, opt: ServerOptions, quant: QuantSupport, images: di
         *_flag("--served-model-name", model.served_name),
         *_flag("--host", "0.0.0.0"),
         *_flag("--port", 30000),
+        # SGLang's server arguments list --tp-size and --tensor-parallel-size as one option (the docs' `--tp 2`
+        # is accepted too): docs.sglang.io cookbook/base/reference/server_arguments.
         *_flag("--tp-size", opt.tensor_parallel),
         *_flag("--mem-fraction-static", opt.gpu_memory_fraction),
         *_flag("--context-length", opt.max_model_len),
@@ -245,6 +250,9 @@ def _sglang(model: ModelRef, opt: ServerOptions, quant: QuantSupport, images: di
 # the LLM() arguments; `triton_config` must stay: max_batch_size 0 (the engine batches in flight
 # itself) and decoupled so /generate_stream streams tokens.
 TRITON_MODEL_NAME = "tensorrt_llm"
+# Checked: the -trtllm-python-py3 images ship the template at /app/all_models/llmapi/ (Triton's LLM API guides:
+# `cp -R /app/all_models/llmapi/ llmapi_repo/`, then edit llmapi_repo/tensorrt_llm/1/model.yaml); in the
+# TensorRT-LLM repo it is tensorrt_llm/triton_backend/all_models/llmapi (tensorrtllm_backend docs/llmapi.md).
 _TRITON_TEMPLATE = "/app/all_models/llmapi"
 _TRITON_REPO = "/tmp/triton-repo"
 
@@ -253,6 +261,9 @@ def triton_model_yaml(model: ModelRef, opt: ServerOptions) -> dict[str, object]:
     config: dict[str, object] = {
         "model": model.location,
         "backend": "pytorch",
+        # The LLM API's own keys (TensorRT-LLM triton_backend/all_models/llmapi/tensorrt_llm/1/model.yaml). The
+        # llmapi docs start one tritonserver (launch_triton_server.py's default --world_size 1) and set the
+        # parallel sizes here; model.py's LLM() then starts the tensor-parallel workers itself.
         "tensor_parallel_size": opt.tensor_parallel,
         "pipeline_parallel_size": 1,
         "max_seq_len": opt.max_model_len,
@@ -287,7 +298,8 @@ _JETSTREAM_HTTP_IMAGE = f"{_TPU_IMAGES}/jetstream-http:v0.2.3"
 
 def _jetstream(model: ModelRef, opt: ServerOptions, quant: QuantSupport, images: dict[str, str]) -> _Launch:
     # The image's entrypoint logs in with /huggingface/HUGGINGFACE_TOKEN and runs `jpt serve`, which
-    # shards over every TPU chip of the slice: tensor parallelism is the chip count, not a flag.
+    # shards over every TPU chip of the slice: tensor parallelism is the chip count, not a flag
+    # (jetstream-pytorch jetstream_pt/cli.py: interleaved_slices=(f"tpu={len(jax.devices())}",)).
     args = (
         f"--model_id={model.location}",
         f"--override_batch_size={opt.max_batch or JETSTREAM_DEFAULT_BATCH}",

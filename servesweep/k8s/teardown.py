@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
@@ -79,7 +80,7 @@ def teardown_selected(
     return report
 
 
-def _names(items: list) -> list[str]:
+def _names(items: list[Any]) -> list[str]:
     return [item.metadata.name for item in items]
 
 

@@ -1,40 +1,136 @@
-"""Read and write the lake: a local directory or a gs:// prefix, through pyarrow's filesystems."""
+"""Read and write the lake: a local directory or a gs:// prefix, through pyarrow's filesystems.
+
+Layout (hive partitions by run id; a *generation* is one write of one run)::
+
+    {lake}/{table}/run_id={run}/part-v{schema}-{generation}-0.parquet   data files of a generation
+    {lake}/_commits/run_id={run}/{generation}.json                     its commit: a Manifest of those files
+
+A write puts the new generation's files beside the old ones (locally under a temporary name, fsynced, then
+renamed; on GCS an object only appears once complete and no name is ever reused), then commits by creating
+the manifest, then prunes: it deletes failed writes' leftovers, and generations superseded more than
+SUPERSEDED_GRACE_S ago. A failed write therefore leaves the run as it was.
+
+Readers take a snapshot: the newest manifest of every run, and read only the files those list, so every
+table of a run comes from one complete generation. Runs without a manifest (lakes written before manifests)
+read their ``part-v{schema}-{i}.parquet`` files. A reader whose snapshot predates a commit still finds its
+files during the grace; one that outlives it fails and is retried on a fresh snapshot (servesweep.lake.query).
+Anything else in the lake (a README, a stray file) is ignored. One writer per run id at a time.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
-from collections.abc import Iterable, Mapping
-from datetime import timedelta
-from typing import Any
+import re
+import secrets
+import warnings
+from collections.abc import Callable, Collection, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from itertools import pairwise
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from servesweep.lake.schema import PARTITION_COLUMN, SCHEMA_VERSION, SCHEMAS, TABLES
+from servesweep.lake.uri import (
+    LakeError,
+    LakeLocation,
+    check_bucket,
+    filesystem,
+    first_line,
+    parse_lake_uri,
+    validate_lake_uri,
+)
+
+__all__ = ["LakeError", "Manifest", "Snapshot", "open_lake", "read_table", "run_ids", "snapshot", "to_table",
+           "validate_lake_uri", "write_run"]
+
+COMMITS = "_commits"
+_GENERATION = r"g\d{8}-[0-9a-f]{8}"
+_PART = re.compile(rf"^part-v\d+-(?P<generation>{_GENERATION})-\d+\.parquet$")
+_LEGACY_PART = re.compile(r"^part-v\d+-\d+\.parquet$")
+_MANIFEST = re.compile(rf"^(?P<generation>{_GENERATION})\.json$")
+_TEMP = re.compile(rf"^\.(part-v\d+-|)(?P<generation>{_GENERATION}).*\.tmp$")
+_SNAPSHOT_ATTEMPTS = 5
+# How long a superseded generation stays for readers whose snapshot predates the commit (a report, a long
+# query); a reader holding one longer fails and is retried on a fresh snapshot (servesweep.lake.query).
+SUPERSEDED_GRACE_S = 600.0
 
 
-class LakeError(RuntimeError):
-    pass
+class Manifest(BaseModel):
+    """The commit of one generation of a run: its data file names per table (inside the run's partition)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    run_id: str
+    generation: str
+    schema_version: int
+    files: dict[str, list[str]]
+    rows: dict[str, int]
+
+    @field_validator("files")
+    @classmethod
+    def _plain_part_names(cls, files: dict[str, list[str]]) -> dict[str, list[str]]:
+        bad = [name for names in files.values() for name in names if not _PART.match(name)]
+        if bad:
+            raise ValueError(f"not part file names: {bad}")
+        return files
 
 
-def resolve(lake_uri: str) -> tuple[pafs.FileSystem, str]:
-    """Filesystem and root path for a lake URI. gs:// honours STORAGE_EMULATOR_HOST (tests, local dev)."""
-    if lake_uri.startswith("gs://"):
-        emulator = os.environ.get("STORAGE_EMULATOR_HOST")
-        if emulator:
-            scheme, _, host = emulator.rpartition("://")
-            filesystem = pafs.GcsFileSystem(
-                anonymous=True, endpoint_override=host, scheme=scheme or "http", retry_time_limit=timedelta(seconds=5)
-            )
-        else:
-            filesystem = pafs.GcsFileSystem()
-        return filesystem, lake_uri.removeprefix("gs://").rstrip("/")
-    if "://" in lake_uri and not lake_uri.startswith("file://"):
-        raise LakeError(f"unsupported lake URI {lake_uri!r}: use a local path or gs://bucket/prefix")
-    path = os.path.abspath(lake_uri.removeprefix("file://"))
-    return pafs.LocalFileSystem(), path
+@dataclass(frozen=True)
+class Lake:
+    location: LakeLocation
+    fs: pafs.FileSystem
 
+    @property
+    def uri(self) -> str:
+        return self.location.uri
+
+    def path(self, *parts: str) -> str:
+        return "/".join((self.location.root, *parts))
+
+    def partition(self, table: str, run_id: str) -> str:
+        return self.path(table, f"{PARTITION_COLUMN}={run_id}")
+
+    def infos(self, path: str, recursive: bool = False) -> list[pafs.FileInfo]:
+        selector = pafs.FileSelector(path, recursive=recursive, allow_not_found=True)
+        found = [info for info in self.fs.get_file_info(selector) if info.type == pafs.FileType.File]
+        return sorted(found, key=lambda info: info.path)
+
+    def files(self, path: str, recursive: bool = False) -> list[str]:
+        return [info.path for info in self.infos(path, recursive)]
+
+
+def open_lake(lake_uri: str, *, must_exist: bool) -> Lake:
+    """The lake's filesystem; a gs:// bucket must answer within a bound. Readers want a lake that exists."""
+    location = parse_lake_uri(lake_uri)
+    lake = Lake(location, filesystem(location))
+    if location.gcs:
+        check_bucket(location, lake.fs)
+    if must_exist:
+        kind = _call(lake, lambda: lake.fs.get_file_info(location.root).type)
+        if kind == pafs.FileType.NotFound:
+            raise LakeError(f"no lake at {lake_uri}: nothing there yet")
+        if kind != pafs.FileType.Directory:
+            raise LakeError(f"no lake at {lake_uri}: {location.root} is not a directory")
+    return lake
+
+
+def _call(lake: Lake, call: Callable[[], Any]) -> Any:
+    """A filesystem call whose failure becomes a one-line LakeError (GCS errors carry pages of metadata)."""
+    try:
+        return call()
+    except OSError as error:
+        raise LakeError(f"lake {lake.uri}: {first_line(error)}") from error
+
+
+# --- write -----------------------------------------------------------------------------------------------
 
 def to_table(name: str, rows: Iterable[Mapping[str, Any]] | pa.Table) -> pa.Table:
     """Rows (dicts) or a table, cast to the table's schema; unknown columns are an error."""
@@ -56,49 +152,227 @@ def to_table(name: str, rows: Iterable[Mapping[str, Any]] | pa.Table) -> pa.Tabl
 
 
 def write_run(lake_uri: str, run_id: str, tables: Mapping[str, pa.Table]) -> dict[str, int]:
-    """Write one run's tables, replacing whatever that run id had before. Returns rows per table."""
-    filesystem, root = resolve(lake_uri)
-    written: dict[str, int] = {}
-    for name in TABLES:
-        table = tables.get(name, SCHEMAS[name].empty_table())
-        if len(table) and set(table[PARTITION_COLUMN].unique().to_pylist()) != {run_id}:
-            raise LakeError(f"{name}: rows must all carry run_id={run_id!r}")
-        _delete_partition(filesystem, f"{root}/{name}/{PARTITION_COLUMN}={run_id}")
+    """Replace one run's tables as one commit (see the module doc). Returns rows per table."""
+    checked = {name: _checked(name, run_id, tables.get(name)) for name in TABLES}
+    lake = open_lake(lake_uri, must_exist=False)
+    generation = _next_generation(lake, run_id)
+    files: dict[str, list[str]] = {}
+    for name, table in checked.items():
+        files[name] = []
         if len(table):
-            ds.write_dataset(
-                table.cast(SCHEMAS[name]),
-                f"{root}/{name}",
-                filesystem=filesystem,
-                format="parquet",
-                partitioning=ds.partitioning(pa.schema([SCHEMAS[name].field(PARTITION_COLUMN)]), flavor="hive"),
-                existing_data_behavior="delete_matching",
-                basename_template=f"part-v{SCHEMA_VERSION}-{{i}}.parquet",
-            )
-        written[name] = len(table)
-    return written
+            file = f"part-v{SCHEMA_VERSION}-{generation}-0.parquet"
+            _put(lake, f"{lake.partition(name, run_id)}/{file}",
+                 functools.partial(_write_parquet, table.drop_columns([PARTITION_COLUMN])))
+            files[name].append(file)
+    rows = {name: len(table) for name, table in checked.items()}
+    manifest = Manifest(run_id=run_id, generation=generation, schema_version=SCHEMA_VERSION, files=files, rows=rows)
+    payload = manifest.model_dump_json(indent=1).encode()
+    _put(lake, lake.path(COMMITS, f"{PARTITION_COLUMN}={run_id}", f"{generation}.json"),
+         lambda out: out.write(payload))
+    _prune(lake, run_id)
+    return rows
 
 
-def _delete_partition(filesystem: pafs.FileSystem, path: str) -> None:
-    info = filesystem.get_file_info(path)
-    if info.type == pafs.FileType.Directory:
-        filesystem.delete_dir(path)
+def _checked(name: str, run_id: str, table: pa.Table | None) -> pa.Table:
+    if table is None:
+        return SCHEMAS[name].empty_table()
+    if len(table) and set(table[PARTITION_COLUMN].unique().to_pylist()) != {run_id}:
+        raise LakeError(f"{name}: rows must all carry run_id={run_id!r}")
+    return table.cast(SCHEMAS[name])
 
 
-def dataset(lake_uri: str, table: str) -> ds.Dataset | None:
-    """The table as a pyarrow dataset over every run, or None when no run wrote it yet."""
-    filesystem, root = resolve(lake_uri)
-    path = f"{root}/{table}"
-    if filesystem.get_file_info(path).type != pafs.FileType.Directory:
-        return None
-    selector = pafs.FileSelector(path, recursive=True)
-    if not any(f.path.endswith(".parquet") for f in filesystem.get_file_info(selector)):
-        return None
-    return ds.dataset(path, filesystem=filesystem, format="parquet", partitioning="hive",
-                      schema=SCHEMAS[table])
+def _next_generation(lake: Lake, run_id: str) -> str:
+    """One above every generation the run has, committed or not, so a crashed write's leftovers sort below it;
+    the random part keeps names unique even so (no object is ever overwritten)."""
+    names = [info.base_name for info in _run_files(lake, run_id)]
+    numbers = [int(g[1:9]) for g in (_generation_of(n) for n in names) if g]
+    return f"g{max(numbers, default=0) + 1:08d}-{secrets.token_hex(4)}"
+
+
+def _run_files(lake: Lake, run_id: str) -> list[pafs.FileInfo]:
+    """Every file of a run: its commits and its partitions' files."""
+    folders = [lake.path(COMMITS, f"{PARTITION_COLUMN}={run_id}"), *(lake.partition(t, run_id) for t in TABLES)]
+    return [info for folder in folders for info in _call(lake, functools.partial(lake.infos, folder))]
+
+
+def _generation_of(name: str) -> str | None:
+    match = _PART.match(name) or _MANIFEST.match(name) or _TEMP.match(name)
+    return match.group("generation") if match else None
+
+
+def _write_parquet(table: pa.Table, out: BinaryIO) -> None:
+    pq.write_table(table, out)
+
+
+def _put(lake: Lake, path: str, write: Callable[[BinaryIO], Any]) -> None:
+    """Create a file whole or not at all under its name."""
+    if lake.location.gcs:
+        # A GCS object appears once its upload completes. One cut short by an error is still finalised by the
+        # stream's close, but under a generation no manifest lists: readers never open it, pruning deletes it.
+        with lake.fs.open_output_stream(path) as out:
+            write(out)
+        return
+    folder, _, name = path.rpartition("/")
+    os.makedirs(folder, exist_ok=True)
+    temporary = f"{folder}/.{name}.tmp"
+    try:
+        with open(temporary, "wb") as out:
+            write(out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+    _fsync_dir(folder)
+
+
+def _fsync_dir(folder: str) -> None:
+    """Make the rename itself durable: the manifest must not survive a crash that loses its data's names."""
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _prune(lake: Lake, run_id: str) -> None:
+    """Delete the run's superseded generations once SUPERSEDED_GRACE_S has passed since they were superseded
+    (readers holding an older snapshot may still be reading them), and whatever failed writes left.
+    Commits go before their data so no manifest ever lists deleted files. Unknown files are left alone."""
+    try:
+        for path in _superseded(_run_files(lake, run_id), SUPERSEDED_GRACE_S):
+            _delete(lake.fs, path)
+    except (OSError, LakeError) as error:  # the write is committed: leftovers only cost space until the next one
+        warnings.warn(f"lake {lake.uri}: run {run_id} committed, but superseded files remain: {first_line(error)}",
+                      stacklevel=3)
+
+
+def _superseded(files: list[pafs.FileInfo], grace_s: float) -> list[str]:
+    commits = sorted((g, info.mtime_ns) for info in files if (g := _match(_MANIFEST, info.path)))
+    if not commits:
+        return []
+    # A generation is superseded when the next one is committed; the clock that stamped the newest commit
+    # (the local disk's, or GCS's) judges how long ago, so the writer's own clock never matters.
+    now, grace = commits[-1][1], grace_s * 1e9
+    keep = {commits[-1][0]} | {g for (g, _), (_, next_at) in pairwise(commits) if now - next_at < grace}
+    legacy_expired = now - commits[0][1] >= grace  # pre-manifest files were superseded by the oldest commit
+    paths = [info.path for info in files]
+    doomed_commits = [p for p in paths if (g := _match(_MANIFEST, p)) and g not in keep]
+    doomed_data = [p for p in paths if ((g := _match(_PART, p) or _match(_TEMP, p)) and g not in keep)
+                   or (legacy_expired and _match_legacy(p))]
+    return doomed_commits + doomed_data
+
+
+def _match(pattern: re.Pattern[str], path: str) -> str | None:
+    match = pattern.match(path.rpartition("/")[2])
+    return match.group("generation") if match else None
+
+
+def _match_legacy(path: str) -> bool:
+    return bool(_LEGACY_PART.match(path.rpartition("/")[2]))
+
+
+def _delete(fs: pafs.FileSystem, path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        fs.delete_file(path)
+
+
+# --- read ------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What readers see: one complete generation of every run (or its pre-manifest files)."""
+
+    lake: Lake
+    newest: dict[str, str]  # run id -> newest committed generation when the snapshot was taken
+    files: dict[str, list[str]]  # table -> data file paths
+
+    def dataset(self, table: str) -> ds.Dataset | None:
+        if not self.files[table]:
+            return None
+        partitioning = ds.partitioning(pa.schema([SCHEMAS[table].field(PARTITION_COLUMN)]), flavor="hive")
+        return ds.dataset(self.files[table], filesystem=self.lake.fs, format="parquet", schema=SCHEMAS[table],
+                          partitioning=partitioning, partition_base_dir=self.lake.path(table))
+
+    def run_ids(self, table: str = "points") -> list[str]:
+        prefix = f"{PARTITION_COLUMN}="
+        return sorted({p.rsplit("/", 2)[1].removeprefix(prefix) for p in self.files[table]})
+
+    def changed(self) -> bool:
+        """A run was committed since: a failure reading this snapshot may just be its pruned files."""
+        return {run: gens[-1] for run, gens in _commits(self.lake).items()} != self.newest
+
+
+def snapshot(lake: Lake) -> Snapshot:
+    for _ in range(_SNAPSHOT_ATTEMPTS):
+        try:
+            return _snapshot(lake)
+        except FileNotFoundError:
+            continue  # a manifest was pruned between listing and reading it: look again
+    raise LakeError(f"lake {lake.uri}: runs kept being rewritten while reading their manifests")
+
+
+def _snapshot(lake: Lake) -> Snapshot:
+    commits = _commits(lake)
+    with ThreadPoolExecutor(max_workers=8) as pool:  # one GET per run on GCS
+        manifests = [m for m in pool.map(lambda item: _newest_manifest(lake, *item), commits.items()) if m]
+    files: dict[str, list[str]] = {table: [] for table in TABLES}
+    for manifest in manifests:
+        for table in TABLES:
+            files[table] += [f"{lake.partition(table, manifest.run_id)}/{n}" for n in manifest.files.get(table, [])]
+    for table in TABLES:
+        files[table] += _legacy_files(lake, table, commits)
+        files[table].sort()
+    return Snapshot(lake, {run: gens[-1] for run, gens in commits.items()}, files)
+
+
+def _commits(lake: Lake) -> dict[str, list[str]]:
+    """Committed generations of every run, oldest first."""
+    found: dict[str, list[str]] = {}
+    prefix = f"{lake.path(COMMITS)}/{PARTITION_COLUMN}="
+    for path in _call(lake, lambda: lake.files(lake.path(COMMITS), recursive=True)):
+        run_id, _, name = path.removeprefix(prefix).rpartition("/")
+        match = _MANIFEST.match(name)
+        if path.startswith(prefix) and run_id and "/" not in run_id and match:
+            found.setdefault(run_id, []).append(match.group("generation"))
+    return {run: sorted(gens) for run, gens in found.items()}
+
+
+def _newest_manifest(lake: Lake, run_id: str, generations: list[str]) -> Manifest | None:
+    """The newest readable manifest: one damaged by hand must not take the run, or the lake, down."""
+    for generation in reversed(generations):
+        path = lake.path(COMMITS, f"{PARTITION_COLUMN}={run_id}", f"{generation}.json")
+        with lake.fs.open_input_stream(path) as stream:
+            text = stream.read()
+        try:
+            manifest = Manifest.model_validate_json(text)
+        except ValidationError as error:
+            warnings.warn(f"lake {lake.uri}: skipping unreadable manifest {path}: {first_line(error)}", stacklevel=2)
+            continue
+        if (manifest.run_id, manifest.generation) == (run_id, generation):
+            return manifest
+        warnings.warn(f"lake {lake.uri}: skipping {path}: it is the manifest of another run or generation",
+                      stacklevel=2)
+    return None
+
+
+def _legacy_files(lake: Lake, table: str, committed: Collection[str]) -> list[str]:
+    """Pre-manifest part files of the runs that have no manifest."""
+    paths = _call(lake, lambda: lake.files(lake.path(table), recursive=True))
+    return [p for p in paths if _match_legacy(p) and (run := _run_of(lake, table, p)) and run not in committed]
+
+
+def _run_of(lake: Lake, table: str, path: str) -> str | None:
+    """The run a data file belongs to, if it sits directly in a run partition of the table."""
+    folder = path.removeprefix(lake.path(table) + "/").rpartition("/")[0]
+    prefix = f"{PARTITION_COLUMN}="
+    return folder.removeprefix(prefix) if folder.startswith(prefix) and "/" not in folder else None
 
 
 def read_table(lake_uri: str, table: str, run_ids: list[str] | None = None) -> pa.Table:
-    data = dataset(lake_uri, table)
+    data = snapshot(open_lake(lake_uri, must_exist=True)).dataset(table)
     if data is None:
         return SCHEMAS[table].empty_table()
     expression = ds.field(PARTITION_COLUMN).isin(run_ids) if run_ids else None
@@ -106,13 +380,5 @@ def read_table(lake_uri: str, table: str, run_ids: list[str] | None = None) -> p
 
 
 def run_ids(lake_uri: str) -> list[str]:
-    """Run ids present in the points table (a recursive listing: object stores have no real folders)."""
-    filesystem, root = resolve(lake_uri)
-    selector = pafs.FileSelector(f"{root}/points", recursive=True, allow_not_found=True)
-    prefix = f"{PARTITION_COLUMN}="
-    found = {
-        part.removeprefix(prefix)
-        for info in filesystem.get_file_info(selector) if info.path.endswith(".parquet")
-        for part in info.path.split("/") if part.startswith(prefix)
-    }
-    return sorted(found)
+    """Run ids with rows in the points table."""
+    return snapshot(open_lake(lake_uri, must_exist=True)).run_ids()

@@ -18,6 +18,7 @@ import time
 from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 from servesweep.loadgen.sse import TokenScanner, is_plain_token
@@ -111,7 +112,8 @@ def completion_payload(model: str, prompt: str, output_tokens: int, dialect: str
     if sampling.stop:
         payload["stop"] = list(sampling.stop)
     if dialect == "transformers":
-        config = {"min_new_tokens": sampling.min_for(output_tokens), "do_sample": sampling.temperature > 0}
+        config: dict[str, Any] = {"min_new_tokens": sampling.min_for(output_tokens),
+                                  "do_sample": sampling.temperature > 0}
         if sampling.temperature > 0:
             config |= {"temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": sampling.top_k}
         payload["generation_config"] = json.dumps({k: v for k, v in config.items() if v is not None})
@@ -247,9 +249,10 @@ class StreamingConnection(asyncio.Protocol):
             self._record.token_times.append(arrived)  # type: ignore[attr-defined]
             return
         if self._state == _HEAD:
-            data = self._read_head(data)
-            if data is None:
+            rest = self._read_head(data)
+            if rest is None:
                 return
+            data = rest
         if self._state == _CHUNKED:
             body, complete = self._dechunk(data)
         elif self._state == _LENGTH:

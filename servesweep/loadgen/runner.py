@@ -16,6 +16,7 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, Field, model_validator
@@ -177,11 +178,13 @@ def open_schedule(plan: LoadPlan) -> tuple[list[float], list[int]]:
 def split_jobs(plan: LoadPlan, prompts: list[str], warmups: tuple[str, ...] = (),
                make_prompt: Callable[[int], str] | None = None) -> list[WorkerJob]:
     """Divide a point across `plan.workers` jobs (fewer when there is not enough work for each)."""
-    common = dict(base_url=plan.base_url, model=plan.model, input_tokens=plan.input_tokens, dialect=plan.dialect,
-                  output_tokens=plan.output_tokens, timeout_s=plan.timeout_s, duration_s=plan.duration_s,
-                  connect_timeout_s=plan.connect_timeout_s, first_byte_timeout_s=plan.first_byte_timeout_s,
-                  idle_timeout_s=plan.idle_timeout_s, max_consecutive_failures=plan.max_consecutive_failures,
-                  max_error_rate=plan.max_error_rate, sampling=plan.sampling)
+    ids = [f"{plan.request_id_prefix}{i}" for i in range(len(prompts))]
+    common: dict[str, Any] = dict(
+        base_url=plan.base_url, model=plan.model, input_tokens=plan.input_tokens, dialect=plan.dialect,
+        output_tokens=plan.output_tokens, timeout_s=plan.timeout_s, duration_s=plan.duration_s,
+        connect_timeout_s=plan.connect_timeout_s, first_byte_timeout_s=plan.first_byte_timeout_s,
+        idle_timeout_s=plan.idle_timeout_s, max_consecutive_failures=plan.max_consecutive_failures,
+        max_error_rate=plan.max_error_rate, sampling=plan.sampling)
     if plan.rate is None:
         return _split_closed(plan, prompts, warmups, common, make_prompt)
     schedule, phases = open_schedule(plan)

@@ -52,8 +52,8 @@ def noisy(rng: np.random.Generator, repeats: Sequence[Sequence[Row]]) -> bool:
     own = [_latency_intervals(rng, [rows]) | _throughput_interval(rng, [rows]) for rows in repeats if rows]
     for stat in NOISE_STATS:
         low, high = _ci_keys(stat)
-        lows = [i[low] for i in own if i[low] is not None]
-        highs = [i[high] for i in own if i[high] is not None]
+        lows = [v for i in own if (v := i[low]) is not None]
+        highs = [v for i in own if (v := i[high]) is not None]
         if lows and highs and max(lows) > min(highs):
             return True
     return False

@@ -35,7 +35,8 @@ def stats(values: Iterable[float | None], prefix: str) -> dict[str, float | None
     array = np.asarray([v for v in values if v is not None], dtype=np.float64)
     if array.size == 0:
         return {f"{prefix}_{stat}_ms": None for stat in STATS}
-    result = {f"{prefix}_{name}_ms": float(np.percentile(array, q)) for name, q in _QUANTILES.items()}
+    result: dict[str, float | None] = {f"{prefix}_{name}_ms": float(np.percentile(array, q))
+                                       for name, q in _QUANTILES.items()}
     result[f"{prefix}_mean_ms"] = float(array.mean())
     return result
 

@@ -17,7 +17,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 import pyarrow as pa
@@ -129,7 +129,7 @@ def _measured(points: pa.Table | Iterable[Mapping[str, Any]]) -> list[Mapping[st
     ]
 
 
-def _positive(value: Any) -> bool:
+def _positive(value: Any) -> TypeGuard[float]:
     return value is not None and value > 0
 
 
@@ -175,13 +175,20 @@ class _Round:
             steps.append(np.ceil(requests * t.input_tokens / chunk) if chunk else np.ones(len(requests)))
         self.owner = np.concatenate(owner)
         self.position = np.concatenate(positions).astype(float)
-        self.share = self.position / np.concatenate([np.full(len(p), len(p)) for p in positions])
+        sizes = np.concatenate([np.full(len(p), len(p)) for p in positions])
+        self.share = self.position / sizes if chunk else np.ones(len(self.position))  # as RooflineTerms does
         self.steps = np.concatenate(steps)
         terms = [o.terms for o in observations]
-        pick = lambda attr: np.array([getattr(t, attr) for t in terms])  # noqa: E731
+
+        def pick(attr: str) -> np.ndarray:
+            return np.array([getattr(t, attr) for t in terms])
+
         self.compute, self.weights = pick("prefill_compute_s"), pick("prefill_weights_s")
         self.kv = pick("prefill_memory_s") - self.weights
         self.decode_compute, self.decode_memory = pick("decode_compute_s"), pick("decode_memory_s")
+        # Tensor-parallel all-reduces: fixed link time, no factor to fit (zero on one GPU).
+        self.prefill_comm, self.decode_comm = pick("prefill_comm_s"), pick("decode_comm_s")
+        self.comm_latency = pick("comm_latency_s")
         self.count = np.bincount(self.owner).astype(float)
         self.last = np.cumsum(self.count).astype(int) - 1  # index of each point's last request
         self.outputs = pick("output_tokens").astype(float)
@@ -191,8 +198,10 @@ class _Round:
         o = self.owner
         prefill = np.maximum(self.share * self.compute[o] / flops,
                              (self.steps * self.weights[o] + self.share * self.kv[o]) / bandwidth)
+        prefill = prefill + self.share * self.prefill_comm[o] + self.steps * self.comm_latency[o]
         mean = lambda values: np.bincount(o, weights=values) / self.count  # noqa: E731
         step = np.maximum(self.decode_compute / flops, self.decode_memory / bandwidth)
+        step = step + self.decode_comm + self.comm_latency
         last, last_steps, last_position = prefill[self.last], self.steps[self.last], self.position[self.last]
         decode_steps = np.maximum(self.outputs - 1, 1)
         ones = np.ones_like(step)
@@ -213,7 +222,7 @@ def _fit_group(server_kind: str, accelerator: str, observations: list[_Observati
     rounds = _Round(observations, chunk)
     measured = {m: np.array([getattr(o, f"{m}_s") or np.nan for o in observations]) for m in _METRICS}
 
-    def solve(flops: float, bandwidth: float) -> tuple[float, tuple[float, float]]:
+    def solve(flops: float, bandwidth: float) -> tuple[float, tuple[float, ...]]:
         rows, targets = [], []
         for metric, (base, *coefficients) in rounds.coefficients(flops, bandwidth).items():
             seen = ~np.isnan(measured[metric])
@@ -267,7 +276,7 @@ def _nonnegative_lstsq(a: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def _errors(observations: list[_Observation], efficiency: Efficiency) -> dict[str, float | None]:
     """MAPE (percent) of TTFT, TPOT and throughput (E2E) of the round model against the measurements."""
-    predicted = {m: [] for m in _METRICS}
+    predicted: dict[str, list[float]] = {m: [] for m in _METRICS}
     actual: dict[str, list[float]] = {m: [] for m in _METRICS}
     for o in observations:
         round_times = dict(zip(_METRICS, o.terms.round(efficiency), strict=True))

@@ -11,12 +11,18 @@ of GPU spec sheets (L4 = 24 GB). Rules, both from the guide and both configurabl
 
 Tensor parallelism over ``tp`` GPUs splits weights evenly and KV heads across GPUs; when ``tp`` exceeds
 the KV heads each GPU keeps one replica (vLLM's behaviour), so per-GPU KV stops shrinking.
+
+**How many GPUs a model needs** (`minimum_parallelism`): the smallest tensor-parallel size (a power of two
+dividing the attention heads, on one machine) that passes both rules; when even the biggest machine is too
+small, pipeline stages across machines (vLLM's advice: tensor parallel = GPUs per node, pipeline parallel =
+nodes), each stage holding an even share of the layers and their KV cache.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -54,6 +60,33 @@ class Fit(_Strict):
     kv_per_sequence_per_gpu_gb: float
     max_sequences: int
     cost_per_hour: float | None
+
+
+class Parallelism(_Strict):
+    """The fewest GPUs that serve a model on one accelerator type: tensor parallel inside a machine, times
+    pipeline stages across machines when one machine is not enough."""
+
+    accelerator: str
+    weight_dtype: str
+    kv_dtype: str
+    context_len: int
+    tensor_parallel: int
+    pipeline_parallel: int
+    fits: bool
+    reason: str
+
+    @property
+    def gpus(self) -> int:
+        return self.tensor_parallel * self.pipeline_parallel
+
+    def describe(self) -> str:
+        """'1', '2 (TP 2)', '16 (TP 8 x PP 2: 2 machines)' or why nothing fits."""
+        if not self.fits:
+            return self.reason
+        if self.pipeline_parallel > 1:
+            return (f"{self.gpus} (TP {self.tensor_parallel} x PP {self.pipeline_parallel}: "
+                    f"{self.pipeline_parallel} machines)")
+        return "1" if self.gpus == 1 else f"{self.gpus} (TP {self.tensor_parallel})"
 
 
 def normalize_dtype(dtype: str) -> str:
@@ -148,6 +181,45 @@ def _fit_reason(
     if sequences < 1:
         return f"KV cache holds no {context_len}-token sequence"
     return "fits"
+
+
+def minimum_parallelism(
+    model: ModelArch,
+    accelerator: AcceleratorType,
+    weight_dtype: str,
+    context_len: int,
+    kv_dtype: str = "bf16",
+    policy: MemoryPolicy | None = None,
+) -> Parallelism:
+    """The smallest tensor-parallel size that fits (module docstring); pipeline stages when no machine does."""
+    fields: dict[str, Any] = {"accelerator": accelerator.name, "weight_dtype": normalize_dtype(weight_dtype),
+              "kv_dtype": normalize_dtype(kv_dtype), "context_len": context_len}
+    sizes = [tp for tp in tensor_parallel_sizes(model, accelerator) if accelerator.machine_for(tp)]
+    for tp in sizes:
+        if check_fit(model, accelerator, tp, weight_dtype, context_len, kv_dtype, policy).fits:
+            reason = "fits one GPU" if tp == 1 else f"needs tensor parallelism: {tp} GPUs (TP {tp})"
+            return Parallelism(tensor_parallel=tp, pipeline_parallel=1, fits=True, reason=reason, **fields)
+    tp = sizes[-1]
+    for stages in range(2, model.num_hidden_layers + 1):
+        if _stage_fits(model, accelerator, tp, stages, weight_dtype, context_len, kv_dtype, policy or MemoryPolicy()):
+            reason = (f"needs pipeline parallelism across {stages} machines: {tp * stages} GPUs "
+                      f"(TP {tp} x PP {stages})")
+            return Parallelism(tensor_parallel=tp, pipeline_parallel=stages, fits=True, reason=reason, **fields)
+    return Parallelism(tensor_parallel=tp, pipeline_parallel=model.num_hidden_layers, fits=False,
+                       reason="does not fit even with one layer per machine", **fields)
+
+
+def _stage_fits(
+    model: ModelArch, accelerator: AcceleratorType, tp: int, stages: int, weight_dtype: str, context_len: int,
+    kv_dtype: str, policy: MemoryPolicy,
+) -> bool:
+    """One pipeline stage per machine: 1/stages of the weights and of the layers' KV cache on each of tp GPUs."""
+    weights = weight_bytes(model.parameters, weight_dtype) / (tp * stages)
+    layers = math.ceil(model.num_hidden_layers / stages)
+    kv_per_sequence = kv_bytes_per_token(model, kv_dtype, tp) * layers / model.num_hidden_layers * context_len
+    budget = accelerator.gpu_memory_bytes * policy.gpu_memory_utilization - weights
+    limit = accelerator.gpu_memory_bytes * policy.weight_fraction
+    return weights <= limit * (1 + _FIT_TOLERANCE) and budget >= kv_per_sequence
 
 
 def max_concurrent_sequences(

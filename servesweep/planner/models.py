@@ -150,7 +150,7 @@ def get_model(name: str) -> ModelArch:
 def from_shape(name: str, shape: ModelShape) -> ModelArch:
     """A spec preset's Llama shape as a planner model (parameters estimated, exact for Llama)."""
     head_dim = shape.hidden_size // shape.num_attention_heads
-    arch = {
+    arch: dict[str, Any] = {
         "num_hidden_layers": shape.num_hidden_layers, "hidden_size": shape.hidden_size,
         "intermediate_size": shape.intermediate_size, "num_attention_heads": shape.num_attention_heads,
         "num_key_value_heads": shape.num_key_value_heads, "head_dim": head_dim, "vocab_size": shape.vocab_size,
@@ -224,9 +224,9 @@ def _arch_fields(config: dict[str, Any], source: Path) -> dict[str, Any]:
 
 def _kv_heads(config: dict[str, Any], heads: int) -> int:
     if config.get("num_key_value_heads"):
-        return config["num_key_value_heads"]
+        return int(config["num_key_value_heads"])
     if config.get("new_decoder_architecture") and config.get("num_kv_heads"):
-        return config["num_kv_heads"]  # Falcon 40B/180B
+        return int(config["num_kv_heads"])  # Falcon 40B/180B
     if config.get("multi_query"):
         return 1  # Falcon 7B
     return heads

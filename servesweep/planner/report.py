@@ -1,6 +1,7 @@
 """The plan: where a model fits, what each placement costs, and the cheapest one (optionally per token).
 
-``plan_report`` joins the memory fit table with roofline predictions; ``render_plan`` draws it with rich.
+``plan_report`` joins the memory fit table with roofline predictions and the fewest GPUs each weight dtype
+needs; ``render_plan`` and ``render_minimum_gpus`` draw them with rich.
 """
 
 from __future__ import annotations
@@ -15,11 +16,14 @@ from rich.table import Table
 from servesweep.catalog import AcceleratorType, Catalog, load_catalog
 from servesweep.planner.calibrate import Calibration
 from servesweep.planner.memory import (
+    DTYPE_BYTES,
     Fit,
     MemoryPolicy,
+    Parallelism,
     cheapest_fit,
     fit_table,
     max_concurrent_sequences,
+    minimum_parallelism,
     normalize_dtype,
 )
 from servesweep.planner.models import ModelArch, get_model
@@ -27,6 +31,8 @@ from servesweep.planner.roofline import Efficiency, Prediction, predict_sweep
 
 DEFAULT_MAX_BATCH = 256  # vLLM's default max_num_seqs
 _ACTIVATION_DTYPES = {"fp32", "bf16", "fp16"}
+MINIMUM_GPU_DTYPES = ("bf16", "fp8", "int8", "int4")  # weight dtypes the minimum-GPU table always shows
+NO_FIT_WARNING = "the model fits no placement considered"
 
 
 class _Strict(BaseModel):
@@ -56,6 +62,7 @@ class PlanResult(_Strict):
     cheapest_fit: Fit | None  # lowest $/hour that fits
     cheapest_per_token: Prediction | None  # lowest $/M output tokens within the SLO
     predictions: list[Prediction]
+    minimum_gpus: list[Parallelism] = []  # per accelerator and weight dtype: the fewest GPUs that serve it
     rows: list[dict[str, Any]] = []  # predicted `points` rows, when built for a run (components/plan.py)
     warnings: list[str] = []
 
@@ -114,6 +121,8 @@ def plan_report(
             predictions.extend(swept)
 
     bests = [p.best for p in placements if p.best and p.best.usd_per_million_output_tokens is not None]
+    minimum = _minimum_gpus(model, [catalog.get(n) for n in names], weight_dtype, context_len, policy,
+                            activation_dtype, kv_dtype)
     return PlanResult(
         model=model,
         weight_dtype=weight_dtype,
@@ -127,8 +136,9 @@ def plan_report(
         slo_tpot_ms=slo_tpot_ms,
         placements=placements,
         cheapest_fit=cheapest_fit(fits),
-        cheapest_per_token=min(bests, key=lambda p: p.usd_per_million_output_tokens, default=None),
+        cheapest_per_token=min(bests, key=lambda p: p.usd_per_million_output_tokens or 0.0, default=None),
         predictions=predictions,
+        minimum_gpus=minimum,
         warnings=_warnings(model, context_len, fits),
     )
 
@@ -157,6 +167,20 @@ def _predict_placement(
                           fit.weight_dtype, efficiency=efficiency, **options)
     best = _best(swept, workload.slo_ttft_ms, workload.slo_tpot_ms)
     return Placement(fit=fit, best=best, note="" if best else _no_best_note(swept)), swept
+
+
+def _minimum_gpus(
+    model: ModelArch, accelerators: Sequence[AcceleratorType], weight_dtype: str, context_len: int,
+    policy: MemoryPolicy, activation_dtype: str | None, kv_dtype: str | None,
+) -> list[Parallelism]:
+    """Fewest GPUs per accelerator for the chosen weight dtype and the usual others, heaviest dtype first."""
+    dtypes = sorted({weight_dtype, *MINIMUM_GPU_DTYPES}, key=lambda d: (-DTYPE_BYTES[d], d != weight_dtype, d))
+    result = []
+    for accelerator in accelerators:
+        for dtype in dtypes:
+            kv = normalize_dtype(kv_dtype or activation_dtype or _activation_for(dtype))
+            result.append(minimum_parallelism(model, accelerator, dtype, context_len, kv, policy))
+    return result
 
 
 def _activation_for(weight_dtype: str) -> str:
@@ -199,7 +223,7 @@ def _warnings(model: ModelArch, context_len: int, fits: list[Fit]) -> list[str]:
     if context_len > model.max_position_embeddings:
         warnings.append(f"context {context_len} exceeds the model's {model.max_position_embeddings} positions")
     if not any(f.fits for f in fits):
-        warnings.append("the model fits no placement considered; try a smaller dtype or more GPUs")
+        warnings.append(f"{NO_FIT_WARNING}; try a smaller dtype or more GPUs")
     return warnings
 
 
@@ -220,6 +244,27 @@ def render_plan(result: PlanResult) -> Table:
         best_cells = _best_cells(placement) if with_workload else ()
         table.add_row(*_fit_cells(placement.fit), *best_cells, style=None if placement.fit.fits else "dim")
     return table
+
+
+def render_minimum_gpus(result: PlanResult) -> Table:
+    """One row per accelerator, one column per weight dtype: the fewest GPUs a server of the model needs."""
+    dtypes = list(dict.fromkeys(p.weight_dtype for p in result.minimum_gpus))
+    table = Table(title=f"{result.model.name}: minimum GPUs per server, context {result.context_len}",
+                  caption="TP: tensor parallel on one machine; PP: pipeline stages, one machine each")
+    table.add_column("Accelerator")
+    for dtype in dtypes:
+        table.add_column(f"{dtype} (chosen)" if dtype == result.weight_dtype else dtype, justify="right")
+    for name in dict.fromkeys(p.accelerator for p in result.minimum_gpus):
+        cells = {p.weight_dtype: p.describe() for p in result.minimum_gpus if p.accelerator == name}
+        table.add_row(name, *(cells[d] for d in dtypes))
+    return table
+
+
+def minimum_gpus_lines(result: PlanResult) -> list[str]:
+    """Per accelerator, what the chosen weight dtype needs, e.g. 'llama3-70b bf16 on nvidia-h200-141gb: needs
+    tensor parallelism: 2 GPUs (TP 2)'."""
+    return [f"{result.model.name} {p.weight_dtype} on {p.accelerator}: {p.reason}"
+            for p in result.minimum_gpus if p.weight_dtype == result.weight_dtype]
 
 
 def _title(result: PlanResult) -> str:

@@ -23,9 +23,21 @@ For one accelerator, GPU count (tensor parallel), batch size, weight dtype and i
   (E2E - TTFT) / (output - 1) carries that wait. **TTFT** and **TPOT** are the
   means over the round's requests; **E2E** = the round's length; **throughput** = batch x output / E2E.
 
+- **Tensor-parallel communication** (gpus = tp > 1). Megatron-style tensor parallelism all-reduces each
+  layer's activations twice (after attention's output projection and after the MLP's down projection),
+  so a step over T tokens does 2 x layers all-reduces of T x hidden_size x activation bytes. A ring
+  all-reduce of S bytes moves 2 (tp - 1) / tp x S in and out of each GPU at once, so each costs
+  2 (tp - 1) / tp x S / link + latency, with the link's per-GPU one-way bandwidth and the fixed all-reduce
+  latency from the catalog (`interconnect_gbps`, `allreduce_latency_us`). The time is added to every
+  prefill step (T = that step's prompt tokens) and every decode step (T = batch), after the max of compute
+  and memory: vLLM's all-reduces wait for the matmul before them and block the next, so nothing overlaps.
+  Efficiencies do not scale it (the link is not HBM). With gpus = 1 the term is exactly 0, so a single-GPU
+  prediction is the same as without it.
+
 An `Efficiency()` (1.0, no overheads, no chunking) is the roofline itself, a lower bound on time;
 ``calibrate`` fits the factors per (server kind, accelerator[, weight dtype]) from measured points, and
-the catalog keeps the fitted ones (`servesweep/data/calibrations.yaml`). Tensor-parallel communication is not modelled.
+the catalog keeps the fitted ones (`servesweep/data/calibrations.yaml`). Pipeline parallelism is not
+modelled: a placement is one tensor-parallel server on one machine.
 """
 
 from __future__ import annotations
@@ -42,6 +54,7 @@ from servesweep.catalog import GB, AcceleratorType
 from servesweep.lake.schema import STATS
 from servesweep.planner.memory import (
     MemoryPolicy,
+    bytes_per_param,
     check_fit,
     kv_bytes_per_token,
     normalize_dtype,
@@ -51,6 +64,7 @@ from servesweep.planner.models import ModelArch
 
 # Weight dtype each spec quantization loads; "none" keeps the model's dtype.
 QUANTIZATION_WEIGHT_DTYPE = {"fp8": "fp8", "int8": "int8", "awq": "int4", "gptq": "int4"}
+ALLREDUCES_PER_LAYER = 2  # attention's output projection and the MLP's down projection each end in one
 Bound = Literal["compute", "memory"]
 
 
@@ -87,27 +101,33 @@ class RooflineTerms:
     input_tokens: int = 1
     output_tokens: int = 1
     prefill_weights_s: float = 0.0  # the weight read inside prefill_memory_s
+    prefill_comm_s: float = 0.0  # tensor parallel: link time of the whole batch's prompt all-reduces
+    decode_comm_s: float = 0.0  # tensor parallel: link time of one decode step's all-reduces
+    comm_latency_s: float = 0.0  # tensor parallel: fixed all-reduce latency of one engine step
 
     def prefill_s(self, efficiency: Efficiency) -> float:
         """The whole batch's prefill: the last request's TTFT without the request overhead."""
         return self._prefill_until(self.batch_size, efficiency)
 
     def decode_step_s(self, efficiency: Efficiency) -> float:
-        return efficiency.step_overhead_ms / 1e3 + max(
+        return efficiency.step_overhead_ms / 1e3 + self.decode_comm_s + self.comm_latency_s + max(
             self.decode_compute_s / efficiency.flops_efficiency,
             self.decode_memory_s / efficiency.bandwidth_efficiency,
         )
 
     def _prefill_until(self, request: int, efficiency: Efficiency) -> float:
         """Prefill time until request `request` (1-based) of the round has its first token."""
-        share = request / self.batch_size
         chunk = efficiency.prefill_chunk_tokens
+        # Unchunked, the whole batch is one step: every request's first token comes out of it together.
+        share = 1.0 if chunk is None else request / self.batch_size
         steps = 1 if chunk is None else math.ceil(request * self.input_tokens / chunk)
         kv_writes_s = self.prefill_memory_s - self.prefill_weights_s
         memory = steps * self.prefill_weights_s + share * kv_writes_s
         compute = share * self.prefill_compute_s
         fixed = steps * efficiency.step_overhead_ms + request * efficiency.request_admission_ms
-        return fixed / 1e3 + max(compute / efficiency.flops_efficiency, memory / efficiency.bandwidth_efficiency)
+        comm = share * self.prefill_comm_s + steps * self.comm_latency_s
+        return fixed / 1e3 + comm + max(compute / efficiency.flops_efficiency,
+                                        memory / efficiency.bandwidth_efficiency)
 
     def round(self, efficiency: Efficiency) -> tuple[float, float, float]:
         """(mean TTFT, mean TPOT, E2E) in seconds of one closed-loop round (module docstring)."""
@@ -138,6 +158,7 @@ class Prediction(BaseModel):
     efficiency: Efficiency
     prefill_s: float
     decode_step_s: float
+    decode_comm_ms: float = 0.0  # the tensor-parallel all-reduces inside decode_step_s (link + latency)
     prefill_bound: Bound
     decode_bound: Bound
     ttft_ms: float
@@ -178,6 +199,37 @@ def weights_touched_bytes(model: ModelArch, weight_dtype: str, tokens: int) -> f
     return total - experts + experts * touched
 
 
+@dataclass(frozen=True)
+class AllReduceCost:
+    """Tensor-parallel all-reduces of one engine step: bytes each GPU moves per token, and fixed seconds."""
+
+    bytes_per_token: float  # per GPU, each way, over every layer's all-reduces
+    link_bytes_per_s: float
+    per_step_s: float  # the all-reduces' fixed latency
+
+    @property
+    def per_token_s(self) -> float:
+        return self.bytes_per_token / self.link_bytes_per_s
+
+
+def allreduce_cost(model: ModelArch, accelerator: AcceleratorType, gpus: int, activation_dtype: str) -> AllReduceCost:
+    """The module docstring's communication term; zero on one GPU.
+
+    An accelerator without a link has no machine with several GPUs (the catalog requires one on those), so
+    its multi-GPU placement fails the fit anyway; it is charged no link time rather than refused, so a plan of
+    such a spec still reports why it cannot run.
+    """
+    if gpus == 1 or accelerator.interconnect_gbps is None or accelerator.allreduce_latency_us is None:
+        return AllReduceCost(0.0, 1.0, 0.0)
+    allreduces = ALLREDUCES_PER_LAYER * model.num_hidden_layers
+    ring_share = 2 * (gpus - 1) / gpus
+    return AllReduceCost(
+        bytes_per_token=allreduces * ring_share * model.hidden_size * bytes_per_param(activation_dtype),
+        link_bytes_per_s=accelerator.interconnect_gbps * GB,
+        per_step_s=allreduces * accelerator.allreduce_latency_us / 1e6,
+    )
+
+
 def roofline_terms(
     model: ModelArch,
     accelerator: AcceleratorType,
@@ -205,6 +257,7 @@ def roofline_terms(
     context = input_tokens + output_tokens / 2
     decode_flops = batch_size * (2 * active + 4 * layers * context * q_dim)
     decode_bytes = weights_touched_bytes(model, weight_dtype, batch_size) / gpus + batch_size * kv_token * context
+    comm = allreduce_cost(model, accelerator, gpus, activation_dtype)
     return RooflineTerms(
         prefill_compute_s=prefill_flops / peak,
         prefill_memory_s=prefill_bytes / bandwidth,
@@ -214,6 +267,9 @@ def roofline_terms(
         input_tokens=input_tokens,
         output_tokens=output_tokens,
         prefill_weights_s=weights_touched_bytes(model, weight_dtype, batch_size * input_tokens) / gpus / bandwidth,
+        prefill_comm_s=batch_size * input_tokens * comm.per_token_s,
+        decode_comm_s=batch_size * comm.per_token_s,
+        comm_latency_s=comm.per_step_s,
     )
 
 
@@ -254,6 +310,7 @@ def predict(
         efficiency=efficiency,
         prefill_s=prefill_s,
         decode_step_s=step_s,
+        decode_comm_ms=(terms.decode_comm_s + terms.comm_latency_s) * 1e3,
         prefill_bound=_bound(terms.prefill_compute_s / efficiency.flops_efficiency,
                              terms.prefill_memory_s / efficiency.bandwidth_efficiency),
         decode_bound=_bound(terms.decode_compute_s / efficiency.flops_efficiency,

@@ -1,4 +1,4 @@
-"""Load model on GKE: the servers read the checkpoint from GCS or the hub; the pipeline keeps its small files.
+"""Checkpoints on GKE: the servers read them from GCS or the hub; the pipeline keeps their small files.
 
 - `GCSModel(random_weights=True)`: generate the spec's random-weight checkpoint here and upload it,
   unless the folder already holds one generated from the same model spec (a marker file says so;
@@ -17,15 +17,29 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-from components.load_model import ModelInfo, load_model
 from servesweep.gke_spec import GCSModel, HuggingFaceModel
-from servesweep.spec import ModelShape, ModelSpec
+from servesweep.platform.checkpoint import load_model
+from servesweep.platform.types import ModelInfo
+from servesweep.spec import BenchmarkSpec, ModelShape, ModelSpec
 
 MARKER = "servesweep-model.json"
 REQUIRED_FILES = ("config.json", "tokenizer.json")
 OPTIONAL_FILES = ("tokenizer_config.json", "special_tokens_map.json", "generation_config.json",
                   "model.safetensors.index.json")
+
+
+def fetch_checkpoint(spec: BenchmarkSpec, out_dir: str | Path) -> ModelInfo:
+    """The spec's checkpoint where its servers read it (gke.model), its small files in out_dir."""
+    if spec.gke is None:
+        raise ValueError("spec has no gke section")
+    source = spec.gke.model
+    if isinstance(source, HuggingFaceModel):
+        return fetch_hub_checkpoint(spec.model, source, out_dir)
+    if source.random_weights:
+        return publish_random_checkpoint(spec.model, source, out_dir)
+    return fetch_gcs_checkpoint(spec.model, source, out_dir)
 
 
 def gcs_uri(source: GCSModel) -> str:
@@ -36,13 +50,14 @@ def _key(source: GCSModel, name: str) -> str:
     return f"{source.path}/{name}" if source.path else name
 
 
-def _storage_client():
+def _storage_client() -> Any:  # a google.cloud.storage.Client
     from google.cloud import storage
 
     return storage.Client()  # honours STORAGE_EMULATOR_HOST (tests, local dev)
 
 
-def publish_random_checkpoint(model: ModelSpec, source: GCSModel, out_dir: str | Path, client=None) -> ModelInfo:
+def publish_random_checkpoint(model: ModelSpec, source: GCSModel, out_dir: str | Path,
+                              client: Any = None) -> ModelInfo:
     """Make sure the folder holds `model`'s random-weight checkpoint; its small files land in out_dir."""
     started = time.perf_counter()
     bucket = (client or _storage_client()).bucket(source.bucket)
@@ -66,12 +81,12 @@ def publish_random_checkpoint(model: ModelSpec, source: GCSModel, out_dir: str |
     return info
 
 
-def _weights_identity(model: ModelSpec) -> dict:
+def _weights_identity(model: ModelSpec) -> dict[str, Any]:
     """What determines the generated files (the served name does not)."""
     return model.model_dump(mode="json", exclude={"name"}) | {"shape": model.resolved_shape().model_dump()}
 
 
-def fetch_gcs_checkpoint(model: ModelSpec, source: GCSModel, out_dir: str | Path, client=None) -> ModelInfo:
+def fetch_gcs_checkpoint(model: ModelSpec, source: GCSModel, out_dir: str | Path, client: Any = None) -> ModelInfo:
     started = time.perf_counter()
     client = client or _storage_client()
     bucket = client.bucket(source.bucket)
@@ -122,7 +137,7 @@ def describe_checkpoint(model: ModelSpec, location: str, out_dir: str | Path, si
     )
 
 
-def _download(bucket, source: GCSModel, out_dir: str | Path) -> None:
+def _download(bucket: Any, source: GCSModel, out_dir: str | Path) -> None:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for name in REQUIRED_FILES + OPTIONAL_FILES:

@@ -1,4 +1,4 @@
-"""The GKE branch of the pipeline steps: capacity, servers and teardown through servesweep.k8s.
+"""GKE capacity, servers and teardown through servesweep.k8s, as the GKE platform does them.
 
 A pipeline's exit handler can take no output of the steps it guards, so what it must undo is found
 on the cluster: server objects by the job's owner label, and capacity through one ConfigMap per job
@@ -8,17 +8,20 @@ the pod's in-cluster credentials are used.
 
 from __future__ import annotations
 
+from typing import Any
+
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from components.deploy_server import Endpoint
 from servesweep.gke_spec import GKESpec
+from servesweep.k8s.capacity import Capacity
 from servesweep.k8s.deploy import DeployOutcome, KubeApis, deploy_server
 from servesweep.k8s.facts import server_facts
 from servesweep.k8s.manifests import ServerBundle, build_server_bundle, label_value, owner_labels, selector
-from servesweep.k8s.provision import Capacity, GKEProvisioner
+from servesweep.k8s.provision import GKEProvisioner
 from servesweep.k8s.servers import ServerOptions, server_info
 from servesweep.k8s.teardown import teardown_owner, teardown_selected
+from servesweep.platform.types import Endpoint
 from servesweep.secrets import resolve_env
 from servesweep.spec import BenchmarkSpec
 
@@ -108,13 +111,13 @@ def server_bundle(
 
 def deploy_gke(
     spec: BenchmarkSpec, deployment_id: str, max_num_seqs: int, sweep_mode: str, owner: str,
-    node_selector: dict[str, str], apis: KubeApis | None = None, **wait,
+    node_selector: dict[str, str], apis: KubeApis | None = None, **wait: Any,
 ) -> Endpoint:
     """Create the server and wait for it; whatever stops it becomes `Endpoint.error`, not an exception."""
     try:
         bundle = server_bundle(spec, deployment_id, max_num_seqs, sweep_mode, owner, node_selector)
     except ValueError as error:
-        return Endpoint(deployment_id=deployment_id, max_num_seqs=max_num_seqs, error=str(error))
+        return Endpoint(deployment_id=deployment_id, max_num_seqs=max_num_seqs, error=str(error), platform="gke")
     apis = _connect(apis)
     # A retried step finds its earlier attempt's objects; start from nothing so create cannot collide.
     teardown_selected(apis.apps, apis.core, apis.custom, bundle.namespace, selector(bundle.labels))
@@ -132,11 +135,15 @@ def endpoint_from(outcome: DeployOutcome, deployment_id: str, max_num_seqs: int,
         deployment_id=deployment_id, max_num_seqs=max_num_seqs, base_url=bundle.base_url,
         metrics_url=bundle.metrics_url or "", served_name=rendered.served_name, start_seconds=outcome.start_seconds,
         error=outcome.error, metric_prefix=rendered.metric_prefix or "", api=rendered.api,
-        namespace=bundle.namespace, label_selector=selector(bundle.labels), gke_facts=facts or {},
+        namespace=bundle.namespace, label_selector=selector(bundle.labels), platform="gke",
+        gke_facts=facts or {},
     )
 
 
 def teardown_endpoint(endpoint: Endpoint, apis: KubeApis | None = None) -> None:
+    """Delete one server's objects; a deployment refused before it reached the cluster has none."""
+    if not endpoint.namespace:
+        return
     apis = _connect(apis)
     report = teardown_selected(apis.apps, apis.core, apis.custom, endpoint.namespace, endpoint.label_selector)
     if not report.ok:
