@@ -32,7 +32,6 @@ import multiprocessing
 import os
 import platform
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -52,18 +51,10 @@ TARGET_MS = 0.1
 class FullParseSampler(MetricsSampler):
     """The sampler as it was: every family of the page through prometheus_client, then filtered."""
 
-    def sample(self) -> None:
-        try:
-            with urllib.request.urlopen(self.url, timeout=5) as response:
-                text = response.read().decode()
-        except OSError:
-            self.errors += 1
-            return
-        now = time.time()
-        for family in text_string_to_metric_families(text):
-            if family.name.startswith(self.prefixes):
-                self.rows.extend(self.row(self.point_id, now, s.name, dict(s.labels), float(s.value))
-                                 for s in family.samples if not s.name.endswith(("_created", "_bucket")))
+    def parse(self, text: str) -> list[tuple[str, dict[str, str], float]]:
+        return [(s.name, dict(s.labels), float(s.value)) for family in text_string_to_metric_families(text)
+                if family.name.startswith(self.prefixes)
+                for s in family.samples if not s.name.endswith(("_created", "_bucket"))]
 
 
 def _serve_page(port_pipe) -> None:

@@ -73,5 +73,8 @@ class MetricsSampler(PeriodicSampler):
             self.errors += 1
             return
         now = time.time()
-        self.rows.extend(self.row(point_id, now, name, labels, value)
-                         for name, labels, value in parse_samples(text, self.prefixes))
+        self.rows.extend(self.row(point_id, now, name, labels, value) for name, labels, value in self.parse(text))
+
+    def parse(self, text: str) -> list[tuple[str, dict[str, str], float]]:
+        """The page's samples this sampler keeps (the filtered fast path)."""
+        return parse_samples(text, self.prefixes)
