@@ -15,12 +15,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
 
 from servesweep.gke_spec import GKESpec
+from servesweep.quantization import Quantization, is_checkpoint_method
 from servesweep.secrets import withhold
 from servesweep.yamlfile import parse_mapping, read_mapping
 
 # vllm runs locally (vLLM's CPU build) and on GKE; the others only on GKE (servesweep.k8s.servers).
 ServerKind = Literal["vllm", "transformers", "tgi", "triton-trtllm", "jetstream", "sglang"]
-Quantization = Literal["none", "fp8", "int8", "awq", "gptq"]
 Accelerator = Literal[
     "cpu",
     "nvidia-l4",
@@ -399,8 +399,11 @@ class BenchmarkSpec(_Strict):
                         "digits, '.', '_', '-', starting with a letter or digit.")
     model: ModelSpec = Field(default_factory=ModelSpec, description="The model the servers load.")
     server: ServerSpec = Field(default_factory=ServerSpec, description="The model server and its settings.")
-    quantization: Quantization = Field("none", description="Weight quantization the server applies (vLLM "
-                                       "--quantization); none: the model dtype.")
+    quantization: Quantization = Field(
+        "none", description="Weight quantization. fp8/int8/awq/gptq: the server applies it (vLLM --quantization; "
+        "awq/gptq need a checkpoint in that format). w8a8-fp8/w8a8-int8/w4a16: a compressed-tensors checkpoint "
+        "(vLLM reads the method from its config); with model.weights 'dummy' the server draws weights in that "
+        "layout. none: the model dtype.")
     accelerator: AcceleratorSpec = Field(default_factory=AcceleratorSpec, description="What each server runs on.")
     workloads: list[WorkloadShape] = Field(
         default_factory=lambda: [WorkloadShape(input_tokens=64, output_tokens=32)], min_length=1, max_length=64,
@@ -449,6 +452,9 @@ class BenchmarkSpec(_Strict):
             raise ValueError("the adaptive strategy needs at least one SLO limit (slo.*_p99_ms)")
         if self.model.weights == "dummy" and self.server.kind != "vllm":
             raise ValueError("model.weights 'dummy' needs server.kind 'vllm' (--load-format dummy)")
+        if is_checkpoint_method(self.quantization) and self.model.weights != "dummy":
+            raise ValueError(f"quantization {self.quantization!r} is a quantized checkpoint: it needs "
+                             "model.weights 'dummy' (vLLM draws weights in that layout)")
         if self.gke is not None and self.accelerator.type == "cpu":
             raise ValueError("a gke run needs a GPU accelerator; accelerator 'cpu' runs locally (drop `gke`)")
         self._check_secret_env()

@@ -61,9 +61,8 @@ from servesweep.planner.memory import (
     weight_bytes,
 )
 from servesweep.planner.models import ModelArch
+from servesweep.quantization import quantized_weight_dtype
 
-# Weight dtype each spec quantization loads; "none" keeps the model's dtype.
-QUANTIZATION_WEIGHT_DTYPE = {"fp8": "fp8", "int8": "int8", "awq": "int4", "gptq": "int4"}
 ALLREDUCES_PER_LAYER = 2  # attention's output projection and the MLP's down projection each end in one
 Bound = Literal["compute", "memory"]
 
@@ -177,7 +176,7 @@ class Prediction(BaseModel):
 
 def weight_dtype_for(quantization: str, model_dtype: str) -> str:
     """Weight dtype a spec's quantization loads (awq/gptq are 4-bit); 'none' keeps the model dtype."""
-    return QUANTIZATION_WEIGHT_DTYPE.get(quantization) or normalize_dtype(model_dtype)
+    return quantized_weight_dtype(quantization) or normalize_dtype(model_dtype)
 
 
 def compute_dtype_for(weight_dtype: str, activation_dtype: str, accelerator: AcceleratorType) -> str:

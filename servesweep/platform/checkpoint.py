@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from servesweep.platform.types import ModelInfo
+from servesweep.quantization import compressed_tensors_config, is_checkpoint_method
 from servesweep.spec import ModelShape, ModelSpec
 
 SPECIAL_TOKENS = ["<s>", "</s>", "<unk>"]
@@ -138,8 +139,9 @@ def _save_shards(shards: list[dict[str, Any]], out_dir: Path, save_file: Callabl
     (out_dir / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
 
 
-def load_model(spec: ModelSpec, out_dir: str | Path) -> ModelInfo:
-    """Materialise `spec` into `out_dir` (created) and describe what was written."""
+def load_model(spec: ModelSpec, out_dir: str | Path, quantization: str = "none") -> ModelInfo:
+    """Materialise `spec` into `out_dir` (created) and describe what was written. A checkpoint quantization
+    (servesweep.quantization) on dummy weights goes into config.json, for the server to draw that layout."""
     started = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -147,6 +149,8 @@ def load_model(spec: ModelSpec, out_dir: str | Path) -> ModelInfo:
     tokenizer_size = train_tokenizer(shape.vocab_size, out)
     config = _llama_config(spec, shape, tokenizer_size)
     config.architectures = ["LlamaForCausalLM"]  # servers pick the model class from this
+    if spec.weights == "dummy" and is_checkpoint_method(quantization):
+        config.quantization_config = compressed_tensors_config(quantization)
     config.save_pretrained(out)
     if spec.weights == "dummy":
         parameters = count_parameters(config)

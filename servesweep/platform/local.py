@@ -29,6 +29,7 @@ from typing import ClassVar
 from servesweep.loadgen.client import completion_payload
 from servesweep.platform.checkpoint import load_model
 from servesweep.platform.types import Capacity, Endpoint, ModelInfo, PlatformName, ProvisionError, ServerRequest
+from servesweep.quantization import server_flag
 from servesweep.secrets import SERVER_ENV_VAR, SecretMissing, handed_env, mask, resolve_env, secret_values
 from servesweep.spec import BenchmarkSpec
 
@@ -42,7 +43,7 @@ class LocalPlatform:
         return provision_local(spec)
 
     def fetch_checkpoint(self, spec: BenchmarkSpec, out_dir: Path) -> ModelInfo:
-        return load_model(spec.model, out_dir)  # out_dir is the checkpoint the servers load
+        return load_model(spec.model, out_dir, spec.quantization)  # out_dir is the checkpoint the servers load
 
     def deploy_server(self, spec: BenchmarkSpec, request: ServerRequest) -> Endpoint:
         return start_server(spec, request)
@@ -87,8 +88,8 @@ def vllm_command(spec: BenchmarkSpec, model_path: str, port: int, max_num_seqs: 
     ]
     if spec.accelerator.type == "cpu":
         command.append("--enforce-eager")  # skips a ~30 s graph compile per start on 2 cores
-    if spec.quantization != "none":
-        command += ["--quantization", spec.quantization]
+    if (flag := server_flag(spec.quantization)) is not None:
+        command += ["--quantization", flag]
     if spec.model.weights == "dummy":
         command += ["--load-format", "dummy"]  # the checkpoint has config and tokenizer only
     if spec.accelerator.type != "cpu":
