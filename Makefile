@@ -60,7 +60,7 @@ bench-gpu-report: setup  ## report + roofline comparison from the committed H100
 
 bench-h200-report: setup  ## report, calibration, analysis and client tables from the committed H200 lake (the run: benchmarks/README.md)
 	$(BIN)/servesweep report h200-llama3-8b h200-llama3-8b-prefill h200-llama3-8b-fp8 h200-llama3-8b-fp8-prefill \
-		h200-llama3-8b-maxseqs --lake benchmarks/results/h200/lake --out benchmarks/results/h200/report \
+		h200-llama3-8b-maxseqs h200-llama3-8b-int8 h200-llama3-8b-w4a16 h200-llama-1b h200-llama-1b-fp8 --lake benchmarks/results/h200/lake --out benchmarks/results/h200/report \
 		--slo-ttft-ms 2000 --slo-tpot-ms 100 --baseline nvidia-h200-141gb
 	$(BIN)/python benchmarks/gpu/h200_analysis.py --write-calibrations
 

@@ -21,13 +21,20 @@ def rows():
 
 def test_every_shape_dtype_and_batch_was_measured_on_vllm_with_gpu_samples():
     counts = query(LAKE, """
-        select quantization, input_tokens, output_tokens, count(*) filter (where status = 'ok') as ok,
+        select model_preset, quantization, input_tokens, output_tokens, count(*) filter (where status = 'ok') as ok,
                min(gpu_utilization_mean) filter (where status = 'ok') as util,
                max(gpu_memory_used_max_gib) as mem, any_value(server_kind) as kind
         from points where source = 'measured' and sweep_mode = 'client_concurrency'
         group by all order by all""").to_pylist()
-    assert {(r["quantization"], r["input_tokens"], r["output_tokens"], r["ok"]) for r in counts} == {
-        (q, i, o, 9) for q in ("fp8", "none") for i, o in ((128, 128), (128, 2048), (2048, 128))}
+    shapes = ((128, 128), (128, 2048), (2048, 128))
+    expected = {(m, q, i, o): 9 for m, variants in (("llama3-8b", ("none", "fp8", "w8a8-int8", "w4a16")),
+                                                   ("llama-1b", ("none", "fp8"))) for q in variants for i, o in shapes}
+    # 128/2048 at the top batches: the runs of this session's second device visit were cut at their time limit
+    # (benchmarks/README.md); the points not run are in the lake as failed, "not run".
+    expected |= {("llama3-8b", "w8a8-int8", 128, 2048): 8, ("llama-1b", "none", 128, 2048): 8,
+                 ("llama-1b", "fp8", 128, 2048): 6}
+    assert {(r["model_preset"], r["quantization"], r["input_tokens"], r["output_tokens"]): r["ok"]
+            for r in counts} == expected
     assert all(r["kind"] == "vllm" and r["util"] > 0 and 100 < r["mem"] < 141 for r in counts)
     # vLLM's own Prometheus samples are in the lake too, and prefix caching found nothing: fresh prompts
     hits = query(LAKE, "select max(value) as hits, count(*) as n from server_metrics "
@@ -47,7 +54,8 @@ def test_held_out_points_meet_the_planner_targets(rows):
     errors = point_errors(held, calibration)
     mape = {a: sum(abs(getattr(e, a)) for e in errors) / len(errors)
             for a in ("ttft_error", "tpot_error", "throughput_error")}
-    assert len(held) >= 30 and {e.quantization for e in errors} == {"none", "fp8"}
+    assert len(held) >= 80 and {e.quantization for e in errors} == {"none", "fp8", "w8a8-int8", "w4a16"}
+    assert {e.model_preset for e in errors} == {"llama3-8b", "llama-1b"}
     assert mape["tpot_error"] < 15 and mape["throughput_error"] < 15 and mape["ttft_error"] < 20
 
 
@@ -55,7 +63,7 @@ def test_the_shipped_calibrations_are_the_fitted_ones(rows):
     fit = [r for r in rows if r["batch_size"] in FIT_BATCHES and r["sweep_mode"] == "client_concurrency"]
     fitted = calibrate(fit, prefill_chunk_tokens={H200: CHUNK}, by_weight_dtype=True)
     shipped = load_calibrations()
-    for dtype in ("bf16", "fp8"):
+    for dtype in ("bf16", "fp8", "int8", "int4"):
         ours, stored = fitted.efficiency_for(*H200, dtype), shipped.efficiency_for(*H200, dtype)
         assert stored.prefill_chunk_tokens == CHUNK
         for field in ("flops_efficiency", "bandwidth_efficiency", "request_admission_ms"):
@@ -90,4 +98,4 @@ def test_the_report_sentences_cite_their_own_rows_within_one_group():
         assert f"{row['ttft_share_of_e2e']:.1%} at batch {row['low_batch_size']}" in workload.answer
     groups = query(LAKE, "select distinct comparison_group from point_costs where source = 'measured'"
                    ).column("comparison_group").to_pylist()
-    assert len(groups) == 3 and all(f"{group}: " in report.headline.summary for group in groups)
+    assert len(groups) == 6 and all(f"{group}: " in report.headline.summary for group in groups)

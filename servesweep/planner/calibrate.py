@@ -28,7 +28,9 @@ from servesweep.planner.memory import normalize_dtype
 from servesweep.planner.models import ModelArch, get_model
 from servesweep.planner.roofline import Efficiency, RooflineTerms, roofline_terms, weight_dtype_for
 
-_LOG_RANGE = (float(np.log(1e-3)), float(np.log(4.0)))  # efficiencies searched: 0.1% .. 400% of peak
+# Efficiencies searched: 0.1 % .. 100 % of peak. A fraction above 1 would be a faster GPU than the spec sheet's;
+# where the round model misses a cost, the fit must show it as error, not as bandwidth the GPU does not have.
+_LOG_RANGE = (float(np.log(1e-3)), 0.0)
 _PULL_TO_ONE = 1e-6
 _ACTIVATION_DTYPES = {"fp32", "bf16", "fp16"}
 
@@ -238,7 +240,7 @@ def _fit_group(server_kind: str, accelerator: str, observations: list[_Observati
     def loss(log_flops: float, log_bandwidth: np.ndarray) -> np.ndarray:
         return np.array([solve(float(np.exp(log_flops)), float(np.exp(y)))[0] for y in log_bandwidth])
 
-    log_flops, log_bandwidth = _minimise(loss, rounds=6, points=25)
+    log_flops, log_bandwidth = _minimise(loss, rounds=6, points=29)
     _, (step_s, request_s, admission_s) = solve(float(np.exp(log_flops)), float(np.exp(log_bandwidth)))
     fitted = Efficiency(flops_efficiency=float(np.exp(log_flops)), bandwidth_efficiency=float(np.exp(log_bandwidth)),
                         step_overhead_ms=step_s * 1e3, request_overhead_ms=request_s * 1e3,
@@ -299,9 +301,14 @@ def _minimise(
         i, j = np.unravel_index(np.argmin(values), values.shape)
         best = (float(x_grid[i]), float(y_grid[j]))
         half_width = 4 * (x_grid[1] - x_grid[0])  # zoom in on +-4 steps around the best cell
-        x_grid = np.linspace(best[0] - half_width, best[0] + half_width, points // 2 + 1)
-        y_grid = np.linspace(best[1] - half_width, best[1] + half_width, points // 2 + 1)
+        x_grid = np.linspace(*_zoom(best[0], half_width), points // 2 + 1)
+        y_grid = np.linspace(*_zoom(best[1], half_width), points // 2 + 1)
     return best
+
+
+def _zoom(centre: float, half_width: float) -> tuple[float, float]:
+    """The next grid's bounds around `centre`, kept inside the searched range."""
+    return max(_LOG_RANGE[0], centre - half_width), min(_LOG_RANGE[1], centre + half_width)
 
 
 def _mape(predicted: list[float], measured: list[float]) -> float | None:
@@ -362,6 +369,7 @@ class PointError(_Strict):
 
     server_kind: str
     accelerator: str
+    model_preset: str
     quantization: str
     batch_size: int
     input_tokens: int
@@ -401,7 +409,8 @@ def point_errors(points: pa.Table | Iterable[Mapping[str, Any]], calibration: Ca
         efficiency = calibration.efficiency_for(kind, row["accelerator"], _weight_dtype(row))
         ttft_s, tpot_s, e2e_s = terms.round(efficiency)
         errors.append(PointError(
-            server_kind=kind, accelerator=row["accelerator"], quantization=row.get("quantization") or "none",
+            server_kind=kind, accelerator=row["accelerator"], model_preset=row.get("model_preset") or "",
+            quantization=row.get("quantization") or "none",
             batch_size=terms.batch_size, input_tokens=terms.input_tokens, output_tokens=terms.output_tokens,
             ttft_ms=_latency(row, "ttft"), predicted_ttft_ms=ttft_s * 1e3,
             tpot_ms=_latency(row, "tpot"), predicted_tpot_ms=tpot_s * 1e3,
