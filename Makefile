@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # Every extra the tests and the pipeline use: the local platform, both orchestrators, GKE, the report, dev tools.
 EXTRAS ?= local,kfp,argo,gke,report,dev
 
-.PHONY: setup run test test-unit lint docs compile image query clean bench-loadgen bench-sampler bench-gpu-report bench-h200-report
+.PHONY: setup run test test-unit test-integration test-e2e lint docs compile image query clean bench-loadgen bench-sampler bench-gpu-report bench-h200-report
 
 setup: $(STAMP)
 
@@ -27,8 +27,14 @@ run: setup  ## the main job: the KFP pipeline, run locally against a real vLLM C
 test: setup
 	$(BIN)/python -m pytest -q
 
-test-unit: setup  ## the fast tests: everything but those that start a real vLLM server (marker `server`)
-	$(BIN)/python -m pytest -q -m "not server"
+test-unit: setup  ## the fast tests: tests/unit (mirrors the packages), without those that start a real vLLM server
+	$(BIN)/python -m pytest -q tests/unit -m "not server"
+
+test-integration: setup  ## a real vLLM CPU server, the GCS emulator, the committed GPU lakes
+	$(BIN)/python -m pytest -q tests/integration
+
+test-e2e: setup  ## the full local pipeline (KFP's local runner against a real vLLM CPU server)
+	$(BIN)/python -m pytest -q tests/e2e
 
 lint: setup  ## ruff, and mypy as configured in pyproject.toml ([tool.mypy]: strict where the code is clean)
 	$(BIN)/ruff check .

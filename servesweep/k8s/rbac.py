@@ -4,7 +4,7 @@ One namespaced Role covers a run: create, watch and delete its servers, read pod
 to explain failures, and keep one ConfigMap per job recording the capacity its exit handler
 releases. On KFP every step's pod also runs KFP's driver and launcher as this account, and Argo's
 executor under both; `COMPONENT_CALLS` lists the API calls of each, and the Role is exactly their
-union (tests/test_k8s_rbac.py). Secrets only by name, and only for an object store that is not
+union (tests/unit/k8s/test_k8s_rbac.py). Secrets only by name, and only for an object store that is not
 reached through Workload Identity: a pod that references the token Secret is created without read
 access to it (the kubelet fetches it). ComputeClasses are cluster-scoped, so `compute_class`
 mode adds a ClusterRole limited to the class names the run may create.

@@ -60,8 +60,8 @@ the column says otherwise; a "token chunk" is an SSE event whose choice carries 
 
 Migration: readers accept every version; a column an older lake lacks reads as null (no rewrite), and a
 lake without a `runs` table has no fingerprints. v4 lakes read by an older servesweep lose the new
-columns only. The committed H100 and H200 lakes (v2, v3) stay readable: tests/test_gpu_results.py,
-tests/test_h200_results.py.
+columns only. The committed H100 and H200 lakes (v2, v3) stay readable: tests/integration/results/test_gpu_results.py,
+tests/integration/results/test_h200_results.py.
 """
 
 from __future__ import annotations

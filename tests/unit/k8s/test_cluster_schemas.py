@@ -1,0 +1,136 @@
+"""Every compiled manifest checked the way a cluster would check it.
+
+- Kubernetes objects: kubernetes-validate in strict mode (unknown fields are errors), against the oldest and the
+  newest Kubernetes minor GKE serves. GKE's release table (endoflife.date/google-kubernetes-engine, GKE versioning
+  docs) had 1.33 (GKE 2025-06-03) still supported and 1.35 newest in early 2026, minor versions arriving every
+  ~4 months and the Extended channel keeping one 24 months; kubernetes-validate 1.37 ships schemas 1.25..1.37, so
+  1.33 is the oldest checked and the newest it ships stands in for the Rapid channel.
+- CRDs (PodMonitoring, ComputeClass) have no schema in kubernetes-validate; servesweep.k8s.validate checks them.
+- The Argo Workflow: Argo's JSON schema (api/jsonschema/schema.json in argoproj/argo-workflows) is not available
+  offline here, so it is checked structurally against hera's models, which are generated from that same OpenAPI
+  spec: every key must be a field of its model, recursively, and the document must parse into them.
+- The KFP IR: compiled, then loaded back by the KFP SDK as a component.
+"""
+
+from __future__ import annotations
+
+import typing
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+from hera.workflows import models as m
+from kfp import components
+from pydantic import BaseModel
+from typer.testing import CliRunner
+
+from pipelines.compile import ARGO, KFP_GKE, KFP_LOCAL
+from servesweep.cli import app
+from servesweep.gke_spec import GKESpec
+from servesweep.k8s.manifests import build_server_bundle, to_dict
+from servesweep.k8s.rbac import argo_executor_manifests, rbac_manifests
+from servesweep.k8s.servers import SERVERS, ServerOptions
+from servesweep.spec import PipelineParams
+from tests.support.paths import REPO
+
+ROOT = REPO
+GKE_OLDEST, GKE_NEWEST = "1.33.0", kubernetes_validate.latest_version()
+GKE = GKESpec(project="bench-project", location="us-central1", cluster="bench",
+              model={"source": "huggingface", "repo_id": "meta-llama/Llama-3.1-8B-Instruct", "token_secret": "hf"},
+              images={"transformers": "us-docker.pkg.dev/bench-project/servers/transformers:4.57"})
+ACCELERATOR = {"gpu": "nvidia-l4", "tpu": "tpu-v5-lite-podslice"}
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("compiled")
+    result = CliRunner().invoke(app, ["compile", "--out", str(out), "--gke-spec", str(ROOT / "specs" / "gke.yaml"),
+                                      "--deploy-out", str(out / "deploy")])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def _server_manifests() -> list[dict[str, Any]]:
+    manifests = []
+    for kind, info in SERVERS.items():
+        accelerator = ACCELERATOR[info.accelerator_kind]
+        selector = {"cloud.google.com/gke-accelerator": accelerator}
+        bundle = build_server_bundle(gke=GKE, run_id="run-1", deployment_id=f"{kind}-b8", kind=kind,
+                                     options=ServerOptions(), served_name="llama3-8b",
+                                     accelerator=accelerator, node_selector=selector, owner="job-1",
+                                     secret_env={"API_KEY": ("server-key", "key")})
+        manifests += [to_dict(bundle.deployment), to_dict(bundle.service)]
+    return manifests
+
+
+def _builtin_manifests(compiled: Path) -> list[dict[str, Any]]:
+    deployed = [doc for path in sorted((compiled / "deploy").glob("*.yaml"))
+                for doc in yaml.safe_load_all(path.read_text()) if doc]
+    extra = rbac_manifests("servesweep", compute_classes=["servesweep-nvidia-l4-x1"],
+                           object_store_secret="mlpipeline-minio-artifact") + argo_executor_manifests("servesweep")
+    return deployed + extra + _server_manifests()
+
+
+@pytest.mark.parametrize("version", [GKE_OLDEST, GKE_NEWEST])
+def test_every_kubernetes_manifest_validates_strictly(compiled, version):
+    manifests = _builtin_manifests(compiled)
+    kinds = {m["kind"] for m in manifests}
+    assert {"Deployment", "Service", "ServiceAccount", "Role", "RoleBinding", "ClusterRole"} <= kinds
+    for manifest in manifests:
+        kubernetes_validate.validate(manifest, version, strict=True)
+
+
+def test_strict_validation_catches_a_misspelt_field():
+    [deployment, _] = _server_manifests()[:2]
+    deployment["spec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Always"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, GKE_NEWEST, strict=True)
+
+
+def _models(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models inside Optional[...], List[...], Dict[str, ...] and Annotated[...]."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is typing.Annotated:
+        args = args[:1]
+    return [model for arg in args for model in _models(arg)]
+
+
+def _unknown_keys(value: Any, annotation: Any, path: str) -> list[str]:
+    if isinstance(value, list):
+        return [key for i, item in enumerate(value) for key in _unknown_keys(item, annotation, f"{path}[{i}]")]
+    models = _models(annotation)
+    if not isinstance(value, dict) or not models:
+        return []
+    model = models[0]
+    if not model.model_fields:  # a free-form map in the schema (e.g. labels)
+        return []
+    fields = {(info.alias or name): info for name, info in model.model_fields.items()}
+    if set(fields) == {"__root__"} or "root" in model.model_fields:
+        return []
+    unknown = [f"{path}.{key}" for key in value if key not in fields]
+    return unknown + [k for key, item in value.items() if key in fields
+                      for k in _unknown_keys(item, fields[key].annotation, f"{path}.{key}")]
+
+
+def test_argo_workflow_matches_argos_schema_structurally(compiled):
+    document = yaml.safe_load((compiled / ARGO).read_text())
+    assert (document["apiVersion"], document["kind"]) == ("argoproj.io/v1alpha1", "Workflow")
+    m.Workflow.model_validate(document)
+    assert _unknown_keys(document, m.Workflow, "Workflow") == []
+    misspelt = document | {"spec": document["spec"] | {"entryPoint": "servesweep"}}
+    assert _unknown_keys(misspelt, m.Workflow, "Workflow") == ["Workflow.spec.entryPoint"]
+    deep = yaml.safe_load((compiled / ARGO).read_text())
+    deep["spec"]["templates"][0]["container"]["imagee"] = "x"
+    assert _unknown_keys(deep, m.Workflow, "Workflow") == ["Workflow.spec.templates[0].container.imagee"]
+
+
+@pytest.mark.parametrize("package", [KFP_LOCAL, KFP_GKE])
+def test_kfp_ir_loads_back_as_a_component(compiled, package):
+    loaded = components.load_component_from_file(str(compiled / package))
+    assert loaded.name == "servesweep"
+    assert set(loaded.component_spec.inputs) == set(PipelineParams.model_fields) | {"baseline_accelerator"}
+
