@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 import servesweep
+from servesweep.nvml import device_names, nvml_session, text
 from servesweep.spec import BenchmarkSpec, public_dump
 
 # Server kind -> (route, JSON key) of the endpoint that reports its version.
@@ -114,29 +115,15 @@ def cpu_model() -> str | None:
 
 def nvml_facts(device_ids: list[int] | None, count: int) -> dict[str, Any]:
     """GPU name(s), count, driver and CUDA version of the server's GPUs (`device_ids`, else the first
-    `count`); raises RuntimeError when NVML is not there."""
-    try:
-        import pynvml
-    except ImportError as error:
-        raise RuntimeError("nvidia-ml-py is not installed") from error
-    try:
-        pynvml.nvmlInit()
-    except pynvml.NVMLError as error:
-        raise RuntimeError(f"NVML: {error}") from error
-    try:
-        visible = pynvml.nvmlDeviceGetCount()
+    `count`); raises NvmlUnavailable (a RuntimeError) when NVML is not there."""
+    with nvml_session() as nvml:
+        visible = nvml.nvmlDeviceGetCount()
         indices = [i for i in (device_ids or range(count)) if i < visible]
-        names = sorted({_text(pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(i))) for i in indices})
-        cuda = pynvml.nvmlSystemGetCudaDriverVersion()  # e.g. 12040 for 12.4
+        names = sorted(set(device_names(nvml, indices)))
+        cuda = nvml.nvmlSystemGetCudaDriverVersion()  # e.g. 12040 for 12.4
         return {"gpu_name": ", ".join(names) or None, "gpu_count": len(indices) or None,
-                "gpu_driver_version": _text(pynvml.nvmlSystemGetDriverVersion()),
+                "gpu_driver_version": text(nvml.nvmlSystemGetDriverVersion()),
                 "cuda_driver_version": f"{cuda // 1000}.{cuda % 1000 // 10}"}
-    finally:
-        pynvml.nvmlShutdown()
-
-
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def take(spec: BenchmarkSpec, base_url: str = "", gke_facts: dict[str, str | None] | None = None) -> Fingerprint:

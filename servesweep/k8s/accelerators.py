@@ -41,8 +41,9 @@ _SINGLE_HOST_TOPOLOGIES = {1: "1x1", 4: "2x2", 8: "2x4"}
 # enum: NVIDIA_L4, NVIDIA_TESLA_A100, NVIDIA_A100_80GB, NVIDIA_H100_80GB, NVIDIA_H200_141GB, NVIDIA_B200); G2 carries
 # 1 L4 up to g2-standard-32, 2/4/8 on -24/-48/-96; A2 Standard a2-highgpu-{1,2,4,8}g and a2-megagpu-16g (A100 40GB),
 # A2 Ultra a2-ultragpu-{1,2,4,8}g (A100 80GB); A3 High a3-highgpu-{1,2,4,8}g (H100); A3 Ultra a3-ultragpu-8g, eight
-# H200s (cluster-toolkit v1.44.1 release notes); A4 a4-highgpu-8g, eight B200s. tests/unit/catalog/test_gke_catalog.py holds
-# the planner's catalog (servesweep/data/accelerators.yaml) to the same machines.
+# H200s (cluster-toolkit v1.44.1 release notes); A4 a4-highgpu-8g, eight B200s.
+# tests/unit/catalog/test_gke_catalog.py holds the planner's catalog (servesweep/data/accelerators.yaml) to the
+# same machines.
 ACCELERATORS: dict[str, AcceleratorInfo] = {
     info.name: info
     for info in (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from servesweep.metrics.sampler import PeriodicSampler
+from servesweep.nvml import NvmlUnavailable, device_names, open_nvml
 
 # metric name -> (NVML reader, unit scale). Utilisation is a percentage over NVML's last sample period.
 GPU_METRICS = (
@@ -16,8 +17,7 @@ GPU_METRICS = (
 )
 
 
-class GpuUnavailable(RuntimeError):
-    pass
+GpuUnavailable = NvmlUnavailable  # what the sweep step catches when a host has no GPU to sample
 
 
 class GpuSampler(PeriodicSampler):
@@ -26,18 +26,11 @@ class GpuSampler(PeriodicSampler):
     thread_name = "gpu-sampler"
 
     def __init__(self, deployment_id: str, interval_s: float = 0.5) -> None:
-        try:
-            import pynvml
-        except ImportError as error:
-            raise GpuUnavailable("nvidia-ml-py is not installed") from error
-        try:
-            pynvml.nvmlInit()
-        except pynvml.NVMLError as error:
-            raise GpuUnavailable(f"NVML: {error}") from error
+        nvml = open_nvml()
         super().__init__(deployment_id, interval_s)
-        self._nvml = pynvml
-        self._handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
-        self._names = [_text(pynvml.nvmlDeviceGetName(h)) for h in self._handles]
+        self._nvml = nvml
+        self._handles = [nvml.nvmlDeviceGetHandleByIndex(i) for i in range(nvml.nvmlDeviceGetCount())]
+        self._names = device_names(nvml)
 
     @property
     def gpu_names(self) -> list[str]:
@@ -61,7 +54,3 @@ class GpuSampler(PeriodicSampler):
             labels = {"gpu": str(index), "name": self._names[index]}
             self.rows.extend(self.row(point_id, now, metric, labels, value)
                              for metric, value in zip(GPU_METRICS, values, strict=True))
-
-
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from servesweep.loadgen.client import completion_payload
+from servesweep.nvml import NvmlUnavailable, device_names, nvml_session
 from servesweep.platform.checkpoint import load_model
 from servesweep.platform.types import Capacity, Endpoint, ModelInfo, PlatformName, ProvisionError, ServerRequest
 from servesweep.quantization import server_flag
@@ -312,14 +313,7 @@ def provision_local(spec: BenchmarkSpec) -> Capacity:
 def local_gpus() -> list[str]:
     """Names of this host's NVIDIA GPUs (empty without NVML or GPUs)."""
     try:
-        import pynvml
-
-        pynvml.nvmlInit()
-    except Exception:  # no library, no driver: no GPUs
+        with nvml_session() as nvml:
+            return device_names(nvml)
+    except NvmlUnavailable:  # no library, no driver: no GPUs
         return []
-    try:
-        names = [pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(i))
-                 for i in range(pynvml.nvmlDeviceGetCount())]
-        return [n.decode() if isinstance(n, bytes) else n for n in names]
-    finally:
-        pynvml.nvmlShutdown()

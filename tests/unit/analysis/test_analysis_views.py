@@ -212,7 +212,8 @@ def test_spine_run_next_to_another_accelerator(tmp_path):
 
 
 def test_query_has_the_views_on_an_empty_lake_and_survives_a_broken_catalog(tmp_path, monkeypatch):
-    (tmp_path / "empty").mkdir()  # an empty lake exists; a missing one is an error (tests/integration/test_lake_safety.py)
+    # an empty lake exists; a missing one is an error (tests/integration/test_lake_safety.py)
+    (tmp_path / "empty").mkdir()
     lake = str(tmp_path / "empty")
     for name in VIEWS:
         assert query(lake, f"SELECT count(*) AS n FROM {name}").to_pylist() == [{"n": 0}]

@@ -3,7 +3,8 @@ structure of each file (tests/support/pipeline_structure.py) against tests/golde
 that must hold whatever the golden files say: one DAG on both orchestrators, an exit handler, runner
 pod settings on GKE, RBAC that validates.
 
-Regenerate the golden files after an intended change: SERVESWEEP_UPDATE_GOLDEN=1 pytest tests/unit/pipelines/test_pipelines_compiled.py
+Regenerate the golden files after an intended change:
+SERVESWEEP_UPDATE_GOLDEN=1 pytest tests/unit/pipelines/test_pipelines_compiled.py
 """
 
 from __future__ import annotations
