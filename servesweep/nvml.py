@@ -24,7 +24,8 @@ def open_nvml() -> ModuleType:
         pynvml.nvmlInit()
     except pynvml.NVMLError as error:
         raise NvmlUnavailable(f"NVML: {error}") from error
-    return pynvml
+    module: ModuleType = pynvml
+    return module
 
 
 @contextmanager
