@@ -28,7 +28,7 @@ from servesweep.loadgen.datagen import PromptFactory
 from servesweep.loadgen.runner import LoadPlan, run_load
 from servesweep.metrics.remote import SamplerConfig, SamplerProcess
 from servesweep.metrics.summary import request_latencies, request_meets_slo, summarise_requests
-from servesweep.platform.types import Endpoint
+from servesweep.platform.types import Endpoint, EndpointAuthError
 from servesweep.spec import BenchmarkSpec, SLOSpec, WorkloadShape
 from servesweep.sweep_plan import (
     AdaptiveSearch,
@@ -79,10 +79,16 @@ def run_sweep(spec: BenchmarkSpec, deployment: Deployment, endpoint: Endpoint, t
     windows: list[PointWindow] = []
     samples: list[dict[str, Any]] = []
     searches: list[AdaptiveSearch] = []
-    fingerprint = take_fingerprint(spec, "" if endpoint.error else endpoint.base_url, endpoint.gke_facts or None)
-    if endpoint.error or endpoint.api != "openai":
-        reason = (f"server start: {endpoint.error}" if endpoint.error
-                  else f"load generator speaks the OpenAI API, the server speaks {endpoint.api}")
+    try:
+        headers = tuple(endpoint.request_headers().items())
+        auth_error = None
+    except EndpointAuthError as error:
+        headers, auth_error = (), str(error)
+    fingerprint = take_fingerprint(spec, "" if endpoint.error else endpoint.base_url, endpoint.gke_facts or None,
+                                   headers=dict(headers), metrics_note=no_metrics_note(endpoint))
+    if endpoint.error or endpoint.api != "openai" or auth_error:
+        reason = (f"server start: {endpoint.error}" if endpoint.error else auth_error
+                  or f"load generator speaks the OpenAI API, the server speaks {endpoint.api}")
         repeats = range(deployment.first_repeat, deployment.first_repeat + deployment.repeats)
         windows = [PointWindow(point_id=p.point_id, repeat=r, failure_reason=reason)
                    for r in repeats for p in deployment.points]
@@ -93,7 +99,7 @@ def run_sweep(spec: BenchmarkSpec, deployment: Deployment, endpoint: Endpoint, t
         def run(point: SweepPoint, repeat: int = deployment.first_repeat) -> tuple[PointWindow, list[dict]]:
             for sampler in samplers:
                 sampler.begin(point.point_id)
-            window, rows = _run_point(spec, point, endpoint, prompts.make, repeat)
+            window, rows = _run_point(spec, point, endpoint, prompts.make, repeat, headers)
             for sampler in samplers:
                 sampler.end()
             windows.append(window)
@@ -104,6 +110,8 @@ def run_sweep(spec: BenchmarkSpec, deployment: Deployment, endpoint: Endpoint, t
             return window, rows
 
         with contextlib.ExitStack() as stack:
+            if note := no_metrics_note(endpoint):
+                print(f"warning: {note}")
             for sampler in samplers:
                 stack.enter_context(sampler)
                 for reason in sampler.unavailable:
@@ -125,15 +133,23 @@ def _save(out: Path, spec: BenchmarkSpec, deployment: Deployment, endpoint: Endp
     return write_sweep(out, manifest, requests, samples)
 
 
+def no_metrics_note(endpoint: Endpoint) -> str | None:
+    """Why the server's own metrics are not scraped, when they are not (an external endpoint without a
+    metrics_url): said on the console and in the run's notes, so null server columns are explained."""
+    if endpoint.metrics_url:
+        return None
+    return "server metrics: not scraped (no server.external.metrics_url), the points' server columns are null"
+
+
 def _samplers(spec: BenchmarkSpec, deployment: Deployment, endpoint: Endpoint) -> list[SamplerProcess]:
     """The server's Prometheus endpoint, plus NVML on GPU accelerators (when NVML is there), sampled in a
     process of their own (servesweep.metrics.remote): in this one, parsing stalls the load generator."""
     interval = spec.sweep.scrape_interval_s
     configs = [SamplerConfig("prometheus", deployment.deployment_id, interval, url=endpoint.metrics_url,
                              prefixes=(endpoint.metric_prefix,))] if endpoint.metrics_url else []
-    if spec.accelerator.type != "cpu":
+    if spec.accelerator.type != "cpu" and spec.server.kind != "external":  # an endpoint's GPUs are not here
         configs.append(SamplerConfig("gpu", deployment.deployment_id, interval))
-    return [SamplerProcess(configs)]
+    return [SamplerProcess(configs)] if configs else []
 
 
 def _grid(deployment: Deployment, run) -> None:
@@ -183,7 +199,7 @@ def point_result(batch: int, rows: list[dict], failure: str | None = None) -> Po
 
 
 def _run_point(spec: BenchmarkSpec, point: SweepPoint, endpoint: Endpoint, make_prompt,
-               repeat: int = 0) -> tuple[PointWindow, list]:
+               repeat: int = 0, headers: tuple[tuple[str, str], ...] = ()) -> tuple[PointWindow, list]:
     plan = LoadPlan(
         base_url=endpoint.base_url, model=endpoint.served_name, input_tokens=point.input_tokens,
         output_tokens=point.output_tokens, concurrency=point.concurrency, rate=point.request_rate,
@@ -193,7 +209,7 @@ def _run_point(spec: BenchmarkSpec, point: SweepPoint, endpoint: Endpoint, make_
         connect_timeout_s=spec.sweep.connect_timeout_s, first_byte_timeout_s=spec.sweep.first_byte_timeout_s,
         idle_timeout_s=spec.sweep.idle_timeout_s, max_consecutive_failures=spec.sweep.max_consecutive_failures,
         max_error_rate=spec.sweep.max_error_rate, warmup_s=spec.sweep.warmup_s, cooldown_s=spec.sweep.cooldown_s,
-        sampling=sampling_of(workload_of(spec, point)),
+        sampling=sampling_of(workload_of(spec, point)), headers=headers,
     )
     try:
         result = run_load(plan, make_prompt)

@@ -19,7 +19,8 @@ from servesweep.secrets import withhold
 from servesweep.yamlfile import parse_mapping, read_mapping
 
 # vllm runs locally (vLLM's CPU build) and on GKE; the others only on GKE (servesweep.k8s.servers).
-ServerKind = Literal["vllm", "transformers", "tgi", "triton-trtllm", "jetstream", "sglang"]
+# external: a server that already runs (server.external), benchmarked as it is: nothing deployed or stopped.
+ServerKind = Literal["vllm", "transformers", "tgi", "triton-trtllm", "jetstream", "sglang", "external"]
 Quantization = Literal["none", "fp8", "int8", "awq", "gptq"]
 Accelerator = Literal[
     "cpu",
@@ -53,6 +54,9 @@ _ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 EnvName = Annotated[str, StringConstraints(pattern=_ENV_NAME)]
 _K8S_NAME = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
 _SECRET_KEY = r"^[-._A-Za-z0-9]{1,253}$"
+_HTTP_URL = r"^https?://[A-Za-z0-9._\[\]:-]+(:[0-9]{1,5})?(/[^\s]*)?$"
+_HEADER_NAME = r"^[A-Za-z0-9-]{1,64}$"
+ENDPOINT_TOKEN_ENV = "SERVESWEEP_ENDPOINT_TOKEN"  # the variable a Secret-held endpoint token arrives in
 
 
 def run_id_for(name: str, job_id: str = "") -> str:
@@ -155,11 +159,46 @@ class SecretRef(_Strict):
     key: str = Field(..., pattern=_SECRET_KEY, description="Key inside the Secret (at most 253 characters).")
 
 
+class ExternalEndpoint(_Strict):
+    """A server that already runs somewhere (server.kind external): servesweep only sends it load."""
+
+    base_url: str = Field(..., max_length=1024, pattern=_HTTP_URL, description="http(s)://host[:port][/prefix] "
+                          "of its OpenAI-compatible API (the part before /v1); in a cluster a Service DNS name, e.g. "
+                          "http://vllm.serving.svc.cluster.local:8000.")
+    served_model_name: str = Field(..., min_length=1, max_length=256, description="The model name the endpoint "
+                                   "serves (the requests' `model` field).")
+    metrics_url: str | None = Field(None, max_length=1024, pattern=_HTTP_URL, description="Its Prometheus page "
+                                    "(e.g. http://host:8000/metrics); null: no server-side metrics, and the run "
+                                    "says so (console and runs.notes).")
+    metric_prefix: str = Field("vllm:", max_length=64, description="Prefix of the server's metric names that are "
+                               "kept (vllm:, tgi_, sglang:, ...).")
+    auth_env: EnvName | None = Field(None, description="Environment variable holding the token sent as "
+                                     f"`auth_header: auth_scheme <token>` (read where the steps run; with "
+                                     f"auth_secret: default {ENDPOINT_TOKEN_ENV}); null: no auth header.")
+    auth_secret: SecretRef | None = Field(None, description="Cluster runs: the Kubernetes Secret key that fills "
+                                          "auth_env in the deploy-server and sweep step pods (secretKeyRef).")
+    auth_header: str = Field("Authorization", pattern=_HEADER_NAME, description="Header the token goes in.")
+    auth_scheme: str = Field("Bearer", max_length=32, pattern=r"^[A-Za-z0-9-]*$", description="Word before the "
+                             "token in the header ('' : the token alone).")
+    tokenizer_dir: str | None = Field(None, max_length=1024, description="A local directory with the served "
+                                      "model's tokenizer.json, to build prompts of exact lengths; null: the "
+                                      "tokenizer of `model` (generated), so prompt lengths are approximate and "
+                                      "the server's usage counts are what the lake records.")
+
+    @property
+    def token_env(self) -> str | None:
+        """The variable the token is read from, if any."""
+        return self.auth_env or (ENDPOINT_TOKEN_ENV if self.auth_secret else None)
+
+
 class ServerSpec(_Strict):
     """The model server: its kind, context, start-up limit, memory and extra flags or environment."""
 
     kind: ServerKind = Field("vllm", description="Model server: vllm and transformers run locally and on GKE, the "
-                             "others on GKE only (servesweep/k8s/servers.py).")
+                             "others on GKE only (servesweep/k8s/servers.py); external: an endpoint that already "
+                             "runs (server.external), nothing is provisioned, deployed or stopped.")
+    external: ExternalEndpoint | None = Field(None, description="kind external only: where the endpoint is and "
+                                              "how to reach it.")
     max_model_len: int = Field(1024, gt=0, le=MAX_TOKENS, description="Context length, tokens, 1..2^20.")
     startup_timeout_s: float = Field(600.0, gt=0, le=MAX_SECONDS, description="Seconds to wait for a ready server, "
                                      "at most 86400.")
@@ -183,6 +222,8 @@ class ServerSpec(_Strict):
     def _env_names_once(self) -> ServerSpec:
         if both := sorted(set(self.env) & set(self.secret_env)):
             raise ValueError(f"{', '.join(both)} given in both env and secret_env")
+        if (self.kind == "external") != (self.external is not None):
+            raise ValueError("server.external is given exactly when server.kind is 'external'")
         return self
 
 
@@ -443,13 +484,14 @@ class BenchmarkSpec(_Strict):
                     f"workload {shape.input_tokens}+{shape.output_tokens} tokens exceeds "
                     f"server.max_model_len={self.server.max_model_len}"
                 )
-        if self.server.max_model_len > self.model.resolved_shape().max_position_embeddings:
+        external = self.server.kind == "external"
+        if not external and self.server.max_model_len > self.model.resolved_shape().max_position_embeddings:
             raise ValueError("server.max_model_len exceeds the model's max_position_embeddings")
         if self.sweep.strategy == "adaptive" and not self.slo.has_p99_limits:
             raise ValueError("the adaptive strategy needs at least one SLO limit (slo.*_p99_ms)")
         if self.model.weights == "dummy" and self.server.kind != "vllm":
             raise ValueError("model.weights 'dummy' needs server.kind 'vllm' (--load-format dummy)")
-        if self.gke is not None and self.accelerator.type == "cpu":
+        if self.gke is not None and self.accelerator.type == "cpu" and not external:
             raise ValueError("a gke run needs a GPU accelerator; accelerator 'cpu' runs locally (drop `gke`)")
         self._check_secret_env()
         return self

@@ -106,6 +106,11 @@ SPEC_FILES = [
     pytest.param(f"name: {'n' * 500}\n", "name", id="name-500-chars"),
     pytest.param("model: {shape: {hidden_size: 1000000000}}\n", "model.shape.hidden_size", id="hidden-size-1e9"),
     pytest.param((ROOT / "specs" / "gke.yaml").read_text(), "gke", id="gke-spec-run-locally"),
+    pytest.param("server: {kind: external}\n" + OK_SWEEP, "server.external", id="external-without-section"),
+    pytest.param("server: {kind: external, external: {base_url: 'ftp://x', served_model_name: m}}\n" + OK_SWEEP,
+                 "server.external.base_url", id="external-not-http"),
+    pytest.param("server: {kind: external, external: {base_url: 'http://x:8000', served_model_name: m, "
+                 "auth_env: 'bad name'}}\n" + OK_SWEEP, "server.external.auth_env", id="external-auth-env-name"),
 ]
 
 

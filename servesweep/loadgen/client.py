@@ -146,11 +146,14 @@ class Target:
         return cls(parts.hostname, parts.port or (443 if tls else 80), tls, parts.path.rstrip("/") + route,
                    kernel_stamps=not tls and rx_timestamps_supported())
 
-    def request_bytes(self, payload: dict, request_id: str) -> bytes:
-        """The complete HTTP request, built before the clock starts so a send is one write."""
+    def request_bytes(self, payload: dict, request_id: str, headers: Sequence[tuple[str, str]] = ()) -> bytes:
+        """The complete HTTP request, built before the clock starts so a send is one write; `headers` are
+        added as given (an external endpoint's auth header)."""
         body = json.dumps(payload, separators=(",", ":")).encode()
+        extra = "".join(f"{name}: {value}\r\n" for name, value in headers)
         head = (f"POST {self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: application/json\r\n"
-                f"Accept: text/event-stream\r\nX-Request-Id: {request_id}\r\nContent-Length: {len(body)}\r\n\r\n")
+                f"Accept: text/event-stream\r\nX-Request-Id: {request_id}\r\n{extra}Content-Length: {len(body)}"
+                "\r\n\r\n")
         return head.encode() + body
 
     async def connect(self, origin: float, read_lags: array | None = None,

@@ -73,6 +73,7 @@ class WorkerJob:
     warmup_s: float = 0.0  # closed loop: seconds at the point's concurrency before the measured requests
     timed_warmup_prompts: tuple[str, ...] = ()  # closed loop: cycled through during warmup_s
     warmup_id_prefix: str = "t"  # X-Request-Id prefix of those timed warm-up requests
+    headers: tuple[tuple[str, str], ...] = ()  # sent with every request (an external endpoint's auth)
 
 
 class LagMonitor:
@@ -139,7 +140,7 @@ class Engine:
     def _request(self, prompt: str, request_id: str) -> bytes:
         job = self.job
         payload = completion_payload(job.model, prompt, job.output_tokens, job.dialect, job.sampling)
-        return self.target.request_bytes(payload, request_id)
+        return self.target.request_bytes(payload, request_id, job.headers)
 
     def _record(self, index: int, warmup: bool, **fields) -> RequestRecord:
         job = self.job

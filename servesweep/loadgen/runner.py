@@ -58,6 +58,8 @@ class LoadPlan(BaseModel):
     workers: int = Field(1, ge=1, le=256, description="Client processes; use more when one core cannot keep up.")
     request_id_prefix: str = Field("r", description="X-Request-Id = prefix + request index.")
     dialect: str = Field("vllm", description="Server kind whose request fields to use (see completion_payload).")
+    headers: tuple[tuple[str, str], ...] = Field((), description="Sent with every request (an external "
+                                                 "endpoint's auth header); never recorded.", repr=False)
 
     @model_validator(mode="after")
     def _shape(self) -> LoadPlan:
@@ -184,7 +186,7 @@ def split_jobs(plan: LoadPlan, prompts: list[str], warmups: tuple[str, ...] = ()
         output_tokens=plan.output_tokens, timeout_s=plan.timeout_s, duration_s=plan.duration_s,
         connect_timeout_s=plan.connect_timeout_s, first_byte_timeout_s=plan.first_byte_timeout_s,
         idle_timeout_s=plan.idle_timeout_s, max_consecutive_failures=plan.max_consecutive_failures,
-        max_error_rate=plan.max_error_rate, sampling=plan.sampling)
+        max_error_rate=plan.max_error_rate, sampling=plan.sampling, headers=plan.headers)
     if plan.rate is None:
         return _split_closed(plan, prompts, warmups, common, make_prompt)
     schedule, phases = open_schedule(plan)
