@@ -89,6 +89,7 @@ def _settings(spec: BenchmarkSpec, point: SweepPoint) -> dict[str, Any]:
     workload = workload_of(spec, point)
     sweep = spec.sweep
     return {
+        "api": workload.api, "workload_name": workload.name, "workload_source": workload.source,
         "temperature": workload.temperature, "top_p": workload.top_p, "top_k": workload.top_k,
         "min_output_tokens": workload.min_output_tokens, "ignore_eos": workload.ignore_eos,
         "stop": list(workload.stop), "extra_request_fields": json.dumps(workload.extra_body, sort_keys=True),

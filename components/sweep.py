@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from servesweep.loadgen.adaptive import PointResult, find_largest_batch
 from servesweep.loadgen.client import RequestRecord, Sampling
 from servesweep.loadgen.datagen import PromptFactory
 from servesweep.loadgen.runner import LoadPlan, run_load
+from servesweep.loadgen.sources import SourceError, request_source
 from servesweep.metrics.remote import SamplerConfig, SamplerProcess
 from servesweep.metrics.summary import request_latencies, request_meets_slo, summarise_requests
 from servesweep.platform.types import Endpoint, EndpointAuthError
@@ -66,7 +68,7 @@ def request_rows(run_id: str, point: SweepPoint, records: list[RequestRecord], s
 def sampling_of(workload: WorkloadShape) -> Sampling:
     """The load generator's form of a workload's sampling fields."""
     return Sampling(temperature=workload.temperature, top_p=workload.top_p, top_k=workload.top_k,
-                    min_tokens=workload.min_output_tokens, ignore_eos=workload.ignore_eos, stop=tuple(workload.stop),
+                    min_tokens=workload.min_tokens, ignore_eos=workload.ignore_eos, stop=tuple(workload.stop),
                     extra=tuple(workload.extra_body.items()))
 
 
@@ -99,7 +101,7 @@ def run_sweep(spec: BenchmarkSpec, deployment: Deployment, endpoint: Endpoint, t
         def run(point: SweepPoint, repeat: int = deployment.first_repeat) -> tuple[PointWindow, list[dict]]:
             for sampler in samplers:
                 sampler.begin(point.point_id)
-            window, rows = _run_point(spec, point, endpoint, prompts.make, repeat, headers)
+            window, rows = _run_point(spec, point, endpoint, prompts, repeat, headers)
             for sampler in samplers:
                 sampler.end()
             windows.append(window)
@@ -173,8 +175,9 @@ def _adaptive(spec: BenchmarkSpec, deployment: Deployment, run) -> tuple[list[Sw
     measured: list[SweepPoint] = []
     searches = []
     for shape in spec.workloads:
-        def measure(batch: int, isl: int = shape.input_tokens, osl: int = shape.output_tokens) -> PointResult:
-            point = plan_point(spec, "client_concurrency", deployment.deployment_id, batch, isl, osl)
+        def measure(batch: int, isl: int = shape.input_tokens, osl: int = shape.output_tokens,
+                    name: str | None = shape.name) -> PointResult:
+            point = plan_point(spec, "client_concurrency", deployment.deployment_id, batch, isl, osl, name)
             measured.append(point)
             window, rows = run(point)
             return point_result(batch, rows, window.failure_reason)
@@ -198,8 +201,9 @@ def point_result(batch: int, rows: list[dict], failure: str | None = None) -> Po
                        e2e_p99_ms=summary["e2e_p99_ms"], failed=summary["status"] == "failed")
 
 
-def _run_point(spec: BenchmarkSpec, point: SweepPoint, endpoint: Endpoint, make_prompt,
+def _run_point(spec: BenchmarkSpec, point: SweepPoint, endpoint: Endpoint, tokenizer: PromptFactory,
                repeat: int = 0, headers: tuple[tuple[str, str], ...] = ()) -> tuple[PointWindow, list]:
+    workload = workload_of(spec, point)
     plan = LoadPlan(
         base_url=endpoint.base_url, model=endpoint.served_name, input_tokens=point.input_tokens,
         output_tokens=point.output_tokens, concurrency=point.concurrency, rate=point.request_rate,
@@ -209,10 +213,15 @@ def _run_point(spec: BenchmarkSpec, point: SweepPoint, endpoint: Endpoint, make_
         connect_timeout_s=spec.sweep.connect_timeout_s, first_byte_timeout_s=spec.sweep.first_byte_timeout_s,
         idle_timeout_s=spec.sweep.idle_timeout_s, max_consecutive_failures=spec.sweep.max_consecutive_failures,
         max_error_rate=spec.sweep.max_error_rate, warmup_s=spec.sweep.warmup_s, cooldown_s=spec.sweep.cooldown_s,
-        sampling=sampling_of(workload_of(spec, point)), headers=headers,
+        sampling=sampling_of(workload), headers=headers, api=workload.api,
     )
     try:
+        # Each point and repeat draws its own order (a dataset's prompts met again would hit the prefix cache).
+        seed = (spec.model.seed + zlib.crc32(f"{point.point_id}/{repeat}".encode())) % 2**32
+        make_prompt = request_source(workload, tokenizer, seed, spec.server.max_model_len)
         result = run_load(plan, make_prompt)
+    except SourceError as error:  # a dataset that gives no requests: its own one-line reason
+        return PointWindow(point_id=point.point_id, repeat=repeat, failure_reason=str(error)[:500]), []
     except Exception as error:  # a broken point is recorded, the rest of the sweep goes on
         return PointWindow(point_id=point.point_id, repeat=repeat,
                            failure_reason=f"load generator: {error!r}"[:500]), []

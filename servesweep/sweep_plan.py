@@ -38,6 +38,7 @@ class SweepPoint(BaseModel):
     request_rate: float | None = None
     input_tokens: int
     output_tokens: int
+    workload: str | None = None  # the workload's name, when it has one (WorkloadShape.name)
 
 
 class Deployment(BaseModel):
@@ -98,23 +99,25 @@ def plan_deployments(spec: BenchmarkSpec) -> list[Deployment]:
 
 def _deployment(spec: BenchmarkSpec, mode: SweepMode, deployment_id: str, cap: int, batch_sizes: list[int],
                 first_repeat: int = 0, repeats: int = 1) -> Deployment:
-    points = [plan_point(spec, mode, deployment_id, b, shape.input_tokens, shape.output_tokens)
+    points = [plan_point(spec, mode, deployment_id, b, shape.input_tokens, shape.output_tokens, shape.name)
               for shape in spec.workloads for b in batch_sizes]
     return Deployment(deployment_id=deployment_id, sweep_mode=mode, max_num_seqs=cap, points=points,
                       first_repeat=first_repeat, repeats=repeats)
 
 
 def plan_point(spec: BenchmarkSpec, mode: SweepMode, deployment_id: str, batch: int, isl: int,
-               osl: int) -> SweepPoint:
-    """One point; its id is (mode, batch, input, output), unique because the spec refuses repeats of each."""
+               osl: int, workload: str | None = None) -> SweepPoint:
+    """One point; its id is (mode, batch, the workload's name or its input and output lengths), unique because
+    the spec refuses repeats of each."""
     rate = None
     if spec.sweep.load == "open":
         rate = spec.sweep.request_rates[spec.sweep.batch_sizes.index(batch)]
     # Open loop against a server cap sends without a client limit: the server's queue is the subject.
     concurrency = None if (rate is not None and mode == "server_max_seqs") else batch
     return SweepPoint(
-        point_id=f"{MODE_TAG[mode]}-b{batch}-i{isl}-o{osl}", deployment_id=deployment_id, sweep_mode=mode,
-        batch_size=batch, concurrency=concurrency, request_rate=rate, input_tokens=isl, output_tokens=osl,
+        point_id=f"{MODE_TAG[mode]}-b{batch}-{workload or f'i{isl}-o{osl}'}", deployment_id=deployment_id,
+        sweep_mode=mode, batch_size=batch, concurrency=concurrency, request_rate=rate, input_tokens=isl,
+        output_tokens=osl, workload=workload,
     )
 
 
@@ -130,7 +133,8 @@ def requests_for(spec: BenchmarkSpec, point: SweepPoint) -> int | None:
 def workload_of(spec: BenchmarkSpec, point: SweepPoint) -> WorkloadShape:
     """The workload shape a point measures."""
     return next(w for w in spec.workloads
-                if (w.input_tokens, w.output_tokens) == (point.input_tokens, point.output_tokens))
+                if (w.input_tokens, w.output_tokens, w.name) == (point.input_tokens, point.output_tokens,
+                                                                 point.workload))
 
 
 def write_sweep(out: Path, manifest: SweepManifest, requests: list[dict[str, Any]],

@@ -111,6 +111,14 @@ SPEC_FILES = [
                  "server.external.base_url", id="external-not-http"),
     pytest.param("server: {kind: external, external: {base_url: 'http://x:8000', served_model_name: m, "
                  "auth_env: 'bad name'}}\n" + OK_SWEEP, "server.external.auth_env", id="external-auth-env-name"),
+    pytest.param("workloads: [{input_tokens: 8, output_tokens: 8, api: grpc}]\n" + OK_SWEEP, "workloads.0.api",
+                 id="api-unknown"),
+    pytest.param("workloads: [{input_tokens: 8, output_tokens: 8, dataset: {format: csv, path: x}}]\n" + OK_SWEEP,
+                 "workloads.0.dataset.format", id="dataset-format-unknown"),
+    pytest.param("workloads: [{input_tokens: 8, output_tokens: 8, input_distribution: {kind: uniform}}]\n"
+                 + OK_SWEEP, "uniform distribution needs min and max", id="uniform-without-bounds"),
+    pytest.param("workloads: [{input_tokens: 8, output_tokens: 8}, {input_tokens: 8, output_tokens: 8, "
+                 "dataset: {format: jsonl, path: p}}]\n" + OK_SWEEP, "give each a `name`", id="workloads-same-key"),
 ]
 
 

@@ -58,7 +58,8 @@ the column says otherwise; a "token chunk" is an SSE event whose choice carries 
   the server's image, digest and node type, the GPUs (NVML: names, count, driver, CUDA), the load
   generator's CPU and Python. `notes` says why a field is null.
 
-Migration: readers accept every version; a column an older lake lacks reads as null (no rewrite), and a
+Migration: readers accept every version; a column an older lake lacks reads as null (no rewrite; `migrate`
+brings a table read from an older file to this version, one small function per version step), and a
 lake without a `runs` table has no fingerprints. v4 lakes read by an older servesweep lose the new
 columns only. The committed H100 and H200 lakes (v2, v3) stay readable: tests/test_gpu_results.py,
 tests/test_h200_results.py.
@@ -78,7 +79,9 @@ import pyarrow as pa
 #      sampling parameters, warm-up/cool-down settings and counts, repeats, 95 % intervals, noisy,
 #      p99_few_requests, goodput and slo_attainment with the per-request limits applied. Older lakes read
 #      with all of these null.
-SCHEMA_VERSION = 4
+#   5: points gain api, workload_name and workload_source (where the requests came from: synthetic or a
+#      dataset format). Older lakes read with these null (migrate_v4_to_v5).
+SCHEMA_VERSION = 5
 TABLES = ("requests", "points", "server_metrics", "runs")
 PARTITION_COLUMN = "run_id"
 STATS = ("p50", "p90", "p95", "p99", "mean")
@@ -166,8 +169,12 @@ POINTS = pa.schema(
         _f("batch_size", pa.int32(), "The swept batch size: client concurrency or server cap.", nullable=False),
         _f("concurrency", pa.int32(), "Client concurrency limit."),
         _f("request_rate", pa.float64(), "Requested arrival rate, req/s (open loop)."),
-        _f("input_tokens", pa.int32(), "Requested prompt length."),
-        _f("output_tokens", pa.int32(), "Requested output length."),
+        _f("input_tokens", pa.int32(), "Requested prompt length (a dataset workload: the longest prompt kept)."),
+        _f("output_tokens", pa.int32(), "Requested output length (a dataset workload: the cap of its lengths)."),
+        _f("api", pa.string(), "completions (/v1/completions) or chat (/v1/chat/completions)."),
+        _f("workload_name", pa.string(), "The workload's name (workloads[].name); null: known by its lengths."),
+        _f("workload_source", pa.string(), "Where the prompts came from: synthetic, or a dataset format (sharegpt, "
+           "jsonl, hf); requests.requested_* hold each request's own lengths."),
         _f("num_requests", pa.int32(), "Measured requests (warm-up excluded)."),
         _f("num_errors", pa.int32(), "Measured requests that failed."),
         _f("duration_s", pa.float64(), "Last end - first send of measured requests."),
@@ -280,6 +287,30 @@ RUNS = pa.schema(
 
 SCHEMAS: dict[str, pa.Schema] = {"requests": REQUESTS, "points": POINTS, "server_metrics": SERVER_METRICS,
                                  "runs": RUNS}
+
+
+# --- migrations: each turns a table written by version N into version N + 1, self-contained ----------------
+
+def migrate_v4_to_v5(table: str, data: pa.Table) -> pa.Table:
+    """v4 -> v5: points gain api, workload_name, workload_source (null: unknown for rows written before)."""
+    if table != "points":
+        return data
+    for name in ("api", "workload_name", "workload_source"):
+        if name not in data.column_names:
+            data = data.append_column(pa.field(name, pa.string()), pa.nulls(len(data), pa.string()))
+    return data
+
+
+MIGRATIONS = {4: migrate_v4_to_v5}  # from version -> the function to the next
+
+
+def migrate(table: str, data: pa.Table, from_version: int) -> pa.Table:
+    """`data` of `table` as written by `from_version`, brought to SCHEMA_VERSION step by step (versions before
+    4 need none: readers take a missing column as null)."""
+    for version in range(from_version, SCHEMA_VERSION):
+        if version in MIGRATIONS:
+            data = MIGRATIONS[version](table, data)
+    return data
 
 
 def describe(table: str) -> list[tuple[str, str, str]]:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
-from servesweep.loadgen.client import GREEDY, RequestRecord, Sampling, Target
+from servesweep.loadgen.client import GREEDY, ROUTES, Prompt, RequestRecord, Sampling, Target, as_prompt
 from servesweep.loadgen.engine import COOLDOWN, MEASURED, WARMUP, Engine, WorkerJob
 
 _GO_MARGIN_S = 0.05  # workers are told to start this far in the future, so all start together
@@ -58,6 +58,7 @@ class LoadPlan(BaseModel):
     workers: int = Field(1, ge=1, le=256, description="Client processes; use more when one core cannot keep up.")
     request_id_prefix: str = Field("r", description="X-Request-Id = prefix + request index.")
     dialect: str = Field("vllm", description="Server kind whose request fields to use (see completion_payload).")
+    api: str = Field("completions", description="completions (/v1/completions) or chat (/v1/chat/completions).")
     headers: tuple[tuple[str, str], ...] = Field((), description="Sent with every request (an external "
                                                  "endpoint's auth header); never recorded.", repr=False)
 
@@ -102,12 +103,19 @@ class WorkerOutput:
     stopped: str | None = None
 
 
-def run_load(plan: LoadPlan, make_prompt: Callable[[int], str]) -> LoadResult:
-    """Run one point to completion (blocking)."""
+PromptMaker = Callable[[int], "str | Prompt"]  # (the point's input_tokens) -> the next request's input
+
+
+def run_load(plan: LoadPlan, make_prompt: PromptMaker) -> LoadResult:
+    """Run one point to completion (blocking). `make_prompt` gives each request's input in turn: a string
+    asks for the plan's lengths, a Prompt (a dataset's) for its own."""
+    if plan.api not in ROUTES:
+        raise ValueError(f"api must be one of {', '.join(ROUTES)}")
     total = len(open_schedule(plan)[0]) if plan.rate is not None else plan.num_requests or _upper_bound(plan)
-    prompts = [make_prompt(plan.input_tokens) for _ in range(total)]
-    warmups = tuple(make_prompt(plan.input_tokens) for _ in range(plan.warmup_requests))
-    jobs = split_jobs(plan, prompts, warmups, make_prompt)
+    make = _prompts(plan, make_prompt)
+    warmups = tuple(make() for _ in range(plan.warmup_requests))
+    prompts = [make() for _ in range(total)]
+    jobs = split_jobs(plan, prompts, warmups, make)
     started_unix, origin = time.time(), time.perf_counter()
     output = _run_loop(_in_process(jobs[0], origin)) if len(jobs) == 1 else _run_processes(jobs, origin)
     warm = sorted((r for r in output.records if r.warmup), key=lambda r: r.sent_at)
@@ -119,6 +127,10 @@ def run_load(plan: LoadPlan, make_prompt: Callable[[int], str]) -> LoadResult:
     return LoadResult(warm + measured, started_unix, _p99_ms(output.loop_lags), len(jobs), origin, lags_ms,
                       read_lag_p99_ms=_p99_ms(output.read_lags) if kernel_timed else None,
                       timing="kernel" if kernel_timed else "loop", stopped=output.stopped)
+
+
+def _prompts(plan: LoadPlan, make_prompt: PromptMaker) -> Callable[[], Prompt]:
+    return lambda: as_prompt(make_prompt(plan.input_tokens), plan.input_tokens, plan.output_tokens)
 
 
 def _p99_ms(seconds: list[float]) -> float | None:
@@ -177,8 +189,8 @@ def open_schedule(plan: LoadPlan) -> tuple[list[float], list[int]]:
     return times, phases
 
 
-def split_jobs(plan: LoadPlan, prompts: list[str], warmups: tuple[str, ...] = (),
-               make_prompt: Callable[[int], str] | None = None) -> list[WorkerJob]:
+def split_jobs(plan: LoadPlan, prompts: list[Prompt], warmups: tuple[Prompt, ...] = (),
+               make_prompt: Callable[[], Prompt] | None = None) -> list[WorkerJob]:
     """Divide a point across `plan.workers` jobs (fewer when there is not enough work for each)."""
     ids = [f"{plan.request_id_prefix}{i}" for i in range(len(prompts))]
     common: dict[str, Any] = dict(
@@ -186,7 +198,7 @@ def split_jobs(plan: LoadPlan, prompts: list[str], warmups: tuple[str, ...] = ()
         output_tokens=plan.output_tokens, timeout_s=plan.timeout_s, duration_s=plan.duration_s,
         connect_timeout_s=plan.connect_timeout_s, first_byte_timeout_s=plan.first_byte_timeout_s,
         idle_timeout_s=plan.idle_timeout_s, max_consecutive_failures=plan.max_consecutive_failures,
-        max_error_rate=plan.max_error_rate, sampling=plan.sampling, headers=plan.headers)
+        max_error_rate=plan.max_error_rate, sampling=plan.sampling, headers=plan.headers, api=plan.api)
     if plan.rate is None:
         return _split_closed(plan, prompts, warmups, common, make_prompt)
     schedule, phases = open_schedule(plan)
@@ -210,8 +222,8 @@ def _open_indices(phases: list[int]) -> list[int]:
     return [i - warm for i in range(len(phases))]
 
 
-def _split_closed(plan: LoadPlan, prompts: list[str], warmups: tuple[str, ...], common: dict,
-                  make_prompt: Callable[[int], str] | None) -> list[WorkerJob]:
+def _split_closed(plan: LoadPlan, prompts: list[Prompt], warmups: tuple[Prompt, ...], common: dict,
+                  make_prompt: Callable[[], Prompt] | None) -> list[WorkerJob]:
     ids = [f"{plan.request_id_prefix}{i}" for i in range(len(prompts))]
     concurrency = plan.concurrency or 1
     workers = max(1, min(plan.workers, concurrency, len(prompts)))
@@ -222,7 +234,7 @@ def _split_closed(plan: LoadPlan, prompts: list[str], warmups: tuple[str, ...], 
         picks = range(start, start + count)
         start += count
         # Timed warm-ups cycle through a pool of their own: one fresh prompt per slot, at least a few.
-        pool = tuple(make_prompt(plan.input_tokens) for _ in range(max(slots, 4))) \
+        pool = tuple(make_prompt() for _ in range(max(slots, 4))) \
             if plan.warmup_s and make_prompt is not None else ()
         jobs.append(WorkerJob(prompts=prompts[picks.start : picks.stop], indices=list(picks),
                               request_ids=ids[picks.start : picks.stop], concurrency=slots,

@@ -87,3 +87,26 @@ def _wait_ready(process: subprocess.Popen, base_url: str, model: str, log: Path,
             pass
         time.sleep(0.5)
     pytest.fail(f"vLLM not ready in {timeout_s} s: {log.read_text()[-3000:]}")
+
+
+def run_steps(spec: BenchmarkSpec, out: Path) -> str:
+    """The pipeline's steps in this process (no KFP): load-model, plan-sweep, deploy, sweep, collect, write;
+    returns the lake URI."""
+    from components.collect_metrics import collect_metrics
+    from components.deploy_server import deploy_server, teardown_server
+    from components.load_model import prepare_model
+    from components.sweep import run_sweep
+    from components.write_lake import write_lake
+    from servesweep.sweep_plan import plan_deployments
+
+    model = prepare_model(spec, out / "model")
+    raws = []
+    for deployment in plan_deployments(spec):
+        endpoint = deploy_server(spec, model.path, deployment.deployment_id, deployment.max_num_seqs, "test")
+        assert endpoint.error is None, endpoint.error
+        raw = out / "raw" / deployment.deployment_id
+        run_sweep(spec, deployment, endpoint, model.path, raw)
+        teardown_server(endpoint, "test")
+        raws.append(str(raw))
+    write_lake(spec.lake_uri, spec.run_id, collect_metrics(spec, model, raws))
+    return spec.lake_uri
