@@ -118,7 +118,7 @@ def collect_metrics(spec: BenchmarkSpec, model: ModelInfo, sweep_dirs: list[str]
         samples_tables.append(samples)
         for row in requests.to_pylist():
             by_point[row["point_id"]].append(row)
-        for row in samples.select(["point_id", "metric", "value"]).to_pylist():
+        for row in samples.select(["point_id", "metric", "labels", "value"]).to_pylist():
             samples_by_point[row["point_id"]].append(row)
         for point in manifest.deployment.points:
             planned.setdefault(point.point_id, (manifest, point))

@@ -310,6 +310,27 @@ class DatasetSpec(_Strict):
                           "order. Either way they repeat when a point needs more requests than the file holds.")
 
 
+class SharedPrefixSpec(_Strict):
+    """Requests that share system prompts: `num_prefixes` distinct prefixes of `prefix_tokens` each, every
+    request one of them (in turn) followed by a question of its own (input_tokens - prefix_tokens tokens)."""
+
+    num_prefixes: int = Field(..., ge=1, le=10_000, description="Distinct shared prefixes, 1..10000.")
+    prefix_tokens: int = Field(..., ge=1, le=MAX_TOKENS, description="Tokens of each prefix, below input_tokens.")
+
+
+class ConversationSpec(_Strict):
+    """Multi-turn conversations: each request is one turn and carries every earlier turn of its conversation
+    with the answers (synthetic text of output_tokens tokens standing for the model's reply), so a server with
+    prefix caching reuses what it computed for the turn before. Turns go out in rounds: the first turn of every
+    conversation, then the second of every one, and so on."""
+
+    turns: int = Field(..., ge=2, le=64, description="Turns per conversation, 2..64.")
+    conversations: int = Field(8, ge=1, le=10_000, description="Conversations running side by side, 1..10000 "
+                               "(at least the batch size keeps the server's batch full).")
+    question_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS, description="Tokens of each user turn; null: "
+                                        "input_tokens // turns. The whole history stays within input_tokens.")
+
+
 class WorkloadShape(_Strict):
     """One traffic shape: prompt and output lengths, and what each request asks the server for.
 
@@ -329,6 +350,10 @@ class WorkloadShape(_Strict):
                      "/v1/chat/completions with messages (a synthetic prompt is one user message; the server's "
                      "chat template adds its own tokens, counted in usage.prompt_tokens).")
     dataset: DatasetSpec | None = Field(None, description="Prompts from a file instead of synthetic ones.")
+    shared_prefix: SharedPrefixSpec | None = Field(None, description="Synthetic prompts that share system "
+                                                   "prompts (prefix caching).")
+    conversation: ConversationSpec | None = Field(None, description="Synthetic multi-turn conversations, each "
+                                                  "turn carrying the earlier ones (prefix caching).")
     input_distribution: LengthDistribution | None = Field(None, description="Synthetic prompts: how their "
                                                           "length varies (default fixed).")
     output_distribution: LengthDistribution | None = Field(None, description="How max_tokens varies (default "
@@ -359,6 +384,14 @@ class WorkloadShape(_Strict):
     def _sampling(self) -> WorkloadShape:
         if self.min_tokens is not None and self.min_tokens > self.output_tokens:
             raise ValueError(f"min_tokens {self.min_tokens} exceeds output_tokens {self.output_tokens}")
+        shapes = [name for name in ("dataset", "shared_prefix", "conversation") if getattr(self, name) is not None]
+        if len(shapes) > 1:
+            raise ValueError(f"a workload takes one of dataset, shared_prefix, conversation; got {', '.join(shapes)}")
+        if self.shared_prefix is not None and self.shared_prefix.prefix_tokens >= self.input_tokens:
+            raise ValueError(f"shared_prefix.prefix_tokens {self.shared_prefix.prefix_tokens} must be below "
+                             f"input_tokens {self.input_tokens} (each request adds a question of its own)")
+        if shapes and self.input_distribution is not None:
+            raise ValueError(f"input_distribution is for plain synthetic prompts, not {shapes[0]}")
         if self.dataset is not None and self.input_distribution is not None:
             raise ValueError("input_distribution is for synthetic prompts: a dataset brings its own lengths")
         if self.dataset is not None and self.dataset.min_prompt_tokens > self.input_tokens:
@@ -388,7 +421,11 @@ class WorkloadShape(_Strict):
     @property
     def source(self) -> str:
         """The data source building its requests (servesweep.loadgen.sources)."""
-        return self.dataset.format if self.dataset is not None else "synthetic"
+        if self.dataset is not None:
+            return self.dataset.format
+        if self.shared_prefix is not None:
+            return "shared-prefix"
+        return "conversation" if self.conversation is not None else "synthetic"
 
 
 class SweepSpec(_Strict):

@@ -79,8 +79,9 @@ import pyarrow as pa
 #      sampling parameters, warm-up/cool-down settings and counts, repeats, 95 % intervals, noisy,
 #      p99_few_requests, goodput and slo_attainment with the per-request limits applied. Older lakes read
 #      with all of these null.
-#   5: points gain api, workload_name and workload_source (where the requests came from: synthetic or a
-#      dataset format). Older lakes read with these null (migrate_v4_to_v5).
+#   5: points gain api, workload_name and workload_source (where the requests came from: synthetic, a
+#      dataset format, shared-prefix, conversation) and prefix_cache_queries, prefix_cache_hits,
+#      prefix_cache_hit_rate (vLLM's counters). Older lakes read with these null (migrate_v4_to_v5).
 SCHEMA_VERSION = 5
 TABLES = ("requests", "points", "server_metrics", "runs")
 PARTITION_COLUMN = "run_id"
@@ -205,6 +206,12 @@ POINTS = pa.schema(
         _f("running_requests_mean", pa.float64(), "Mean running requests on the server."),
         _f("running_requests_max", pa.float64(), "Peak running requests on the server."),
         _f("waiting_requests_max", pa.float64(), "Peak queued requests on the server."),
+        _f("prefix_cache_queries", pa.float64(), "Prompt tokens the server looked up in its prefix cache during the "
+           "point (increase of vllm:prefix_cache_queries_total over the point's scrapes)."),
+        _f("prefix_cache_hits", pa.float64(), "Of those, tokens found in the cache (vllm:prefix_cache_hits_total)."),
+        _f("prefix_cache_hit_rate", pa.float64(), "prefix_cache_hits / prefix_cache_queries: the share of prompt "
+           "tokens the server did not have to compute; null without those counters (prefix caching off, another "
+           "server, or fewer than two scrapes)."),
         _f("gpu_utilization_mean", pa.float64(), "Mean NVML GPU utilisation (%) over the point's samples."),
         _f("gpu_memory_used_max_gib", pa.float64(), "Peak GPU memory used (GiB) by any GPU during the point."),
         _f("gpu_power_mean_w", pa.float64(), "Mean GPU power draw (W) per GPU during the point."),
@@ -292,12 +299,16 @@ SCHEMAS: dict[str, pa.Schema] = {"requests": REQUESTS, "points": POINTS, "server
 # --- migrations: each turns a table written by version N into version N + 1, self-contained ----------------
 
 def migrate_v4_to_v5(table: str, data: pa.Table) -> pa.Table:
-    """v4 -> v5: points gain api, workload_name, workload_source (null: unknown for rows written before)."""
+    """v4 -> v5: points gain api, workload_name, workload_source and the prefix-cache columns (null: unknown
+    for rows written before)."""
     if table != "points":
         return data
-    for name in ("api", "workload_name", "workload_source"):
+    added = {"api": pa.string(), "workload_name": pa.string(), "workload_source": pa.string(),
+             "prefix_cache_queries": pa.float64(), "prefix_cache_hits": pa.float64(),
+             "prefix_cache_hit_rate": pa.float64()}
+    for name, kind in added.items():
         if name not in data.column_names:
-            data = data.append_column(pa.field(name, pa.string()), pa.nulls(len(data), pa.string()))
+            data = data.append_column(pa.field(name, kind), pa.nulls(len(data), kind))
     return data
 
 

@@ -10,6 +10,8 @@ model's tokenizer counts it, and its max_tokens). Nothing is downloaded: files a
 | sharegpt | sharegpt.py | ShareGPT JSON/JSONL: the first human turn, output length from the reply |
 | jsonl | jsonl.py | one {prompt, output_tokens?} per line |
 | hf | hf.py | a local Hugging Face `datasets` directory (save_to_disk) or a Parquet file |
+| shared-prefix | shared_prefix.py | N system prompts of P tokens shared by the requests, each with its own question |
+| conversation | conversation.py | multi-turn conversations, each turn carrying the earlier turns and answers |
 
 To add one: a module with `build(context) -> maker`, and its name here (and in the spec's Literal).
 """
@@ -41,9 +43,10 @@ class SourceContext:
 
 
 def _registry() -> dict[str, Callable[[SourceContext], PromptMaker]]:
-    from servesweep.loadgen.sources import hf, jsonl, sharegpt, synthetic
+    from servesweep.loadgen.sources import conversation, hf, jsonl, shared_prefix, sharegpt, synthetic
 
-    return {"synthetic": synthetic.build, "sharegpt": sharegpt.build, "jsonl": jsonl.build, "hf": hf.build}
+    return {"synthetic": synthetic.build, "sharegpt": sharegpt.build, "jsonl": jsonl.build, "hf": hf.build,
+            "shared-prefix": shared_prefix.build, "conversation": conversation.build}
 
 
 def source_names() -> list[str]:

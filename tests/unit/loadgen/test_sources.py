@@ -28,7 +28,7 @@ def _make(workload: dict, factory: PromptFactory, n: int, max_model_len: int = 1
 
 
 def test_the_registry_has_one_module_per_source():
-    assert source_names() == ["synthetic", "sharegpt", "jsonl", "hf"]
+    assert source_names() == ["synthetic", "sharegpt", "jsonl", "hf", "shared-prefix", "conversation"]
 
 
 def test_synthetic_prompts_have_exact_lengths_and_distributions_vary_them(factory):
@@ -110,3 +110,22 @@ def test_chat_payload_and_deltas():
               b'{"choices":[{"delta":{"content": "b"}}]}', b'{"choices":[],"usage":{"completion_tokens":2}}']
     assert sum(scanner.feed(b"data: " + e + b"\n\n") for e in events) == 2
     assert scanner.usage == {"completion_tokens": 2}
+
+
+def test_shared_prefixes_take_turns_and_each_question_is_new(factory):
+    prompts = _make({"input_tokens": 60, "output_tokens": 4,
+                     "shared_prefix": {"num_prefixes": 2, "prefix_tokens": 40}}, factory, 4)
+    assert all(p.input_tokens == 60 and factory.count(p.text) == 60 for p in prompts)
+    heads = [" ".join(p.text.split()[:39]) for p in prompts]  # 39 words + the BOS token: the prefix
+    assert heads[0] == heads[2] != heads[1] == heads[3]
+    assert len({p.text for p in prompts}) == 4
+
+
+def test_conversation_turns_carry_the_earlier_turns(factory):
+    prompts = _make({"input_tokens": 200, "output_tokens": 5, "api": "chat",
+                     "conversation": {"turns": 3, "conversations": 2, "question_tokens": 10}}, factory, 7)
+    first, second = prompts[0], prompts[2]  # conversation 0, turns 1 and 2
+    assert [role for role, _ in second.messages] == ["user", "assistant", "user"]
+    assert second.messages[0] == first.messages[0] and second.text.startswith(first.text)
+    assert [p.input_tokens for p in prompts[:6]] == [11, 11, 26, 26, 41, 41]
+    assert len(prompts[6].messages) == 1  # after the last turn, new conversations
