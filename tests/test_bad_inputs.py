@@ -120,7 +120,8 @@ SPEC_FILES = [
     pytest.param("workloads: [{input_tokens: 8, output_tokens: 8}, {input_tokens: 8, output_tokens: 8, "
                  "dataset: {format: jsonl, path: p}}]\n" + OK_SWEEP, "give each a `name`", id="workloads-same-key"),
     pytest.param("workloads: [{input_tokens: 64, output_tokens: 8, shared_prefix: {num_prefixes: 2, "
-                 "prefix_tokens: 64}}]\n" + OK_SWEEP, "shared_prefix.prefix_tokens 64 must be below input_tokens", id="prefix-too-long"),
+                 "prefix_tokens: 64}}]\n" + OK_SWEEP, "shared_prefix.prefix_tokens 64 must be below input_tokens",
+                 id="prefix-too-long"),
     pytest.param("workloads: [{input_tokens: 64, output_tokens: 8, conversation: {turns: 1}}]\n" + OK_SWEEP,
                  "workloads.0.conversation.turns", id="conversation-one-turn"),
 ]
