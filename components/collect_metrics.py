@@ -67,7 +67,7 @@ def point_row(spec: BenchmarkSpec, model: ModelInfo, manifest: SweepManifest, po
     client = {"client_loop_lag_p99_ms": window.client_loop_lag_p99_ms, "client_workers": window.client_workers,
               "client_loop_lag_max_ms": window.client_loop_lag_max_ms,
               "client_read_lag_p99_ms": window.client_read_lag_p99_ms, "client_timing": window.client_timing,
-              "client_limited": client_limited(summary, spec.sweep.load == "open", window.client_loop_lag_p99_ms,
+              "client_limited": client_limited(summary, point.load_kind == "open", window.client_loop_lag_p99_ms,
                                                window.client_read_lag_p99_ms) if requests else None}
     return {
         "run_id": spec.run_id, "point_id": point.point_id, "deployment_id": point.deployment_id,
@@ -76,7 +76,10 @@ def point_row(spec: BenchmarkSpec, model: ModelInfo, manifest: SweepManifest, po
         "model_dtype": model.dtype, "quantization": spec.quantization, "server_kind": spec.server.kind,
         "server_max_num_seqs": manifest.deployment.max_num_seqs, "server_start_s": manifest.endpoint.start_seconds,
         "accelerator": spec.accelerator.type, "accelerator_count": spec.accelerator.count,
-        "sweep_mode": point.sweep_mode, "load_kind": spec.sweep.load, "batch_size": point.batch_size,
+        "sweep_mode": point.sweep_mode, "load_kind": point.load_kind, "batch_size": point.batch_size,
+        "stage": point.stage, "ramp_to_rate": point.ramp_to_rate, "trace": point.trace,
+        "arrival": spec.sweep.arrival if point.load_kind == "open" else None,
+        "burstiness": spec.sweep.burstiness if point.load_kind == "open" else None,
         "concurrency": point.concurrency, "request_rate": point.request_rate,
         "input_tokens": point.input_tokens, "output_tokens": point.output_tokens,
         **summary, **client, **summarise_server(samples), "servesweep_version": servesweep.__version__,

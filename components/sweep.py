@@ -28,6 +28,7 @@ from servesweep.loadgen.client import RequestRecord, Sampling
 from servesweep.loadgen.datagen import PromptFactory
 from servesweep.loadgen.runner import LoadPlan, run_load
 from servesweep.loadgen.sources import SourceError, request_source
+from servesweep.loadgen.trace import TraceError, read_trace
 from servesweep.metrics.remote import SamplerConfig, SamplerProcess
 from servesweep.metrics.summary import request_latencies, request_meets_slo, summarise_requests
 from servesweep.platform.types import Endpoint, EndpointAuthError
@@ -204,10 +205,21 @@ def point_result(batch: int, rows: list[dict], failure: str | None = None) -> Po
 def _run_point(spec: BenchmarkSpec, point: SweepPoint, endpoint: Endpoint, tokenizer: PromptFactory,
                repeat: int = 0, headers: tuple[tuple[str, str], ...] = ()) -> tuple[PointWindow, list]:
     workload = workload_of(spec, point)
+    sweep = spec.sweep
+    shape: dict[str, Any] = {"arrival": sweep.arrival, "burstiness": sweep.burstiness,
+                             "rate_end": point.ramp_to_rate}
+    try:
+        if point.trace and sweep.trace is not None:
+            trace = read_trace(sweep.trace)
+            shape |= {"schedule": trace.offsets, "lengths": [
+                (min(i or point.input_tokens, point.input_tokens), min(o or point.output_tokens, point.output_tokens))
+                for i, o in trace.lengths]}
+    except TraceError as error:
+        return PointWindow(point_id=point.point_id, repeat=repeat, failure_reason=str(error)[:500]), []
     plan = LoadPlan(
         base_url=endpoint.base_url, model=endpoint.served_name, input_tokens=point.input_tokens,
         output_tokens=point.output_tokens, concurrency=point.concurrency, rate=point.request_rate,
-        num_requests=requests_for(spec, point), duration_s=spec.sweep.duration_s,
+        num_requests=requests_for(spec, point), duration_s=point.duration_s or spec.sweep.duration_s, **shape,
         warmup_requests=spec.sweep.warmup_requests, timeout_s=spec.sweep.request_timeout_s, seed=spec.model.seed,
         dialect=spec.server.kind, workers=spec.sweep.client_workers, request_id_prefix=f"{point.point_id}-",
         connect_timeout_s=spec.sweep.connect_timeout_s, first_byte_timeout_s=spec.sweep.first_byte_timeout_s,

@@ -80,8 +80,11 @@ def _sweep_seconds(spec: BenchmarkSpec) -> float:
         total = 0.0
         for point in deployment.points:
             batch = point.batch_size
-            if sweep.duration_s:
-                total += sweep.duration_s + sweep.request_timeout_s
+            if point.trace and sweep.trace is not None:  # the replay's length is the file's: a day at most
+                total += 86_400.0
+                continue
+            if point.duration_s or sweep.duration_s:
+                total += (point.duration_s or sweep.duration_s or 0.0) + sweep.request_timeout_s
                 continue
             requests = max(sweep.requests_per_point or batch, batch * sweep.rounds_per_point) + sweep.warmup_requests
             total += math.ceil(requests / batch) * sweep.request_timeout_s

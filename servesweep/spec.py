@@ -428,6 +428,42 @@ class WorkloadShape(_Strict):
         return "conversation" if self.conversation is not None else "synthetic"
 
 
+ArrivalKind = Literal["poisson", "gamma"]
+
+
+class LoadStage(_Strict):
+    """One stage of a multi-stage load: a fixed concurrency (closed loop) or an arrival rate (open loop, which
+    may ramp linearly to another rate) held for a while. Each stage is a point of its own, run back to back."""
+
+    duration_s: float = Field(..., gt=0, le=MAX_SECONDS, description="Seconds the stage lasts, at most 86400.")
+    rate: float | None = Field(None, gt=0, le=1e6, description="Open loop: arrivals per second at the stage's "
+                               "start, (0, 1e6].")
+    ramp_to_rate: float | None = Field(None, gt=0, le=1e6, description="Open loop: the rate at the stage's end, "
+                                       "reached linearly (a ramp); null: rate throughout.")
+    concurrency: int | None = Field(None, ge=1, le=MAX_BATCH, description=f"Closed loop: requests in flight, "
+                                    f"1..{MAX_BATCH}.")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> LoadStage:
+        if (self.rate is None) == (self.concurrency is None):
+            raise ValueError("a stage has either a rate (open loop) or a concurrency (closed loop)")
+        if self.ramp_to_rate is not None and self.rate is None:
+            raise ValueError("ramp_to_rate ramps an open-loop stage: give its starting rate")
+        return self
+
+
+class TraceSpec(_Strict):
+    """Replay recorded arrivals: a JSONL file of {timestamp, input_tokens?, output_tokens?} or a CSV with a
+    `timestamp` column (seconds; the first arrival is sent at the point's start), one point per workload."""
+
+    path: str = Field(..., min_length=1, max_length=1024, description="The trace file (.jsonl or .csv) where the "
+                      "steps run.")
+    time_scale: float = Field(1.0, gt=0, le=1000, description="Multiplies the gaps between arrivals: 0.5 replays "
+                              "twice as fast; (0, 1000].")
+    max_requests: int | None = Field(None, ge=1, le=MAX_REQUESTS, description="Replay only the first this many "
+                                     "arrivals; null: all.")
+
+
 class SweepSpec(_Strict):
     """The sweep: which batch sizes, how the load is offered, when a point stops, what is scraped."""
 
@@ -437,7 +473,16 @@ class SweepSpec(_Strict):
                                    description=(
         "How batch size is swept, each mode once: client_concurrency (one server capped at the largest batch, the "
         "client's concurrency varies) and/or server_max_seqs (a server per batch size, capped at it)."))
-    load: LoadKind = Field("closed", description="closed: fixed concurrency = batch size; open: Poisson arrivals.")
+    load: LoadKind = Field("closed", description="closed: fixed concurrency = batch size; open: arrivals at "
+                           "request_rates (Poisson, or gamma with `arrival`).")
+    arrival: ArrivalKind = Field("poisson", description="Open loop: how arrivals are spaced: poisson (exponential "
+                                 "gaps) or gamma (gaps with shape `burstiness`, as vLLM's bench).")
+    burstiness: float = Field(1.0, gt=0, le=100, description="Gamma arrivals: the gaps' shape, (0, 100]; 1 is "
+                              "Poisson, below 1 burstier, above 1 more regular. The mean rate stays the same.")
+    stages: list[LoadStage] = Field(default_factory=list, max_length=64, description="A multi-stage load instead "
+                                    "of the batch-size grid: each stage (a concurrency, or a rate that may ramp, "
+                                    "for duration_s) is a point, run back to back; at most 64.")
+    trace: TraceSpec | None = Field(None, description="Replay a file of arrival times instead of the grid.")
     strategy: SweepStrategy = Field(
         "grid", description="grid: every batch size; adaptive: search 1..max(batch_sizes) for the largest batch "
         "meeting the SLO (doubling, then bisection on the measured curve); client_concurrency, closed loop only.")
@@ -502,8 +547,19 @@ class SweepSpec(_Strict):
             raise ValueError("sweep modes must not repeat")
         return value
 
+    @property
+    def shaped(self) -> bool:
+        """Whether stages or a trace replace the batch-size grid."""
+        return bool(self.stages) or self.trace is not None
+
     @model_validator(mode="after")
     def _one_stop_rule(self) -> SweepSpec:
+        if self.shaped:
+            if self.stages and self.trace is not None:
+                raise ValueError("give stages or a trace, not both")
+            if list(self.modes) != ["client_concurrency"] or self.strategy != "grid" or self.repeats > 1:
+                raise ValueError("stages and traces run in client_concurrency mode, strategy grid, one repeat")
+            return self
         if self.requests_per_point is None and self.duration_s is None and not self.rounds_per_point:
             raise ValueError("give requests_per_point, rounds_per_point or duration_s")
         if self.load == "open" and len(self.request_rates) != len(self.batch_sizes):

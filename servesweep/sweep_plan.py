@@ -39,6 +39,15 @@ class SweepPoint(BaseModel):
     input_tokens: int
     output_tokens: int
     workload: str | None = None  # the workload's name, when it has one (WorkloadShape.name)
+    stage: int | None = None  # sweep.stages: which stage (0-based) the point is
+    ramp_to_rate: float | None = None  # a ramping stage's rate at its end
+    duration_s: float | None = None  # a stage's own duration (in place of sweep.duration_s)
+    trace: bool = False  # sweep.trace: the point replays the trace's arrivals
+
+    @property
+    def load_kind(self) -> str:
+        """closed (a fixed concurrency) or open (arrivals on a schedule)."""
+        return "open" if self.request_rate is not None or self.trace else "closed"
 
 
 class Deployment(BaseModel):
@@ -84,6 +93,8 @@ class SweepManifest(BaseModel):
 def plan_deployments(spec: BenchmarkSpec) -> list[Deployment]:
     """Every deployment the spec asks for, with its points in run order."""
     deployments = []
+    if spec.sweep.shaped:
+        return [shaped_deployment(spec)]
     for mode in spec.sweep.modes:
         if mode == "client_concurrency":
             deployments.append(_deployment(spec, mode, MODE_TAG[mode], max(spec.sweep.batch_sizes),
@@ -121,9 +132,34 @@ def plan_point(spec: BenchmarkSpec, mode: SweepMode, deployment_id: str, batch: 
     )
 
 
+def shaped_deployment(spec: BenchmarkSpec) -> Deployment:
+    """The one deployment of a multi-stage load or a trace replay: for each workload, a point per stage (in
+    order, back to back) or one replaying the trace. The server's cap, and an open-loop point's in-flight
+    limit, is the largest of the batch sizes and the stages' concurrencies."""
+    sweep = spec.sweep
+    cap = max([*sweep.batch_sizes, *(s.concurrency for s in sweep.stages if s.concurrency)])
+    points = []
+    for shape in spec.workloads:
+        if sweep.trace is not None:
+            points.append(SweepPoint(point_id=f"cc-trace-{shape.key}", deployment_id="cc",
+                                     sweep_mode="client_concurrency", batch_size=cap, concurrency=cap,
+                                     input_tokens=shape.input_tokens, output_tokens=shape.output_tokens,
+                                     workload=shape.name, trace=True))
+        for i, stage in enumerate(sweep.stages):
+            batch = stage.concurrency or cap
+            points.append(SweepPoint(
+                point_id=f"cc-s{i}-{shape.key}", deployment_id="cc", sweep_mode="client_concurrency",
+                batch_size=batch, concurrency=batch, request_rate=stage.rate, input_tokens=shape.input_tokens,
+                output_tokens=shape.output_tokens, workload=shape.name, stage=i, ramp_to_rate=stage.ramp_to_rate,
+                duration_s=stage.duration_s))
+    return Deployment(deployment_id="cc", sweep_mode="client_concurrency", max_num_seqs=cap, points=points)
+
+
 def requests_for(spec: BenchmarkSpec, point: SweepPoint) -> int | None:
     """Measured requests of a point: requests_per_point (the workload's own, else the sweep's), raised to
-    rounds x batch size (None: by duration)."""
+    rounds x batch size (None: by duration; a stage always is, a trace replays its arrivals)."""
+    if point.stage is not None or point.trace:
+        return None
     by_rounds = spec.sweep.rounds_per_point * (point.concurrency or point.batch_size)
     workload = workload_of(spec, point)
     counts = [n for n in (workload.requests_per_point or spec.sweep.requests_per_point, by_rounds) if n]

@@ -124,6 +124,15 @@ SPEC_FILES = [
                  id="prefix-too-long"),
     pytest.param("workloads: [{input_tokens: 64, output_tokens: 8, conversation: {turns: 1}}]\n" + OK_SWEEP,
                  "workloads.0.conversation.turns", id="conversation-one-turn"),
+    pytest.param("sweep: {stages: [{duration_s: 5, rate: 1, concurrency: 2}]}\n", "sweep.stages.0",
+                 id="stage-rate-and-concurrency"),
+    pytest.param("sweep: {stages: [{duration_s: 5, concurrency: 2, ramp_to_rate: 3}]}\n", "ramp_to_rate",
+                 id="stage-ramp-closed"),
+    pytest.param("sweep: {batch_sizes: [1], requests_per_point: 2, burstiness: 0}\n", "sweep.burstiness",
+                 id="burstiness-0"),
+    pytest.param("sweep: {batch_sizes: [1], requests_per_point: 2, arrival: weibull}\n", "sweep.arrival",
+                 id="arrival-unknown"),
+    pytest.param("sweep: {trace: {path: t.csv, time_scale: -1}}\n", "sweep.trace.time_scale", id="trace-scale"),
 ]
 
 

@@ -81,7 +81,8 @@ import pyarrow as pa
 #      with all of these null.
 #   5: points gain api, workload_name and workload_source (where the requests came from: synthetic, a
 #      dataset format, shared-prefix, conversation) and prefix_cache_queries, prefix_cache_hits,
-#      prefix_cache_hit_rate (vLLM's counters). Older lakes read with these null (migrate_v4_to_v5).
+#      prefix_cache_hit_rate (vLLM's counters); load shapes: stage, ramp_to_rate, trace, arrival,
+#      burstiness. Older lakes read with these null (migrate_v4_to_v5).
 SCHEMA_VERSION = 5
 TABLES = ("requests", "points", "server_metrics", "runs")
 PARTITION_COLUMN = "run_id"
@@ -166,7 +167,14 @@ POINTS = pa.schema(
         _f("accelerator", pa.string(), "cpu or a GKE accelerator type."),
         _f("accelerator_count", pa.int32(), "Accelerators per server."),
         _f("sweep_mode", pa.string(), "client_concurrency (one deploy) or server_max_seqs (redeploy)."),
-        _f("load_kind", pa.string(), "closed (fixed concurrency) or open (Poisson)."),
+        _f("load_kind", pa.string(), "closed (fixed concurrency) or open (arrivals on a schedule)."),
+        _f("arrival", pa.string(), "Open loop: poisson or gamma arrivals (null: closed loop)."),
+        _f("burstiness", pa.float64(), "Open loop: the gamma gaps' shape (1: Poisson; below 1 burstier)."),
+        _f("stage", pa.int32(), "sweep.stages: which stage (0-based) the point is; null: not a staged load."),
+        _f("ramp_to_rate", pa.float64(), "A ramping stage: the arrival rate at its end, req/s (request_rate: at its "
+           "start)."),
+        _f("trace", pa.bool_(), "The point replayed sweep.trace's arrivals (request_rate null; scheduled_rate "
+           "is the trace's)."),
         _f("batch_size", pa.int32(), "The swept batch size: client concurrency or server cap.", nullable=False),
         _f("concurrency", pa.int32(), "Client concurrency limit."),
         _f("request_rate", pa.float64(), "Requested arrival rate, req/s (open loop)."),
@@ -305,7 +313,8 @@ def migrate_v4_to_v5(table: str, data: pa.Table) -> pa.Table:
         return data
     added = {"api": pa.string(), "workload_name": pa.string(), "workload_source": pa.string(),
              "prefix_cache_queries": pa.float64(), "prefix_cache_hits": pa.float64(),
-             "prefix_cache_hit_rate": pa.float64()}
+             "prefix_cache_hit_rate": pa.float64(), "arrival": pa.string(), "burstiness": pa.float64(),
+             "stage": pa.int32(), "ramp_to_rate": pa.float64(), "trace": pa.bool_()}
     for name, kind in added.items():
         if name not in data.column_names:
             data = data.append_column(pa.field(name, kind), pa.nulls(len(data), kind))

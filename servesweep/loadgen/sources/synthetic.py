@@ -13,9 +13,10 @@ def build(context: SourceContext) -> PromptMaker:
     inputs = LengthSampler(workload.input_distribution, workload.input_tokens, 2, room - 1, context.seed)
     outputs = LengthSampler(workload.output_distribution, workload.output_tokens, 1, room - 2, context.seed + 1)
 
-    def make(_: int) -> Prompt:
+    def make(asked: int) -> Prompt:
+        """`asked`: the length the point asks for (a trace's own); a distribution draws its own instead."""
         output = outputs.draw()
-        length = min(inputs.draw(), room - output)
+        length = min(asked if workload.input_distribution is None else inputs.draw(), room - output)
         return Prompt(length, output, text=tokenizer.make(length))
 
     return make

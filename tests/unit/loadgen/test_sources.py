@@ -23,8 +23,9 @@ def factory(tiny_model) -> PromptFactory:
 
 
 def _make(workload: dict, factory: PromptFactory, n: int, max_model_len: int = 1024) -> list[Prompt]:
-    make = request_source(WorkloadShape.model_validate(workload), factory, 3, max_model_len)
-    return [make(0) for _ in range(n)]
+    shape = WorkloadShape.model_validate(workload)
+    make = request_source(shape, factory, 3, max_model_len)
+    return [make(shape.input_tokens) for _ in range(n)]  # what the load generator asks: the point's length
 
 
 def test_the_registry_has_one_module_per_source():
