@@ -46,6 +46,7 @@ def merged_window(windows: list[PointWindow]) -> PointWindow:
     return first.model_copy(update={
         "started_unix": min(starts) if starts else None, "ended_unix": max(ends) if ends else None,
         "failure_reason": next((w.failure_reason for w in windows if w.failure_reason), None),
+        "stop_reason": next((w.stop_reason for w in windows if w.stop_reason), None),
         "client_loop_lag_p99_ms": worst("client_loop_lag_p99_ms"),
         "client_loop_lag_max_ms": worst("client_loop_lag_max_ms"),
         "client_read_lag_p99_ms": worst("client_read_lag_p99_ms"),
@@ -71,7 +72,8 @@ def point_row(spec: BenchmarkSpec, model: ModelInfo, manifest: SweepManifest, po
                                                window.client_read_lag_p99_ms) if requests else None}
     return {
         "run_id": spec.run_id, "point_id": point.point_id, "deployment_id": point.deployment_id,
-        "source": "measured", "failure_reason": failure, "run_name": spec.name, "started_at": started,
+        "source": "measured", "failure_reason": failure, "stop_reason": window.stop_reason, "run_name": spec.name,
+        "started_at": started,
         "model_name": spec.model.name, "model_preset": spec.model.preset, "model_parameters": model.parameters,
         "model_dtype": model.dtype, "quantization": spec.quantization, "server_kind": spec.server.kind,
         "server_max_num_seqs": manifest.deployment.max_num_seqs, "server_start_s": manifest.endpoint.start_seconds,

@@ -21,10 +21,12 @@ from typing import Any
 
 from rich.progress import Progress
 
+from servesweep.catalog import load_catalog
 from servesweep.fingerprint import Fingerprint
 from servesweep.fingerprint import take as take_fingerprint
-from servesweep.loadgen.adaptive import PointResult, find_largest_batch
+from servesweep.loadgen.adaptive import PointResult, find_largest_batch, level_of
 from servesweep.loadgen.client import RequestRecord, Sampling
+from servesweep.loadgen.constraints import Constraint, Level, constraints_for, first_stop
 from servesweep.loadgen.datagen import PromptFactory
 from servesweep.loadgen.runner import LoadPlan, run_load
 from servesweep.loadgen.sources import SourceError, request_source
@@ -119,11 +121,13 @@ def run_sweep(spec: BenchmarkSpec, deployment: Deployment, endpoint: Endpoint, t
                 stack.enter_context(sampler)
                 for reason in sampler.unavailable:
                     print(f"warning: no metrics from the {reason}")
+            constraints = stop_constraints(spec)
             if spec.sweep.strategy == "adaptive":
-                measured, searches = _adaptive(spec, deployment, run)
+                measured, searches = _adaptive(spec, deployment, run, constraints)
                 deployment = deployment.model_copy(update={"points": measured})
             else:
-                _grid(deployment, run)
+                reached = _grid(deployment, run, spec.slo, constraints)
+                deployment = deployment.model_copy(update={"points": reached})
         samples = [dict(row, run_id=spec.run_id) for sampler in samplers for row in sampler.rows]
     return _save(out, spec, deployment, endpoint, windows, requests, samples, searches, fingerprint)
 
@@ -155,25 +159,64 @@ def _samplers(spec: BenchmarkSpec, deployment: Deployment, endpoint: Endpoint) -
     return [SamplerProcess(configs)] if configs else []
 
 
-def _grid(deployment: Deployment, run) -> None:
-    """Every point, then every point again for each further repeat (interleaved: never back to back)."""
+def stop_constraints(spec: BenchmarkSpec) -> list[Constraint]:
+    """The spec's early-stop rules; a dollar budget is priced from the catalog (said when it cannot be)."""
+    stop = spec.sweep.stop
+    if stop is None:
+        return []
+    price = None
+    if stop.max_dollars is not None:
+        price = load_catalog().price_per_gpu_hour(spec.accelerator.type) if spec.accelerator.type != "cpu" else None
+        if price is None:
+            print(f"warning: sweep.stop.max_dollars: the catalog has no price for {spec.accelerator.type}; "
+                  "the dollar budget is not applied")
+    return constraints_for(stop, spec.accelerator.count, price)
+
+
+def _climb_key(point: SweepPoint) -> tuple:
+    return point.workload, point.input_tokens, point.output_tokens
+
+
+def _grid(deployment: Deployment, run, slo: SLOSpec | None = None,
+          constraints: list[Constraint] | None = None) -> list[SweepPoint]:
+    """Every point, then every point again for each further repeat (interleaved: never back to back). With
+    stop constraints, a workload's climb ends at the first level one of them stops; its later levels are not
+    run. Returns the points that ran."""
     # No auto-refresh: a render thread competes for CPU with the client and the server and
     # measurably slows streaming on small machines. The bar moves between points only.
     repeats = range(deployment.first_repeat, deployment.first_repeat + deployment.repeats)
+    history: dict[tuple, list[Level]] = {}
+    stopped: set[tuple] = set()
+    reached: list[SweepPoint] = []
     with Progress(auto_refresh=False) as progress:
         task = progress.add_task(f"sweep {deployment.deployment_id}", total=len(deployment.points) * len(repeats))
         for repeat in repeats:
             for point in deployment.points:
-                run(point, repeat)
+                if _climb_key(point) in stopped:
+                    continue
+                window, rows = run(point, repeat)
+                if repeat == deployment.first_repeat:
+                    reached.append(point)
+                if constraints:
+                    levels = history.setdefault(_climb_key(point), [])
+                    levels.append(level_of(point_result(point.batch_size, rows, window.failure_reason, window),
+                                           slo or SLOSpec()))
+                    if reason := first_stop(constraints, levels):
+                        window.stop_reason = reason
+                        stopped.add(_climb_key(point))
+                        print(f"stopped climbing after {point.point_id}: {reason}", flush=True)
                 tag = f" (repeat {repeat})" if deployment.repeats > 1 or repeat else ""
                 progress.update(task, advance=1,
                                 description=f"sweep {deployment.deployment_id}: {point.point_id}{tag}")
                 progress.refresh()
+    return reached
 
 
-def _adaptive(spec: BenchmarkSpec, deployment: Deployment, run) -> tuple[list[SweepPoint], list[AdaptiveSearch]]:
+def _adaptive(spec: BenchmarkSpec, deployment: Deployment, run,
+              constraints: list[Constraint] | None = None) -> tuple[list[SweepPoint], list[AdaptiveSearch]]:
     """Search each workload shape for its largest batch meeting the SLO; returns the measured points."""
     measured: list[SweepPoint] = []
+    windows: list[PointWindow] = []
     searches = []
     for shape in spec.workloads:
         def measure(batch: int, isl: int = shape.input_tokens, osl: int = shape.output_tokens,
@@ -181,9 +224,13 @@ def _adaptive(spec: BenchmarkSpec, deployment: Deployment, run) -> tuple[list[Sw
             point = plan_point(spec, "client_concurrency", deployment.deployment_id, batch, isl, osl, name)
             measured.append(point)
             window, rows = run(point)
-            return point_result(batch, rows, window.failure_reason)
+            windows.append(window)
+            return point_result(batch, rows, window.failure_reason, window)
 
-        result = find_largest_batch(measure, spec.slo, max(spec.sweep.batch_sizes))
+        result = find_largest_batch(measure, spec.slo, max(spec.sweep.batch_sizes), constraints=constraints)
+        if result.stop_reason and windows:
+            windows[-1].stop_reason = result.stop_reason  # the point after which the search stopped
+            print(f"stopped the search after {windows[-1].point_id}: {result.stop_reason}", flush=True)
         searches.append(AdaptiveSearch(input_tokens=shape.input_tokens, output_tokens=shape.output_tokens,
                                        result=result))
         print(f"adaptive {deployment.deployment_id} i{shape.input_tokens}-o{shape.output_tokens}: largest batch "
@@ -192,14 +239,20 @@ def _adaptive(spec: BenchmarkSpec, deployment: Deployment, run) -> tuple[list[Sw
     return measured, searches
 
 
-def point_result(batch: int, rows: list[dict], failure: str | None = None) -> PointResult:
+def point_result(batch: int, rows: list[dict], failure: str | None = None,
+                 window: PointWindow | None = None) -> PointResult:
     """The SLO metrics of one point's request rows (a point without a successful request, or one stopped
-    for a `failure`, has failed)."""
+    for a `failure`, has failed), with its throughput, error rate and wall time for the stop constraints."""
+    seconds = (window.ended_unix - window.started_unix) if window and window.started_unix and window.ended_unix \
+        else 0.0
     if not rows or failure is not None:
-        return PointResult(batch_size=batch, failed=True)
+        return PointResult(batch_size=batch, failed=True, error_rate=1.0, seconds=seconds)
     summary = summarise_requests(rows)
+    measured = summary["num_requests"] or 1
     return PointResult(batch_size=batch, ttft_p99_ms=summary["ttft_p99_ms"], tpot_p99_ms=summary["tpot_p99_ms"],
-                       e2e_p99_ms=summary["e2e_p99_ms"], failed=summary["status"] == "failed")
+                       e2e_p99_ms=summary["e2e_p99_ms"], failed=summary["status"] == "failed",
+                       output_throughput=summary.get("output_token_throughput"),
+                       error_rate=summary["num_errors"] / measured, seconds=seconds)
 
 
 def _run_point(spec: BenchmarkSpec, point: SweepPoint, endpoint: Endpoint, tokenizer: PromptFactory,

@@ -464,6 +464,25 @@ class TraceSpec(_Strict):
                                      "arrivals; null: all.")
 
 
+class StopSpec(_Strict):
+    """When a sweep stops climbing to the next level (batch size, or stage), judged after each level of each
+    workload; the stop is recorded on the last level's point (points.stop_reason). Unset rules are off."""
+
+    min_throughput_gain: float | None = Field(None, ge=0, le=100, description="Stop when a level raised output "
+                                              "throughput by less than this fraction over the best level "
+                                              "before it (0.05: 5 %); 0..100.")
+    error_rate_above: float | None = Field(None, ge=0, lt=1, description="Stop when more than this fraction of a "
+                                           "level's measured requests failed; [0, 1).")
+    slo_margin: float | None = Field(None, ge=1, le=100, description="Stop when a level's p99 SLO metric "
+                                     "(slo.*_p99_ms) is over its limit by more than this factor (1.2: 20 % over); "
+                                     "1..100.")
+    max_gpu_hours: float | None = Field(None, gt=0, le=1e6, description="Stop before another level would take "
+                                        "accelerator.count x the sweep's wall time past this many hours.")
+    max_dollars: float | None = Field(None, gt=0, le=1e9, description="Stop before another level would cost more "
+                                      "than this, USD, at the catalog's list price per accelerator-hour (no "
+                                      "price for the accelerator: said, and not applied).")
+
+
 class SweepSpec(_Strict):
     """The sweep: which batch sizes, how the load is offered, when a point stops, what is scraped."""
 
@@ -483,6 +502,8 @@ class SweepSpec(_Strict):
                                     "of the batch-size grid: each stage (a concurrency, or a rate that may ramp, "
                                     "for duration_s) is a point, run back to back; at most 64.")
     trace: TraceSpec | None = Field(None, description="Replay a file of arrival times instead of the grid.")
+    stop: StopSpec | None = Field(None, description="Stop climbing early (throughput plateau, errors, SLO, "
+                                  "budget); the grid (client_concurrency mode) and the adaptive search.")
     strategy: SweepStrategy = Field(
         "grid", description="grid: every batch size; adaptive: search 1..max(batch_sizes) for the largest batch "
         "meeting the SLO (doubling, then bisection on the measured curve); client_concurrency, closed loop only.")
@@ -554,6 +575,8 @@ class SweepSpec(_Strict):
 
     @model_validator(mode="after")
     def _one_stop_rule(self) -> SweepSpec:
+        if self.stop is not None and (list(self.modes) != ["client_concurrency"] or self.repeats > 1):
+            raise ValueError("sweep.stop climbs one server's levels: client_concurrency mode, one repeat")
         if self.shaped:
             if self.stages and self.trace is not None:
                 raise ValueError("give stages or a trace, not both")
@@ -669,6 +692,8 @@ class BenchmarkSpec(_Strict):
         external = self.server.kind == "external"
         if not external and self.server.max_model_len > self.model.resolved_shape().max_position_embeddings:
             raise ValueError("server.max_model_len exceeds the model's max_position_embeddings")
+        if self.sweep.stop is not None and self.sweep.stop.slo_margin is not None and not self.slo.has_p99_limits:
+            raise ValueError("sweep.stop.slo_margin needs an SLO limit (slo.*_p99_ms)")
         if self.sweep.strategy == "adaptive" and not self.slo.has_p99_limits:
             raise ValueError("the adaptive strategy needs at least one SLO limit (slo.*_p99_ms)")
         if self.model.weights == "dummy" and self.server.kind != "vllm":

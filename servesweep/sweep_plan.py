@@ -67,6 +67,7 @@ class PointWindow(BaseModel):
     started_unix: float | None = None
     ended_unix: float | None = None
     failure_reason: str | None = None
+    stop_reason: str | None = None  # a stop constraint ended the climb after this point (sweep.stop)
     client_loop_lag_p99_ms: float | None = None  # lateness of a 10 ms timer in the load generator
     client_loop_lag_max_ms: float | None = None  # its longest stall
     client_read_lag_p99_ms: float | None = None  # kernel receive -> read (kernel-timed points only)

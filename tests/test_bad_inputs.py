@@ -133,6 +133,10 @@ SPEC_FILES = [
     pytest.param("sweep: {batch_sizes: [1], requests_per_point: 2, arrival: weibull}\n", "sweep.arrival",
                  id="arrival-unknown"),
     pytest.param("sweep: {trace: {path: t.csv, time_scale: -1}}\n", "sweep.trace.time_scale", id="trace-scale"),
+    pytest.param("sweep: {batch_sizes: [1], requests_per_point: 2, stop: {min_throughput_gain: -1}}\n",
+                 "sweep.stop.min_throughput_gain", id="stop-gain-negative"),
+    pytest.param("sweep: {batch_sizes: [1], requests_per_point: 2, stop: {slo_margin: 1.5}}\n",
+                 "sweep.stop.slo_margin needs an SLO limit", id="stop-slo-without-slo"),
 ]
 
 

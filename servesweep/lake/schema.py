@@ -82,7 +82,8 @@ import pyarrow as pa
 #   5: points gain api, workload_name and workload_source (where the requests came from: synthetic, a
 #      dataset format, shared-prefix, conversation) and prefix_cache_queries, prefix_cache_hits,
 #      prefix_cache_hit_rate (vLLM's counters); load shapes: stage, ramp_to_rate, trace, arrival,
-#      burstiness. Older lakes read with these null (migrate_v4_to_v5).
+#      burstiness; stop_reason (the early-stop constraint that ended the climb after the point). Older lakes
+#      read with these null (migrate_v4_to_v5).
 SCHEMA_VERSION = 5
 TABLES = ("requests", "points", "server_metrics", "runs")
 PARTITION_COLUMN = "run_id"
@@ -154,6 +155,8 @@ POINTS = pa.schema(
         _f("status", pa.string(), "'ok', 'partial' (some errors) or 'failed' (no successful request, or stopped "
            "early: failure_reason).", nullable=False),
         _f("failure_reason", pa.string(), "Why the point failed (server start, circuit breaker, all failed...)."),
+        _f("stop_reason", pa.string(), "The sweep stopped climbing after this point, and why (sweep.stop: throughput "
+           "plateau, error rate, SLO broken, budget); null: it went on, or was the last level."),
         _f("run_name", pa.string(), "Spec name."),
         _f("started_at", pa.timestamp("us", tz="UTC"), "Point start."),
         _f("model_name", pa.string(), "Served model name."),
@@ -314,7 +317,7 @@ def migrate_v4_to_v5(table: str, data: pa.Table) -> pa.Table:
     added = {"api": pa.string(), "workload_name": pa.string(), "workload_source": pa.string(),
              "prefix_cache_queries": pa.float64(), "prefix_cache_hits": pa.float64(),
              "prefix_cache_hit_rate": pa.float64(), "arrival": pa.string(), "burstiness": pa.float64(),
-             "stage": pa.int32(), "ramp_to_rate": pa.float64(), "trace": pa.bool_()}
+             "stage": pa.int32(), "ramp_to_rate": pa.float64(), "trace": pa.bool_(), "stop_reason": pa.string()}
     for name, kind in added.items():
         if name not in data.column_names:
             data = data.append_column(pa.field(name, kind), pa.nulls(len(data), kind))
