@@ -21,14 +21,15 @@ import pyarrow.parquet as pq
 
 import servesweep
 from servesweep.fingerprint import Fingerprint
+from servesweep.identity import config_hash
 from servesweep.lake.schema import TABLES
-from servesweep.lake.store import to_table
+from servesweep.lake.store import read_table, to_table
 from servesweep.metrics.intervals import by_repeat, point_intervals, seed_for
 from servesweep.metrics.summary import client_limited, is_measured, summarise_requests, summarise_server
 from servesweep.platform.types import ModelInfo
 from servesweep.secrets import HF_TOKEN_PATTERN, MASK, mask, secret_values
 from servesweep.spec import REQUEST_LIMITS, BenchmarkSpec
-from servesweep.sweep_plan import PointWindow, SweepManifest, SweepPoint, read_sweep, workload_of
+from servesweep.sweep_plan import PointWindow, ReusedPoint, SweepManifest, SweepPoint, read_sweep, workload_of
 
 
 def merged_window(windows: list[PointWindow]) -> PointWindow:
@@ -86,6 +87,8 @@ def point_row(spec: BenchmarkSpec, model: ModelInfo, manifest: SweepManifest, po
         "input_tokens": point.input_tokens, "output_tokens": point.output_tokens,
         **summary, **client, **summarise_server(samples), "servesweep_version": servesweep.__version__,
         **_settings(spec, point), **_intervals(spec, point, requests),
+        "config_hash": config_hash(spec, point, manifest.fingerprint.server_version if manifest.fingerprint
+                                   else None),
     }
 
 
@@ -129,11 +132,19 @@ def collect_metrics(spec: BenchmarkSpec, model: ModelInfo, sweep_dirs: list[str]
             planned.setdefault(point.point_id, (manifest, point))
         for window in manifest.windows:
             windows[window.point_id].append(window)
+    reused = {r.point_id: r for m in manifests for r in m.reused}
     points = []
     for point_id, (manifest, point) in planned.items():
+        if point_id in reused:
+            continue  # measured already: its rows come from the lake (reused_rows)
         window = merged_window(windows[point_id]) if windows[point_id] else PointWindow(
             point_id=point_id, failure_reason="not run")
         points.append(point_row(spec, model, manifest, point, window, by_point[point_id], samples_by_point[point_id]))
+    if reused:
+        copied = reused_rows(spec, list(reused.values()), {pid: planned[pid][1] for pid in reused})
+        points += copied["points"]
+        requests_tables.append(to_table("requests", copied["requests"]))
+        samples_tables.append(to_table("server_metrics", copied["server_metrics"]))
     requests = pa.concat_tables(requests_tables) if requests_tables else None
     return {
         "requests": to_table("requests", _masked_errors(requests, secret_values(spec.server.env))
@@ -142,6 +153,33 @@ def collect_metrics(spec: BenchmarkSpec, model: ModelInfo, sweep_dirs: list[str]
         "server_metrics": to_table("server_metrics", pa.concat_tables(samples_tables) if samples_tables else []),
         "runs": to_table("runs", run_rows(spec, manifests, points)),
     }
+
+
+def reused_rows(spec: BenchmarkSpec, reused: list[ReusedPoint], points: dict[str, SweepPoint]
+                ) -> dict[str, list[dict[str, Any]]]:
+    """The lake's rows of points measured already (resume), as this run's: run id, point id and deployment
+    rewritten, `reused_from_run` naming the run that measured them. Read before write-lake replaces this run's
+    partition, so a run resumed under its own id keeps what it had."""
+    by_run: dict[str, list[ReusedPoint]] = defaultdict(list)
+    for item in reused:
+        by_run[item.run_id].append(item)
+    copied: dict[str, list[dict[str, Any]]] = {"points": [], "requests": [], "server_metrics": []}
+    for run_id, items in by_run.items():
+        source = {item.source_point_id: item for item in items}
+        for table in copied:
+            data = read_table(spec.lake_uri, table, [run_id])
+            rows = data.filter(pc.is_in(data["point_id"], pa.array(list(source)))).to_pylist()
+            for row in rows:
+                item = source[row["point_id"]]
+                point = points[item.point_id]
+                row.update(run_id=spec.run_id, point_id=item.point_id)
+                if "deployment_id" in row:
+                    row["deployment_id"] = point.deployment_id
+                if table == "points":
+                    row.update(run_name=spec.name, reused_from_run=row.get("reused_from_run") or run_id)
+                row.pop("schema_version", None)
+                copied[table].append(row)
+    return copied
 
 
 def run_rows(spec: BenchmarkSpec, manifests: list[SweepManifest], points: list[dict]) -> list[dict[str, Any]]:

@@ -24,6 +24,7 @@ from rich.progress import Progress
 from servesweep.catalog import load_catalog
 from servesweep.fingerprint import Fingerprint
 from servesweep.fingerprint import take as take_fingerprint
+from servesweep.identity import config_hash, measured_in_lake
 from servesweep.loadgen.adaptive import PointResult, find_largest_batch, level_of
 from servesweep.loadgen.client import RequestRecord, Sampling
 from servesweep.loadgen.constraints import Constraint, Level, constraints_for, first_stop
@@ -39,6 +40,7 @@ from servesweep.sweep_plan import (
     AdaptiveSearch,
     Deployment,
     PointWindow,
+    ReusedPoint,
     SweepManifest,
     SweepPoint,
     plan_point,
@@ -84,6 +86,7 @@ def run_sweep(spec: BenchmarkSpec, deployment: Deployment, endpoint: Endpoint, t
     windows: list[PointWindow] = []
     samples: list[dict[str, Any]] = []
     searches: list[AdaptiveSearch] = []
+    reused_points: list[ReusedPoint] = []
     try:
         headers = tuple(endpoint.request_headers().items())
         auth_error = None
@@ -111,7 +114,7 @@ def run_sweep(spec: BenchmarkSpec, deployment: Deployment, endpoint: Endpoint, t
             requests.extend(rows)
             # Saved after every point, so a sweep cut short (a timeout, a lost node) keeps what it measured.
             samples = [dict(row, run_id=spec.run_id) for sampler in samplers for row in list(sampler.rows)]
-            _save(out, spec, deployment, endpoint, windows, requests, samples, searches, fingerprint)
+            _save(out, spec, deployment, endpoint, windows, requests, samples, searches, fingerprint, reused_points)
             return window, rows
 
         with contextlib.ExitStack() as stack:
@@ -126,16 +129,20 @@ def run_sweep(spec: BenchmarkSpec, deployment: Deployment, endpoint: Endpoint, t
                 measured, searches = _adaptive(spec, deployment, run, constraints)
                 deployment = deployment.model_copy(update={"points": measured})
             else:
-                reached = _grid(deployment, run, spec.slo, constraints)
+                reused = _reusable(spec, deployment, fingerprint)
+                reused_points += [ReusedPoint(point_id=pid, run_id=row["run_id"], source_point_id=row["point_id"],
+                                              config_hash=row["config_hash"]) for pid, row in reused.items()]
+                reached = _grid(deployment, run, spec.slo, constraints, reused)
                 deployment = deployment.model_copy(update={"points": reached})
         samples = [dict(row, run_id=spec.run_id) for sampler in samplers for row in sampler.rows]
-    return _save(out, spec, deployment, endpoint, windows, requests, samples, searches, fingerprint)
+    return _save(out, spec, deployment, endpoint, windows, requests, samples, searches, fingerprint, reused_points)
 
 
 def _save(out: Path, spec: BenchmarkSpec, deployment: Deployment, endpoint: Endpoint, windows: list[PointWindow],
           requests: list[dict], samples: list[dict], searches: list,
-          fingerprint: Fingerprint | None = None) -> SweepManifest:
+          fingerprint: Fingerprint | None = None, reused: list[ReusedPoint] | None = None) -> SweepManifest:
     manifest = SweepManifest(deployment=deployment, endpoint=endpoint, windows=windows, searches=searches,
+                             reused=reused or [],
                              fingerprint=fingerprint)
     return write_sweep(out, manifest, requests, samples)
 
@@ -159,6 +166,19 @@ def _samplers(spec: BenchmarkSpec, deployment: Deployment, endpoint: Endpoint) -
     return [SamplerProcess(configs)] if configs else []
 
 
+def _reusable(spec: BenchmarkSpec, deployment: Deployment, fingerprint: Fingerprint) -> dict[str, dict]:
+    """The points of `deployment` the lake has measured already for this configuration (resume), by point id."""
+    if not spec.sweep.resume:
+        return {}
+    hashes = {p.point_id: config_hash(spec, p, fingerprint.server_version) for p in deployment.points}
+    found = measured_in_lake(spec.lake_uri, hashes, spec.run_id)
+    if found:
+        runs = sorted({row["run_id"] for row in found.values()})
+        print(f"resume {deployment.deployment_id}: {len(found)} of {len(hashes)} points measured already (run "
+              f"{', '.join(runs)}), not run again; --force measures them anew", flush=True)
+    return found
+
+
 def stop_constraints(spec: BenchmarkSpec) -> list[Constraint]:
     """The spec's early-stop rules; a dollar budget is priced from the catalog (said when it cannot be)."""
     stop = spec.sweep.stop
@@ -177,11 +197,13 @@ def _climb_key(point: SweepPoint) -> tuple:
     return point.workload, point.input_tokens, point.output_tokens
 
 
-def _grid(deployment: Deployment, run, slo: SLOSpec | None = None,
-          constraints: list[Constraint] | None = None) -> list[SweepPoint]:
+def _grid(deployment: Deployment, run, slo: SLOSpec | None = None, constraints: list[Constraint] | None = None,
+          reused: dict[str, dict] | None = None) -> list[SweepPoint]:
     """Every point, then every point again for each further repeat (interleaved: never back to back). With
     stop constraints, a workload's climb ends at the first level one of them stops; its later levels are not
-    run. Returns the points that ran."""
+    run. Points in `reused` (measured already, by point id) are not run; the constraints see their lake rows.
+    Returns the points that ran or were reused."""
+    reused = reused or {}
     # No auto-refresh: a render thread competes for CPU with the client and the server and
     # measurably slows streaming on small machines. The bar moves between points only.
     repeats = range(deployment.first_repeat, deployment.first_repeat + deployment.repeats)
@@ -194,9 +216,17 @@ def _grid(deployment: Deployment, run, slo: SLOSpec | None = None,
             for point in deployment.points:
                 if _climb_key(point) in stopped:
                     continue
-                window, rows = run(point, repeat)
                 if repeat == deployment.first_repeat:
                     reached.append(point)
+                if point.point_id in reused:
+                    row = reused[point.point_id]
+                    if constraints:  # the lake's row stands for the level
+                        history.setdefault(_climb_key(point), []).append(Level(
+                            point.batch_size, row.get("output_token_throughput"),
+                            (row.get("num_errors") or 0) / (row.get("num_requests") or 1), 0.0,
+                            row.get("duration_s") or 0.0))
+                    continue
+                window, rows = run(point, repeat)
                 if constraints:
                     levels = history.setdefault(_climb_key(point), [])
                     levels.append(level_of(point_result(point.batch_size, rows, window.failure_reason, window),

@@ -83,11 +83,22 @@ class AdaptiveSearch(BaseModel):
     result: AdaptiveResult
 
 
+class ReusedPoint(BaseModel):
+    """A point the lake had measured already for the same configuration (resume): not run again, its rows
+    copied into this run by collect-metrics."""
+
+    point_id: str
+    run_id: str  # the run that measured it (this run's own earlier write, or another run)
+    source_point_id: str
+    config_hash: str
+
+
 class SweepManifest(BaseModel):
     deployment: Deployment
     endpoint: Endpoint
     windows: list[PointWindow]
     searches: list[AdaptiveSearch] = []
+    reused: list[ReusedPoint] = []
     fingerprint: Fingerprint | None = None  # what the sweep ran on (the lake's `runs` row)
 
 

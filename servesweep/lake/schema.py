@@ -82,8 +82,9 @@ import pyarrow as pa
 #   5: points gain api, workload_name and workload_source (where the requests came from: synthetic, a
 #      dataset format, shared-prefix, conversation) and prefix_cache_queries, prefix_cache_hits,
 #      prefix_cache_hit_rate (vLLM's counters); load shapes: stage, ramp_to_rate, trace, arrival,
-#      burstiness; stop_reason (the early-stop constraint that ended the climb after the point). Older lakes
-#      read with these null (migrate_v4_to_v5).
+#      burstiness; stop_reason (the early-stop constraint that ended the climb after the point); config_hash
+#      (servesweep/identity.py) and reused_from_run (resume). Older lakes read with these null
+#      (migrate_v4_to_v5).
 SCHEMA_VERSION = 5
 TABLES = ("requests", "points", "server_metrics", "runs")
 PARTITION_COLUMN = "run_id"
@@ -155,6 +156,11 @@ POINTS = pa.schema(
         _f("status", pa.string(), "'ok', 'partial' (some errors) or 'failed' (no successful request, or stopped "
            "early: failure_reason).", nullable=False),
         _f("failure_reason", pa.string(), "Why the point failed (server start, circuit breaker, all failed...)."),
+        _f("config_hash", pa.string(), "sha256 of what the point measured, without the run id "
+           "(servesweep/identity.py: model, quantization, server kind and version, accelerator, workload, "
+           "sampling, load, request counts): equal hashes, comparable points; resume and merges match on it."),
+        _f("reused_from_run", pa.string(), "Resume: the run that measured this point (its rows copied here, not "
+           "measured again); null: measured by this run."),
         _f("stop_reason", pa.string(), "The sweep stopped climbing after this point, and why (sweep.stop: throughput "
            "plateau, error rate, SLO broken, budget); null: it went on, or was the last level."),
         _f("run_name", pa.string(), "Spec name."),
@@ -317,7 +323,8 @@ def migrate_v4_to_v5(table: str, data: pa.Table) -> pa.Table:
     added = {"api": pa.string(), "workload_name": pa.string(), "workload_source": pa.string(),
              "prefix_cache_queries": pa.float64(), "prefix_cache_hits": pa.float64(),
              "prefix_cache_hit_rate": pa.float64(), "arrival": pa.string(), "burstiness": pa.float64(),
-             "stage": pa.int32(), "ramp_to_rate": pa.float64(), "trace": pa.bool_(), "stop_reason": pa.string()}
+             "stage": pa.int32(), "ramp_to_rate": pa.float64(), "trace": pa.bool_(), "stop_reason": pa.string(),
+             "config_hash": pa.string(), "reused_from_run": pa.string()}
     for name, kind in added.items():
         if name not in data.column_names:
             data = data.append_column(pa.field(name, kind), pa.nulls(len(data), kind))
