@@ -21,14 +21,15 @@ import pyarrow.parquet as pq
 
 import servesweep
 from servesweep.fingerprint import Fingerprint
+from servesweep.identity import config_hash
 from servesweep.lake.schema import TABLES
-from servesweep.lake.store import to_table
+from servesweep.lake.store import read_table, to_table
 from servesweep.metrics.intervals import by_repeat, point_intervals, seed_for
 from servesweep.metrics.summary import client_limited, is_measured, summarise_requests, summarise_server
 from servesweep.platform.types import ModelInfo
 from servesweep.secrets import HF_TOKEN_PATTERN, MASK, mask, secret_values
 from servesweep.spec import REQUEST_LIMITS, BenchmarkSpec
-from servesweep.sweep_plan import PointWindow, SweepManifest, SweepPoint, read_sweep, workload_of
+from servesweep.sweep_plan import PointWindow, ReusedPoint, SweepManifest, SweepPoint, read_sweep, workload_of
 
 
 def merged_window(windows: list[PointWindow]) -> PointWindow:
@@ -46,6 +47,7 @@ def merged_window(windows: list[PointWindow]) -> PointWindow:
     return first.model_copy(update={
         "started_unix": min(starts) if starts else None, "ended_unix": max(ends) if ends else None,
         "failure_reason": next((w.failure_reason for w in windows if w.failure_reason), None),
+        "stop_reason": next((w.stop_reason for w in windows if w.stop_reason), None),
         "client_loop_lag_p99_ms": worst("client_loop_lag_p99_ms"),
         "client_loop_lag_max_ms": worst("client_loop_lag_max_ms"),
         "client_read_lag_p99_ms": worst("client_read_lag_p99_ms"),
@@ -67,20 +69,26 @@ def point_row(spec: BenchmarkSpec, model: ModelInfo, manifest: SweepManifest, po
     client = {"client_loop_lag_p99_ms": window.client_loop_lag_p99_ms, "client_workers": window.client_workers,
               "client_loop_lag_max_ms": window.client_loop_lag_max_ms,
               "client_read_lag_p99_ms": window.client_read_lag_p99_ms, "client_timing": window.client_timing,
-              "client_limited": client_limited(summary, spec.sweep.load == "open", window.client_loop_lag_p99_ms,
+              "client_limited": client_limited(summary, point.load_kind == "open", window.client_loop_lag_p99_ms,
                                                window.client_read_lag_p99_ms) if requests else None}
     return {
         "run_id": spec.run_id, "point_id": point.point_id, "deployment_id": point.deployment_id,
-        "source": "measured", "failure_reason": failure, "run_name": spec.name, "started_at": started,
+        "source": "measured", "failure_reason": failure, "stop_reason": window.stop_reason, "run_name": spec.name,
+        "started_at": started,
         "model_name": spec.model.name, "model_preset": spec.model.preset, "model_parameters": model.parameters,
         "model_dtype": model.dtype, "quantization": spec.quantization, "server_kind": spec.server.kind,
         "server_max_num_seqs": manifest.deployment.max_num_seqs, "server_start_s": manifest.endpoint.start_seconds,
         "accelerator": spec.accelerator.type, "accelerator_count": spec.accelerator.count,
-        "sweep_mode": point.sweep_mode, "load_kind": spec.sweep.load, "batch_size": point.batch_size,
+        "sweep_mode": point.sweep_mode, "load_kind": point.load_kind, "batch_size": point.batch_size,
+        "stage": point.stage, "ramp_to_rate": point.ramp_to_rate, "trace": point.trace,
+        "arrival": spec.sweep.arrival if point.load_kind == "open" else None,
+        "burstiness": spec.sweep.burstiness if point.load_kind == "open" else None,
         "concurrency": point.concurrency, "request_rate": point.request_rate,
         "input_tokens": point.input_tokens, "output_tokens": point.output_tokens,
         **summary, **client, **summarise_server(samples), "servesweep_version": servesweep.__version__,
         **_settings(spec, point), **_intervals(spec, point, requests),
+        "config_hash": config_hash(spec, point, manifest.fingerprint.server_version if manifest.fingerprint
+                                   else None),
     }
 
 
@@ -89,6 +97,7 @@ def _settings(spec: BenchmarkSpec, point: SweepPoint) -> dict[str, Any]:
     workload = workload_of(spec, point)
     sweep = spec.sweep
     return {
+        "api": workload.api, "workload_name": workload.name, "workload_source": workload.source,
         "temperature": workload.temperature, "top_p": workload.top_p, "top_k": workload.top_k,
         "min_output_tokens": workload.min_output_tokens, "ignore_eos": workload.ignore_eos,
         "stop": list(workload.stop), "extra_request_fields": json.dumps(workload.extra_body, sort_keys=True),
@@ -117,17 +126,25 @@ def collect_metrics(spec: BenchmarkSpec, model: ModelInfo, sweep_dirs: list[str]
         samples_tables.append(samples)
         for row in requests.to_pylist():
             by_point[row["point_id"]].append(row)
-        for row in samples.select(["point_id", "metric", "value"]).to_pylist():
+        for row in samples.select(["point_id", "metric", "labels", "value"]).to_pylist():
             samples_by_point[row["point_id"]].append(row)
         for point in manifest.deployment.points:
             planned.setdefault(point.point_id, (manifest, point))
         for window in manifest.windows:
             windows[window.point_id].append(window)
+    reused = {r.point_id: r for m in manifests for r in m.reused}
     points = []
     for point_id, (manifest, point) in planned.items():
+        if point_id in reused:
+            continue  # measured already: its rows come from the lake (reused_rows)
         window = merged_window(windows[point_id]) if windows[point_id] else PointWindow(
             point_id=point_id, failure_reason="not run")
         points.append(point_row(spec, model, manifest, point, window, by_point[point_id], samples_by_point[point_id]))
+    if reused:
+        copied = reused_rows(spec, list(reused.values()), {pid: planned[pid][1] for pid in reused})
+        points += copied["points"]
+        requests_tables.append(to_table("requests", copied["requests"]))
+        samples_tables.append(to_table("server_metrics", copied["server_metrics"]))
     requests = pa.concat_tables(requests_tables) if requests_tables else None
     return {
         "requests": to_table("requests", _masked_errors(requests, secret_values(spec.server.env))
@@ -136,6 +153,33 @@ def collect_metrics(spec: BenchmarkSpec, model: ModelInfo, sweep_dirs: list[str]
         "server_metrics": to_table("server_metrics", pa.concat_tables(samples_tables) if samples_tables else []),
         "runs": to_table("runs", run_rows(spec, manifests, points)),
     }
+
+
+def reused_rows(spec: BenchmarkSpec, reused: list[ReusedPoint], points: dict[str, SweepPoint]
+                ) -> dict[str, list[dict[str, Any]]]:
+    """The lake's rows of points measured already (resume), as this run's: run id, point id and deployment
+    rewritten, `reused_from_run` naming the run that measured them. Read before write-lake replaces this run's
+    partition, so a run resumed under its own id keeps what it had."""
+    by_run: dict[str, list[ReusedPoint]] = defaultdict(list)
+    for item in reused:
+        by_run[item.run_id].append(item)
+    copied: dict[str, list[dict[str, Any]]] = {"points": [], "requests": [], "server_metrics": []}
+    for run_id, items in by_run.items():
+        source = {item.source_point_id: item for item in items}
+        for table in copied:
+            data = read_table(spec.lake_uri, table, [run_id])
+            rows = data.filter(pc.is_in(data["point_id"], pa.array(list(source)))).to_pylist()
+            for row in rows:
+                item = source[row["point_id"]]
+                point = points[item.point_id]
+                row.update(run_id=spec.run_id, point_id=item.point_id)
+                if "deployment_id" in row:
+                    row["deployment_id"] = point.deployment_id
+                if table == "points":
+                    row.update(run_name=spec.name, reused_from_run=row.get("reused_from_run") or run_id)
+                row.pop("schema_version", None)
+                copied[table].append(row)
+    return copied
 
 
 def run_rows(spec: BenchmarkSpec, manifests: list[SweepManifest], points: list[dict]) -> list[dict[str, Any]]:

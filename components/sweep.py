@@ -15,25 +15,32 @@ from __future__ import annotations
 
 import contextlib
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
 from rich.progress import Progress
 
+from servesweep.catalog import load_catalog
 from servesweep.fingerprint import Fingerprint
 from servesweep.fingerprint import take as take_fingerprint
-from servesweep.loadgen.adaptive import PointResult, find_largest_batch
+from servesweep.identity import config_hash, measured_in_lake
+from servesweep.loadgen.adaptive import PointResult, find_largest_batch, level_of
 from servesweep.loadgen.client import RequestRecord, Sampling
+from servesweep.loadgen.constraints import Constraint, Level, constraints_for, first_stop
 from servesweep.loadgen.datagen import PromptFactory
 from servesweep.loadgen.runner import LoadPlan, run_load
+from servesweep.loadgen.sources import SourceError, request_source
+from servesweep.loadgen.trace import TraceError, read_trace
 from servesweep.metrics.remote import SamplerConfig, SamplerProcess
 from servesweep.metrics.summary import request_latencies, request_meets_slo, summarise_requests
-from servesweep.platform.types import Endpoint
+from servesweep.platform.types import Endpoint, EndpointAuthError
 from servesweep.spec import BenchmarkSpec, SLOSpec, WorkloadShape
 from servesweep.sweep_plan import (
     AdaptiveSearch,
     Deployment,
     PointWindow,
+    ReusedPoint,
     SweepManifest,
     SweepPoint,
     plan_point,
@@ -66,7 +73,7 @@ def request_rows(run_id: str, point: SweepPoint, records: list[RequestRecord], s
 def sampling_of(workload: WorkloadShape) -> Sampling:
     """The load generator's form of a workload's sampling fields."""
     return Sampling(temperature=workload.temperature, top_p=workload.top_p, top_k=workload.top_k,
-                    min_tokens=workload.min_output_tokens, ignore_eos=workload.ignore_eos, stop=tuple(workload.stop),
+                    min_tokens=workload.min_tokens, ignore_eos=workload.ignore_eos, stop=tuple(workload.stop),
                     extra=tuple(workload.extra_body.items()))
 
 
@@ -79,10 +86,17 @@ def run_sweep(spec: BenchmarkSpec, deployment: Deployment, endpoint: Endpoint, t
     windows: list[PointWindow] = []
     samples: list[dict[str, Any]] = []
     searches: list[AdaptiveSearch] = []
-    fingerprint = take_fingerprint(spec, "" if endpoint.error else endpoint.base_url, endpoint.gke_facts or None)
-    if endpoint.error or endpoint.api != "openai":
-        reason = (f"server start: {endpoint.error}" if endpoint.error
-                  else f"load generator speaks the OpenAI API, the server speaks {endpoint.api}")
+    reused_points: list[ReusedPoint] = []
+    try:
+        headers = tuple(endpoint.request_headers().items())
+        auth_error = None
+    except EndpointAuthError as error:
+        headers, auth_error = (), str(error)
+    fingerprint = take_fingerprint(spec, "" if endpoint.error else endpoint.base_url, endpoint.gke_facts or None,
+                                   headers=dict(headers), metrics_note=no_metrics_note(endpoint))
+    if endpoint.error or endpoint.api != "openai" or auth_error:
+        reason = (f"server start: {endpoint.error}" if endpoint.error else auth_error
+                  or f"load generator speaks the OpenAI API, the server speaks {endpoint.api}")
         repeats = range(deployment.first_repeat, deployment.first_repeat + deployment.repeats)
         windows = [PointWindow(point_id=p.point_id, repeat=r, failure_reason=reason)
                    for r in repeats for p in deployment.points]
@@ -93,36 +107,52 @@ def run_sweep(spec: BenchmarkSpec, deployment: Deployment, endpoint: Endpoint, t
         def run(point: SweepPoint, repeat: int = deployment.first_repeat) -> tuple[PointWindow, list[dict]]:
             for sampler in samplers:
                 sampler.begin(point.point_id)
-            window, rows = _run_point(spec, point, endpoint, prompts.make, repeat)
+            window, rows = _run_point(spec, point, endpoint, prompts, repeat, headers)
             for sampler in samplers:
                 sampler.end()
             windows.append(window)
             requests.extend(rows)
             # Saved after every point, so a sweep cut short (a timeout, a lost node) keeps what it measured.
             samples = [dict(row, run_id=spec.run_id) for sampler in samplers for row in list(sampler.rows)]
-            _save(out, spec, deployment, endpoint, windows, requests, samples, searches, fingerprint)
+            _save(out, spec, deployment, endpoint, windows, requests, samples, searches, fingerprint, reused_points)
             return window, rows
 
         with contextlib.ExitStack() as stack:
+            if note := no_metrics_note(endpoint):
+                print(f"warning: {note}")
             for sampler in samplers:
                 stack.enter_context(sampler)
                 for reason in sampler.unavailable:
                     print(f"warning: no metrics from the {reason}")
+            constraints = stop_constraints(spec)
             if spec.sweep.strategy == "adaptive":
-                measured, searches = _adaptive(spec, deployment, run)
+                measured, searches = _adaptive(spec, deployment, run, constraints)
                 deployment = deployment.model_copy(update={"points": measured})
             else:
-                _grid(deployment, run)
+                reused = _reusable(spec, deployment, fingerprint)
+                reused_points += [ReusedPoint(point_id=pid, run_id=row["run_id"], source_point_id=row["point_id"],
+                                              config_hash=row["config_hash"]) for pid, row in reused.items()]
+                reached = _grid(deployment, run, spec.slo, constraints, reused)
+                deployment = deployment.model_copy(update={"points": reached})
         samples = [dict(row, run_id=spec.run_id) for sampler in samplers for row in sampler.rows]
-    return _save(out, spec, deployment, endpoint, windows, requests, samples, searches, fingerprint)
+    return _save(out, spec, deployment, endpoint, windows, requests, samples, searches, fingerprint, reused_points)
 
 
 def _save(out: Path, spec: BenchmarkSpec, deployment: Deployment, endpoint: Endpoint, windows: list[PointWindow],
           requests: list[dict], samples: list[dict], searches: list,
-          fingerprint: Fingerprint | None = None) -> SweepManifest:
+          fingerprint: Fingerprint | None = None, reused: list[ReusedPoint] | None = None) -> SweepManifest:
     manifest = SweepManifest(deployment=deployment, endpoint=endpoint, windows=windows, searches=searches,
+                             reused=reused or [],
                              fingerprint=fingerprint)
     return write_sweep(out, manifest, requests, samples)
+
+
+def no_metrics_note(endpoint: Endpoint) -> str | None:
+    """Why the server's own metrics are not scraped, when they are not (an external endpoint without a
+    metrics_url): said on the console and in the run's notes, so null server columns are explained."""
+    if endpoint.metrics_url:
+        return None
+    return "server metrics: not scraped (no server.external.metrics_url), the points' server columns are null"
 
 
 def _samplers(spec: BenchmarkSpec, deployment: Deployment, endpoint: Endpoint) -> list[SamplerProcess]:
@@ -131,39 +161,106 @@ def _samplers(spec: BenchmarkSpec, deployment: Deployment, endpoint: Endpoint) -
     interval = spec.sweep.scrape_interval_s
     configs = [SamplerConfig("prometheus", deployment.deployment_id, interval, url=endpoint.metrics_url,
                              prefixes=(endpoint.metric_prefix,))] if endpoint.metrics_url else []
-    if spec.accelerator.type != "cpu":
+    if spec.accelerator.type != "cpu" and spec.server.kind != "external":  # an endpoint's GPUs are not here
         configs.append(SamplerConfig("gpu", deployment.deployment_id, interval))
-    return [SamplerProcess(configs)]
+    return [SamplerProcess(configs)] if configs else []
 
 
-def _grid(deployment: Deployment, run) -> None:
-    """Every point, then every point again for each further repeat (interleaved: never back to back)."""
+def _reusable(spec: BenchmarkSpec, deployment: Deployment, fingerprint: Fingerprint) -> dict[str, dict]:
+    """The points of `deployment` the lake has measured already for this configuration (resume), by point id."""
+    if not spec.sweep.resume:
+        return {}
+    hashes = {p.point_id: config_hash(spec, p, fingerprint.server_version) for p in deployment.points}
+    found = measured_in_lake(spec.lake_uri, hashes, spec.run_id)
+    if found:
+        runs = sorted({row["run_id"] for row in found.values()})
+        print(f"resume {deployment.deployment_id}: {len(found)} of {len(hashes)} points measured already (run "
+              f"{', '.join(runs)}), not run again; --force measures them anew", flush=True)
+    return found
+
+
+def stop_constraints(spec: BenchmarkSpec) -> list[Constraint]:
+    """The spec's early-stop rules; a dollar budget is priced from the catalog (said when it cannot be)."""
+    stop = spec.sweep.stop
+    if stop is None:
+        return []
+    price = None
+    if stop.max_dollars is not None:
+        price = load_catalog().price_per_gpu_hour(spec.accelerator.type) if spec.accelerator.type != "cpu" else None
+        if price is None:
+            print(f"warning: sweep.stop.max_dollars: the catalog has no price for {spec.accelerator.type}; "
+                  "the dollar budget is not applied")
+    return constraints_for(stop, spec.accelerator.count, price)
+
+
+def _climb_key(point: SweepPoint) -> tuple:
+    return point.workload, point.input_tokens, point.output_tokens
+
+
+def _grid(deployment: Deployment, run, slo: SLOSpec | None = None, constraints: list[Constraint] | None = None,
+          reused: dict[str, dict] | None = None) -> list[SweepPoint]:
+    """Every point, then every point again for each further repeat (interleaved: never back to back). With
+    stop constraints, a workload's climb ends at the first level one of them stops; its later levels are not
+    run. Points in `reused` (measured already, by point id) are not run; the constraints see their lake rows.
+    Returns the points that ran or were reused."""
+    reused = reused or {}
     # No auto-refresh: a render thread competes for CPU with the client and the server and
     # measurably slows streaming on small machines. The bar moves between points only.
     repeats = range(deployment.first_repeat, deployment.first_repeat + deployment.repeats)
+    history: dict[tuple, list[Level]] = {}
+    stopped: set[tuple] = set()
+    reached: list[SweepPoint] = []
     with Progress(auto_refresh=False) as progress:
         task = progress.add_task(f"sweep {deployment.deployment_id}", total=len(deployment.points) * len(repeats))
         for repeat in repeats:
             for point in deployment.points:
-                run(point, repeat)
+                if _climb_key(point) in stopped:
+                    continue
+                if repeat == deployment.first_repeat:
+                    reached.append(point)
+                if point.point_id in reused:
+                    row = reused[point.point_id]
+                    if constraints:  # the lake's row stands for the level
+                        history.setdefault(_climb_key(point), []).append(Level(
+                            point.batch_size, row.get("output_token_throughput"),
+                            (row.get("num_errors") or 0) / (row.get("num_requests") or 1), 0.0,
+                            row.get("duration_s") or 0.0))
+                    continue
+                window, rows = run(point, repeat)
+                if constraints:
+                    levels = history.setdefault(_climb_key(point), [])
+                    levels.append(level_of(point_result(point.batch_size, rows, window.failure_reason, window),
+                                           slo or SLOSpec()))
+                    if reason := first_stop(constraints, levels):
+                        window.stop_reason = reason
+                        stopped.add(_climb_key(point))
+                        print(f"stopped climbing after {point.point_id}: {reason}", flush=True)
                 tag = f" (repeat {repeat})" if deployment.repeats > 1 or repeat else ""
                 progress.update(task, advance=1,
                                 description=f"sweep {deployment.deployment_id}: {point.point_id}{tag}")
                 progress.refresh()
+    return reached
 
 
-def _adaptive(spec: BenchmarkSpec, deployment: Deployment, run) -> tuple[list[SweepPoint], list[AdaptiveSearch]]:
+def _adaptive(spec: BenchmarkSpec, deployment: Deployment, run,
+              constraints: list[Constraint] | None = None) -> tuple[list[SweepPoint], list[AdaptiveSearch]]:
     """Search each workload shape for its largest batch meeting the SLO; returns the measured points."""
     measured: list[SweepPoint] = []
+    windows: list[PointWindow] = []
     searches = []
     for shape in spec.workloads:
-        def measure(batch: int, isl: int = shape.input_tokens, osl: int = shape.output_tokens) -> PointResult:
-            point = plan_point(spec, "client_concurrency", deployment.deployment_id, batch, isl, osl)
+        def measure(batch: int, isl: int = shape.input_tokens, osl: int = shape.output_tokens,
+                    name: str | None = shape.name) -> PointResult:
+            point = plan_point(spec, "client_concurrency", deployment.deployment_id, batch, isl, osl, name)
             measured.append(point)
             window, rows = run(point)
-            return point_result(batch, rows, window.failure_reason)
+            windows.append(window)
+            return point_result(batch, rows, window.failure_reason, window)
 
-        result = find_largest_batch(measure, spec.slo, max(spec.sweep.batch_sizes))
+        result = find_largest_batch(measure, spec.slo, max(spec.sweep.batch_sizes), constraints=constraints)
+        if result.stop_reason and windows:
+            windows[-1].stop_reason = result.stop_reason  # the point after which the search stopped
+            print(f"stopped the search after {windows[-1].point_id}: {result.stop_reason}", flush=True)
         searches.append(AdaptiveSearch(input_tokens=shape.input_tokens, output_tokens=shape.output_tokens,
                                        result=result))
         print(f"adaptive {deployment.deployment_id} i{shape.input_tokens}-o{shape.output_tokens}: largest batch "
@@ -172,31 +269,54 @@ def _adaptive(spec: BenchmarkSpec, deployment: Deployment, run) -> tuple[list[Sw
     return measured, searches
 
 
-def point_result(batch: int, rows: list[dict], failure: str | None = None) -> PointResult:
+def point_result(batch: int, rows: list[dict], failure: str | None = None,
+                 window: PointWindow | None = None) -> PointResult:
     """The SLO metrics of one point's request rows (a point without a successful request, or one stopped
-    for a `failure`, has failed)."""
+    for a `failure`, has failed), with its throughput, error rate and wall time for the stop constraints."""
+    seconds = (window.ended_unix - window.started_unix) if window and window.started_unix and window.ended_unix \
+        else 0.0
     if not rows or failure is not None:
-        return PointResult(batch_size=batch, failed=True)
+        return PointResult(batch_size=batch, failed=True, error_rate=1.0, seconds=seconds)
     summary = summarise_requests(rows)
+    measured = summary["num_requests"] or 1
     return PointResult(batch_size=batch, ttft_p99_ms=summary["ttft_p99_ms"], tpot_p99_ms=summary["tpot_p99_ms"],
-                       e2e_p99_ms=summary["e2e_p99_ms"], failed=summary["status"] == "failed")
+                       e2e_p99_ms=summary["e2e_p99_ms"], failed=summary["status"] == "failed",
+                       output_throughput=summary.get("output_token_throughput"),
+                       error_rate=summary["num_errors"] / measured, seconds=seconds)
 
 
-def _run_point(spec: BenchmarkSpec, point: SweepPoint, endpoint: Endpoint, make_prompt,
-               repeat: int = 0) -> tuple[PointWindow, list]:
+def _run_point(spec: BenchmarkSpec, point: SweepPoint, endpoint: Endpoint, tokenizer: PromptFactory,
+               repeat: int = 0, headers: tuple[tuple[str, str], ...] = ()) -> tuple[PointWindow, list]:
+    workload = workload_of(spec, point)
+    sweep = spec.sweep
+    shape: dict[str, Any] = {"arrival": sweep.arrival, "burstiness": sweep.burstiness,
+                             "rate_end": point.ramp_to_rate}
+    try:
+        if point.trace and sweep.trace is not None:
+            trace = read_trace(sweep.trace)
+            shape |= {"schedule": trace.offsets, "lengths": [
+                (min(i or point.input_tokens, point.input_tokens), min(o or point.output_tokens, point.output_tokens))
+                for i, o in trace.lengths]}
+    except TraceError as error:
+        return PointWindow(point_id=point.point_id, repeat=repeat, failure_reason=str(error)[:500]), []
     plan = LoadPlan(
         base_url=endpoint.base_url, model=endpoint.served_name, input_tokens=point.input_tokens,
         output_tokens=point.output_tokens, concurrency=point.concurrency, rate=point.request_rate,
-        num_requests=requests_for(spec, point), duration_s=spec.sweep.duration_s,
+        num_requests=requests_for(spec, point), duration_s=point.duration_s or spec.sweep.duration_s, **shape,
         warmup_requests=spec.sweep.warmup_requests, timeout_s=spec.sweep.request_timeout_s, seed=spec.model.seed,
         dialect=spec.server.kind, workers=spec.sweep.client_workers, request_id_prefix=f"{point.point_id}-",
         connect_timeout_s=spec.sweep.connect_timeout_s, first_byte_timeout_s=spec.sweep.first_byte_timeout_s,
         idle_timeout_s=spec.sweep.idle_timeout_s, max_consecutive_failures=spec.sweep.max_consecutive_failures,
         max_error_rate=spec.sweep.max_error_rate, warmup_s=spec.sweep.warmup_s, cooldown_s=spec.sweep.cooldown_s,
-        sampling=sampling_of(workload_of(spec, point)),
+        sampling=sampling_of(workload), headers=headers, api=workload.api,
     )
     try:
+        # Each point and repeat draws its own order (a dataset's prompts met again would hit the prefix cache).
+        seed = (spec.model.seed + zlib.crc32(f"{point.point_id}/{repeat}".encode())) % 2**32
+        make_prompt = request_source(workload, tokenizer, seed, spec.server.max_model_len)
         result = run_load(plan, make_prompt)
+    except SourceError as error:  # a dataset that gives no requests: its own one-line reason
+        return PointWindow(point_id=point.point_id, repeat=repeat, failure_reason=str(error)[:500]), []
     except Exception as error:  # a broken point is recorded, the rest of the sweep goes on
         return PointWindow(point_id=point.point_id, repeat=repeat,
                            failure_reason=f"load generator: {error!r}"[:500]), []

@@ -101,7 +101,8 @@ def deploy_server(spec_json: str, capacity_json: str, deployment: str, owner: st
     endpoint = deploy(_spec(spec_json), model, planned.deployment_id, planned.max_num_seqs, owner,
                       sweep_mode=planned.sweep_mode, node_selector=capacity.node_selector)
     print(f"deployment {endpoint.deployment_id}: " + (f"FAILED: {endpoint.error}" if endpoint.error
-          else f"ready at {endpoint.base_url} in {endpoint.start_seconds:.1f} s"))
+          else f"ready at {endpoint.base_url}" + (f" in {endpoint.start_seconds:.1f} s"
+                                                    if endpoint.start_seconds is not None else " (running already)")))
     _write(out_endpoint_json, endpoint.model_dump_json())
 
 

@@ -80,8 +80,11 @@ def _sweep_seconds(spec: BenchmarkSpec) -> float:
         total = 0.0
         for point in deployment.points:
             batch = point.batch_size
-            if sweep.duration_s:
-                total += sweep.duration_s + sweep.request_timeout_s
+            if point.trace and sweep.trace is not None:  # the replay's length is the file's: a day at most
+                total += 86_400.0
+                continue
+            if point.duration_s or sweep.duration_s:
+                total += (point.duration_s or sweep.duration_s or 0.0) + sweep.request_timeout_s
                 continue
             requests = max(sweep.requests_per_point or batch, batch * sweep.rounds_per_point) + sweep.warmup_requests
             total += math.ceil(requests / batch) * sweep.request_timeout_s
@@ -141,6 +144,15 @@ def _hf_token_env(gke: GKESpec | None) -> list[SecretEnv]:
     return []
 
 
+def _endpoint_token_env(spec: BenchmarkSpec | None) -> list[SecretEnv]:
+    """An external endpoint's token from its Secret, for the steps that send it requests."""
+    external = spec.server.external if spec else None
+    if external is None or external.auth_secret is None or external.token_env is None:
+        return []
+    return [SecretEnv(name=external.token_env, secret_name=external.auth_secret.secret,
+                      secret_key=external.auth_secret.key)]
+
+
 def _runner_pod_settings(gke: GKESpec | None) -> dict[str, Any]:
     if gke is None:
         return {}
@@ -182,12 +194,13 @@ def build_workflow(spec: BenchmarkSpec | None = None, image: str = IMAGE, *, wit
         provision = step("provision", [spec_json, owner], [_out("capacity_json")], image)
         load_model = step("load-model", [spec_json], [_out_file("model")], image, env=_hf_token_env(gke) or None)
         plan_sweep = step("plan-sweep", [spec_json], [_out("deployments")], image)
+        endpoint_env = _endpoint_token_env(spec) or None
         deploy_server = step("deploy-server", [spec_json, _in("capacity_json"), deployment, owner, _in_file("model")],
-                             [_out("endpoint_json")], image)
+                             [_out("endpoint_json")], image, env=endpoint_env)
         raw = GCSArtifact(name="raw", path=f"{OUTPUTS}/raw", key=RAWS_KEY + "/{{inputs.parameters.deployment_id}}",
                           archive=NoneArchiveStrategy())
         sweep = step("sweep", [spec_json, deployment, _in("deployment_id"), _in("endpoint_json"), _in_file("model")],
-                     [raw], image)
+                     [raw], image, env=endpoint_env)
         teardown_server = step("teardown-server", [_in("endpoint_json"), owner], [], image)
         raws = GCSArtifact(name="raws", path=f"{INPUTS}/raws", key=RAWS_KEY)
         collect_metrics = step("collect-metrics", [spec_json, _in_file("model"), raws, _in_file("predicted")],

@@ -38,7 +38,7 @@ def compile_kfp(path: str | Path, spec: BenchmarkSpec | None = None) -> Path:
 
     pipeline = servesweep_pipeline
     if spec is not None and spec.gke is not None:
-        pipeline = with_runner_platform(servesweep_pipeline, spec.gke)
+        pipeline = with_runner_platform(servesweep_pipeline, spec.gke, spec.server.external)
     defaults = None
     if spec is not None:
         # One line: KFP copies defaults into a comment header, and a multi-line one breaks the YAML there.

@@ -18,9 +18,12 @@ from kfp.kubernetes import kubernetes_executor_config_pb2 as k8s_pb
 from kfp.pipeline_spec import pipeline_spec_pb2
 
 from servesweep.gke_spec import GKESpec, HuggingFaceModel
+from servesweep.spec import ExternalEndpoint, SecretRef
 
 HF_TOKEN_ENV = "HF_TOKEN"
 LOAD_MODEL_EXECUTOR = "exec-load-model"
+# The steps that talk to an external endpoint: they get its token from its Secret (server.external.auth_secret).
+ENDPOINT_EXECUTORS = ("exec-deploy-server", "exec-sweep")
 
 
 def _constant(value: str) -> pipeline_spec_pb2.TaskInputsSpec.InputParameterSpec:
@@ -29,8 +32,10 @@ def _constant(value: str) -> pipeline_spec_pb2.TaskInputsSpec.InputParameterSpec
     return spec
 
 
-def executor_config(gke: GKESpec, hf_token: bool = False) -> k8s_pb.KubernetesExecutorConfig:
-    """One step pod's settings; `hf_token` adds the hub token as env (load-model only)."""
+def executor_config(gke: GKESpec, hf_token: bool = False,
+                    endpoint_token: tuple[str, SecretRef] | None = None) -> k8s_pb.KubernetesExecutorConfig:
+    """One step pod's settings; `hf_token` adds the hub token as env (load-model only), `endpoint_token`
+    (variable, Secret key) an external endpoint's token (deploy-server and sweep)."""
     runner = gke.runner
     config = k8s_pb.KubernetesExecutorConfig()
     config.node_selector.labels.update(runner.node_selector)
@@ -47,18 +52,35 @@ def executor_config(gke: GKESpec, hf_token: bool = False) -> k8s_pb.KubernetesEx
             secret_name=source.token_secret, secret_name_parameter=_constant(source.token_secret),
             key_to_env=key_to_env,
         ))
+    if endpoint_token is not None:
+        env, ref = endpoint_token
+        config.secret_as_env.append(k8s_pb.SecretAsEnv(
+            secret_name=ref.secret, secret_name_parameter=_constant(ref.secret),
+            key_to_env=[k8s_pb.SecretAsEnv.SecretKeyToEnvMap(secret_key=ref.key, env_var=env)],
+        ))
     return config
+
+
+def endpoint_secret(external: ExternalEndpoint | None) -> tuple[str, SecretRef] | None:
+    """(variable, Secret key) of an external endpoint whose token lives in a Kubernetes Secret."""
+    if external is None or external.auth_secret is None or external.token_env is None:
+        return None
+    return external.token_env, external.auth_secret
 
 
 def executor_labels(pipeline: GraphComponent) -> list[str]:
     return sorted(pipeline.pipeline_spec.deployment_spec["executors"].keys())
 
 
-def with_runner_platform(pipeline: GraphComponent, gke: GKESpec) -> GraphComponent:
-    """A copy of `pipeline` whose step pods run where and as `gke.runner` says."""
+def with_runner_platform(pipeline: GraphComponent, gke: GKESpec,
+                         external: ExternalEndpoint | None = None) -> GraphComponent:
+    """A copy of `pipeline` whose step pods run where and as `gke.runner` says (and, for an external endpoint
+    whose token is in a Secret, whose deploy-server and sweep pods read it from there)."""
     executors = {}
+    token = endpoint_secret(external)
     for label in executor_labels(pipeline):
-        config = executor_config(gke, hf_token=label == LOAD_MODEL_EXECUTOR)
+        config = executor_config(gke, hf_token=label == LOAD_MODEL_EXECUTOR,
+                                 endpoint_token=token if label in ENDPOINT_EXECUTORS else None)
         if config.ByteSize():
             executors[label] = json_format.MessageToDict(config)
     platformed = copy.deepcopy(pipeline)

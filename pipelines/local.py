@@ -21,7 +21,8 @@ from servesweep.spec import BenchmarkSpec, spec_to_params
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _STARTED = re.compile(r"Executing task '([^']+)'")
 _FINISHED = re.compile(r"Task '([^']+)' finished with status (\w+)")
-_STEP_NOTES = re.compile(r"^\s*(deployment \S+: .*|adaptive \S+ .*|lake .*|stopped: .*|all \d+ points measured|"
+_STEP_NOTES = re.compile(r"^\s*(deployment \S+: .*|adaptive \S+ .*|lake .*|stopped: .*|"
+                         r"stopped (?:climbing|the search) .*|resume \S+: .*|all \d+ points measured|"
                          r"\d+ of \d+ points failed: .*)$")
 # The last step fails the run when points failed (servesweep.outcome): that is a verdict, not a crash.
 VERDICT_TASK = "check-points"

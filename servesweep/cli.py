@@ -76,6 +76,7 @@ _POINT_COLUMNS = [
     ("num_errors", "errs"), ("request_throughput", "req/s"), ("output_token_throughput", "out tok/s"),
     ("ttft_p50_ms", "TTFT p50 ms"), ("ttft_p99_ms", "TTFT p99 ms"), ("tpot_p50_ms", "TPOT p50 ms"),
     ("itl_p99_ms", "ITL p99 ms"), ("e2e_p99_ms", "E2E p99 ms"), ("server_start_s", "start s"),
+    ("reused_from_run", "measured by"),
 ]
 
 
@@ -140,8 +141,11 @@ def run(
     run_id: Annotated[str, typer.Option(help="Override the spec's run id.")] = "",
     lake: Annotated[str, typer.Option(help="Override the spec's lake URI (directory or gs://).")] = "",
     pipeline_root: Annotated[Path, typer.Option(help="Where KFP keeps task artifacts.")] = Path("local_outputs"),
+    force: Annotated[bool, typer.Option("--force", help="Measure every point, also those the lake already has for "
+                                        "the same configuration (sweep.resume: false).")] = False,
 ) -> None:
-    """Run the benchmark pipeline locally (KFP local runner) against a real server."""
+    """Run the benchmark pipeline locally (KFP local runner) against a real server. Points the lake has measured
+    for the same configuration are not run again (resume) unless --force."""
     _need(("kfp", "kfp"), ("transformers", "local"), purpose="servesweep run")
     from pipelines.local import PipelineFailed, run_locally
     from servesweep.runlock import LockError, run_lock
@@ -151,7 +155,10 @@ def run(
         spec = load_spec(spec_path)
         # Flags are validated like the spec (a --run-id of ../../x would put files outside the run's folders).
         flags = {"run_id": ("--run-id", run_id), "lake_uri": ("--lake", lake)}
-        overrides = {field: value for field, (_, value) in flags.items() if value}
+        overrides: dict[str, Any] = {field: value for field, (_, value) in flags.items() if value}
+        if force:
+            overrides["sweep"] = spec.sweep.model_dump(mode="json") | {"resume": False}
+            flags["sweep"] = ("--force", "")
         if overrides:
             spec = spec.with_fields(" ".join(flags[field][0] for field in overrides), **overrides)
     except SpecError as error:

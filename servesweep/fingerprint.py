@@ -83,12 +83,15 @@ def _git(repo: Path, *args: str) -> str:
     return done.stdout.strip()
 
 
-def server_version(kind: str, base_url: str, local: bool) -> tuple[str | None, str | None]:
-    """(version, where it came from): the server's API first, else (local servers) this venv's package."""
-    route = _VERSION_ROUTES.get(kind)
+def server_version(kind: str, base_url: str, local: bool,
+                   headers: dict[str, str] | None = None) -> tuple[str | None, str | None]:
+    """(version, where it came from): the server's API first, else (local servers) this venv's package. An
+    external endpoint is asked vLLM's route (GET /version)."""
+    route = _VERSION_ROUTES.get("vllm" if kind == "external" else kind)
     if route and base_url:
         try:
-            with urllib.request.urlopen(base_url.rstrip("/") + route[0], timeout=10) as response:
+            request = urllib.request.Request(base_url.rstrip("/") + route[0], headers=headers or {})
+            with urllib.request.urlopen(request, timeout=10) as response:
                 version = json.loads(response.read()).get(route[1])
             if version:
                 return str(version), f"GET {route[0]}"
@@ -126,18 +129,20 @@ def nvml_facts(device_ids: list[int] | None, count: int) -> dict[str, Any]:
                 "cuda_driver_version": f"{cuda // 1000}.{cuda % 1000 // 10}"}
 
 
-def take(spec: BenchmarkSpec, base_url: str = "", gke_facts: dict[str, str | None] | None = None) -> Fingerprint:
+def take(spec: BenchmarkSpec, base_url: str = "", gke_facts: dict[str, str | None] | None = None,
+         headers: dict[str, str] | None = None, metrics_note: str | None = None) -> Fingerprint:
     """The fingerprint of a run of `spec` against the server at `base_url`, from this machine.
 
     `gke_facts`: what the deploy step read from the server's pod and node (image, digest, machine type,
-    accelerator label); None for a local server.
+    accelerator label); None for a local server. `metrics_note`: why the server's metrics were not scraped.
     """
-    notes: list[str] = []
-    local = spec.gke is None
+    notes: list[str] = [metrics_note] if metrics_note else []
+    external = spec.server.kind == "external"
+    local = spec.gke is None and not external
     commit, dirty = git_state()
     if commit is None:
         notes.append("git_commit: servesweep does not run from a git checkout")
-    version, source = server_version(spec.server.kind, base_url, local)
+    version, source = server_version(spec.server.kind, base_url, local, headers)
     if version is None:
         notes.append(f"server_version: {spec.server.kind} reported none" + ("" if base_url else " (no server)"))
     canonical = canonical_spec(spec)
@@ -155,6 +160,10 @@ def take(spec: BenchmarkSpec, base_url: str = "", gke_facts: dict[str, str | Non
 def _placement(spec: BenchmarkSpec, gke_facts: dict[str, str | None] | None, notes: list[str]) -> dict[str, Any]:
     """Image, node and GPU fields: from the pod and node on GKE, from NVML on a local GPU, none on CPU."""
     fields: dict[str, Any] = {}
+    if spec.server.kind == "external":
+        notes.append("server_image, server_image_digest, node_machine_type, gpu_*: an external endpoint, not "
+                     "inspected (accelerator is the spec's word for it)")
+        return fields
     if spec.gke is None:
         notes.append("server_image, server_image_digest, node_machine_type: a local process, no container")
     else:

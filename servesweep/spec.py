@@ -20,7 +20,8 @@ from servesweep.secrets import withhold
 from servesweep.yamlfile import parse_mapping, read_mapping
 
 # vllm runs locally (vLLM's CPU build) and on GKE; the others only on GKE (servesweep.k8s.servers).
-ServerKind = Literal["vllm", "transformers", "tgi", "triton-trtllm", "jetstream", "sglang"]
+# external: a server that already runs (server.external), benchmarked as it is: nothing deployed or stopped.
+ServerKind = Literal["vllm", "transformers", "tgi", "triton-trtllm", "jetstream", "sglang", "external"]
 Accelerator = Literal[
     "cpu",
     "nvidia-l4",
@@ -53,6 +54,9 @@ _ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 EnvName = Annotated[str, StringConstraints(pattern=_ENV_NAME)]
 _K8S_NAME = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
 _SECRET_KEY = r"^[-._A-Za-z0-9]{1,253}$"
+_HTTP_URL = r"^https?://[A-Za-z0-9._\[\]:-]+(:[0-9]{1,5})?(/[^\s]*)?$"
+_HEADER_NAME = r"^[A-Za-z0-9-]{1,64}$"
+ENDPOINT_TOKEN_ENV = "SERVESWEEP_ENDPOINT_TOKEN"  # the variable a Secret-held endpoint token arrives in
 
 
 def run_id_for(name: str, job_id: str = "") -> str:
@@ -155,11 +159,46 @@ class SecretRef(_Strict):
     key: str = Field(..., pattern=_SECRET_KEY, description="Key inside the Secret (at most 253 characters).")
 
 
+class ExternalEndpoint(_Strict):
+    """A server that already runs somewhere (server.kind external): servesweep only sends it load."""
+
+    base_url: str = Field(..., max_length=1024, pattern=_HTTP_URL, description="http(s)://host[:port][/prefix] "
+                          "of its OpenAI-compatible API (the part before /v1); in a cluster a Service DNS name, e.g. "
+                          "http://vllm.serving.svc.cluster.local:8000.")
+    served_model_name: str = Field(..., min_length=1, max_length=256, description="The model name the endpoint "
+                                   "serves (the requests' `model` field).")
+    metrics_url: str | None = Field(None, max_length=1024, pattern=_HTTP_URL, description="Its Prometheus page "
+                                    "(e.g. http://host:8000/metrics); null: no server-side metrics, and the run "
+                                    "says so (console and runs.notes).")
+    metric_prefix: str = Field("vllm:", max_length=64, description="Prefix of the server's metric names that are "
+                               "kept (vllm:, tgi_, sglang:, ...).")
+    auth_env: EnvName | None = Field(None, description="Environment variable holding the token sent as "
+                                     f"`auth_header: auth_scheme <token>` (read where the steps run; with "
+                                     f"auth_secret: default {ENDPOINT_TOKEN_ENV}); null: no auth header.")
+    auth_secret: SecretRef | None = Field(None, description="Cluster runs: the Kubernetes Secret key that fills "
+                                          "auth_env in the deploy-server and sweep step pods (secretKeyRef).")
+    auth_header: str = Field("Authorization", pattern=_HEADER_NAME, description="Header the token goes in.")
+    auth_scheme: str = Field("Bearer", max_length=32, pattern=r"^[A-Za-z0-9-]*$", description="Word before the "
+                             "token in the header ('' : the token alone).")
+    tokenizer_dir: str | None = Field(None, max_length=1024, description="A local directory with the served "
+                                      "model's tokenizer.json, to build prompts of exact lengths; null: the "
+                                      "tokenizer of `model` (generated), so prompt lengths are approximate and "
+                                      "the server's usage counts are what the lake records.")
+
+    @property
+    def token_env(self) -> str | None:
+        """The variable the token is read from, if any."""
+        return self.auth_env or (ENDPOINT_TOKEN_ENV if self.auth_secret else None)
+
+
 class ServerSpec(_Strict):
     """The model server: its kind, context, start-up limit, memory and extra flags or environment."""
 
     kind: ServerKind = Field("vllm", description="Model server: vllm and transformers run locally and on GKE, the "
-                             "others on GKE only (servesweep/k8s/servers.py).")
+                             "others on GKE only (servesweep/k8s/servers.py); external: an endpoint that already "
+                             "runs (server.external), nothing is provisioned, deployed or stopped.")
+    external: ExternalEndpoint | None = Field(None, description="kind external only: where the endpoint is and "
+                                              "how to reach it.")
     max_model_len: int = Field(1024, gt=0, le=MAX_TOKENS, description="Context length, tokens, 1..2^20.")
     startup_timeout_s: float = Field(600.0, gt=0, le=MAX_SECONDS, description="Seconds to wait for a ready server, "
                                      "at most 86400.")
@@ -183,6 +222,8 @@ class ServerSpec(_Strict):
     def _env_names_once(self) -> ServerSpec:
         if both := sorted(set(self.env) & set(self.secret_env)):
             raise ValueError(f"{', '.join(both)} given in both env and secret_env")
+        if (self.kind == "external") != (self.external is not None):
+            raise ValueError("server.external is given exactly when server.kind is 'external'")
         return self
 
 
@@ -209,8 +250,85 @@ class AcceleratorSpec(_Strict):
 
 
 # Request fields the load generator sets itself: extra_body may not replace them.
-_OWN_FIELDS = frozenset({"model", "prompt", "stream", "stream_options", "max_tokens", "min_tokens", "temperature",
-                         "top_p", "top_k", "ignore_eos", "stop", "generation_config"})
+_OWN_FIELDS = frozenset({"model", "prompt", "messages", "stream", "stream_options", "max_tokens", "min_tokens",
+                         "temperature", "top_p", "top_k", "ignore_eos", "stop", "generation_config"})
+
+
+Api = Literal["completions", "chat"]
+DistributionKind = Literal["fixed", "uniform", "normal", "lognormal"]
+DatasetFormat = Literal["sharegpt", "jsonl", "hf"]
+_WORKLOAD_NAME = r"^[a-z0-9][a-z0-9-]{0,39}$"
+BUNDLED = "bundled:"  # a dataset path naming a file shipped in servesweep/data/
+
+
+class LengthDistribution(_Strict):
+    """How a synthetic length varies from request to request around the workload's own length (the mean),
+    drawn with the model seed and clipped to [min, max]."""
+
+    kind: DistributionKind = Field("fixed", description="fixed (every request the mean), uniform (min..max), "
+                                   "normal (mean, stddev) or lognormal (median the mean, sigma).")
+    min: int | None = Field(None, ge=1, le=MAX_TOKENS, description="Shortest length, tokens (uniform: required; "
+                            "others: a clip, default 1 for outputs, 2 for prompts).")
+    max: int | None = Field(None, ge=1, le=MAX_TOKENS, description="Longest length, tokens (uniform: required; "
+                            "others: a clip, default twice the mean, within the server's context).")
+    stddev: float | None = Field(None, gt=0, le=MAX_TOKENS, description="normal: standard deviation, tokens.")
+    sigma: float | None = Field(None, gt=0, le=4, description="lognormal: sigma of the log, (0, 4].")
+
+    @model_validator(mode="after")
+    def _parameters(self) -> LengthDistribution:
+        if self.kind == "uniform" and (self.min is None or self.max is None):
+            raise ValueError("a uniform distribution needs min and max")
+        if self.kind == "normal" and self.stddev is None:
+            raise ValueError("a normal distribution needs stddev")
+        if self.kind == "lognormal" and self.sigma is None:
+            raise ValueError("a lognormal distribution needs sigma")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} exceeds max {self.max}")
+        return self
+
+
+class DatasetSpec(_Strict):
+    """Prompts read from a local file or directory (never downloaded), one request per record, in a seeded
+    order; a workload's input_tokens then bounds the prompts kept and output_tokens the max_tokens."""
+
+    format: DatasetFormat = Field(..., description="sharegpt: ShareGPT JSON or JSONL ({conversations: [{from, "
+                                  "value}, ...]}: the first human turn is the prompt, the reply after it the output "
+                                  "length); jsonl: one {prompt, output_tokens?} per line; hf: a local Hugging Face "
+                                  "`datasets` directory (save_to_disk) or a Parquet file.")
+    path: str = Field(..., min_length=1, max_length=1024, description="The file or directory, where the steps "
+                      f"run; '{BUNDLED}NAME' for a file shipped with servesweep (servesweep/data/NAME, e.g. "
+                      f"{BUNDLED}sample-sharegpt.jsonl, generated by the project).")
+    prompt_column: str = Field("prompt", min_length=1, max_length=128, description="hf: the prompt column.")
+    output_column: str | None = Field(None, max_length=128, description="hf: a column of output lengths "
+                                      "(tokens), or of reference answers (their token count); null: none.")
+    min_prompt_tokens: int = Field(2, ge=2, le=MAX_TOKENS, description="Prompts shorter than this (tokens, by the "
+                                   "model's tokenizer) are left out; 2..2^20.")
+    output: Literal["dataset", "fixed", "distribution"] = Field(
+        "dataset", description="Each request's max_tokens: the dataset's length (clipped to output_tokens; "
+        "output_tokens where it has none), fixed (output_tokens), or drawn from output_distribution.")
+    shuffle: bool = Field(True, description="Records in a seeded random order (the model seed); false: file "
+                          "order. Either way they repeat when a point needs more requests than the file holds.")
+
+
+class SharedPrefixSpec(_Strict):
+    """Requests that share system prompts: `num_prefixes` distinct prefixes of `prefix_tokens` each, every
+    request one of them (in turn) followed by a question of its own (input_tokens - prefix_tokens tokens)."""
+
+    num_prefixes: int = Field(..., ge=1, le=10_000, description="Distinct shared prefixes, 1..10000.")
+    prefix_tokens: int = Field(..., ge=1, le=MAX_TOKENS, description="Tokens of each prefix, below input_tokens.")
+
+
+class ConversationSpec(_Strict):
+    """Multi-turn conversations: each request is one turn and carries every earlier turn of its conversation
+    with the answers (synthetic text of output_tokens tokens standing for the model's reply), so a server with
+    prefix caching reuses what it computed for the turn before. Turns go out in rounds: the first turn of every
+    conversation, then the second of every one, and so on."""
+
+    turns: int = Field(..., ge=2, le=64, description="Turns per conversation, 2..64.")
+    conversations: int = Field(8, ge=1, le=10_000, description="Conversations running side by side, 1..10000 "
+                               "(at least the batch size keeps the server's batch full).")
+    question_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS, description="Tokens of each user turn; null: "
+                                        "input_tokens // turns. The whole history stays within input_tokens.")
 
 
 class WorkloadShape(_Strict):
@@ -220,9 +338,27 @@ class WorkloadShape(_Strict):
     tokens per request (min_tokens = max_tokens, ignore_eos). Peers differ (README, "The spec").
     """
 
-    input_tokens: int = Field(..., ge=2, le=MAX_TOKENS, description="Prompt length, tokens, 2..2^20.")
+    input_tokens: int = Field(..., ge=2, le=MAX_TOKENS, description="Prompt length, tokens, 2..2^20 (with an "
+                              "input_distribution its mean; with a dataset the longest prompt kept).")
     output_tokens: int = Field(..., ge=1, le=MAX_TOKENS, description="Output length, tokens, 1..2^20: the "
-                               "requests' max_tokens.")
+                               "requests' max_tokens (with an output_distribution its mean; with a dataset the "
+                               "cap of its lengths).")
+    name: str | None = Field(None, pattern=_WORKLOAD_NAME, description="Names the workload in its point ids "
+                             "({mode}-b{batch}-{name}) instead of its lengths: needed when two workloads share "
+                             "input_tokens and output_tokens. 1-40 lowercase letters, digits, '-'.")
+    api: Api = Field("completions", description="completions: POST /v1/completions with a prompt; chat: POST "
+                     "/v1/chat/completions with messages (a synthetic prompt is one user message; the server's "
+                     "chat template adds its own tokens, counted in usage.prompt_tokens).")
+    dataset: DatasetSpec | None = Field(None, description="Prompts from a file instead of synthetic ones.")
+    shared_prefix: SharedPrefixSpec | None = Field(None, description="Synthetic prompts that share system "
+                                                   "prompts (prefix caching).")
+    conversation: ConversationSpec | None = Field(None, description="Synthetic multi-turn conversations, each "
+                                                  "turn carrying the earlier ones (prefix caching).")
+    input_distribution: LengthDistribution | None = Field(None, description="Synthetic prompts: how their "
+                                                          "length varies (default fixed).")
+    output_distribution: LengthDistribution | None = Field(None, description="How max_tokens varies (default "
+                                                           "fixed; with a dataset only when dataset.output is "
+                                                           "distribution).")
     requests_per_point: int | None = Field(
         None, ge=1, le=MAX_REQUESTS, description="This workload's own minimum requests per point, in place of "
         "sweep.requests_per_point (a 2048-token answer needs fewer requests than a 128-token one); 1..1e6.")
@@ -248,6 +384,22 @@ class WorkloadShape(_Strict):
     def _sampling(self) -> WorkloadShape:
         if self.min_tokens is not None and self.min_tokens > self.output_tokens:
             raise ValueError(f"min_tokens {self.min_tokens} exceeds output_tokens {self.output_tokens}")
+        shapes = [name for name in ("dataset", "shared_prefix", "conversation") if getattr(self, name) is not None]
+        if len(shapes) > 1:
+            raise ValueError(f"a workload takes one of dataset, shared_prefix, conversation; got {', '.join(shapes)}")
+        if self.shared_prefix is not None and self.shared_prefix.prefix_tokens >= self.input_tokens:
+            raise ValueError(f"shared_prefix.prefix_tokens {self.shared_prefix.prefix_tokens} must be below "
+                             f"input_tokens {self.input_tokens} (each request adds a question of its own)")
+        if shapes and self.input_distribution is not None:
+            raise ValueError(f"input_distribution is for plain synthetic prompts, not {shapes[0]}")
+        if self.dataset is not None and self.input_distribution is not None:
+            raise ValueError("input_distribution is for synthetic prompts: a dataset brings its own lengths")
+        if self.dataset is not None and self.dataset.min_prompt_tokens > self.input_tokens:
+            raise ValueError(f"dataset.min_prompt_tokens {self.dataset.min_prompt_tokens} exceeds input_tokens "
+                             f"{self.input_tokens}, the longest prompt kept")
+        if (self.dataset is not None and self.dataset.output == "distribution") != (
+                self.output_distribution is not None and self.dataset is not None):
+            raise ValueError("with a dataset, output_distribution goes with dataset.output: distribution")
         if taken := sorted(set(self.extra_body) & _OWN_FIELDS):
             raise ValueError(f"extra_body may not set {', '.join(taken)}: use the workload's own fields")
         try:
@@ -258,8 +410,77 @@ class WorkloadShape(_Strict):
 
     @property
     def min_output_tokens(self) -> int:
-        """The min_tokens every request asks for."""
+        """The min_tokens every request asks for (a request asking for fewer tokens: its max_tokens)."""
         return self.output_tokens if self.min_tokens is None else self.min_tokens
+
+    @property
+    def key(self) -> str:
+        """What the workload's point ids say: its name, else i{input}-o{output}."""
+        return self.name or f"i{self.input_tokens}-o{self.output_tokens}"
+
+    @property
+    def source(self) -> str:
+        """The data source building its requests (servesweep.loadgen.sources)."""
+        if self.dataset is not None:
+            return self.dataset.format
+        if self.shared_prefix is not None:
+            return "shared-prefix"
+        return "conversation" if self.conversation is not None else "synthetic"
+
+
+ArrivalKind = Literal["poisson", "gamma"]
+
+
+class LoadStage(_Strict):
+    """One stage of a multi-stage load: a fixed concurrency (closed loop) or an arrival rate (open loop, which
+    may ramp linearly to another rate) held for a while. Each stage is a point of its own, run back to back."""
+
+    duration_s: float = Field(..., gt=0, le=MAX_SECONDS, description="Seconds the stage lasts, at most 86400.")
+    rate: float | None = Field(None, gt=0, le=1e6, description="Open loop: arrivals per second at the stage's "
+                               "start, (0, 1e6].")
+    ramp_to_rate: float | None = Field(None, gt=0, le=1e6, description="Open loop: the rate at the stage's end, "
+                                       "reached linearly (a ramp); null: rate throughout.")
+    concurrency: int | None = Field(None, ge=1, le=MAX_BATCH, description=f"Closed loop: requests in flight, "
+                                    f"1..{MAX_BATCH}.")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> LoadStage:
+        if (self.rate is None) == (self.concurrency is None):
+            raise ValueError("a stage has either a rate (open loop) or a concurrency (closed loop)")
+        if self.ramp_to_rate is not None and self.rate is None:
+            raise ValueError("ramp_to_rate ramps an open-loop stage: give its starting rate")
+        return self
+
+
+class TraceSpec(_Strict):
+    """Replay recorded arrivals: a JSONL file of {timestamp, input_tokens?, output_tokens?} or a CSV with a
+    `timestamp` column (seconds; the first arrival is sent at the point's start), one point per workload."""
+
+    path: str = Field(..., min_length=1, max_length=1024, description="The trace file (.jsonl or .csv) where the "
+                      "steps run.")
+    time_scale: float = Field(1.0, gt=0, le=1000, description="Multiplies the gaps between arrivals: 0.5 replays "
+                              "twice as fast; (0, 1000].")
+    max_requests: int | None = Field(None, ge=1, le=MAX_REQUESTS, description="Replay only the first this many "
+                                     "arrivals; null: all.")
+
+
+class StopSpec(_Strict):
+    """When a sweep stops climbing to the next level (batch size, or stage), judged after each level of each
+    workload; the stop is recorded on the last level's point (points.stop_reason). Unset rules are off."""
+
+    min_throughput_gain: float | None = Field(None, ge=0, le=100, description="Stop when a level raised output "
+                                              "throughput by less than this fraction over the best level "
+                                              "before it (0.05: 5 %); 0..100.")
+    error_rate_above: float | None = Field(None, ge=0, lt=1, description="Stop when more than this fraction of a "
+                                           "level's measured requests failed; [0, 1).")
+    slo_margin: float | None = Field(None, ge=1, le=100, description="Stop when a level's p99 SLO metric "
+                                     "(slo.*_p99_ms) is over its limit by more than this factor (1.2: 20 % over); "
+                                     "1..100.")
+    max_gpu_hours: float | None = Field(None, gt=0, le=1e6, description="Stop before another level would take "
+                                        "accelerator.count x the sweep's wall time past this many hours.")
+    max_dollars: float | None = Field(None, gt=0, le=1e9, description="Stop before another level would cost more "
+                                      "than this, USD, at the catalog's list price per accelerator-hour (no "
+                                      "price for the accelerator: said, and not applied).")
 
 
 class SweepSpec(_Strict):
@@ -271,7 +492,22 @@ class SweepSpec(_Strict):
                                    description=(
         "How batch size is swept, each mode once: client_concurrency (one server capped at the largest batch, the "
         "client's concurrency varies) and/or server_max_seqs (a server per batch size, capped at it)."))
-    load: LoadKind = Field("closed", description="closed: fixed concurrency = batch size; open: Poisson arrivals.")
+    load: LoadKind = Field("closed", description="closed: fixed concurrency = batch size; open: arrivals at "
+                           "request_rates (Poisson, or gamma with `arrival`).")
+    arrival: ArrivalKind = Field("poisson", description="Open loop: how arrivals are spaced: poisson (exponential "
+                                 "gaps) or gamma (gaps with shape `burstiness`, as vLLM's bench).")
+    burstiness: float = Field(1.0, gt=0, le=100, description="Gamma arrivals: the gaps' shape, (0, 100]; 1 is "
+                              "Poisson, below 1 burstier, above 1 more regular. The mean rate stays the same.")
+    stages: list[LoadStage] = Field(default_factory=list, max_length=64, description="A multi-stage load instead "
+                                    "of the batch-size grid: each stage (a concurrency, or a rate that may ramp, "
+                                    "for duration_s) is a point, run back to back; at most 64.")
+    trace: TraceSpec | None = Field(None, description="Replay a file of arrival times instead of the grid.")
+    stop: StopSpec | None = Field(None, description="Stop climbing early (throughput plateau, errors, SLO, "
+                                  "budget); the grid (client_concurrency mode) and the adaptive search.")
+    resume: bool = Field(True, description="Grid strategy: run only the points the lake has not measured (ok or "
+                         "partial) for the same configuration (points.config_hash, servesweep/identity.py: the run "
+                         "id is not part of it); the others are copied into this run from the run that measured "
+                         "them (points.reused_from_run). false (`servesweep run --force`): measure every point.")
     strategy: SweepStrategy = Field(
         "grid", description="grid: every batch size; adaptive: search 1..max(batch_sizes) for the largest batch "
         "meeting the SLO (doubling, then bisection on the measured curve); client_concurrency, closed loop only.")
@@ -336,8 +572,21 @@ class SweepSpec(_Strict):
             raise ValueError("sweep modes must not repeat")
         return value
 
+    @property
+    def shaped(self) -> bool:
+        """Whether stages or a trace replace the batch-size grid."""
+        return bool(self.stages) or self.trace is not None
+
     @model_validator(mode="after")
     def _one_stop_rule(self) -> SweepSpec:
+        if self.stop is not None and (list(self.modes) != ["client_concurrency"] or self.repeats > 1):
+            raise ValueError("sweep.stop climbs one server's levels: client_concurrency mode, one repeat")
+        if self.shaped:
+            if self.stages and self.trace is not None:
+                raise ValueError("give stages or a trace, not both")
+            if list(self.modes) != ["client_concurrency"] or self.strategy != "grid" or self.repeats > 1:
+                raise ValueError("stages and traces run in client_concurrency mode, strategy grid, one repeat")
+            return self
         if self.requests_per_point is None and self.duration_s is None and not self.rounds_per_point:
             raise ValueError("give requests_per_point, rounds_per_point or duration_s")
         if self.load == "open" and len(self.request_rates) != len(self.batch_sizes):
@@ -437,25 +686,29 @@ class BenchmarkSpec(_Strict):
 
     @model_validator(mode="after")
     def _fits_context(self) -> BenchmarkSpec:
-        shapes = [(w.input_tokens, w.output_tokens) for w in self.workloads]
+        shapes = [w.key for w in self.workloads]
         if len(set(shapes)) != len(shapes):
-            raise ValueError("workloads repeat an input/output shape (their points would share ids)")
+            raise ValueError("workloads repeat an input/output shape (their points would share ids): give each a "
+                             "`name`")
         for shape in self.workloads:
             if shape.input_tokens + shape.output_tokens > self.server.max_model_len:
                 raise ValueError(
                     f"workload {shape.input_tokens}+{shape.output_tokens} tokens exceeds "
                     f"server.max_model_len={self.server.max_model_len}"
                 )
-        if self.server.max_model_len > self.model.resolved_shape().max_position_embeddings:
+        external = self.server.kind == "external"
+        if not external and self.server.max_model_len > self.model.resolved_shape().max_position_embeddings:
             raise ValueError("server.max_model_len exceeds the model's max_position_embeddings")
+        if self.sweep.stop is not None and self.sweep.stop.slo_margin is not None and not self.slo.has_p99_limits:
+            raise ValueError("sweep.stop.slo_margin needs an SLO limit (slo.*_p99_ms)")
         if self.sweep.strategy == "adaptive" and not self.slo.has_p99_limits:
             raise ValueError("the adaptive strategy needs at least one SLO limit (slo.*_p99_ms)")
         if self.model.weights == "dummy" and self.server.kind != "vllm":
             raise ValueError("model.weights 'dummy' needs server.kind 'vllm' (--load-format dummy)")
-        if is_checkpoint_method(self.quantization) and self.model.weights != "dummy":
+        if is_checkpoint_method(self.quantization) and self.model.weights != "dummy" and not external:
             raise ValueError(f"quantization {self.quantization!r} is a quantized checkpoint: it needs "
                              "model.weights 'dummy' (vLLM draws weights in that layout)")
-        if self.gke is not None and self.accelerator.type == "cpu":
+        if self.gke is not None and self.accelerator.type == "cpu" and not external:
             raise ValueError("a gke run needs a GPU accelerator; accelerator 'cpu' runs locally (drop `gke`)")
         self._check_secret_env()
         return self

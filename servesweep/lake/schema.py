@@ -58,7 +58,8 @@ the column says otherwise; a "token chunk" is an SSE event whose choice carries 
   the server's image, digest and node type, the GPUs (NVML: names, count, driver, CUDA), the load
   generator's CPU and Python. `notes` says why a field is null.
 
-Migration: readers accept every version; a column an older lake lacks reads as null (no rewrite), and a
+Migration: readers accept every version; a column an older lake lacks reads as null (no rewrite; `migrate`
+brings a table read from an older file to this version, one small function per version step), and a
 lake without a `runs` table has no fingerprints. v4 lakes read by an older servesweep lose the new
 columns only. The committed H100 and H200 lakes (v2, v3) stay readable: tests/integration/results/test_gpu_results.py,
 tests/integration/results/test_h200_results.py.
@@ -78,7 +79,13 @@ import pyarrow as pa
 #      sampling parameters, warm-up/cool-down settings and counts, repeats, 95 % intervals, noisy,
 #      p99_few_requests, goodput and slo_attainment with the per-request limits applied. Older lakes read
 #      with all of these null.
-SCHEMA_VERSION = 4
+#   5: points gain api, workload_name and workload_source (where the requests came from: synthetic, a
+#      dataset format, shared-prefix, conversation) and prefix_cache_queries, prefix_cache_hits,
+#      prefix_cache_hit_rate (vLLM's counters); load shapes: stage, ramp_to_rate, trace, arrival,
+#      burstiness; stop_reason (the early-stop constraint that ended the climb after the point); config_hash
+#      (servesweep/identity.py) and reused_from_run (resume). Older lakes read with these null
+#      (migrate_v4_to_v5).
+SCHEMA_VERSION = 5
 TABLES = ("requests", "points", "server_metrics", "runs")
 PARTITION_COLUMN = "run_id"
 STATS = ("p50", "p90", "p95", "p99", "mean")
@@ -149,6 +156,13 @@ POINTS = pa.schema(
         _f("status", pa.string(), "'ok', 'partial' (some errors) or 'failed' (no successful request, or stopped "
            "early: failure_reason).", nullable=False),
         _f("failure_reason", pa.string(), "Why the point failed (server start, circuit breaker, all failed...)."),
+        _f("config_hash", pa.string(), "sha256 of what the point measured, without the run id "
+           "(servesweep/identity.py: model, quantization, server kind and version, accelerator, workload, "
+           "sampling, load, request counts): equal hashes, comparable points; resume and merges match on it."),
+        _f("reused_from_run", pa.string(), "Resume: the run that measured this point (its rows copied here, not "
+           "measured again); null: measured by this run."),
+        _f("stop_reason", pa.string(), "The sweep stopped climbing after this point, and why (sweep.stop: throughput "
+           "plateau, error rate, SLO broken, budget); null: it went on, or was the last level."),
         _f("run_name", pa.string(), "Spec name."),
         _f("started_at", pa.timestamp("us", tz="UTC"), "Point start."),
         _f("model_name", pa.string(), "Served model name."),
@@ -162,12 +176,23 @@ POINTS = pa.schema(
         _f("accelerator", pa.string(), "cpu or a GKE accelerator type."),
         _f("accelerator_count", pa.int32(), "Accelerators per server."),
         _f("sweep_mode", pa.string(), "client_concurrency (one deploy) or server_max_seqs (redeploy)."),
-        _f("load_kind", pa.string(), "closed (fixed concurrency) or open (Poisson)."),
+        _f("load_kind", pa.string(), "closed (fixed concurrency) or open (arrivals on a schedule)."),
+        _f("arrival", pa.string(), "Open loop: poisson or gamma arrivals (null: closed loop)."),
+        _f("burstiness", pa.float64(), "Open loop: the gamma gaps' shape (1: Poisson; below 1 burstier)."),
+        _f("stage", pa.int32(), "sweep.stages: which stage (0-based) the point is; null: not a staged load."),
+        _f("ramp_to_rate", pa.float64(), "A ramping stage: the arrival rate at its end, req/s (request_rate: at its "
+           "start)."),
+        _f("trace", pa.bool_(), "The point replayed sweep.trace's arrivals (request_rate null; scheduled_rate "
+           "is the trace's)."),
         _f("batch_size", pa.int32(), "The swept batch size: client concurrency or server cap.", nullable=False),
         _f("concurrency", pa.int32(), "Client concurrency limit."),
         _f("request_rate", pa.float64(), "Requested arrival rate, req/s (open loop)."),
-        _f("input_tokens", pa.int32(), "Requested prompt length."),
-        _f("output_tokens", pa.int32(), "Requested output length."),
+        _f("input_tokens", pa.int32(), "Requested prompt length (a dataset workload: the longest prompt kept)."),
+        _f("output_tokens", pa.int32(), "Requested output length (a dataset workload: the cap of its lengths)."),
+        _f("api", pa.string(), "completions (/v1/completions) or chat (/v1/chat/completions)."),
+        _f("workload_name", pa.string(), "The workload's name (workloads[].name); null: known by its lengths."),
+        _f("workload_source", pa.string(), "Where the prompts came from: synthetic, or a dataset format (sharegpt, "
+           "jsonl, hf); requests.requested_* hold each request's own lengths."),
         _f("num_requests", pa.int32(), "Measured requests (warm-up excluded)."),
         _f("num_errors", pa.int32(), "Measured requests that failed."),
         _f("duration_s", pa.float64(), "Last end - first send of measured requests."),
@@ -198,6 +223,12 @@ POINTS = pa.schema(
         _f("running_requests_mean", pa.float64(), "Mean running requests on the server."),
         _f("running_requests_max", pa.float64(), "Peak running requests on the server."),
         _f("waiting_requests_max", pa.float64(), "Peak queued requests on the server."),
+        _f("prefix_cache_queries", pa.float64(), "Prompt tokens the server looked up in its prefix cache during the "
+           "point (increase of vllm:prefix_cache_queries_total over the point's scrapes)."),
+        _f("prefix_cache_hits", pa.float64(), "Of those, tokens found in the cache (vllm:prefix_cache_hits_total)."),
+        _f("prefix_cache_hit_rate", pa.float64(), "prefix_cache_hits / prefix_cache_queries: the share of prompt "
+           "tokens the server did not have to compute; null without those counters (prefix caching off, another "
+           "server, or fewer than two scrapes)."),
         _f("gpu_utilization_mean", pa.float64(), "Mean NVML GPU utilisation (%) over the point's samples."),
         _f("gpu_memory_used_max_gib", pa.float64(), "Peak GPU memory used (GiB) by any GPU during the point."),
         _f("gpu_power_mean_w", pa.float64(), "Mean GPU power draw (W) per GPU during the point."),
@@ -280,6 +311,36 @@ RUNS = pa.schema(
 
 SCHEMAS: dict[str, pa.Schema] = {"requests": REQUESTS, "points": POINTS, "server_metrics": SERVER_METRICS,
                                  "runs": RUNS}
+
+
+# --- migrations: each turns a table written by version N into version N + 1, self-contained ----------------
+
+def migrate_v4_to_v5(table: str, data: pa.Table) -> pa.Table:
+    """v4 -> v5: points gain api, workload_name, workload_source and the prefix-cache columns (null: unknown
+    for rows written before)."""
+    if table != "points":
+        return data
+    added = {"api": pa.string(), "workload_name": pa.string(), "workload_source": pa.string(),
+             "prefix_cache_queries": pa.float64(), "prefix_cache_hits": pa.float64(),
+             "prefix_cache_hit_rate": pa.float64(), "arrival": pa.string(), "burstiness": pa.float64(),
+             "stage": pa.int32(), "ramp_to_rate": pa.float64(), "trace": pa.bool_(), "stop_reason": pa.string(),
+             "config_hash": pa.string(), "reused_from_run": pa.string()}
+    for name, kind in added.items():
+        if name not in data.column_names:
+            data = data.append_column(pa.field(name, kind), pa.nulls(len(data), kind))
+    return data
+
+
+MIGRATIONS = {4: migrate_v4_to_v5}  # from version -> the function to the next
+
+
+def migrate(table: str, data: pa.Table, from_version: int) -> pa.Table:
+    """`data` of `table` as written by `from_version`, brought to SCHEMA_VERSION step by step (versions before
+    4 need none: readers take a missing column as null)."""
+    for version in range(from_version, SCHEMA_VERSION):
+        if version in MIGRATIONS:
+            data = MIGRATIONS[version](table, data)
+    return data
 
 
 def describe(table: str) -> list[tuple[str, str, str]]:

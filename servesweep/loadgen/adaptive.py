@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from pydantic import BaseModel, Field
 
+from servesweep.loadgen.constraints import Constraint, Level, first_stop
 from servesweep.spec import SLOSpec
 
 _SLO_METRICS = ("ttft_p99_ms", "tpot_p99_ms", "e2e_p99_ms")
@@ -30,6 +31,9 @@ class PointResult(BaseModel):
     tpot_p99_ms: float | None = None
     e2e_p99_ms: float | None = None
     failed: bool = Field(False, description="No successful request: counts as missing the SLO.")
+    output_throughput: float | None = Field(None, description="Output tok/s (for the stop constraints).")
+    error_rate: float = Field(0.0, description="Failed / measured requests.")
+    seconds: float = Field(0.0, description="Wall time the point took.")
 
 
 class AdaptiveResult(BaseModel):
@@ -37,6 +41,11 @@ class AdaptiveResult(BaseModel):
     points_used: int
     grid_points: int = Field(description="Points a full grid over the same range would have measured.")
     trace: list[PointResult] = Field(description="Measured points, in measurement order.")
+    stop_reason: str | None = Field(None, description="Why a stop constraint ended the search early.")
+
+
+class _Stopped(Exception):
+    """A stop constraint fired: the search ends with what it has."""
 
 
 def slo_margin(point: PointResult, slo: SLOSpec) -> float:
@@ -57,26 +66,41 @@ def meets(point: PointResult, slo: SLOSpec) -> bool:
     return slo_margin(point, slo) <= 1.0
 
 
+def level_of(point: PointResult, slo: SLOSpec) -> Level:
+    """What the stop constraints see of a measured point."""
+    return Level(point.batch_size, point.output_throughput, point.error_rate, slo_margin(point, slo), point.seconds)
+
+
 def find_largest_batch(measure: Callable[[int], PointResult], slo: SLOSpec, max_batch: int,
-                       min_batch: int = 1) -> AdaptiveResult:
-    """Search integer batch sizes in [min_batch, max_batch]; each is measured at most once."""
+                       min_batch: int = 1, constraints: list[Constraint] | None = None) -> AdaptiveResult:
+    """Search integer batch sizes in [min_batch, max_batch]; each is measured at most once. A stop constraint
+    (servesweep.loadgen.constraints), judged on the points in measurement order, ends the search early: the
+    answer is then the largest batch that met the SLO so far."""
     if not 1 <= min_batch <= max_batch:
         raise ValueError("need 1 <= min_batch <= max_batch")
     trace: list[PointResult] = []
     margins: dict[int, float] = {}
+    stop: str | None = None
 
     def probe(batch: int) -> bool:
+        nonlocal stop
         if batch not in margins:
             point = measure(batch)
             trace.append(point)
             margins[batch] = slo_margin(point, slo)
+            if constraints and (stop := first_stop(constraints, [level_of(p, slo) for p in trace])):
+                raise _Stopped
         return margins[batch] <= 1.0
 
-    passing, failing = _double(probe, min_batch, max_batch)
-    if passing is not None and failing is not None:
-        passing = _narrow(probe, margins, passing, failing)
+    try:
+        passing, failing = _double(probe, min_batch, max_batch)
+        if passing is not None and failing is not None:
+            passing = _narrow(probe, margins, passing, failing)
+    except _Stopped:
+        met = [b for b, margin in margins.items() if margin <= 1.0]
+        passing = max(met) if met else None
     return AdaptiveResult(best_batch=passing, points_used=len(trace), grid_points=max_batch - min_batch + 1,
-                          trace=trace)
+                          trace=trace, stop_reason=stop)
 
 
 def _double(probe: Callable[[int], bool], low: int, high: int) -> tuple[int | None, int | None]:

@@ -94,10 +94,43 @@ class Sampling:
     extra: tuple[tuple[str, object], ...] = ()  # further request fields, sent as given
 
     def min_for(self, output_tokens: int) -> int:
-        return output_tokens if self.min_tokens is None else self.min_tokens
+        """min_tokens of a request asking for `output_tokens` at most (never above it)."""
+        return output_tokens if self.min_tokens is None else min(self.min_tokens, output_tokens)
 
 
 GREEDY = Sampling()
+
+Api = str  # "completions" (/v1/completions, a prompt) or "chat" (/v1/chat/completions, messages)
+ROUTES = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    """One request's input (picklable: crosses to workers): a prompt text, or chat messages (role, content),
+    with the lengths it asks for: its prompt's tokens as built or counted, and its max_tokens."""
+
+    input_tokens: int
+    output_tokens: int
+    text: str = ""
+    messages: tuple[tuple[str, str], ...] = ()
+
+
+def as_prompt(made: str | Prompt, input_tokens: int, output_tokens: int) -> Prompt:
+    """A prompt maker's result as a Prompt: a plain string asks for the point's own lengths."""
+    return made if isinstance(made, Prompt) else Prompt(input_tokens, output_tokens, text=made)
+
+
+def request_payload(model: str, prompt: Prompt, api: Api = "completions", dialect: str = "vllm",
+                    sampling: Sampling = GREEDY) -> dict:
+    """The streaming body of one request: completions with `prompt.text`, or chat with `prompt.messages`
+    (a text prompt becomes one user message). Chat asks for usage in the stream like completions does."""
+    payload = completion_payload(model, prompt.text, prompt.output_tokens, dialect, sampling)
+    if api != "chat":
+        return payload
+    del payload["prompt"]
+    messages = prompt.messages or (("user", prompt.text),)
+    return {"model": model, "messages": [{"role": role, "content": content} for role, content in messages],
+            **{k: v for k, v in payload.items() if k != "model"}}
 
 
 def completion_payload(model: str, prompt: str, output_tokens: int, dialect: str = "vllm",
@@ -138,7 +171,7 @@ class Target:
     kernel_stamps: bool = False  # time reads by the kernel's receive stamp (plain HTTP on Linux)
 
     @classmethod
-    def from_base_url(cls, base_url: str, route: str = "/v1/completions") -> Target:
+    def from_base_url(cls, base_url: str, route: str = ROUTES["completions"]) -> Target:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"base_url must be http(s)://host[:port][/prefix], got {base_url!r}")
@@ -146,11 +179,14 @@ class Target:
         return cls(parts.hostname, parts.port or (443 if tls else 80), tls, parts.path.rstrip("/") + route,
                    kernel_stamps=not tls and rx_timestamps_supported())
 
-    def request_bytes(self, payload: dict, request_id: str) -> bytes:
-        """The complete HTTP request, built before the clock starts so a send is one write."""
+    def request_bytes(self, payload: dict, request_id: str, headers: Sequence[tuple[str, str]] = ()) -> bytes:
+        """The complete HTTP request, built before the clock starts so a send is one write; `headers` are
+        added as given (an external endpoint's auth header)."""
         body = json.dumps(payload, separators=(",", ":")).encode()
+        extra = "".join(f"{name}: {value}\r\n" for name, value in headers)
         head = (f"POST {self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: application/json\r\n"
-                f"Accept: text/event-stream\r\nX-Request-Id: {request_id}\r\nContent-Length: {len(body)}\r\n\r\n")
+                f"Accept: text/event-stream\r\nX-Request-Id: {request_id}\r\n{extra}Content-Length: {len(body)}"
+                "\r\n\r\n")
         return head.encode() + body
 
     async def connect(self, origin: float, read_lags: array | None = None,

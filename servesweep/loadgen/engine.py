@@ -33,12 +33,15 @@ from dataclasses import dataclass
 
 from servesweep.loadgen.client import (
     GREEDY,
+    ROUTES,
     Done,
+    Prompt,
     RequestRecord,
     Sampling,
     StreamingConnection,
     Target,
-    completion_payload,
+    as_prompt,
+    request_payload,
 )
 
 _clock = time.perf_counter
@@ -55,14 +58,15 @@ class WorkerJob:
     input_tokens: int
     output_tokens: int
     timeout_s: float
-    prompts: list[str]
+    prompts: list[Prompt]
     indices: list[int]
     request_ids: list[str]
     concurrency: int | None
     schedule: list[float] | None = None  # open loop: send offsets (s) after the go time, one per prompt
     duration_s: float | None = None
-    warmup_prompts: tuple[str, ...] = ()
+    warmup_prompts: tuple[Prompt, ...] = ()
     dialect: str = "vllm"
+    api: str = "completions"  # completions or chat (servesweep.loadgen.client.ROUTES)
     connect_timeout_s: float | None = None
     first_byte_timeout_s: float = float("inf")
     idle_timeout_s: float = float("inf")
@@ -71,8 +75,9 @@ class WorkerJob:
     sampling: Sampling = GREEDY
     phases: list[int] | None = None  # open loop: MEASURED, WARMUP or COOLDOWN per prompt; None: all measured
     warmup_s: float = 0.0  # closed loop: seconds at the point's concurrency before the measured requests
-    timed_warmup_prompts: tuple[str, ...] = ()  # closed loop: cycled through during warmup_s
+    timed_warmup_prompts: tuple[Prompt, ...] = ()  # closed loop: cycled through during warmup_s
     warmup_id_prefix: str = "t"  # X-Request-Id prefix of those timed warm-up requests
+    headers: tuple[tuple[str, str], ...] = ()  # sent with every request (an external endpoint's auth)
 
 
 class LagMonitor:
@@ -118,10 +123,13 @@ class Engine:
     def __init__(self, job: WorkerJob, origin: float) -> None:
         self.job = job
         self.origin = origin
-        self.target = Target.from_base_url(job.base_url)
+        self.target = Target.from_base_url(job.base_url, ROUTES[job.api])
         self.monitor = LagMonitor()
         self.read_lags = array("d")  # kernel receive -> read, per read (kernel-stamped connections only)
-        self._requests = [self._request(prompt, rid) for prompt, rid in zip(job.prompts, job.request_ids, strict=True)]
+        # A plain string (a caller's own WorkerJob) asks for the job's lengths.
+        self._prompts = [as_prompt(p, job.input_tokens, job.output_tokens) for p in job.prompts]
+        self._requests = [self._request(prompt, rid) for prompt, rid in zip(self._prompts, job.request_ids,
+                                                                            strict=True)]
         self._idle: list[StreamingConnection] = []
         self._records: list[RequestRecord] = []
         self._next = 0
@@ -136,15 +144,16 @@ class Engine:
         self._warm_sent = 0
         self.stopped: str | None = None  # why the circuit breaker stopped the point
 
-    def _request(self, prompt: str, request_id: str) -> bytes:
+    def _request(self, prompt: Prompt, request_id: str) -> bytes:
         job = self.job
-        payload = completion_payload(job.model, prompt, job.output_tokens, job.dialect, job.sampling)
-        return self.target.request_bytes(payload, request_id)
+        payload = request_payload(job.model, prompt, job.api, job.dialect, job.sampling)
+        return self.target.request_bytes(payload, request_id, job.headers)
 
-    def _record(self, index: int, warmup: bool, **fields) -> RequestRecord:
-        job = self.job
-        return RequestRecord(index, warmup, job.input_tokens, job.output_tokens,
-                             min_output_tokens=job.sampling.min_for(job.output_tokens), **fields)
+    def _record(self, index: int, warmup: bool, prompt: Prompt, **fields) -> RequestRecord:
+        # min_tokens never above this request's own max_tokens (a dataset's output may be shorter)
+        fewest = min(self.job.sampling.min_for(prompt.output_tokens), prompt.output_tokens)
+        return RequestRecord(index, warmup, prompt.input_tokens, prompt.output_tokens, min_output_tokens=fewest,
+                             **fields)
 
     async def connect(self) -> None:
         """Open the connections a closed loop needs before the clock starts (no connect in TTFT). Called
@@ -173,8 +182,10 @@ class Engine:
 
     async def warmup(self) -> list[RequestRecord]:
         records = []
-        for i, prompt in enumerate(self.job.warmup_prompts):
-            record = self._record(-(i + 1), True,
+        job = self.job
+        for i, made in enumerate(job.warmup_prompts):
+            prompt = as_prompt(made, job.input_tokens, job.output_tokens)
+            record = self._record(-(i + 1), True, prompt,
                                   request_id=f"{self.job.request_ids[0] if self.job.request_ids else 'w'}-w{i}")
             await self._one(self._request(prompt, record.request_id), record)
             records.append(record)
@@ -234,16 +245,17 @@ class Engine:
         pool, j = self.job.timed_warmup_prompts, self._warm_sent
         self._warm_sent += 1
         request_id = f"{self.job.warmup_id_prefix}{j}"
-        record = self._record(-(j + 1), True, scheduled_at=scheduled, request_id=request_id)
+        prompt = as_prompt(pool[j % len(pool)], self.job.input_tokens, self.job.output_tokens)
+        record = self._record(-(j + 1), True, prompt, scheduled_at=scheduled, request_id=request_id)
         self._records.append(record)
-        return record, self._request(pool[j % len(pool)], request_id)
+        return record, self._request(prompt, request_id)
 
     def _take(self, scheduled: float) -> tuple[RequestRecord, bytes]:
         k = self._next
         self._next += 1
         job = self.job
         phase = job.phases[k] if job.phases is not None else MEASURED
-        record = self._record(job.indices[k], phase == WARMUP, scheduled_at=scheduled,
+        record = self._record(job.indices[k], phase == WARMUP, self._prompts[k], scheduled_at=scheduled,
                               request_id=job.request_ids[k], cooldown=phase == COOLDOWN)
         self._records.append(record)
         return record, self._requests[k]

@@ -1,4 +1,5 @@
-"""Load patterns: closed loop at a fixed concurrency, open loop at a Poisson arrival rate.
+"""Load patterns: closed loop at a fixed concurrency; open loop with Poisson or gamma (bursty) arrivals at a
+rate that may ramp linearly, or at the times of a recorded trace.
 
 One worker runs in this process. With `workers` > 1 the point is split across worker processes,
 each with its own event loop (uvloop when installed): the concurrency (closed loop) or the arrivals
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import multiprocessing
 import random
 import time
@@ -21,7 +23,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
-from servesweep.loadgen.client import GREEDY, RequestRecord, Sampling, Target
+from servesweep.loadgen.client import GREEDY, ROUTES, Prompt, RequestRecord, Sampling, Target, as_prompt
 from servesweep.loadgen.engine import COOLDOWN, MEASURED, WARMUP, Engine, WorkerJob
 
 _GO_MARGIN_S = 0.05  # workers are told to start this far in the future, so all start together
@@ -35,7 +37,15 @@ class LoadPlan(BaseModel):
     input_tokens: int = Field(ge=2)
     output_tokens: int = Field(ge=1)
     concurrency: int | None = Field(None, ge=1, description="In-flight cap; required for closed loop.")
-    rate: float | None = Field(None, gt=0, description="Poisson arrivals per second (open loop).")
+    rate: float | None = Field(None, gt=0, description="Arrivals per second (open loop); a ramp's starting rate.")
+    rate_end: float | None = Field(None, gt=0, description="Open loop: the rate reached linearly at duration_s "
+                                   "(a ramp), then held; None: `rate` throughout.")
+    arrival: str = Field("poisson", description="poisson (exponential gaps) or gamma (gaps of shape burstiness).")
+    burstiness: float = Field(1.0, gt=0, description="Gamma arrivals' shape: 1 Poisson, < 1 burstier.")
+    schedule: list[float] | None = Field(None, description="Open loop: explicit arrival offsets (s, ascending; a "
+                                         "trace replay) in place of a rate.", repr=False)
+    lengths: list[tuple[int, int]] | None = Field(None, description="With a schedule: each arrival's (input, "
+                                                  "output) tokens.", repr=False)
     num_requests: int | None = Field(None, ge=1)
     duration_s: float | None = Field(None, gt=0)
     warmup_requests: int = Field(0, ge=0, description="Requests sent one at a time before the point.")
@@ -58,18 +68,27 @@ class LoadPlan(BaseModel):
     workers: int = Field(1, ge=1, le=256, description="Client processes; use more when one core cannot keep up.")
     request_id_prefix: str = Field("r", description="X-Request-Id = prefix + request index.")
     dialect: str = Field("vllm", description="Server kind whose request fields to use (see completion_payload).")
+    api: str = Field("completions", description="completions (/v1/completions) or chat (/v1/chat/completions).")
+    headers: tuple[tuple[str, str], ...] = Field((), description="Sent with every request (an external "
+                                                 "endpoint's auth header); never recorded.", repr=False)
 
     @model_validator(mode="after")
     def _shape(self) -> LoadPlan:
-        if self.rate is None and self.concurrency is None:
-            raise ValueError("closed loop needs a concurrency, open loop a rate")
-        if self.num_requests is None and self.duration_s is None:
+        if self.rate is None and self.concurrency is None and self.schedule is None:
+            raise ValueError("closed loop needs a concurrency, open loop a rate or a schedule")
+        if self.num_requests is None and self.duration_s is None and self.schedule is None:
             raise ValueError("give num_requests or duration_s")
+        if self.rate_end is not None and (self.rate is None or self.duration_s is None):
+            raise ValueError("a ramp needs a starting rate and duration_s")
+        if self.arrival not in ("poisson", "gamma"):
+            raise ValueError("arrival must be poisson or gamma")
+        if self.lengths is not None and (self.schedule is None or len(self.lengths) != len(self.schedule)):
+            raise ValueError("lengths go with a schedule, one per arrival")
         return self
 
     @property
     def load_kind(self) -> str:
-        return "open" if self.rate is not None else "closed"
+        return "open" if self.rate is not None or self.schedule is not None else "closed"
 
 
 @dataclass
@@ -100,12 +119,23 @@ class WorkerOutput:
     stopped: str | None = None
 
 
-def run_load(plan: LoadPlan, make_prompt: Callable[[int], str]) -> LoadResult:
-    """Run one point to completion (blocking)."""
-    total = len(open_schedule(plan)[0]) if plan.rate is not None else plan.num_requests or _upper_bound(plan)
-    prompts = [make_prompt(plan.input_tokens) for _ in range(total)]
-    warmups = tuple(make_prompt(plan.input_tokens) for _ in range(plan.warmup_requests))
-    jobs = split_jobs(plan, prompts, warmups, make_prompt)
+PromptMaker = Callable[[int], "str | Prompt"]  # (the point's input_tokens) -> the next request's input
+
+
+def run_load(plan: LoadPlan, make_prompt: PromptMaker) -> LoadResult:
+    """Run one point to completion (blocking). `make_prompt` gives each request's input in turn: a string
+    asks for the plan's lengths, a Prompt (a dataset's) for its own."""
+    if plan.api not in ROUTES:
+        raise ValueError(f"api must be one of {', '.join(ROUTES)}")
+    open_loop = plan.load_kind == "open"
+    total = len(open_schedule(plan)[0]) if open_loop else plan.num_requests or _upper_bound(plan)
+    make = _prompts(plan, make_prompt)
+    warmups = tuple(make() for _ in range(plan.warmup_requests))
+    if plan.lengths is not None:  # a trace's own lengths, arrival by arrival
+        prompts = [_sized(make_prompt, *plan.lengths[i]) for i in range(total)]
+    else:
+        prompts = [make() for _ in range(total)]
+    jobs = split_jobs(plan, prompts, warmups, make)
     started_unix, origin = time.time(), time.perf_counter()
     output = _run_loop(_in_process(jobs[0], origin)) if len(jobs) == 1 else _run_processes(jobs, origin)
     warm = sorted((r for r in output.records if r.warmup), key=lambda r: r.sent_at)
@@ -117,6 +147,15 @@ def run_load(plan: LoadPlan, make_prompt: Callable[[int], str]) -> LoadResult:
     return LoadResult(warm + measured, started_unix, _p99_ms(output.loop_lags), len(jobs), origin, lags_ms,
                       read_lag_p99_ms=_p99_ms(output.read_lags) if kernel_timed else None,
                       timing="kernel" if kernel_timed else "loop", stopped=output.stopped)
+
+
+def _prompts(plan: LoadPlan, make_prompt: PromptMaker) -> Callable[[], Prompt]:
+    return lambda: as_prompt(make_prompt(plan.input_tokens), plan.input_tokens, plan.output_tokens)
+
+
+def _sized(make_prompt: PromptMaker, input_tokens: int, output_tokens: int) -> Prompt:
+    made = as_prompt(make_prompt(input_tokens), input_tokens, output_tokens)
+    return Prompt(made.input_tokens, output_tokens, made.text, made.messages)
 
 
 def _p99_ms(seconds: list[float]) -> float | None:
@@ -149,6 +188,40 @@ def _arrivals(rate: float, seed: int) -> Iterator[float]:
         now += generator.expovariate(rate)
 
 
+def arrival_times(plan: LoadPlan) -> Iterator[float]:
+    """An open-loop point's arrival offsets (s), the first at 0: the plan's schedule, else a renewal process
+    (exponential gaps, or gamma gaps of shape `burstiness` and mean 1) in operational time mapped onto the
+    clock through the rate's integral, so a ramp from `rate` to `rate_end` over duration_s bends the spacing
+    and the mean rate is the rate at every moment."""
+    if plan.schedule is not None:
+        yield from plan.schedule
+        return
+    assert plan.rate is not None
+    if plan.arrival == "poisson" and plan.rate_end is None:
+        yield from _arrivals(plan.rate, plan.seed)  # the plain Poisson stream, as it always was
+        return
+    generator, shape = random.Random(plan.seed), plan.burstiness
+    operational = 0.0
+    while True:
+        yield clock_time(operational, plan.rate, plan.rate_end, plan.duration_s)
+        operational += generator.expovariate(1.0) if plan.arrival == "poisson" else \
+            generator.gammavariate(shape, 1.0 / shape)
+
+
+def clock_time(operational: float, rate: float, rate_end: float | None, ramp_s: float | None) -> float:
+    """The time t at which the arrivals expected by t (the rate's integral) reach `operational`; the rate goes
+    linearly from `rate` to `rate_end` over `ramp_s`, then stays."""
+    if rate_end is None or not ramp_s:
+        return operational / rate
+    ramped = ramp_s * (rate + rate_end) / 2.0  # arrivals expected during the ramp
+    if operational > ramped:
+        return ramp_s + (operational - ramped) / rate_end
+    a = (rate_end - rate) / (2.0 * ramp_s)
+    if abs(a) < 1e-12:
+        return operational / rate
+    return (-rate + math.sqrt(max(0.0, rate * rate + 4.0 * a * operational))) / (2.0 * a)
+
+
 def poisson_schedule(rate: float, count: int, seed: int) -> list[float]:
     """Send offsets (s) of `count` Poisson arrivals at `rate`/s, the first at 0."""
     return list(itertools.islice(_arrivals(rate, seed), count))
@@ -158,12 +231,11 @@ def open_schedule(plan: LoadPlan) -> tuple[list[float], list[int]]:
     """An open-loop point's arrival offsets and their phases: warm-up (the first `warmup_s`), measured
     (`num_requests` of them, those of the next `duration_s`, whichever ends first), cool-down (those of the
     `cooldown_s` after the measured window: the last measured arrival, or the window's end)."""
-    assert plan.rate is not None
     times: list[float] = []
     phases: list[int] = []
     measured, window_end = 0, plan.warmup_s + (plan.duration_s or float("inf"))
     tail_end: float | None = None
-    for t in _arrivals(plan.rate, plan.seed):
+    for t in arrival_times(plan):
         if tail_end is None and (t >= window_end or measured == plan.num_requests):
             tail_end = (min(window_end, times[-1]) if measured == plan.num_requests else window_end) + plan.cooldown_s
         if tail_end is not None and t >= tail_end:
@@ -175,8 +247,8 @@ def open_schedule(plan: LoadPlan) -> tuple[list[float], list[int]]:
     return times, phases
 
 
-def split_jobs(plan: LoadPlan, prompts: list[str], warmups: tuple[str, ...] = (),
-               make_prompt: Callable[[int], str] | None = None) -> list[WorkerJob]:
+def split_jobs(plan: LoadPlan, prompts: list[Prompt], warmups: tuple[Prompt, ...] = (),
+               make_prompt: Callable[[], Prompt] | None = None) -> list[WorkerJob]:
     """Divide a point across `plan.workers` jobs (fewer when there is not enough work for each)."""
     ids = [f"{plan.request_id_prefix}{i}" for i in range(len(prompts))]
     common: dict[str, Any] = dict(
@@ -184,8 +256,8 @@ def split_jobs(plan: LoadPlan, prompts: list[str], warmups: tuple[str, ...] = ()
         output_tokens=plan.output_tokens, timeout_s=plan.timeout_s, duration_s=plan.duration_s,
         connect_timeout_s=plan.connect_timeout_s, first_byte_timeout_s=plan.first_byte_timeout_s,
         idle_timeout_s=plan.idle_timeout_s, max_consecutive_failures=plan.max_consecutive_failures,
-        max_error_rate=plan.max_error_rate, sampling=plan.sampling)
-    if plan.rate is None:
+        max_error_rate=plan.max_error_rate, sampling=plan.sampling, headers=plan.headers, api=plan.api)
+    if plan.load_kind == "closed":
         return _split_closed(plan, prompts, warmups, common, make_prompt)
     schedule, phases = open_schedule(plan)
     indices = _open_indices(phases)
@@ -208,8 +280,8 @@ def _open_indices(phases: list[int]) -> list[int]:
     return [i - warm for i in range(len(phases))]
 
 
-def _split_closed(plan: LoadPlan, prompts: list[str], warmups: tuple[str, ...], common: dict,
-                  make_prompt: Callable[[int], str] | None) -> list[WorkerJob]:
+def _split_closed(plan: LoadPlan, prompts: list[Prompt], warmups: tuple[Prompt, ...], common: dict,
+                  make_prompt: Callable[[], Prompt] | None) -> list[WorkerJob]:
     ids = [f"{plan.request_id_prefix}{i}" for i in range(len(prompts))]
     concurrency = plan.concurrency or 1
     workers = max(1, min(plan.workers, concurrency, len(prompts)))
@@ -220,7 +292,7 @@ def _split_closed(plan: LoadPlan, prompts: list[str], warmups: tuple[str, ...], 
         picks = range(start, start + count)
         start += count
         # Timed warm-ups cycle through a pool of their own: one fresh prompt per slot, at least a few.
-        pool = tuple(make_prompt(plan.input_tokens) for _ in range(max(slots, 4))) \
+        pool = tuple(make_prompt() for _ in range(max(slots, 4))) \
             if plan.warmup_s and make_prompt is not None else ()
         jobs.append(WorkerJob(prompts=prompts[picks.start : picks.stop], indices=list(picks),
                               request_ids=ids[picks.start : picks.stop], concurrency=slots,

@@ -47,10 +47,10 @@ class SSEParser:
 
 
 class TokenScanner:
-    """Counts the token-bearing events of an OpenAI completions SSE stream without a JSON parse per chunk.
+    """Counts the token-bearing events of an OpenAI completions (or chat) SSE stream without a JSON parse per chunk.
 
-    A token chunk is found with a byte search for a non-empty `"text"` value; JSON keys cannot occur
-    inside an encoded string (its quotes are escaped), so the search does not misfire on generated
+    A token chunk is found with a byte search for a non-empty `"text"` (chat: delta `"content"`) value; JSON
+    keys cannot occur inside an encoded string (its quotes are escaped), so the search does not misfire on generated
     text. Only the rare events that carry `usage` or `error` are parsed with `json.loads`. The fast
     path handles `data: {...}\\n\\n` events; anything else (CRLF, comments, multi-line data) falls back
     to the general `SSEParser` for the rest of the stream.
@@ -156,14 +156,24 @@ _JSON_SPACE = (b" ", b"\n", b"\r", b"\t")
 
 
 def _has_text(payload: bytes) -> int:
-    """1 when the event carries a non-empty `"text"` value (compact or spaced JSON), else 0."""
+    """1 when the event carries a non-empty `"text"` (completions) or delta `"content"` (chat) value, compact
+    or spaced JSON, else 0."""
     at = payload.find(b'"text":"')
     if at >= 0:  # compact JSON, as servers send it
         return 0 if payload[at + 8 : at + 9] == b'"' else 1
+    at = payload.find(b'"content":"')
+    if at >= 0:
+        return 0 if payload[at + 11 : at + 12] == b'"' else 1
+    if b'"content":' in payload and b'"text":' not in payload:
+        return _spaced(payload, payload.find(b'"content":') + 10)
     at = payload.find(b'"text":')
     if at < 0:
         return 0
-    at += 7
+    return _spaced(payload, at + 7)
+
+
+def _spaced(payload: bytes, at: int) -> int:
+    """1 when a non-empty string starts at `at` after optional JSON space."""
     while payload[at : at + 1] in _JSON_SPACE:
         at += 1
     return 1 if payload[at : at + 1] == b'"' and payload[at + 1 : at + 2] != b'"' else 0

@@ -131,6 +131,22 @@ def client_limited(summary: Mapping[str, Any], open_loop: bool, loop_lag_p99_ms:
     return bool(behind or any(lag is not None and lag > CLIENT_LAG_LIMIT_MS for lag in lags))
 
 
+PREFIX_QUERIES, PREFIX_HITS = "vllm:prefix_cache_queries_total", "vllm:prefix_cache_hits_total"
+
+
+def increase(samples: Sequence[Mapping[str, Any]], metric: str) -> float | None:
+    """How much a counter grew over a point's samples: last - first of each series (label set), summed; None
+    when the server has no such counter or it was scraped fewer than twice. Samples are in scrape order."""
+    series: dict[tuple, list[float]] = {}
+    for sample in samples:
+        if sample["metric"] == metric:
+            labels = sample.get("labels") or ()
+            key = tuple(sorted(labels.items() if isinstance(labels, dict) else labels))
+            series.setdefault(key, []).append(sample["value"])
+    grown = [max(0.0, values[-1] - values[0]) for values in series.values() if len(values) > 1]
+    return float(sum(grown)) if grown else None
+
+
 def summarise_server(samples: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:
     """Server-side summary of one point's samples: KV cache, running/waiting requests, GPU (NVML)."""
 
@@ -146,7 +162,10 @@ def summarise_server(samples: Sequence[Mapping[str, Any]]) -> dict[str, float | 
         return max(found) if found else None
 
     memory = peak("gpu:memory_used_bytes")
+    queries, hits = increase(samples, PREFIX_QUERIES), increase(samples, PREFIX_HITS)
     return {
+        "prefix_cache_queries": queries, "prefix_cache_hits": hits,
+        "prefix_cache_hit_rate": hits / queries if queries and hits is not None else None,
         "kv_cache_usage_max": peak("vllm:kv_cache_usage_perc"),
         "running_requests_mean": mean("vllm:num_requests_running"),
         "running_requests_max": peak("vllm:num_requests_running"),

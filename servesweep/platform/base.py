@@ -2,7 +2,8 @@
 
 A platform provisions capacity, makes the spec's checkpoint available to its servers, deploys and stops
 servers, stops everything a pipeline job left behind, and says where server logs go. `local` runs servers
-as processes on this machine; `gke` as Deployments on the spec's GKE cluster (the [gke] extra).
+as processes on this machine; `gke` as Deployments on the spec's GKE cluster (the [gke] extra); `external`
+benchmarks an endpoint that already runs (`server.kind: external`) and deploys nothing.
 """
 
 from __future__ import annotations
@@ -53,7 +54,10 @@ class Platform(Protocol):
 
 
 def platform_for(spec: BenchmarkSpec) -> Platform:
-    """The spec's platform: GKE when it has a `gke` section, else this machine."""
+    """The spec's platform: an external endpoint's when server.kind is external, else GKE when it has a `gke`
+    section, else this machine."""
+    if spec.server.kind == "external":
+        return _external_platform()
     return platform_from(spec.gke)
 
 
@@ -80,7 +84,15 @@ def gke_section(spec_yaml: str) -> GKESpec | None:
 
 def platform_of(endpoint: Endpoint) -> Platform:
     """The platform that deployed `endpoint`: stopping one server needs nothing else."""
+    if endpoint.platform == "external":
+        return _external_platform()
     return platform_from(None) if endpoint.platform == "local" else _gke_platform(None)
+
+
+def _external_platform() -> Platform:
+    from servesweep.platform.external import ExternalPlatform
+
+    return ExternalPlatform()
 
 
 def _gke_platform(gke: GKESpec | None) -> Platform:

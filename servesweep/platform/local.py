@@ -34,6 +34,9 @@ from servesweep.quantization import server_flag
 from servesweep.secrets import SERVER_ENV_VAR, SecretMissing, handed_env, mask, resolve_env, secret_values
 from servesweep.spec import BenchmarkSpec
 
+# A plain role-and-content template for the generated model, whose tokenizer has no chat template.
+CHAT_TEMPLATE = Path(__file__).resolve().parent.parent / "data" / "chat_template.jinja"
+
 
 class LocalPlatform:
     """Servers as processes on this machine; their state files and logs under `state_root()`."""
@@ -96,6 +99,8 @@ def vllm_command(spec: BenchmarkSpec, model_path: str, port: int, max_num_seqs: 
     if spec.accelerator.type != "cpu":
         command += ["--gpu-memory-utilization", str(spec.server.gpu_memory_utilization),
                     "--tensor-parallel-size", str(spec.accelerator.count)]
+    if any(w.api == "chat" for w in spec.workloads) and "--chat-template" not in spec.server.extra_args:
+        command += ["--chat-template", str(CHAT_TEMPLATE)]  # the generated tokenizer has none
     return command + list(spec.server.extra_args)
 
 

@@ -6,6 +6,7 @@ between steps as JSON.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -14,7 +15,11 @@ from pydantic import BaseModel
 from servesweep.k8s.capacity import Capacity as GKECapacity
 from servesweep.spec import ModelShape, SweepMode
 
-PlatformName = Literal["local", "gke"]
+PlatformName = Literal["local", "gke", "external"]
+
+
+class EndpointAuthError(RuntimeError):
+    """An endpoint's token variable is named but not set where the step runs."""
 
 
 class ProvisionError(RuntimeError):
@@ -81,3 +86,17 @@ class Endpoint(BaseModel):
     label_selector: str = ""  # ... and its Kubernetes objects are the ones these labels select
     platform: PlatformName = "local"  # the platform that deployed it, and so the one that stops it
     gke_facts: dict[str, str | None] = {}  # GKE: image, digest, node type of the server (servesweep.k8s.facts)
+    auth_env: str | None = None  # external: the variable holding the token (its value never travels)
+    auth_header: str = "Authorization"
+    auth_scheme: str = "Bearer"
+
+    def request_headers(self) -> dict[str, str]:
+        """Headers every request to this server carries: the auth header of an external endpoint whose token
+        is in `auth_env` (read here, where the step runs); EndpointAuthError when that variable is unset."""
+        if not self.auth_env:
+            return {}
+        token = os.environ.get(self.auth_env)
+        if not token:
+            raise EndpointAuthError(f"server.external: the token variable {self.auth_env} is not set where this "
+                                    "step runs")
+        return {self.auth_header: f"{self.auth_scheme} {token}" if self.auth_scheme else token}

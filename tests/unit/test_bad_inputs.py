@@ -107,6 +107,37 @@ SPEC_FILES = [
     pytest.param(f"name: {'n' * 500}\n", "name", id="name-500-chars"),
     pytest.param("model: {shape: {hidden_size: 1000000000}}\n", "model.shape.hidden_size", id="hidden-size-1e9"),
     pytest.param((ROOT / "specs" / "gke.yaml").read_text(), "gke", id="gke-spec-run-locally"),
+    pytest.param("server: {kind: external}\n" + OK_SWEEP, "server.external", id="external-without-section"),
+    pytest.param("server: {kind: external, external: {base_url: 'ftp://x', served_model_name: m}}\n" + OK_SWEEP,
+                 "server.external.base_url", id="external-not-http"),
+    pytest.param("server: {kind: external, external: {base_url: 'http://x:8000', served_model_name: m, "
+                 "auth_env: 'bad name'}}\n" + OK_SWEEP, "server.external.auth_env", id="external-auth-env-name"),
+    pytest.param("workloads: [{input_tokens: 8, output_tokens: 8, api: grpc}]\n" + OK_SWEEP, "workloads.0.api",
+                 id="api-unknown"),
+    pytest.param("workloads: [{input_tokens: 8, output_tokens: 8, dataset: {format: csv, path: x}}]\n" + OK_SWEEP,
+                 "workloads.0.dataset.format", id="dataset-format-unknown"),
+    pytest.param("workloads: [{input_tokens: 8, output_tokens: 8, input_distribution: {kind: uniform}}]\n"
+                 + OK_SWEEP, "uniform distribution needs min and max", id="uniform-without-bounds"),
+    pytest.param("workloads: [{input_tokens: 8, output_tokens: 8}, {input_tokens: 8, output_tokens: 8, "
+                 "dataset: {format: jsonl, path: p}}]\n" + OK_SWEEP, "give each a `name`", id="workloads-same-key"),
+    pytest.param("workloads: [{input_tokens: 64, output_tokens: 8, shared_prefix: {num_prefixes: 2, "
+                 "prefix_tokens: 64}}]\n" + OK_SWEEP, "shared_prefix.prefix_tokens 64 must be below input_tokens",
+                 id="prefix-too-long"),
+    pytest.param("workloads: [{input_tokens: 64, output_tokens: 8, conversation: {turns: 1}}]\n" + OK_SWEEP,
+                 "workloads.0.conversation.turns", id="conversation-one-turn"),
+    pytest.param("sweep: {stages: [{duration_s: 5, rate: 1, concurrency: 2}]}\n", "sweep.stages.0",
+                 id="stage-rate-and-concurrency"),
+    pytest.param("sweep: {stages: [{duration_s: 5, concurrency: 2, ramp_to_rate: 3}]}\n", "ramp_to_rate",
+                 id="stage-ramp-closed"),
+    pytest.param("sweep: {batch_sizes: [1], requests_per_point: 2, burstiness: 0}\n", "sweep.burstiness",
+                 id="burstiness-0"),
+    pytest.param("sweep: {batch_sizes: [1], requests_per_point: 2, arrival: weibull}\n", "sweep.arrival",
+                 id="arrival-unknown"),
+    pytest.param("sweep: {trace: {path: t.csv, time_scale: -1}}\n", "sweep.trace.time_scale", id="trace-scale"),
+    pytest.param("sweep: {batch_sizes: [1], requests_per_point: 2, stop: {min_throughput_gain: -1}}\n",
+                 "sweep.stop.min_throughput_gain", id="stop-gain-negative"),
+    pytest.param("sweep: {batch_sizes: [1], requests_per_point: 2, stop: {slo_margin: 1.5}}\n",
+                 "sweep.stop.slo_margin needs an SLO limit", id="stop-slo-without-slo"),
 ]
 
 

@@ -90,8 +90,22 @@ def test_server_summary():
     assert summarise_server(samples) == {"kv_cache_usage_max": 0.3, "running_requests_mean": 3.0,
                                          "running_requests_max": 4.0, "waiting_requests_max": 1.0,
                                          "gpu_utilization_mean": 75.0, "gpu_memory_used_max_gib": 3.0,
-                                         "gpu_power_mean_w": 300.0}
+                                         "gpu_power_mean_w": 300.0, "prefix_cache_queries": None,
+                                         "prefix_cache_hits": None, "prefix_cache_hit_rate": None}
     assert summarise_server([])["kv_cache_usage_max"] is None
+
+
+def test_prefix_cache_hit_rate_is_the_counters_increase_over_the_point():
+    def sample(metric: str, engine: str, value: float) -> dict:
+        return {"metric": f"vllm:prefix_cache_{metric}_total", "labels": {"engine": engine}, "value": value}
+
+    samples = [sample("queries", "0", 100), sample("hits", "0", 10), sample("queries", "1", 50),
+               sample("hits", "1", 0), sample("queries", "0", 300), sample("hits", "0", 110),
+               sample("queries", "1", 150), sample("hits", "1", 50)]
+    summary = summarise_server(samples)
+    assert (summary["prefix_cache_queries"], summary["prefix_cache_hits"]) == (300.0, 150.0)
+    assert summary["prefix_cache_hit_rate"] == 0.5
+    assert summarise_server(samples[:2])["prefix_cache_hit_rate"] is None  # one scrape: no increase
 
 
 EXPOSITION = """\

@@ -53,7 +53,7 @@ def test_adaptive_search_measures_each_batch_under_its_own_id(monkeypatch):
     spec = parse_spec({"sweep": {"strategy": "adaptive", "batch_sizes": [1, 100], "requests_per_point": 2},
                        "slo": {"ttft_p99_ms": 100}, "workloads": WORKLOADS[:2]})
     # Batches up to 37 meet the SLO: doubling then narrowing probes a dozen batches per workload.
-    monkeypatch.setattr(sweep, "point_result", lambda batch, rows, failure=None: PointResult(
+    monkeypatch.setattr(sweep, "point_result", lambda batch, rows, failure=None, window=None: PointResult(
         batch_size=batch, ttft_p99_ms=50.0 if batch <= 37 else 500.0))
     run_ids = []
     deployment = Deployment(deployment_id="cc", sweep_mode="client_concurrency", max_num_seqs=100, points=[])

@@ -1,0 +1,18 @@
+"""Schema migrations: each a small function from one version to the next."""
+
+import pyarrow as pa
+
+from servesweep.lake.schema import MIGRATIONS, SCHEMA_VERSION, migrate, migrate_v4_to_v5
+
+
+def test_v4_points_gain_the_v5_columns_as_null():
+    old = pa.table({"point_id": ["a"], "batch_size": [1]})
+    new = migrate_v4_to_v5("points", old)
+    assert new.column("workload_source").to_pylist() == [None] and new.column("point_id").to_pylist() == ["a"]
+    assert migrate_v4_to_v5("requests", old) is old
+
+
+def test_migrate_walks_every_step_to_the_current_version():
+    assert max(MIGRATIONS) == SCHEMA_VERSION - 1
+    new = migrate("points", pa.table({"point_id": ["a"]}), 4)
+    assert {"api", "workload_name", "workload_source"} <= set(new.column_names)
