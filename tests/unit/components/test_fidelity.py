@@ -212,7 +212,7 @@ def _ci(throughput: float, spread: float) -> dict:
 
 
 def test_a_difference_inside_the_intervals_is_no_measurable_difference(tmp_path):
-    from analysis_lake import point, round_price_catalog, write_points
+    from tests.support.analysis_lake import point, round_price_catalog, write_points
 
     from servesweep.analysis.models import Question
     from servesweep.analysis.report import build_report, render_markdown
@@ -238,7 +238,7 @@ def test_a_difference_inside_the_intervals_is_no_measurable_difference(tmp_path)
 
 
 def test_with_a_per_request_slo_the_knee_is_the_most_goodput_within_the_attainment(tmp_path):
-    from analysis_lake import point, round_price_catalog, write_points
+    from tests.support.analysis_lake import point, round_price_catalog, write_points
 
     from servesweep.analysis.report import build_report
     from servesweep.spec import SLOSpec
@@ -259,7 +259,7 @@ def test_with_a_per_request_slo_the_knee_is_the_most_goodput_within_the_attainme
 
 
 def test_the_report_prints_each_run_s_fingerprint_and_what_differed(tmp_path):
-    from analysis_lake import point, round_price_catalog, write_points
+    from tests.support.analysis_lake import point, round_price_catalog, write_points
 
     from servesweep.analysis.report import build_report, render_markdown
     from servesweep.lake import store
