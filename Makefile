@@ -7,7 +7,7 @@ GKE_SPEC ?= specs/gke.yaml
 IMAGE ?= us-docker.pkg.dev/servesweep/servesweep/servesweep:0.1.0
 STAMP := $(VENV)/.installed
 # Every extra the tests and the pipeline use: the local platform, both orchestrators, GKE, the report, dev tools.
-EXTRAS ?= local,kfp,argo,gke,report,dev
+EXTRAS ?= local,kfp,argo,gke,report,sketch,dev
 
 .PHONY: setup run test test-unit lint docs compile image query clean bench-loadgen bench-sampler bench-gpu-report bench-h200-report
 
