@@ -84,9 +84,6 @@ def pooled(lake_uri: str, metric: str = "itl", where: str | None = None,
         raise ValueError(f"unknown metric {metric!r}; metrics: {', '.join(LATENCY_METRICS)}")
     if any(not 0 <= q <= 1 for q in quantiles):
         raise ValueError("quantiles are fractions in [0, 1]")
-    library = require("ddsketch.ddsketch", "sketch", "pooled percentiles")
-    mapping_module = require("ddsketch.mapping", "sketch", "pooled percentiles")
-    store_module = require("ddsketch.store", "sketch", "pooled percentiles")
     rows = lake_query.query(lake_uri, _bins_sql(metric, where)).to_pylist()
     bins = {int(r["key"]): int(r["n"]) for r in rows if r["kind"] == "bin"}
     zeros = sum(int(r["n"] or 0) for r in rows if r["kind"] == "zero")
@@ -103,11 +100,7 @@ def pooled(lake_uri: str, metric: str = "itl", where: str | None = None,
                 bins[key] = bins.get(key, 0) + n
             zeros += extra["zero_count"]
             weighted.append((values.size, float(values.mean())))
-    mapping = mapping_module.LogarithmicMapping(lake_sketch.RELATIVE_ACCURACY)
-    store = store_module.DenseStore()
-    for key in sorted(bins):
-        store.add(key, float(bins[key]))
-    merged = library.BaseDDSketch(mapping, store, store_module.DenseStore(), float(zeros))
+    merged = _merged([{"keys": list(bins), "counts": list(bins.values()), "zero_count": zeros}])
     count = int(merged.count)
     total = sum(n for n, _ in weighted)
     mean = sum(n * m for n, m in weighted) / total if total else None
@@ -115,6 +108,23 @@ def pooled(lake_uri: str, metric: str = "itl", where: str | None = None,
     points = sum(int(r["n"]) for r in rows if r["kind"] == "accuracy") + len(unsketched)
     return Pooled(metric, points, len(unsketched), count, lake_sketch.RELATIVE_ACCURACY, answers,
                   None if mean is None or math.isnan(mean) else mean)
+
+
+def _merged(sketches: Sequence[dict[str, Any] | None]) -> Any:
+    """One ddsketch BaseDDSketch holding the stored sketches (bins of one mapping: merging adds them)."""
+    library = require("ddsketch.ddsketch", "sketch", "pooled percentiles")
+    mapping_module = require("ddsketch.mapping", "sketch", "pooled percentiles")
+    store_module = require("ddsketch.store", "sketch", "pooled percentiles")
+    store = store_module.DenseStore()
+    zeros = 0.0
+    for bins in sketches:
+        if bins is None:
+            continue
+        for key, n in sorted(zip(bins["keys"], bins["counts"], strict=True)):
+            store.add(int(key), float(n))
+        zeros += float(bins["zero_count"])
+    mapping = mapping_module.LogarithmicMapping(lake_sketch.RELATIVE_ACCURACY)
+    return library.BaseDDSketch(mapping, store, store_module.DenseStore(), zeros)
 
 
 def _request_values(lake_uri: str, metric: str, points: Sequence[tuple[str, str]]) -> np.ndarray:

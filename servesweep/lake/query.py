@@ -100,7 +100,13 @@ def run_sql(lake_uri: str, sql: str, setup: Setup | None = None) -> list[pa.Tabl
     checked = statements(sql)
     attempt = 1
     while True:
-        connection, snapshot = _connect(lake_uri)
+        try:
+            connection, snapshot = _connect(lake_uri)
+        except FileNotFoundError:  # a file of the snapshot was pruned before its dataset was made: look again
+            if attempt == _ATTEMPTS:
+                raise
+            attempt += 1
+            continue
         try:
             if setup is not None:
                 setup(connection)

@@ -59,9 +59,14 @@ the column says otherwise; a "token chunk" is an SSE event whose choice carries 
   generator's CPU and Python. `notes` says why a field is null.
 
 Migration: readers accept every version; a column an older lake lacks reads as null (no rewrite), and a
-lake without a `runs` table has no fingerprints. v4 lakes read by an older servesweep lose the new
-columns only. The committed H100 and H200 lakes (v2, v3) stay readable: tests/test_gpu_results.py,
-tests/test_h200_results.py.
+lake without a `runs` table has no fingerprints. v5 (fleet scale): request latencies are float32 ms and the
+gaps are stored packed (`itl_ms_packed`, read back as `itl_ms` by `servesweep query` and `read_table`);
+points carry DDSketch bins per latency metric (`*_sketch`, relative accuracy 1 %: a pooled q-quantile is
+within 1 % of the exact value at rank floor(q (n - 1))), merged by `servesweep pooled` across any set of
+points. Older runs read as they are (sketches null: `servesweep pooled` sketches their requests on the fly);
+`servesweep lake migrate` rewrites them as v5, one commit per run (MIGRATIONS[5]). `servesweep lake compact`
+copies every run's small tables into one file each, one row group per run, safe beside readers. The
+committed H100 and H200 lakes (v2, v3) stay readable: tests/test_gpu_results.py, tests/test_h200_results.py.
 """
 
 from __future__ import annotations
