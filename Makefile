@@ -7,9 +7,9 @@ GKE_SPEC ?= specs/gke.yaml
 IMAGE ?= us-docker.pkg.dev/servesweep/servesweep/servesweep:0.1.0
 STAMP := $(VENV)/.installed
 # Every extra the tests and the pipeline use: the local platform, both orchestrators, GKE, the report, dev tools.
-EXTRAS ?= local,kfp,argo,gke,report,dev
+EXTRAS ?= local,kfp,argo,gke,report,sketch,dev
 
-.PHONY: setup run test test-unit test-integration test-e2e lint docs compile image query clean bench-loadgen bench-sampler bench-gpu-report bench-h200-report
+.PHONY: setup run test test-unit test-integration test-e2e lint docs compile image query clean bench-loadgen bench-sampler bench-lake bench-gpu-report bench-h200-report
 
 setup: $(STAMP)
 
@@ -58,6 +58,9 @@ bench-loadgen: setup  ## servesweep's load generator vs guidellm and inference-p
 
 bench-sampler: setup  ## what scraping /metrics adds to the load generator's loop lag (in-process thread vs process)
 	$(BIN)/python benchmarks/sampler/run_bench.py
+
+bench-lake: setup  ## the lake at fleet scale (10 M request rows): writes, summaries, views, pooled sketches, gs://
+	PYTHONPATH=. $(BIN)/python benchmarks/lake/run_bench.py
 
 bench-gpu-report: setup  ## report + roofline comparison from the committed H100 lake (the run itself: benchmarks/README.md)
 	$(BIN)/servesweep report h100-llama3-8b h100-llama-1b h100-llama3-8b-b256-prefill --lake benchmarks/results/h100/lake \

@@ -237,6 +237,54 @@ def _print_result(result: pa.Table, output: str) -> None:
 
 
 @app.command()
+def pooled(
+    metric: Annotated[str, typer.Argument(help="ttft, tpot, itl or e2e")] = "itl",
+    where: Annotated[str, typer.Option(help="SQL over points choosing the points to pool (default: all).")] = "",
+    quantile: Annotated[list[float] | None, typer.Option("-q", help="Quantiles in [0, 1]; repeatable.")] = None,
+    lake: Annotated[str, typer.Option(help="Lake URI (directory or gs://).")] = "./lake",
+) -> None:
+    """Latency percentiles pooled over any set of points, from their stored DDSketches (within 1 %)."""
+    import duckdb
+    import pyarrow
+
+    from servesweep.analysis.pooled import DEFAULT_QUANTILES, as_rows
+    from servesweep.analysis.pooled import pooled as pool
+    from servesweep.extras import MissingExtra
+
+    try:
+        result = pool(lake, metric, where or None, tuple(quantile or DEFAULT_QUANTILES))
+    except (ValueError, LakeError, MissingExtra) as error:
+        _fail(str(error))
+    except duckdb.Error as error:
+        _fail(f"query failed: {error}")
+    print_arrow(pyarrow.Table.from_pylist(as_rows(result)))
+
+
+@app.command(name="lake")
+def lake_maintenance(
+    action: Annotated[str, typer.Argument(help="migrate (rewrite older runs as the current schema) or compact "
+                                               "(points, runs, server_metrics of every run into one file each)")],
+    lake: Annotated[str, typer.Option(help="Lake URI (directory or gs://).")] = "./lake",
+) -> None:
+    """Maintain a long-lived lake; both are safe beside readers (each change is a commit)."""
+    from servesweep.lake import store
+
+    try:
+        if action == "migrate":
+            done = store.migrate(lake)
+            typer.echo(f"migrated {len(done)} runs to schema v{SCHEMA_VERSION}" + "".join(
+                f"\n  {run}: v{version}" for run, version in sorted(done.items())))
+        elif action == "compact":
+            compaction = store.compact(lake)
+            typer.echo("nothing to compact" if compaction is None else
+                       f"compacted {len(compaction.runs)} runs: {', '.join(sorted(compaction.files))}")
+        else:
+            _fail(f"unknown action {action!r}: use migrate or compact")
+    except LakeError as error:
+        _fail(str(error))
+
+
+@app.command()
 def schema(table: Annotated[str, typer.Argument(help="requests, points, server_metrics or runs")] = "points") -> None:
     """Print a lake table's columns with their definitions."""
     if table not in SCHEMAS:

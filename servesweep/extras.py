@@ -18,6 +18,7 @@ EXTRAS = {
     "argo": "the Argo Workflow: servesweep compile and submit --argo",
     "gke": "the GKE platform: node pools, server Deployments, GCS and hub checkpoints",
     "report": "servesweep report's charts",
+    "sketch": "pooled percentiles from the lake's per-point sketches (servesweep pooled): the DDSketch library",
 }
 
 

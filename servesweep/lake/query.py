@@ -14,7 +14,7 @@ import duckdb
 import pyarrow as pa
 
 from servesweep.lake import store
-from servesweep.lake.schema import SCHEMAS, TABLES
+from servesweep.lake.schema import PACKED_GAPS, SCHEMAS, TABLES, unpack_gaps
 
 # Reads of the lake, and changes to this session's in-memory tables (e.g. UPDATE params): nothing else.
 _RESULT_TYPES = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
@@ -43,11 +43,22 @@ def _connect(lake_uri: str) -> tuple[duckdb.DuckDBPyConnection, store.Snapshot]:
     snapshot = store.snapshot(store.open_lake(lake_uri, must_exist=True))
     connection = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False,
                                         "allow_persistent_secrets": False})
+    connection.create_function("_servesweep_unpack_gaps", unpack_gaps, ["BLOB"], "FLOAT[]",  # type: ignore[call-overload]
+                               type="arrow", side_effects=False)
     for table in TABLES:
         data = snapshot.dataset(table)
         connection.register(f"_lake_{table}", data if data is not None else SCHEMAS[table].empty_table())
-        connection.execute(f"CREATE VIEW {table} AS SELECT * FROM _lake_{table}")
+        connection.execute(f"CREATE VIEW {table} AS {_view_sql(table)}")
     return connection, snapshot
+
+
+def _view_sql(table: str) -> str:
+    """The table as readers see it: requests' packed gaps (v6) appear in itl_ms, like older rows' (the UDF
+    runs only when a query reads itl_ms)."""
+    if table != "requests":
+        return f"SELECT * FROM _lake_{table}"
+    return (f"SELECT * EXCLUDE ({PACKED_GAPS}) REPLACE (coalesce(itl_ms, _servesweep_unpack_gaps({PACKED_GAPS})) "
+            f"AS itl_ms) FROM _lake_{table}")
 
 
 def lock(connection: duckdb.DuckDBPyConnection) -> None:
@@ -89,7 +100,13 @@ def run_sql(lake_uri: str, sql: str, setup: Setup | None = None) -> list[pa.Tabl
     checked = statements(sql)
     attempt = 1
     while True:
-        connection, snapshot = _connect(lake_uri)
+        try:
+            connection, snapshot = _connect(lake_uri)
+        except FileNotFoundError:  # a file of the snapshot was pruned before its dataset was made: look again
+            if attempt == _ATTEMPTS:
+                raise
+            attempt += 1
+            continue
         try:
             if setup is not None:
                 setup(connection)

@@ -60,14 +60,27 @@ the column says otherwise; a "token chunk" is an SSE event whose choice carries 
 
 Migration: readers accept every version; a column an older lake lacks reads as null (no rewrite; `migrate`
 brings a table read from an older file to this version, one small function per version step), and a
-lake without a `runs` table has no fingerprints. v4 lakes read by an older servesweep lose the new
-columns only. The committed H100 and H200 lakes (v2, v3) stay readable: tests/integration/results/test_gpu_results.py,
-tests/integration/results/test_h200_results.py.
+lake without a `runs` table has no fingerprints. v6 (fleet scale): request latencies are float32 ms and the
+gaps are stored packed (`itl_ms_packed`, read back as `itl_ms` by `servesweep query` and `read_table`);
+points carry DDSketch bins per latency metric (`*_sketch`, relative accuracy 1 %: a pooled q-quantile is
+within 1 % of the exact value at rank floor(q (n - 1))), merged by `servesweep pooled` across any set of
+points. Older runs read as they are (sketches null: `servesweep pooled` sketches their requests on the fly);
+`servesweep lake migrate` rewrites them as the current version, one commit per run (RUN_MIGRATIONS).
+`servesweep lake compact` copies every run's small tables into one file each, one row group per run, safe
+beside readers. The committed H100 and H200 lakes (v2-v4) stay readable:
+tests/integration/results/test_gpu_results.py, tests/integration/results/test_h200_results.py.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+
+from servesweep.lake.sketch import RELATIVE_ACCURACY, SKETCH_TYPE, grouped
 
 # Version history (readers accept every version; missing columns read as null):
 #   1: first lake.
@@ -85,11 +98,18 @@ import pyarrow as pa
 #      burstiness; stop_reason (the early-stop constraint that ended the climb after the point); config_hash
 #      (servesweep/identity.py) and reused_from_run (resume). Older lakes read with these null
 #      (migrate_v4_to_v5).
-SCHEMA_VERSION = 5
+#   6: fleet scale. requests: latencies as float32 ms (ttft_ms, e2e_ms, tpot_ms, schedule_lag_ms) and the gaps
+#      stored packed (itl_ms_packed: one value per row, read back as itl_ms); points gain per-point DDSketch
+#      bins (ttft_sketch, tpot_sketch, itl_sketch, e2e_sketch, sketch_relative_accuracy) for pooled
+#      percentiles. Older lakes read as they are (sketches null); `servesweep lake migrate` rewrites their runs
+#      as v6 (RUN_MIGRATIONS[6]), computing the sketches from their requests.
+SCHEMA_VERSION = 6
 TABLES = ("requests", "points", "server_metrics", "runs")
 PARTITION_COLUMN = "run_id"
 STATS = ("p50", "p90", "p95", "p99", "mean")
 LATENCY_METRICS = ("ttft", "tpot", "itl", "e2e")
+SKETCHED = {"ttft": "TTFT", "tpot": "TPOT", "itl": "inter-token gaps (pooled)", "e2e": "E2E latency"}
+PACKED_GAPS = "itl_ms_packed"
 
 
 def _f(name: str, kind: pa.DataType, doc: str, nullable: bool = True) -> pa.Field:
@@ -117,11 +137,14 @@ REQUESTS = pa.schema(
         _f("scheduled_at_s", pa.float64(), "Planned send time, seconds since the point started."),
         _f("sent_at_s", pa.float64(), "Send time, seconds since the point started.", nullable=False),
         _f("sent_at_unix", pa.float64(), "Send time, Unix epoch seconds (joins to server_metrics).", nullable=False),
-        _f("ttft_ms", pa.float64(), "First token chunk arrival - send."),
-        _f("e2e_ms", pa.float64(), "Last token chunk arrival - send."),
-        _f("tpot_ms", pa.float64(), "(E2E - TTFT) / (output_tokens - 1)."),
-        _f("itl_ms", pa.list_(pa.float32()), "Gaps between consecutive token chunks."),
-        _f("schedule_lag_ms", pa.float64(), "Actual - scheduled send."),
+        _f("ttft_ms", pa.float32(), "First token chunk arrival - send."),
+        _f("e2e_ms", pa.float32(), "Last token chunk arrival - send."),
+        _f("tpot_ms", pa.float32(), "(E2E - TTFT) / (output_tokens - 1)."),
+        _f("itl_ms", pa.list_(pa.float32()), "Gaps between consecutive token chunks. Stored in itl_ms_packed from "
+           "v6 on (this column: v5 and older files); readers (servesweep query, read_table) see itl_ms always."),
+        _f("itl_ms_packed", pa.large_binary(), "The gaps packed, v6+: little-endian float32 ms, 4 bytes each (one "
+           "Parquet value per request instead of one per gap); read as itl_ms."),
+        _f("schedule_lag_ms", pa.float32(), "Actual - scheduled send."),
         _f("requested_input_tokens", pa.int32(), "Prompt length asked for.", nullable=False),
         _f("requested_output_tokens", pa.int32(), "max_tokens asked for.", nullable=False),
         _f("input_tokens", pa.int32(), "usage.prompt_tokens reported by the server."),
@@ -264,6 +287,11 @@ POINTS = pa.schema(
         _f("slo_request_itl_ms", pa.float64(), "Per-request limit on the largest inter-token gap applied, ms."),
         _f("slo_request_e2e_ms", pa.float64(), "Per-request E2E limit goodput applied, ms."),
     ]
+    + [_f(f"{metric}_sketch", SKETCH_TYPE, f"DDSketch of the point's {what} (ms, successful measured requests): "
+          "bucket keys (sorted), their counts, and the count at zero; merge points by adding bins "
+          "(servesweep.lake.sketch).") for metric, what in SKETCHED.items()]
+    + [_f("sketch_relative_accuracy", pa.float64(), "Relative accuracy of the sketches: a sketch's (or a merge's) "
+          "q-quantile is within this fraction of the exact value at rank floor(q (n - 1)).")]
 )
 
 SERVER_METRICS = pa.schema(
@@ -331,18 +359,117 @@ def migrate_v4_to_v5(table: str, data: pa.Table) -> pa.Table:
     return data
 
 
-MIGRATIONS = {4: migrate_v4_to_v5}  # from version -> the function to the next
+def migrate_v5_to_v6(table: str, data: pa.Table) -> pa.Table:
+    """v5 -> v6: points gain the sketch columns, null (RUN_MIGRATIONS[6] computes them from a run's requests;
+    requests' float32 latencies and packed gaps are how v6 writes, and readers take either)."""
+    if table != "points":
+        return data
+    for name in ("ttft_sketch", "tpot_sketch", "itl_sketch", "e2e_sketch", "sketch_relative_accuracy"):
+        if name not in data.column_names:
+            field = POINTS.field(name)
+            data = data.append_column(field, pa.nulls(len(data), field.type))
+    return data
+
+
+TABLE_MIGRATIONS = {4: migrate_v4_to_v5, 5: migrate_v5_to_v6}  # from version -> the function to the next
 
 
 def migrate(table: str, data: pa.Table, from_version: int) -> pa.Table:
     """`data` of `table` as written by `from_version`, brought to SCHEMA_VERSION step by step (versions before
     4 need none: readers take a missing column as null)."""
     for version in range(from_version, SCHEMA_VERSION):
-        if version in MIGRATIONS:
-            data = MIGRATIONS[version](table, data)
+        if version in TABLE_MIGRATIONS:
+            data = TABLE_MIGRATIONS[version](table, data)
     return data
 
 
 def describe(table: str) -> list[tuple[str, str, str]]:
     """(column, type, definition) for every column of a table: the data dictionary."""
     return [(f.name, str(f.type), (f.metadata or {}).get(b"doc", b"").decode()) for f in SCHEMAS[table]]
+
+
+# --- the packed gaps (requests.itl_ms_packed) ---------------------------------------------------------------
+
+def pack_gaps(lists: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """list<float32> gaps -> one little-endian float32 blob per request (null stays null)."""
+    if isinstance(lists, pa.ChunkedArray):
+        return pa.chunked_array([pack_gaps(chunk) for chunk in lists.chunks], pa.large_binary())
+    lists = lists.cast(pa.list_(pa.float32()))
+    lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+    offsets = np.zeros(len(lists) + 1, np.int64)
+    np.cumsum(lengths * 4, out=offsets[1:])
+    values = pc.fill_null(pc.list_flatten(lists), float("nan")).to_numpy(zero_copy_only=False)
+    data = pa.py_buffer(np.ascontiguousarray(values, dtype="<f4"))
+    packed = pa.Array.from_buffers(pa.large_binary(), len(lists), [None, pa.py_buffer(offsets), data])
+    return pc.if_else(lists.is_null(), pa.scalar(None, pa.large_binary()), packed) if lists.null_count else packed
+
+
+def unpack_gaps(blobs: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """The inverse of pack_gaps, without copying the values."""
+    if isinstance(blobs, pa.ChunkedArray):
+        return pa.chunked_array([unpack_gaps(chunk) for chunk in blobs.chunks], pa.list_(pa.float32()))
+    blobs = blobs.cast(pa.large_binary())
+    buffers = blobs.buffers()
+    offsets = np.frombuffer(buffers[1], np.int64)[blobs.offset: blobs.offset + len(blobs) + 1] if len(blobs) else \
+        np.zeros(1, np.int64)
+    start, end = int(offsets[0]), int(offsets[-1])
+    values = (np.frombuffer(buffers[2], "<f4", count=(end - start) // 4, offset=start) if end > start
+              else np.zeros(0, np.float32))
+    return pa.ListArray.from_arrays(pa.array((offsets - start) // 4, pa.int32()), pa.array(values, pa.float32()),
+                                    mask=blobs.is_null() if blobs.null_count else None)
+
+
+def with_gaps(table: pa.Table) -> pa.Table:
+    """A requests table read from the lake with every row's gaps in itl_ms (packed ones unpacked)."""
+    if PACKED_GAPS not in table.column_names:
+        return table
+    packed = table[PACKED_GAPS]
+    if packed.null_count == len(packed):
+        return table
+    gaps = unpack_gaps(packed)
+    if "itl_ms" in table.column_names and table["itl_ms"].null_count < len(table):
+        gaps = pc.if_else(table["itl_ms"].is_valid(), table["itl_ms"], gaps)
+    table = table.set_column(table.column_names.index("itl_ms"), REQUESTS.field("itl_ms"), gaps)
+    return table.set_column(table.column_names.index(PACKED_GAPS), REQUESTS.field(PACKED_GAPS),
+                            pa.nulls(len(table), pa.large_binary()))
+
+
+# --- migrations ---------------------------------------------------------------------------------------------
+# RUN_MIGRATIONS[v] turns one run's tables (name -> table, read with the current schemas, so columns it lacks are
+# null) from version v - 1 into version v. `servesweep lake migrate` applies those above a run's version, in
+# order, and commits the result as the run's new generation. Each one is self-contained.
+
+def _measured_ok(requests: pa.Table) -> pa.Array:
+    cooldown = pc.fill_null(requests["cooldown"], False)
+    return pc.and_(pc.and_(requests["ok"], pc.invert(requests["warmup"])), pc.invert(cooldown))
+
+
+def _migrate_v6(tables: dict[str, pa.Table]) -> dict[str, pa.Table]:
+    """v6: per-point sketches computed from the run's successful measured requests (numerics cast by the reader)."""
+    points, requests = tables["points"], tables["requests"]
+    requests = requests.filter(_measured_ok(requests))
+    ids = points["point_id"].to_pylist()
+    index = {point: i for i, point in enumerate(ids)}
+    groups = np.array([index.get(p, -1) for p in requests["point_id"].to_pylist()], np.int64)
+    known = groups >= 0
+    columns: dict[str, list[Any]] = {}
+    for metric in ("ttft", "tpot", "e2e"):
+        values = requests[f"{metric}_ms"].to_numpy(zero_copy_only=False).astype(np.float64)
+        columns[metric] = grouped(groups[known], values[known], len(ids))
+    gaps = with_gaps(requests)["itl_ms"]
+    lengths = pc.fill_null(pc.list_value_length(gaps), 0).to_numpy(zero_copy_only=False)
+    flat = pc.list_flatten(gaps).to_numpy(zero_copy_only=False).astype(np.float64)
+    gap_groups = np.repeat(groups, lengths)
+    columns["itl"] = grouped(gap_groups[gap_groups >= 0], flat[gap_groups >= 0], len(ids))
+    measured = pc.equal(points["source"], "measured").to_pylist()
+    for metric, sketches in columns.items():
+        kept = [s if m else None for s, m in zip(sketches, measured, strict=True)]
+        points = points.set_column(points.column_names.index(f"{metric}_sketch"), POINTS.field(f"{metric}_sketch"),
+                                   pa.array(kept, SKETCH_TYPE))
+    accuracy = pa.array([RELATIVE_ACCURACY if m else None for m in measured], pa.float64())
+    points = points.set_column(points.column_names.index("sketch_relative_accuracy"),
+                               POINTS.field("sketch_relative_accuracy"), accuracy)
+    return {**tables, "points": points}
+
+
+RUN_MIGRATIONS: dict[int, Callable[[dict[str, pa.Table]], dict[str, pa.Table]]] = {6: _migrate_v6}

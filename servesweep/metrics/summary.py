@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from servesweep.lake.schema import STATS
+from servesweep.lake.sketch import RELATIVE_ACCURACY, sketch
 from servesweep.metrics.intervals import by_repeat
 
 if TYPE_CHECKING:
@@ -103,6 +104,10 @@ def summarise_requests(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     for metric in ("ttft", "tpot", "e2e"):
         summary.update(stats((r[f"{metric}_ms"] for r in ok), metric))
     summary.update(stats((gap for r in ok for gap in (r["itl_ms"] or ())), "itl"))
+    for metric in ("ttft", "tpot", "e2e"):
+        summary[f"{metric}_sketch"] = sketch(r[f"{metric}_ms"] for r in ok)
+    summary["itl_sketch"] = sketch(gap for r in ok for gap in (r["itl_ms"] or ()))
+    summary["sketch_relative_accuracy"] = RELATIVE_ACCURACY if ok else None
     lags = stats((r["schedule_lag_ms"] for r in measured), "schedule_lag")
     summary["schedule_lag_p50_ms"] = lags["schedule_lag_p50_ms"]
     summary["schedule_lag_p99_ms"] = lags["schedule_lag_p99_ms"]

@@ -212,11 +212,10 @@ def _ci(throughput: float, spread: float) -> dict:
 
 
 def test_a_difference_inside_the_intervals_is_no_measurable_difference(tmp_path):
-    from tests.support.analysis_lake import point, round_price_catalog, write_points
-
     from servesweep.analysis.models import Question
     from servesweep.analysis.report import build_report, render_markdown
     from servesweep.spec import SLOSpec
+    from tests.support.analysis_lake import point, round_price_catalog, write_points
 
     lake, catalog, slo = str(tmp_path / "lake"), round_price_catalog(tmp_path), SLOSpec(ttft_p99_ms=500)
     # fp8 is 5 % faster at the same price, but each point's throughput is only known to +-10 %.
@@ -238,10 +237,9 @@ def test_a_difference_inside_the_intervals_is_no_measurable_difference(tmp_path)
 
 
 def test_with_a_per_request_slo_the_knee_is_the_most_goodput_within_the_attainment(tmp_path):
-    from tests.support.analysis_lake import point, round_price_catalog, write_points
-
     from servesweep.analysis.report import build_report
     from servesweep.spec import SLOSpec
+    from tests.support.analysis_lake import point, round_price_catalog, write_points
 
     lake = str(tmp_path / "lake")
     write_points(lake, [  # batch 8 has the most throughput and goodput, but keeps only 80 % within the SLO
@@ -259,10 +257,9 @@ def test_with_a_per_request_slo_the_knee_is_the_most_goodput_within_the_attainme
 
 
 def test_the_report_prints_each_run_s_fingerprint_and_what_differed(tmp_path):
-    from tests.support.analysis_lake import point, round_price_catalog, write_points
-
     from servesweep.analysis.report import build_report, render_markdown
     from servesweep.lake import store
+    from tests.support.analysis_lake import point, round_price_catalog, write_points
 
     lake = str(tmp_path / "lake")
     write_points(lake, [point("a", "nvidia-l4", 1, 100.0, 300, 30), point("b", "nvidia-l4", 1, 110.0, 300, 30),

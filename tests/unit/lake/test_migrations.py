@@ -2,7 +2,7 @@
 
 import pyarrow as pa
 
-from servesweep.lake.schema import MIGRATIONS, SCHEMA_VERSION, migrate, migrate_v4_to_v5
+from servesweep.lake.schema import SCHEMA_VERSION, TABLE_MIGRATIONS, migrate, migrate_v4_to_v5
 
 
 def test_v4_points_gain_the_v5_columns_as_null():
@@ -13,6 +13,6 @@ def test_v4_points_gain_the_v5_columns_as_null():
 
 
 def test_migrate_walks_every_step_to_the_current_version():
-    assert max(MIGRATIONS) == SCHEMA_VERSION - 1
+    assert max(TABLE_MIGRATIONS) == SCHEMA_VERSION - 1
     new = migrate("points", pa.table({"point_id": ["a"]}), 4)
     assert {"api", "workload_name", "workload_source"} <= set(new.column_names)
