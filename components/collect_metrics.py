@@ -55,7 +55,7 @@ def merged_window(windows: list[PointWindow]) -> PointWindow:
 
 
 def point_row(spec: BenchmarkSpec, model: ModelInfo, manifest: SweepManifest, point: SweepPoint,
-              window: PointWindow, requests: list[dict], samples: list[dict]) -> dict[str, Any]:
+              window: PointWindow, requests: list[dict[str, Any]], samples: list[dict[str, Any]]) -> dict[str, Any]:
     summary = summarise_requests(requests) if requests else {"status": "failed", "num_requests": 0, "num_errors": 0}
     failure = window.failure_reason
     if failure is not None:  # stopped (circuit breaker) or never run: whatever it measured, it did not finish
@@ -106,7 +106,7 @@ def _settings(spec: BenchmarkSpec, point: SweepPoint) -> dict[str, Any]:
     }
 
 
-def _intervals(spec: BenchmarkSpec, point: SweepPoint, requests: list[dict]) -> dict[str, Any]:
+def _intervals(spec: BenchmarkSpec, point: SweepPoint, requests: list[dict[str, Any]]) -> dict[str, Any]:
     ok = [r for r in requests if is_measured(r) and r["ok"]]
     if not ok:
         return {}
@@ -115,8 +115,8 @@ def _intervals(spec: BenchmarkSpec, point: SweepPoint, requests: list[dict]) -> 
 
 def collect_metrics(spec: BenchmarkSpec, model: ModelInfo, sweep_dirs: list[str]) -> dict[str, pa.Table]:
     requests_tables, samples_tables, manifests = [], [], []
-    by_point: dict[str | None, list[dict]] = defaultdict(list)
-    samples_by_point: dict[str | None, list[dict]] = defaultdict(list)
+    by_point: dict[str | None, list[dict[str, Any]]] = defaultdict(list)
+    samples_by_point: dict[str | None, list[dict[str, Any]]] = defaultdict(list)
     planned: dict[str, tuple[SweepManifest, SweepPoint]] = {}  # point id -> its first deployment
     windows: dict[str, list[PointWindow]] = defaultdict(list)
     for sweep_dir in sweep_dirs:
@@ -182,7 +182,7 @@ def reused_rows(spec: BenchmarkSpec, reused: list[ReusedPoint], points: dict[str
     return copied
 
 
-def run_rows(spec: BenchmarkSpec, manifests: list[SweepManifest], points: list[dict]) -> list[dict[str, Any]]:
+def run_rows(spec: BenchmarkSpec, manifests: list[SweepManifest], points: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The run's fingerprint row: the first started deployment's, else the first one taken; none without."""
     taken = [m for m in manifests if m.fingerprint is not None]
     if not taken:
@@ -193,7 +193,7 @@ def run_rows(spec: BenchmarkSpec, manifests: list[SweepManifest], points: list[d
     return [fingerprint_row(spec.run_id, spec.name, chosen, min(starts) if starts else None)]
 
 
-def fingerprint_row(run_id: str, run_name: str, fingerprint: Fingerprint, started: datetime | None) -> dict:
+def fingerprint_row(run_id: str, run_name: str, fingerprint: Fingerprint, started: datetime | None) -> dict[str, Any]:
     fields = fingerprint.model_dump()
     fields["notes"] = "; ".join(fields["notes"]) or None
     return {"run_id": run_id, "run_name": run_name, "started_at": started, **fields}

@@ -17,7 +17,7 @@ import contextlib
 import time
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from rich.progress import Progress
 
@@ -49,10 +49,19 @@ from servesweep.sweep_plan import (
     write_sweep,
 )
 
+RequestRow = dict[str, Any]  # one requests row (heterogeneous columns)
+ClimbKey = tuple[str | None, int, int]  # a workload's climb: its name, input and output tokens
+
+
+class RunPoint(Protocol):
+    """Runs one point (of one repeat) and records it; returns its window and request rows."""
+
+    def __call__(self, point: SweepPoint, repeat: int = ...) -> tuple[PointWindow, list[RequestRow]]: ...
+
 
 def request_rows(run_id: str, point: SweepPoint, records: list[RequestRecord], started_unix: float,
-                 repeat: int = 0, slo: SLOSpec | None = None) -> list[dict]:
-    rows = []
+                 repeat: int = 0, slo: SLOSpec | None = None) -> list[RequestRow]:
+    rows: list[RequestRow] = []
     for record in records:
         latencies = request_latencies(record.sent_at, record.token_times, record.output_tokens)
         lag = (record.sent_at - record.scheduled_at) * 1000.0 if record.scheduled_at is not None else None
@@ -104,7 +113,7 @@ def run_sweep(spec: BenchmarkSpec, deployment: Deployment, endpoint: Endpoint, t
         prompts = PromptFactory(tokenizer_dir, seed=spec.model.seed)
         samplers = _samplers(spec, deployment, endpoint)
 
-        def run(point: SweepPoint, repeat: int = deployment.first_repeat) -> tuple[PointWindow, list[dict]]:
+        def run(point: SweepPoint, repeat: int = deployment.first_repeat) -> tuple[PointWindow, list[RequestRow]]:
             for sampler in samplers:
                 sampler.begin(point.point_id)
             window, rows = _run_point(spec, point, endpoint, prompts, repeat, headers)
@@ -139,7 +148,7 @@ def run_sweep(spec: BenchmarkSpec, deployment: Deployment, endpoint: Endpoint, t
 
 
 def _save(out: Path, spec: BenchmarkSpec, deployment: Deployment, endpoint: Endpoint, windows: list[PointWindow],
-          requests: list[dict], samples: list[dict], searches: list,
+          requests: list[RequestRow], samples: list[dict[str, Any]], searches: list[AdaptiveSearch],
           fingerprint: Fingerprint | None = None, reused: list[ReusedPoint] | None = None) -> SweepManifest:
     manifest = SweepManifest(deployment=deployment, endpoint=endpoint, windows=windows, searches=searches,
                              reused=reused or [],
@@ -166,7 +175,7 @@ def _samplers(spec: BenchmarkSpec, deployment: Deployment, endpoint: Endpoint) -
     return [SamplerProcess(configs)] if configs else []
 
 
-def _reusable(spec: BenchmarkSpec, deployment: Deployment, fingerprint: Fingerprint) -> dict[str, dict]:
+def _reusable(spec: BenchmarkSpec, deployment: Deployment, fingerprint: Fingerprint) -> dict[str, dict[str, Any]]:
     """The points of `deployment` the lake has measured already for this configuration (resume), by point id."""
     if not spec.sweep.resume:
         return {}
@@ -193,12 +202,13 @@ def stop_constraints(spec: BenchmarkSpec) -> list[Constraint]:
     return constraints_for(stop, spec.accelerator.count, price)
 
 
-def _climb_key(point: SweepPoint) -> tuple:
+def _climb_key(point: SweepPoint) -> ClimbKey:
     return point.workload, point.input_tokens, point.output_tokens
 
 
-def _grid(deployment: Deployment, run, slo: SLOSpec | None = None, constraints: list[Constraint] | None = None,
-          reused: dict[str, dict] | None = None) -> list[SweepPoint]:
+def _grid(deployment: Deployment, run: RunPoint, slo: SLOSpec | None = None,
+          constraints: list[Constraint] | None = None,
+          reused: dict[str, dict[str, Any]] | None = None) -> list[SweepPoint]:
     """Every point, then every point again for each further repeat (interleaved: never back to back). With
     stop constraints, a workload's climb ends at the first level one of them stops; its later levels are not
     run. Points in `reused` (measured already, by point id) are not run; the constraints see their lake rows.
@@ -207,8 +217,8 @@ def _grid(deployment: Deployment, run, slo: SLOSpec | None = None, constraints: 
     # No auto-refresh: a render thread competes for CPU with the client and the server and
     # measurably slows streaming on small machines. The bar moves between points only.
     repeats = range(deployment.first_repeat, deployment.first_repeat + deployment.repeats)
-    history: dict[tuple, list[Level]] = {}
-    stopped: set[tuple] = set()
+    history: dict[ClimbKey, list[Level]] = {}
+    stopped: set[ClimbKey] = set()
     reached: list[SweepPoint] = []
     with Progress(auto_refresh=False) as progress:
         task = progress.add_task(f"sweep {deployment.deployment_id}", total=len(deployment.points) * len(repeats))
@@ -242,12 +252,12 @@ def _grid(deployment: Deployment, run, slo: SLOSpec | None = None, constraints: 
     return reached
 
 
-def _adaptive(spec: BenchmarkSpec, deployment: Deployment, run,
+def _adaptive(spec: BenchmarkSpec, deployment: Deployment, run: RunPoint,
               constraints: list[Constraint] | None = None) -> tuple[list[SweepPoint], list[AdaptiveSearch]]:
     """Search each workload shape for its largest batch meeting the SLO; returns the measured points."""
     measured: list[SweepPoint] = []
     windows: list[PointWindow] = []
-    searches = []
+    searches: list[AdaptiveSearch] = []
     for shape in spec.workloads:
         def measure(batch: int, isl: int = shape.input_tokens, osl: int = shape.output_tokens,
                     name: str | None = shape.name) -> PointResult:
@@ -269,7 +279,7 @@ def _adaptive(spec: BenchmarkSpec, deployment: Deployment, run,
     return measured, searches
 
 
-def point_result(batch: int, rows: list[dict], failure: str | None = None,
+def point_result(batch: int, rows: list[RequestRow], failure: str | None = None,
                  window: PointWindow | None = None) -> PointResult:
     """The SLO metrics of one point's request rows (a point without a successful request, or one stopped
     for a `failure`, has failed), with its throughput, error rate and wall time for the stop constraints."""
@@ -286,7 +296,7 @@ def point_result(batch: int, rows: list[dict], failure: str | None = None,
 
 
 def _run_point(spec: BenchmarkSpec, point: SweepPoint, endpoint: Endpoint, tokenizer: PromptFactory,
-               repeat: int = 0, headers: tuple[tuple[str, str], ...] = ()) -> tuple[PointWindow, list]:
+               repeat: int = 0, headers: tuple[tuple[str, str], ...] = ()) -> tuple[PointWindow, list[RequestRow]]:
     workload = workload_of(spec, point)
     sweep = spec.sweep
     shape: dict[str, Any] = {"arrival": sweep.arrival, "burstiness": sweep.burstiness,

@@ -121,7 +121,7 @@ def as_prompt(made: str | Prompt, input_tokens: int, output_tokens: int) -> Prom
 
 
 def request_payload(model: str, prompt: Prompt, api: Api = "completions", dialect: str = "vllm",
-                    sampling: Sampling = GREEDY) -> dict:
+                    sampling: Sampling = GREEDY) -> dict[str, Any]:
     """The streaming body of one request: completions with `prompt.text`, or chat with `prompt.messages`
     (a text prompt becomes one user message). Chat asks for usage in the stream like completions does."""
     payload = completion_payload(model, prompt.text, prompt.output_tokens, dialect, sampling)
@@ -134,14 +134,14 @@ def request_payload(model: str, prompt: Prompt, api: Api = "completions", dialec
 
 
 def completion_payload(model: str, prompt: str, output_tokens: int, dialect: str = "vllm",
-                       sampling: Sampling = GREEDY) -> dict:
+                       sampling: Sampling = GREEDY) -> dict[str, Any]:
     """A streaming /v1/completions body asking for `output_tokens` tokens at most, sampled as `sampling` says.
 
     Servers differ in how to forbid an early end of sequence: vLLM takes `ignore_eos`/`min_tokens`
     and needs `stream_options` for usage; `transformers serve` rejects unknown fields, takes a
     GenerationConfig as JSON, and always reports usage in its last chunk.
     """
-    payload: dict = {"model": model, "prompt": prompt, "max_tokens": output_tokens, "stream": True}
+    payload: dict[str, Any] = {"model": model, "prompt": prompt, "max_tokens": output_tokens, "stream": True}
     if sampling.stop:
         payload["stop"] = list(sampling.stop)
     if dialect == "transformers":
@@ -179,7 +179,7 @@ class Target:
         return cls(parts.hostname, parts.port or (443 if tls else 80), tls, parts.path.rstrip("/") + route,
                    kernel_stamps=not tls and rx_timestamps_supported())
 
-    def request_bytes(self, payload: dict, request_id: str, headers: Sequence[tuple[str, str]] = ()) -> bytes:
+    def request_bytes(self, payload: dict[str, Any], request_id: str, headers: Sequence[tuple[str, str]] = ()) -> bytes:
         """The complete HTTP request, built before the clock starts so a send is one write; `headers` are
         added as given (an external endpoint's auth header)."""
         body = json.dumps(payload, separators=(",", ":")).encode()
@@ -189,7 +189,7 @@ class Target:
                 "\r\n\r\n")
         return head.encode() + body
 
-    async def connect(self, origin: float, read_lags: array | None = None,
+    async def connect(self, origin: float, read_lags: array[float] | None = None,
                       timeout_s: float | None = None) -> StreamingConnection:
         """Open a keep-alive connection within `timeout_s` (a SYN that is never answered would otherwise hang
         for the kernel's minutes of retries); with kernel stamps, each read's kernel wait goes to `read_lags`."""
@@ -200,7 +200,7 @@ class Target:
                 raise
             raise TimeoutError(f"no connection in {timeout_s:g} s") from None
 
-    async def _open(self, origin: float, read_lags: array | None) -> StreamingConnection:
+    async def _open(self, origin: float, read_lags: array[float] | None) -> StreamingConnection:
         if self.kernel_stamps:
             protocol = StreamingConnection(origin)
             await open_stamped(self.host, self.port, protocol, read_lags)

@@ -30,6 +30,7 @@ from collections import deque
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypedDict, Unpack
 
 from servesweep.loadgen.client import (
     GREEDY,
@@ -47,6 +48,14 @@ from servesweep.loadgen.client import (
 _clock = time.perf_counter
 LAG_PROBE_S = 0.010
 MEASURED, WARMUP, COOLDOWN = 0, 1, 2  # phases of an open loop's arrivals
+
+
+class _RecordFields(TypedDict, total=False):
+    """The RequestRecord fields a worker sets as it creates a record (the rest come from the prompt)."""
+
+    scheduled_at: float | None
+    request_id: str
+    cooldown: bool
 
 
 @dataclass
@@ -137,7 +146,7 @@ class Engine:
         self._waiting: deque[tuple[RequestRecord, bytes]] = deque()
         self._deadline = float("inf")
         self._go = 0.0
-        self._finished: asyncio.Future | None = None
+        self._finished: asyncio.Future[None] | None = None
         self._arrival: asyncio.TimerHandle | None = None
         self._ended = self._failed = self._consecutive = 0
         self._warm_end = -float("inf")  # closed loop: perf_counter time the timed warm-up ends
@@ -149,7 +158,7 @@ class Engine:
         payload = request_payload(job.model, prompt, job.api, job.dialect, job.sampling)
         return self.target.request_bytes(payload, request_id, job.headers)
 
-    def _record(self, index: int, warmup: bool, prompt: Prompt, **fields) -> RequestRecord:
+    def _record(self, index: int, warmup: bool, prompt: Prompt, **fields: Unpack[_RecordFields]) -> RequestRecord:
         # min_tokens never above this request's own max_tokens (a dataset's output may be shorter)
         fewest = min(self.job.sampling.min_for(prompt.output_tokens), prompt.output_tokens)
         return RequestRecord(index, warmup, prompt.input_tokens, prompt.output_tokens, min_output_tokens=fewest,

@@ -16,9 +16,9 @@ import math
 import multiprocessing
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, Field, model_validator
@@ -26,7 +26,13 @@ from pydantic import BaseModel, Field, model_validator
 from servesweep.loadgen.client import GREEDY, ROUTES, Prompt, RequestRecord, Sampling, Target, as_prompt
 from servesweep.loadgen.engine import COOLDOWN, MEASURED, WARMUP, Engine, WorkerJob
 
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+
 _GO_MARGIN_S = 0.05  # workers are told to start this far in the future, so all start together
+_T = TypeVar("_T")
+# A worker process's end of its pipe: it sends "ready", then its columns (or "error:..."); it receives the start.
+_WorkerEnd: TypeAlias = "Connection[str | dict[str, Any], float]"
 
 
 class LoadPlan(BaseModel):
@@ -280,7 +286,7 @@ def _open_indices(phases: list[int]) -> list[int]:
     return [i - warm for i in range(len(phases))]
 
 
-def _split_closed(plan: LoadPlan, prompts: list[Prompt], warmups: tuple[Prompt, ...], common: dict,
+def _split_closed(plan: LoadPlan, prompts: list[Prompt], warmups: tuple[Prompt, ...], common: dict[str, Any],
                   make_prompt: Callable[[], Prompt] | None) -> list[WorkerJob]:
     ids = [f"{plan.request_id_prefix}{i}" for i in range(len(prompts))]
     concurrency = plan.concurrency or 1
@@ -306,11 +312,12 @@ def _share(total: int, parts: int, part: int) -> int:
     return total // parts + (1 if part < total % parts else 0)
 
 
-def _run_loop(coroutine):
+def _run_loop(coroutine: Coroutine[Any, Any, _T]) -> _T:
     try:
         import uvloop
 
-        return uvloop.run(coroutine)
+        result: _T = uvloop.run(coroutine)  # mypy skips uvloop (its run is Any): keep the result typed
+        return result
     except ImportError:
         return asyncio.run(coroutine)
 
@@ -357,14 +364,14 @@ def _run_processes(jobs: list[WorkerJob], origin: float) -> WorkerOutput:
     return merged
 
 
-def _expect(message, kind) -> None:
+def _expect(message: object, kind: str | type) -> None:
     if isinstance(message, str) and message.startswith("error:"):
         raise RuntimeError(f"load worker failed: {message[6:]}")
     if (isinstance(kind, str) and message != kind) or (isinstance(kind, type) and not isinstance(message, kind)):
         raise RuntimeError(f"load worker protocol: expected {kind}, got {type(message).__name__}")
 
 
-def _worker_main(job: WorkerJob, origin: float, pipe) -> None:
+def _worker_main(job: WorkerJob, origin: float, pipe: _WorkerEnd) -> None:
     async def main() -> None:
         engine = Engine(job, origin)
         try:
@@ -382,8 +389,8 @@ def _worker_main(job: WorkerJob, origin: float, pipe) -> None:
         pipe.send(f"error:{error!r}"[:1000])
 
 
-def records_to_columns(records: list[RequestRecord], lags: list[float], read_lags=(), stopped: str | None = None
-                       ) -> dict:
+def records_to_columns(records: list[RequestRecord], lags: list[float], read_lags: Sequence[float] = (),
+                       stopped: str | None = None) -> dict[str, Any]:
     """Columnar form of records for the trip between processes (one array per field)."""
     counts = np.array([len(r.token_times) for r in records], dtype=np.int64)
     times = [np.asarray(r.token_times, dtype=np.float64) for r in records]
@@ -405,7 +412,7 @@ def records_to_columns(records: list[RequestRecord], lags: list[float], read_lag
     }
 
 
-def records_from_columns(columns: dict) -> list[RequestRecord]:
+def records_from_columns(columns: Mapping[str, Any]) -> list[RequestRecord]:
     offsets, times = columns["offsets"], columns["token_times"]
     records = []
     for i, index in enumerate(columns["index"].tolist()):

@@ -8,6 +8,7 @@ comments (`:`), `event:`, `id:` and `retry:` lines are skipped. Multi-line data 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 
 class SSEParser:
@@ -61,13 +62,13 @@ class TokenScanner:
     def __init__(self) -> None:
         self._tail = b""
         self._parser: SSEParser | None = None
-        self._usage: dict | None = None
+        self._usage: dict[str, Any] | None = None
         self._usage_payload: bytes | None = None  # parsed on first look: the stream's end stays cheap
         self._error: str | None = None
         self.done = False
 
     @property
-    def usage(self) -> dict | None:
+    def usage(self) -> dict[str, Any] | None:
         """The stream's `usage` object (its JSON is parsed here, on first access, not while streaming)."""
         if self._usage_payload is not None:
             payload, self._usage_payload = self._usage_payload, None

@@ -25,7 +25,7 @@ import struct
 import sys
 import time
 from array import array
-from typing import Protocol
+from typing import Any, Protocol
 
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux's value; Python does not export it
 _TIMESPEC = struct.Struct("qq")
@@ -116,7 +116,7 @@ class StampedTransport(asyncio.Transport):
     """One connected non-blocking TCP socket on the running loop, reads stamped by the kernel."""
 
     def __init__(self, sock: socket.socket, protocol: StampedProtocol,
-                 loop: asyncio.AbstractEventLoop | None = None, read_lags: array | None = None) -> None:
+                 loop: asyncio.AbstractEventLoop | None = None, read_lags: array[float] | None = None) -> None:
         super().__init__()
         self._read_lags = read_lags  # when given: seconds each read's bytes waited in the kernel
         self._sock = sock
@@ -184,7 +184,7 @@ class StampedTransport(asyncio.Transport):
             if self._closing:
                 self._lose(None)
 
-    def get_extra_info(self, name: str, default=None):
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
         if name == "socket":
             return self._sock
         if name == "peername":
@@ -222,7 +222,7 @@ class StampedTransport(asyncio.Transport):
 
 
 async def open_stamped(host: str, port: int, protocol: StampedProtocol,
-                       read_lags: array | None = None) -> StampedTransport:
+                       read_lags: array[float] | None = None) -> StampedTransport:
     """Connect a stamped TCP stream to host:port (the first address that answers)."""
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,7 +56,7 @@ def _number(value: object, what: str, where: str, integer: bool = False) -> floa
     return number
 
 
-def _row(item: dict, where: str) -> Row:
+def _row(item: Mapping[str, object], where: str) -> Row:
     timestamp = _number(item.get("timestamp"), "timestamp", where)
     if timestamp is None:
         raise TraceError(f"{where}: no timestamp")

@@ -9,7 +9,7 @@ that varies). With one repeat only the second level varies. Definitions: servesw
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -110,7 +110,8 @@ def token_bins(rows: Sequence[Row], bins: int = BINS) -> tuple[np.ndarray, float
     return tokens, (end - start) / bins
 
 
-def _bootstrap(rng: np.random.Generator, groups: Sequence[np.ndarray], statistic) -> np.ndarray:
+def _bootstrap(rng: np.random.Generator, groups: Sequence[np.ndarray],
+               statistic: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
     """RESAMPLES values of `statistic` over pools drawn at two levels: groups, then units within each."""
     draws = []
     for _ in range(RESAMPLES):

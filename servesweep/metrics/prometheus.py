@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import urllib.request
+from collections.abc import Iterable
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -54,7 +55,8 @@ class MetricsSampler(PeriodicSampler):
 
     thread_name = "metrics-sampler"
 
-    def __init__(self, url: str, deployment_id: str, interval_s: float = 0.5, prefixes=("vllm:",)) -> None:
+    def __init__(self, url: str, deployment_id: str, interval_s: float = 0.5,
+                 prefixes: Iterable[str] = ("vllm:",)) -> None:
         super().__init__(deployment_id, interval_s)
         self.url = url
         self.prefixes = tuple(prefixes)

@@ -13,7 +13,12 @@ import contextlib
 import multiprocessing
 import os
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+
+    from servesweep.metrics.sampler import PeriodicSampler
 
 SamplerKind = Literal["prometheus", "gpu"]
 _NICE = 10  # the child yields the CPU to the load generator when both want it (a late scrape costs nothing)
@@ -35,6 +40,12 @@ class _Reply:
     rows: list[dict[str, Any]] = field(default_factory=list)
     unavailable: list[str] = field(default_factory=list)
     error: str | None = None
+
+
+# What the parent sends the child: ("begin", point_id), ("end", None) or ("stop", None).
+_Command = tuple[Literal["begin"], str] | tuple[Literal["end", "stop"], None]
+# The child's end of the pipe: it receives commands and sends replies.
+_ChildEnd: TypeAlias = "Connection[_Reply, _Command]"
 
 
 class SamplerError(RuntimeError):
@@ -86,7 +97,7 @@ class SamplerProcess:
                 self._process.kill()
             self._pipe = None
 
-    def _call(self, command: tuple[str, str | None] | None) -> _Reply:
+    def _call(self, command: _Command | None) -> _Reply:
         """Send `command` (None: only wait for the start-up reply) and wait for the child's answer."""
         if command is not None:
             self._pipe.send(command)
@@ -101,7 +112,7 @@ class SamplerProcess:
         return reply
 
 
-def build_sampler(config: SamplerConfig):
+def build_sampler(config: SamplerConfig) -> PeriodicSampler:
     """The sampler a config names (raises GpuUnavailable when NVML is not there)."""
     if config.kind == "gpu":
         from servesweep.metrics.gpu import GpuSampler
@@ -112,7 +123,7 @@ def build_sampler(config: SamplerConfig):
     return MetricsSampler(config.url, config.deployment_id, config.interval_s, prefixes=config.prefixes)
 
 
-def _child_main(configs: list[SamplerConfig], pipe) -> None:
+def _child_main(configs: list[SamplerConfig], pipe: _ChildEnd) -> None:
     with contextlib.suppress(OSError):
         os.nice(_NICE)
     try:
@@ -121,10 +132,11 @@ def _child_main(configs: list[SamplerConfig], pipe) -> None:
         pipe.send(_Reply(error=repr(error)[:1000]))
 
 
-def _serve(configs: list[SamplerConfig], pipe) -> None:
+def _serve(configs: list[SamplerConfig], pipe: _ChildEnd) -> None:
     from servesweep.metrics.gpu import GpuUnavailable
 
-    samplers, unavailable = [], []
+    samplers: list[PeriodicSampler] = []
+    unavailable: list[str] = []
     for config in configs:
         try:
             samplers.append(build_sampler(config))
@@ -137,11 +149,11 @@ def _serve(configs: list[SamplerConfig], pipe) -> None:
     pipe.send(_Reply(unavailable=unavailable))
     try:
         while running:
-            verb, point_id = pipe.recv()
-            if verb == "begin":
+            command = pipe.recv()
+            if command[0] == "begin":  # the tag narrows the command: it carries the point's id
                 for sampler in samplers:
-                    sampler.begin(point_id)
-            elif verb == "end":
+                    sampler.begin(command[1])
+            elif command[0] == "end":
                 for sampler in samplers:
                     sampler.end()
             else:
@@ -155,12 +167,12 @@ def _serve(configs: list[SamplerConfig], pipe) -> None:
             _stop(samplers)
 
 
-def _stop(samplers: list) -> None:
+def _stop(samplers: list[PeriodicSampler]) -> None:
     for sampler in samplers:
         sampler.__exit__(None, None, None)
 
 
-def _drain(samplers: list, sent: list[int]) -> list[dict[str, Any]]:
+def _drain(samplers: list[PeriodicSampler], sent: list[int]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for index, sampler in enumerate(samplers):
         total = len(sampler.rows)

@@ -43,7 +43,8 @@ class PeriodicSampler:
             self.sample()
         self.point_id = None
 
-    def row(self, point_id: str | None, now: float, metric: str, labels: dict[str, str], value: float) -> dict:
+    def row(self, point_id: str | None, now: float, metric: str, labels: dict[str, str],
+            value: float) -> dict[str, Any]:
         """One server_metrics row (the table's shape, less run_id); `point_id` as the sample began."""
         return {"deployment_id": self.deployment_id, "point_id": point_id, "scraped_at_unix": now,
                 "metric": metric, "labels": labels, "value": value}

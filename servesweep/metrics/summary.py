@@ -142,7 +142,7 @@ PREFIX_QUERIES, PREFIX_HITS = "vllm:prefix_cache_queries_total", "vllm:prefix_ca
 def increase(samples: Sequence[Mapping[str, Any]], metric: str) -> float | None:
     """How much a counter grew over a point's samples: last - first of each series (label set), summed; None
     when the server has no such counter or it was scraped fewer than twice. Samples are in scrape order."""
-    series: dict[tuple, list[float]] = {}
+    series: dict[tuple[tuple[str, str], ...], list[float]] = {}
     for sample in samples:
         if sample["metric"] == metric:
             labels = sample.get("labels") or ()

@@ -11,6 +11,7 @@ import json
 import random
 import sys
 from pathlib import Path
+from typing import Any
 
 import servesweep
 
@@ -35,7 +36,7 @@ FOLLOW_UPS = ["What if that does not work?", "Could you say more about the secon
               "Is there anything I should avoid?", "Can you make that shorter?"]
 
 
-def conversation(rng: random.Random, index: int) -> dict:
+def conversation(rng: random.Random, index: int) -> dict[str, Any]:
     topic = rng.choice(TOPICS)
     question = " ".join([rng.choice(ASKS).format(t=topic), *rng.sample(DETAILS, rng.randint(0, 4))])
     turns = []
