@@ -176,7 +176,7 @@ def build_workflow(spec: BenchmarkSpec | None = None, image: str = IMAGE, *, wit
         arguments=workflow_parameters(params), labels={"app.kubernetes.io/name": "servesweep"},
         **_runner_pod_settings(gke),
     ) as workflow:
-        resolve_spec = step("resolve-spec", [_in(name) for name in PipelineParams.model_fields],
+        resolve_spec = step("resolve-spec", [_in(name) for name in PipelineParams.model_fields] + [_in("job_id")],
                             [_out("spec_json")], image)
         plan = step("plan", [spec_json], [_out_file("predicted")], image)
         provision = step("provision", [spec_json, owner], [_out("capacity_json")], image)
@@ -218,8 +218,10 @@ def build_workflow(spec: BenchmarkSpec | None = None, image: str = IMAGE, *, wit
         # parallelism 1: one deployment at a time, as every server wants the same accelerators.
         with DAG(name="servesweep", parallelism=1):
             job = "{{workflow.uid}}"
+            # job_id is no workflow parameter: a resubmitted workflow (a new one, with its own uid) derives a new
+            # run id, as KFP's resolve-spec does from KFP's run id; a retried one (same uid) keeps its run id.
             resolved = resolve_spec(arguments={name: f"{{{{workflow.parameters.{name}}}}}"
-                                               for name in PipelineParams.model_fields})
+                                               for name in PipelineParams.model_fields} | {"job_id": job})
             spec_out = resolved.get_parameter("spec_json")
             predictions = plan(arguments={"spec_json": spec_out})
             capacity = provision(arguments={"spec_json": spec_out, "owner": job})
