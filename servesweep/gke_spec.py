@@ -17,6 +17,8 @@ ReleasePolicy = Literal["delete", "scale_to_zero"]
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
 _NODE_POOL_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
+# A Secret's name: a DNS subdomain (lowercase alphanumerics, '-' and '.', at most 253, alphanumeric at both ends).
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
 class _Strict(BaseModel):
@@ -171,6 +173,19 @@ class GKESpec(_Strict):
                           "pod's memory only as far as it is used, so one GPU loses nothing.")
     scrape_interval_s: int = Field(5, ge=5, le=3600, description="Managed Prometheus scrape interval of the "
                                    "server pods (PodMonitoring), seconds, 5..3600.")
+    object_store_secret: str | None = Field(
+        None, max_length=253, description="Secret in `namespace` that KFP's launcher reads the pipeline root's "
+        "object-store credentials from, when the kfp-launcher ConfigMap's provider is not `fromEnv` (e.g. "
+        "mlpipeline-minio-artifact for KFP's default MinIO); the runner Role may `get` that one Secret by name. "
+        "None: a gs:// pipeline root reached through Workload Identity (`fromEnv: true`), and no Secret is "
+        "readable (a DNS subdomain, at most 253 characters).")
+
+    @field_validator("object_store_secret")
+    @classmethod
+    def _secret_name(cls, value: str | None) -> str | None:
+        if value is not None and not _DNS_SUBDOMAIN.match(value):
+            raise ValueError(f"{value!r} is not a Secret name (lowercase letters, digits, '-' and '.', at most 253)")
+        return value
 
     @field_validator("namespace", "runner_service_account", "compute_class")
     @classmethod

@@ -155,7 +155,8 @@ def rbac_manifests(
     """Everything to `kubectl apply` once per namespace, as plain dicts (ready for YAML).
 
     `object_store_secret`: the Secret KFP's launcher reads object-store credentials from, when the
-    kfp-launcher ConfigMap's provider is not `fromEnv` (e.g. "mlpipeline-minio-artifact").
+    kfp-launcher ConfigMap's provider is not `fromEnv` (e.g. "mlpipeline-minio-artifact"): the spec's
+    `gke.object_store_secret` (pipelines/compile.py runner_rbac).
     """
     objects: list[Any] = [
         service_account(namespace, account, workload_identity_sa),

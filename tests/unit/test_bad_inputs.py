@@ -107,6 +107,8 @@ SPEC_FILES = [
     pytest.param(f"name: {'n' * 500}\n", "name", id="name-500-chars"),
     pytest.param("model: {shape: {hidden_size: 1000000000}}\n", "model.shape.hidden_size", id="hidden-size-1e9"),
     pytest.param((ROOT / "specs" / "gke.yaml").read_text(), "gke", id="gke-spec-run-locally"),
+    pytest.param((ROOT / "specs" / "gke.yaml").read_text() + "  object_store_secret: Minio_Creds\n",
+                 "gke.object_store_secret", id="gke-object-store-secret-bad-name"),
 ]
 
 

@@ -69,3 +69,30 @@ def test_servesweep_calls_list_every_namespaced_call_in_the_code():
     assert found, "the scan found no kubernetes client calls"
     in_code = {(*RESOURCES[kind], VERBS[verb]) for verb, kind in found}
     assert in_code == {(c.group, c.resource, c.verb) for c in SERVESWEEP_CALLS}
+
+
+def _gke(**fields):
+    from servesweep.gke_spec import GKESpec
+
+    return GKESpec(project="bench-project", location="us-central1", cluster="bench",
+                   model={"source": "huggingface", "repo_id": "org/model"}, **fields)
+
+
+def test_object_store_secret_is_a_spec_field_that_reaches_the_compiled_role():
+    from pipelines.compile import runner_rbac
+
+    def secret_rules(gke):
+        [role] = [m for m in runner_rbac(gke, "nvidia-l4", 1) if m["kind"] == "Role"]
+        return [r for r in role["rules"] if "secrets" in r["resources"]]
+
+    assert secret_rules(_gke()) == []  # Workload Identity: no Secret readable
+    assert secret_rules(_gke(object_store_secret="mlpipeline-minio-artifact")) == [
+        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["mlpipeline-minio-artifact"], "verbs": ["get"]}]
+
+
+@pytest.mark.parametrize("name", ["Not_A_Name", "-minio", "a" * 254, ""])
+def test_object_store_secret_must_be_a_secret_name(name):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="object_store_secret"):
+        _gke(object_store_secret=name)
