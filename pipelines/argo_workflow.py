@@ -94,7 +94,10 @@ def step_deadlines(spec: BenchmarkSpec | None) -> dict[str, int]:
     deadlines = dict.fromkeys(RETRIES, QUICK_S) | {"check-points": QUICK_S, "provision": PROVISION_S,
                                                    "load-model": LOAD_MODEL_S}
     if spec is not None:
-        deadlines["deploy-server"] = int(spec.server.startup_timeout_s) + POD_START_S
+        # Queued provisioning first waits up to its own capacity timeout for GKE to grant the node.
+        queued = spec.gke.capacity.queued if spec.gke and spec.gke.provisioning == "node_pool" else None
+        deadlines["deploy-server"] = int(spec.server.startup_timeout_s) + POD_START_S + (queued.timeout_s if queued
+                                                                                           else 0)
         deadlines["sweep"] = int(_sweep_seconds(spec)) + POD_START_S
     return deadlines
 

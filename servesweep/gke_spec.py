@@ -70,6 +70,19 @@ CapacityKind = Literal["reservation", "on_demand", "spot", "flex_start"]
 CAPACITY_ORDER: tuple[CapacityKind, ...] = ("reservation", "on_demand", "spot", "flex_start")
 
 
+class QueuedProvisioningSpec(_Strict):
+    """Flex-start through GKE queued provisioning (Dynamic Workload Scheduler): each server first asks for its node
+    with a ProvisioningRequest (class queued-provisioning.gke.io) and starts only once GKE has granted it."""
+
+    timeout_s: int = Field(3600, ge=60, le=604_800, description="How long deploy-server waits for GKE to grant a "
+                           "server's ProvisioningRequest, seconds, 60..604800 (7 days); past it, or when GKE marks "
+                           "the request Failed, that deployment's points fail as NoCapacity and the sweep moves on. "
+                           "server.startup_timeout_s starts counting once the node is granted.")
+    max_run_duration_s: int | None = Field(None, ge=600, le=604_800, description="maxRunDurationSeconds of the "
+                                           "request: GKE reclaims the node this long after granting it, seconds, "
+                                           "600..604800; None: GKE's default, 7 days.")
+
+
 class CapacitySpec(_Strict):
     """Which kinds of capacity a run may take; compute_class mode tries them in CAPACITY_ORDER."""
 
@@ -77,11 +90,16 @@ class CapacitySpec(_Strict):
                                       description="Any of reservation, on_demand, spot, flex_start.")
     reservation: str = Field("", description="Specific reservation to consume (needed with `reservation`).")
     reservation_project: str = Field("", description="Project owning a shared reservation; empty: the cluster's.")
+    queued: QueuedProvisioningSpec | None = Field(
+        None, description="Flex-start with queued provisioning (a ProvisioningRequest per server); needs kinds "
+        "[flex_start] and provisioning node_pool. None: flex-start VMs without queueing.")
 
     @model_validator(mode="after")
     def _reservation_named(self) -> CapacitySpec:
         if ("reservation" in self.kinds) != bool(self.reservation):
             raise ValueError("capacity: `reservation` in kinds and a reservation name go together")
+        if self.queued is not None and self.kinds != ["flex_start"]:
+            raise ValueError("capacity.queued: queued provisioning is flex-start only: set kinds to [flex_start]")
         return self
 
     def ordered(self) -> list[CapacityKind]:
@@ -179,6 +197,15 @@ class GKESpec(_Strict):
         "mlpipeline-minio-artifact for KFP's default MinIO); the runner Role may `get` that one Secret by name. "
         "None: a gs:// pipeline root reached through Workload Identity (`fromEnv: true`), and no Secret is "
         "readable (a DNS subdomain, at most 253 characters).")
+
+    @model_validator(mode="after")
+    def _queued_in_a_node_pool(self) -> GKESpec:
+        # Queued provisioning runs on a node pool created with it enabled (GKE: `--enable-queued-provisioning`); a
+        # ComputeClass or node auto-provisioning pool is not one servesweep can create that way.
+        if self.capacity.queued is not None and (self.provisioning != "node_pool" or self.node_pool.spot):
+            raise ValueError("capacity.queued: queued provisioning needs provisioning node_pool without "
+                             "node_pool.spot")
+        return self
 
     @field_validator("object_store_secret")
     @classmethod
