@@ -40,11 +40,15 @@ def _spec(spec_json: str):
     return parse_spec(json.loads(spec_json), source="spec_json")
 
 
-def resolve_spec(out_spec_json: str, **params: str) -> None:
-    """Workflow parameters (all strings; lists as JSON) -> the spec with a concrete run id."""
+def resolve_spec(out_spec_json: str, job_id: str = "", **params: str) -> None:
+    """Workflow parameters (all strings; lists as JSON) -> the spec with a concrete run id.
+
+    `job_id`: the workflow's uid ({{workflow.uid}}); an empty run_id becomes the spec's name and its first 8
+    characters, so a resubmitted workflow cannot land in the old run's lake partition.
+    """
     lists = {name for name, field in PipelineParams.model_fields.items() if get_origin(field.annotation) is list}
     typed = {name: _json_list(name, value) if name in lists else value for name, value in params.items()}
-    spec = spec_from_params(typed).with_run_id()
+    spec = spec_from_params(typed).with_run_id(job_id)
     try:
         validate_lake_uri(spec.lake_uri)  # fail here, not at write-lake after the sweep
     except LakeError as error:

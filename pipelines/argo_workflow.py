@@ -97,7 +97,10 @@ def step_deadlines(spec: BenchmarkSpec | None) -> dict[str, int]:
     deadlines = dict.fromkeys(RETRIES, QUICK_S) | {"check-points": QUICK_S, "provision": PROVISION_S,
                                                    "load-model": LOAD_MODEL_S}
     if spec is not None:
-        deadlines["deploy-server"] = int(spec.server.startup_timeout_s) + POD_START_S
+        # Queued provisioning first waits up to its own capacity timeout for GKE to grant the node.
+        queued = spec.gke.capacity.queued if spec.gke and spec.gke.provisioning == "node_pool" else None
+        deadlines["deploy-server"] = int(spec.server.startup_timeout_s) + POD_START_S + (queued.timeout_s if queued
+                                                                                           else 0)
         deadlines["sweep"] = int(_sweep_seconds(spec)) + POD_START_S
     return deadlines
 
@@ -188,7 +191,7 @@ def build_workflow(spec: BenchmarkSpec | None = None, image: str = IMAGE, *, wit
         arguments=workflow_parameters(params), labels={"app.kubernetes.io/name": "servesweep"},
         **_runner_pod_settings(gke),
     ) as workflow:
-        resolve_spec = step("resolve-spec", [_in(name) for name in PipelineParams.model_fields],
+        resolve_spec = step("resolve-spec", [_in(name) for name in PipelineParams.model_fields] + [_in("job_id")],
                             [_out("spec_json")], image)
         plan = step("plan", [spec_json], [_out_file("predicted")], image)
         provision = step("provision", [spec_json, owner], [_out("capacity_json")], image)
@@ -231,8 +234,10 @@ def build_workflow(spec: BenchmarkSpec | None = None, image: str = IMAGE, *, wit
         # parallelism 1: one deployment at a time, as every server wants the same accelerators.
         with DAG(name="servesweep", parallelism=1):
             job = "{{workflow.uid}}"
+            # job_id is no workflow parameter: a resubmitted workflow (a new one, with its own uid) derives a new
+            # run id, as KFP's resolve-spec does from KFP's run id; a retried one (same uid) keeps its run id.
             resolved = resolve_spec(arguments={name: f"{{{{workflow.parameters.{name}}}}}"
-                                               for name in PipelineParams.model_fields})
+                                               for name in PipelineParams.model_fields} | {"job_id": job})
             spec_out = resolved.get_parameter("spec_json")
             predictions = plan(arguments={"spec_json": spec_out})
             capacity = provision(arguments={"spec_json": spec_out, "owner": job})

@@ -96,7 +96,8 @@ def runner_rbac(gke: GKESpec, accelerator: str, count: int) -> list[dict]:
     """RBAC for the runner of a spec: a ComputeClass ClusterRole only in compute_class mode."""
     classes = [gke.compute_class or default_name(accelerator, count)] if gke.provisioning == "compute_class" else []
     return rbac_manifests(gke.namespace, gke.runner_service_account,
-                          workload_identity_sa=gke.runner_gcp_service_account, compute_classes=classes)
+                          workload_identity_sa=gke.runner_gcp_service_account, compute_classes=classes,
+                          object_store_secret=gke.object_store_secret)
 
 
 def write_rbac(deploy_dir: str | Path, spec: BenchmarkSpec) -> list[Path]:

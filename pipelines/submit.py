@@ -49,10 +49,6 @@ def _gke(spec: BenchmarkSpec) -> GKESpec:
     return spec.gke
 
 
-def _cluster_spec(spec: BenchmarkSpec) -> BenchmarkSpec:
-    return _require_gke(spec).with_run_id()  # fixed now, so the caller knows where the results will be
-
-
 def _one_line(error: Exception, secret: str | None = None) -> str:
     text = " ".join(str(error).split()) or type(error).__name__
     if secret:
@@ -104,7 +100,9 @@ def submit_kfp(spec: BenchmarkSpec, host: str, experiment: str | None = None,
 
 def submit_argo(spec: BenchmarkSpec, host: str, namespace: str | None = None, verify_ssl: bool = True) -> Submitted:
     """Create the Workflow through the Argo server's API; the bearer token comes from $ARGO_TOKEN."""
-    spec = _cluster_spec(spec)
+    # No run id given: resolve-spec derives it from the workflow's uid, which the server assigns, so a resubmit
+    # of this workflow (a new uid) gets a partition of its own.
+    spec = _require_gke(spec)
     token = os.environ.get(ARGO_TOKEN_ENV) or None
     workflow = build_workflow(spec, withhold_env=False)
     workflow.namespace = namespace or _gke(spec).namespace
@@ -116,4 +114,4 @@ def submit_argo(spec: BenchmarkSpec, host: str, namespace: str | None = None, ve
             created = workflow.create()
     except Exception as error:  # requests' and hera's errors alike
         raise SubmitError(f"Argo at {host} did not take the workflow: {_one_line(error, token)}") from None
-    return Submitted(run_id=spec.run_id, reference=created.metadata.name)
+    return Submitted(run_id=spec.with_run_id(created.metadata.uid or "").run_id, reference=created.metadata.name)

@@ -17,6 +17,8 @@ ReleasePolicy = Literal["delete", "scale_to_zero"]
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
 _NODE_POOL_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
+# A Secret's name: a DNS subdomain (lowercase alphanumerics, '-' and '.', at most 253, alphanumeric at both ends).
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
 class _Strict(BaseModel):
@@ -68,6 +70,19 @@ CapacityKind = Literal["reservation", "on_demand", "spot", "flex_start"]
 CAPACITY_ORDER: tuple[CapacityKind, ...] = ("reservation", "on_demand", "spot", "flex_start")
 
 
+class QueuedProvisioningSpec(_Strict):
+    """Flex-start through GKE queued provisioning (Dynamic Workload Scheduler): each server first asks for its node
+    with a ProvisioningRequest (class queued-provisioning.gke.io) and starts only once GKE has granted it."""
+
+    timeout_s: int = Field(3600, ge=60, le=604_800, description="How long deploy-server waits for GKE to grant a "
+                           "server's ProvisioningRequest, seconds, 60..604800 (7 days); past it, or when GKE marks "
+                           "the request Failed, that deployment's points fail as NoCapacity and the sweep moves on. "
+                           "server.startup_timeout_s starts counting once the node is granted.")
+    max_run_duration_s: int | None = Field(None, ge=600, le=604_800, description="maxRunDurationSeconds of the "
+                                           "request: GKE reclaims the node this long after granting it, seconds, "
+                                           "600..604800; None: GKE's default, 7 days.")
+
+
 class CapacitySpec(_Strict):
     """Which kinds of capacity a run may take; compute_class mode tries them in CAPACITY_ORDER."""
 
@@ -75,11 +90,16 @@ class CapacitySpec(_Strict):
                                       description="Any of reservation, on_demand, spot, flex_start.")
     reservation: str = Field("", description="Specific reservation to consume (needed with `reservation`).")
     reservation_project: str = Field("", description="Project owning a shared reservation; empty: the cluster's.")
+    queued: QueuedProvisioningSpec | None = Field(
+        None, description="Flex-start with queued provisioning (a ProvisioningRequest per server); needs kinds "
+        "[flex_start] and provisioning node_pool. None: flex-start VMs without queueing.")
 
     @model_validator(mode="after")
     def _reservation_named(self) -> CapacitySpec:
         if ("reservation" in self.kinds) != bool(self.reservation):
             raise ValueError("capacity: `reservation` in kinds and a reservation name go together")
+        if self.queued is not None and self.kinds != ["flex_start"]:
+            raise ValueError("capacity.queued: queued provisioning is flex-start only: set kinds to [flex_start]")
         return self
 
     def ordered(self) -> list[CapacityKind]:
@@ -171,6 +191,28 @@ class GKESpec(_Strict):
                           "pod's memory only as far as it is used, so one GPU loses nothing.")
     scrape_interval_s: int = Field(5, ge=5, le=3600, description="Managed Prometheus scrape interval of the "
                                    "server pods (PodMonitoring), seconds, 5..3600.")
+    object_store_secret: str | None = Field(
+        None, max_length=253, description="Secret in `namespace` that KFP's launcher reads the pipeline root's "
+        "object-store credentials from, when the kfp-launcher ConfigMap's provider is not `fromEnv` (e.g. "
+        "mlpipeline-minio-artifact for KFP's default MinIO); the runner Role may `get` that one Secret by name. "
+        "None: a gs:// pipeline root reached through Workload Identity (`fromEnv: true`), and no Secret is "
+        "readable (a DNS subdomain, at most 253 characters).")
+
+    @model_validator(mode="after")
+    def _queued_in_a_node_pool(self) -> GKESpec:
+        # Queued provisioning runs on a node pool created with it enabled (GKE: `--enable-queued-provisioning`); a
+        # ComputeClass or node auto-provisioning pool is not one servesweep can create that way.
+        if self.capacity.queued is not None and (self.provisioning != "node_pool" or self.node_pool.spot):
+            raise ValueError("capacity.queued: queued provisioning needs provisioning node_pool without "
+                             "node_pool.spot")
+        return self
+
+    @field_validator("object_store_secret")
+    @classmethod
+    def _secret_name(cls, value: str | None) -> str | None:
+        if value is not None and not _DNS_SUBDOMAIN.match(value):
+            raise ValueError(f"{value!r} is not a Secret name (lowercase letters, digits, '-' and '.', at most 253)")
+        return value
 
     @field_validator("namespace", "runner_service_account", "compute_class")
     @classmethod

@@ -24,6 +24,7 @@ from servesweep.k8s.manifests import (
     ServerBundle,
     selector,
 )
+from servesweep.k8s.queued import PROVREQ_GROUP, PROVREQ_PLURAL, PROVREQ_VERSION, request_state
 from servesweep.k8s.readiness import FailureKind, FailureReason, Readiness, redact, wait_until_ready
 from servesweep.k8s.teardown import teardown_selected
 from servesweep.k8s.validate import validate_manifest
@@ -65,6 +66,48 @@ class DeployOutcome:
         return failure.summary() if failure and not self.ready else None
 
 
+def request_capacity(apis: KubeApis, bundle: ServerBundle) -> None:
+    """Queued provisioning: create the PodTemplate and the ProvisioningRequest that names it."""
+    if bundle.pod_template is None or bundle.provisioning_request is None:
+        return
+    apis.core.create_namespaced_pod_template(bundle.namespace, bundle.pod_template)
+    apis.custom.create_namespaced_custom_object(group=PROVREQ_GROUP, version=PROVREQ_VERSION,
+                                                namespace=bundle.namespace, plural=PROVREQ_PLURAL,
+                                                body=bundle.provisioning_request)
+
+
+def wait_for_capacity(
+    apis: KubeApis, bundle: ServerBundle, *, poll_s: float, clock: Callable[[], float],
+    sleep: Callable[[float], None],
+) -> FailureReason | None:
+    """Until GKE grants the bundle's ProvisioningRequest (None), marks it Failed, or `capacity_timeout_s` passes
+    (both NoCapacity: no machines in time, for the one capacity kind queued provisioning offers)."""
+    if bundle.provisioning_request is None:
+        return None
+    timeout_s = bundle.capacity_timeout_s or 0.0
+    started, state = clock(), "no conditions yet"
+    while True:
+        try:
+            request = apis.custom.get_namespaced_custom_object(
+                group=PROVREQ_GROUP, version=PROVREQ_VERSION, namespace=bundle.namespace, plural=PROVREQ_PLURAL,
+                name=bundle.name)
+            verdict, state = request_state(request)
+        except ApiException as error:
+            if error.status is None or error.status < 500:
+                raise
+            verdict = "pending"  # an API server hiccup; poll again
+        if verdict == "provisioned":
+            return None
+        if verdict == "failed":
+            return FailureReason(FailureKind.NO_CAPACITY, redact(f"ProvisioningRequest {bundle.name} {state}"))
+        elapsed = clock() - started
+        if elapsed >= timeout_s:
+            return FailureReason(FailureKind.NO_CAPACITY, redact(
+                f"ProvisioningRequest {bundle.name} not granted after {timeout_s:.0f}s "
+                f"(gke.capacity.queued.timeout_s; {state})"))
+        sleep(min(poll_s, timeout_s - elapsed))
+
+
 def apply_bundle(apis: KubeApis, bundle: ServerBundle) -> list[str]:
     """Create the Deployment, Service and PodMonitoring; returns notes on what was skipped."""
     for manifest in bundle.manifests():
@@ -97,6 +140,13 @@ def deploy_server(
 ) -> DeployOutcome:
     started = clock()
     try:
+        for manifest in bundle.manifests():
+            validate_manifest(manifest)
+        request_capacity(apis, bundle)
+        no_capacity = wait_for_capacity(apis, bundle, poll_s=max(poll_s, 10.0), clock=clock, sleep=sleep)
+        if no_capacity is not None:
+            _clean_up(apis, bundle)
+            return DeployOutcome(bundle, Readiness(False, clock() - started, no_capacity))
         notes = apply_bundle(apis, bundle)
     except ApiException as error:
         readiness = Readiness(False, clock() - started, _rejected(error))

@@ -17,6 +17,12 @@ from kubernetes import client as k8s
 
 from servesweep.gke_spec import GCSModel, GKESpec, HuggingFaceModel, ModelSource
 from servesweep.k8s.accelerators import accelerator_info, machine_for
+from servesweep.k8s.queued import (
+    consume_annotations,
+    queued_toleration,
+    render_pod_template,
+    render_provisioning_request,
+)
 from servesweep.k8s.servers import (
     HF_TOKEN_DIR,
     HF_TOKEN_ENV,
@@ -105,6 +111,11 @@ class ServerBundle:
     deployment: k8s.V1Deployment
     service: k8s.V1Service
     pod_monitoring: dict[str, Any] | None
+    # Queued provisioning (gke.capacity.queued): the request for the server's node, the PodTemplate it names, and
+    # how long deploy waits for it to be granted before the deployment fails NoCapacity.
+    pod_template: k8s.V1PodTemplate | None = None
+    provisioning_request: dict[str, Any] | None = None
+    capacity_timeout_s: float | None = None
 
     @property
     def base_url(self) -> str:
@@ -121,6 +132,8 @@ class ServerBundle:
         objects: list[Any] = [self.deployment, self.service]
         if self.pod_monitoring is not None:
             objects.append(self.pod_monitoring)
+        if self.pod_template is not None and self.provisioning_request is not None:
+            objects += [self.pod_template, self.provisioning_request]
         return [to_dict(obj) for obj in objects]
 
 
@@ -158,14 +171,28 @@ def build_server_bundle(
     pod_labels = {**labels, SERVER_KIND_LABEL: kind}
     pod = _pod_spec(gke, rendered, info.resource, options.tensor_parallel, node_selector, extra_args,
                     _env(gke.model, rendered, env or {}, secret_env or {}))
+    queued = gke.capacity.queued if gke.provisioning == "node_pool" else None
+    annotations = _pod_annotations(gke.model)
+    if queued is not None:
+        pod.tolerations = [*(pod.tolerations or []), queued_toleration()]
+        annotations |= consume_annotations(name)  # the request has the Deployment's name
+    deployment = _deployment(name, gke.namespace, labels, pod_labels, pod, annotations)
+    pod_template = provisioning_request = None
+    if queued is not None:
+        # One pod, one node: the Deployment runs one replica (Recreate) on a node of its own.
+        pod_template = render_pod_template(name, gke.namespace, labels, deployment.spec.template)
+        provisioning_request = render_provisioning_request(name, gke.namespace, labels, name, queued)
     return ServerBundle(
         name=name,
         namespace=gke.namespace,
         labels=labels,
         rendered=rendered,
-        deployment=_deployment(name, gke.namespace, labels, pod_labels, pod, _pod_annotations(gke.model)),
+        deployment=deployment,
         service=_service(name, gke.namespace, pod_labels, labels, rendered),
         pod_monitoring=_pod_monitoring(name, gke.namespace, pod_labels, labels, rendered, gke.scrape_interval_s),
+        pod_template=pod_template,
+        provisioning_request=provisioning_request,
+        capacity_timeout_s=float(queued.timeout_s) if queued is not None else None,
     )
 
 

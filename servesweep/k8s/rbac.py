@@ -1,8 +1,9 @@
 """Least-privilege RBAC for the identity the pipeline runs as.
 
 One namespaced Role covers a run: create, watch and delete its servers, read pods, logs and events
-to explain failures, and keep one ConfigMap per job recording the capacity its exit handler
-releases. On KFP every step's pod also runs KFP's driver and launcher as this account, and Argo's
+to explain failures, keep one ConfigMap per job recording the capacity its exit handler
+releases, and (queued provisioning) a ProvisioningRequest and its PodTemplate per server. On KFP
+every step's pod also runs KFP's driver and launcher as this account, and Argo's
 executor under both; `COMPONENT_CALLS` lists the API calls of each, and the Role is exactly their
 union (tests/unit/k8s/test_k8s_rbac.py). Secrets only by name, and only for an object store that is not
 reached through Workload Identity: a pod that references the token Secret is created without read
@@ -24,6 +25,7 @@ from kubernetes import client as k8s
 
 from servesweep.k8s.manifests import MANAGED_BY, MANAGED_BY_LABEL, PODMONITORING_GROUP, PODMONITORING_PLURAL, to_dict
 from servesweep.k8s.provision import COMPUTE_CLASS_GROUP, COMPUTE_CLASS_PLURAL
+from servesweep.k8s.queued import PROVREQ_GROUP, PROVREQ_PLURAL
 
 RBAC_API = "rbac.authorization.k8s.io/v1"
 ROLE_NAME = "servesweep-runner"
@@ -63,6 +65,10 @@ SERVESWEEP_CALLS = (
     *(Call("", "services", verb) for verb in ("create", "list", "delete")),
     Call("", "pods", "list"), Call("", "pods/log", "get"), Call("", "events", "list"),
     *(Call(PODMONITORING_GROUP, PODMONITORING_PLURAL, verb) for verb in ("create", "list", "delete")),
+    # Queued provisioning (servesweep/k8s/queued.py): the request for a server's node, polled until granted, and the
+    # PodTemplate it names; listed and deleted by label at teardown.
+    *(Call(PROVREQ_GROUP, PROVREQ_PLURAL, verb) for verb in ("create", "get", "list", "delete")),
+    *(Call("", "podtemplates", verb) for verb in ("create", "list", "delete")),
 )
 COMPONENT_CALLS: dict[str, tuple[Call, ...]] = {
     "kfp-driver-launcher": KFP_CALLS, "argo-executor": ARGO_EXECUTOR_CALLS, "servesweep": SERVESWEEP_CALLS,
@@ -82,6 +88,8 @@ RUNNER_RULES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("", ("pods/log",), ("get",)),
     ("", ("events",), ("list",)),
     (PODMONITORING_GROUP, (PODMONITORING_PLURAL,), ("create", "list", "delete")),
+    (PROVREQ_GROUP, (PROVREQ_PLURAL,), ("create", "get", "list", "delete")),
+    ("", ("podtemplates",), ("create", "list", "delete")),
 )
 
 
@@ -155,7 +163,8 @@ def rbac_manifests(
     """Everything to `kubectl apply` once per namespace, as plain dicts (ready for YAML).
 
     `object_store_secret`: the Secret KFP's launcher reads object-store credentials from, when the
-    kfp-launcher ConfigMap's provider is not `fromEnv` (e.g. "mlpipeline-minio-artifact").
+    kfp-launcher ConfigMap's provider is not `fromEnv` (e.g. "mlpipeline-minio-artifact"): the spec's
+    `gke.object_store_secret` (pipelines/compile.py runner_rbac).
     """
     objects: list[Any] = [
         service_account(namespace, account, workload_identity_sa),

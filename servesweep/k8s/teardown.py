@@ -22,6 +22,7 @@ from servesweep.k8s.manifests import (
     run_labels,
     selector,
 )
+from servesweep.k8s.queued import PROVREQ_GROUP, PROVREQ_PLURAL, PROVREQ_VERSION
 
 
 @dataclass
@@ -59,10 +60,13 @@ def teardown_deployment(
 def teardown_selected(
     apps: k8s.AppsV1Api, core: k8s.CoreV1Api, custom: k8s.CustomObjectsApi, namespace: str, label_selector: str
 ) -> TeardownReport:
-    """Delete the Deployments, Services and PodMonitorings that match `label_selector`."""
+    """Delete the Deployments, Services, PodMonitorings and (queued provisioning) ProvisioningRequests and
+    PodTemplates that match `label_selector`."""
     report = TeardownReport()
     pod_monitorings = dict(group=PODMONITORING_GROUP, version=PODMONITORING_VERSION, namespace=namespace,
                            plural=PODMONITORING_PLURAL)
+    provisioning_requests = dict(group=PROVREQ_GROUP, version=PROVREQ_VERSION, namespace=namespace,
+                                 plural=PROVREQ_PLURAL)
     kinds: list[tuple[str, Callable[[], list[str]], Callable[[str], object]]] = [
         ("Deployment",
          lambda: _names(apps.list_namespaced_deployment(namespace, label_selector=label_selector).items),
@@ -74,6 +78,14 @@ def teardown_selected(
          lambda: [item["metadata"]["name"] for item in custom.list_namespaced_custom_object(
              **pod_monitorings, label_selector=label_selector).get("items", [])],
          lambda name: custom.delete_namespaced_custom_object(**pod_monitorings, name=name)),
+        # The request before its template: a granted request gives its node back once deleted.
+        ("ProvisioningRequest",
+         lambda: [item["metadata"]["name"] for item in custom.list_namespaced_custom_object(
+             **provisioning_requests, label_selector=label_selector).get("items", [])],
+         lambda name: custom.delete_namespaced_custom_object(**provisioning_requests, name=name)),
+        ("PodTemplate",
+         lambda: _names(core.list_namespaced_pod_template(namespace, label_selector=label_selector).items),
+         lambda name: core.delete_namespaced_pod_template(name, namespace)),
     ]
     for kind, list_names, delete in kinds:
         _delete_all(kind, list_names, delete, report)
@@ -90,7 +102,7 @@ def _delete_all(
     try:
         names = list_names()
     except ApiException as error:
-        if error.status != 404:  # 404: the PodMonitoring CRD is not installed, so there is nothing to delete
+        if error.status != 404:  # 404: the PodMonitoring or ProvisioningRequest CRD is absent: nothing to delete
             report.errors.append(f"{kind}: list failed: {error.status} {error.reason}")
         return
     for name in names:

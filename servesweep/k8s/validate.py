@@ -18,6 +18,7 @@ _MODELS: dict[tuple[str, str], str] = {
     ("apps/v1", "Deployment"): "V1Deployment",
     ("v1", "Service"): "V1Service",
     ("v1", "ServiceAccount"): "V1ServiceAccount",
+    ("v1", "PodTemplate"): "V1PodTemplate",
     ("rbac.authorization.k8s.io/v1", "Role"): "V1Role",
     ("rbac.authorization.k8s.io/v1", "RoleBinding"): "V1RoleBinding",
     ("rbac.authorization.k8s.io/v1", "ClusterRole"): "V1ClusterRole",
@@ -120,7 +121,36 @@ def _check_compute_class(manifest: dict[str, Any]) -> None:
             raise ManifestError(f"{where}: a priority needs hardware (gpu, tpu, machineFamily or machineType)")
 
 
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def _check_provisioning_request(manifest: dict[str, Any]) -> None:
+    """The v1 CRD's rules (kubernetes/autoscaler autoscaling.x-k8s.io_provisioningrequests.yaml): a class name,
+    1..32 podSets of count >= 1 naming a PodTemplate, string parameters of at most 255 characters."""
+    where = "ProvisioningRequest.spec"
+    _require(manifest, "ProvisioningRequest", "metadata", "name")
+    spec = _require(manifest, "ProvisioningRequest", "spec")
+    unknown = set(spec) - {"provisioningClassName", "podSets", "parameters"}
+    if unknown:
+        raise ManifestError(f"{where}: unknown field {sorted(unknown)[0]!r}")
+    name = _require(spec, where, "provisioningClassName")
+    if not isinstance(name, str) or len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
+        raise ManifestError(f"{where}.provisioningClassName: {name!r} is not a class name")
+    pod_sets = _require(spec, where, "podSets")
+    if not isinstance(pod_sets, list) or not 1 <= len(pod_sets) <= 32:
+        raise ManifestError(f"{where}.podSets: 1 to 32 pod sets")
+    for index, pod_set in enumerate(pod_sets):
+        count = _require(pod_set, f"{where}.podSets[{index}]", "count")
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            raise ManifestError(f"{where}.podSets[{index}].count: an integer >= 1")
+        _require(pod_set, f"{where}.podSets[{index}]", "podTemplateRef", "name")
+    for key, value in (spec.get("parameters") or {}).items():
+        if not isinstance(value, str) or len(value) > 255:
+            raise ManifestError(f"{where}.parameters.{key}: a string of at most 255 characters")
+
+
 _CRD_CHECKS: dict[tuple[str, str], Callable[[dict[str, Any]], None]] = {
+    ("autoscaling.x-k8s.io/v1", "ProvisioningRequest"): _check_provisioning_request,
     ("monitoring.googleapis.com/v1", "PodMonitoring"): _check_pod_monitoring,
     ("cloud.google.com/v1", "ComputeClass"): _check_compute_class,
 }

@@ -100,6 +100,7 @@ class FakeCore(Recorder):
         super().__init__()
         self.services: dict[str, Any] = {}
         self.config_maps: dict[str, Any] = {}
+        self.pod_templates: dict[str, Any] = {}
         self.fixture = fixture or {"pods": [], "events": [], "logs": {}}
         self.log_error = log_error
         self.fail_delete: dict[str, ApiException] = {}
@@ -138,6 +139,21 @@ class FakeCore(Recorder):
         if self.config_maps.pop(name, None) is None:
             raise api_error(404)
 
+    def create_namespaced_pod_template(self, namespace: str, body: k8s.V1PodTemplate) -> k8s.V1PodTemplate:
+        self.calls.append(("create", "podtemplates", body.metadata.name))
+        self.pod_templates[body.metadata.name] = body
+        return body
+
+    def list_namespaced_pod_template(self, namespace: str, label_selector: str = "") -> SimpleNamespace:
+        self.calls.append(("list", "podtemplates", label_selector))
+        items = [t for t in self.pod_templates.values() if _matches(_metadata(t).get("labels"), label_selector)]
+        return SimpleNamespace(items=items)
+
+    def delete_namespaced_pod_template(self, name: str, namespace: str, **kwargs: Any) -> None:
+        self.calls.append(("delete", "podtemplates", name))
+        if self.pod_templates.pop(name, None) is None:
+            raise api_error(404)
+
     def list_namespaced_pod(self, namespace: str, label_selector: str = "") -> SimpleNamespace:
         self.calls.append(("list", "pods", label_selector))
         return SimpleNamespace(items=self.fixture["pods"])
@@ -154,12 +170,29 @@ class FakeCore(Recorder):
 
 
 class FakeCustom(Recorder):
-    """CustomObjectsApi for PodMonitorings (namespaced) and ComputeClasses (cluster-scoped)."""
+    """CustomObjectsApi for PodMonitorings and ProvisioningRequests (namespaced) and ComputeClasses (cluster-scoped).
 
-    def __init__(self, crd_installed: bool = True) -> None:
+    `conditions`: what a ProvisioningRequest's status reports on each read (the last one repeats), e.g.
+    [[], [{"type": "Provisioned", "status": "True", ...}]]; empty: never any condition.
+    """
+
+    def __init__(self, crd_installed: bool = True, conditions: list[list[dict[str, str]]] | None = None) -> None:
         super().__init__()
         self.objects: dict[tuple[str, str], dict[str, Any]] = {}
         self.crd_installed = crd_installed
+        self.conditions = conditions or []
+        self.status_reads = 0
+
+    def get_namespaced_custom_object(self, group, version, namespace, plural, name, **kwargs) -> dict:
+        self.calls.append(("get", plural, name))
+        if (plural, name) not in self.objects:
+            raise api_error(404)
+        obj = self.objects[(plural, name)]
+        if plural == "provisioningrequests" and self.conditions:
+            conditions = self.conditions[min(self.status_reads, len(self.conditions) - 1)]
+            self.status_reads += 1
+            return {**obj, "status": {"conditions": conditions}}
+        return obj
 
     def _check_crd(self) -> None:
         if not self.crd_installed:

@@ -138,6 +138,8 @@ SPEC_FILES = [
                  "sweep.stop.min_throughput_gain", id="stop-gain-negative"),
     pytest.param("sweep: {batch_sizes: [1], requests_per_point: 2, stop: {slo_margin: 1.5}}\n",
                  "sweep.stop.slo_margin needs an SLO limit", id="stop-slo-without-slo"),
+    pytest.param((ROOT / "specs" / "gke.yaml").read_text() + "  object_store_secret: Minio_Creds\n",
+                 "gke.object_store_secret", id="gke-object-store-secret-bad-name"),
 ]
 
 

@@ -1,11 +1,10 @@
 """Every compiled manifest checked the way a cluster would check it.
 
 - Kubernetes objects: kubernetes-validate in strict mode (unknown fields are errors), against the oldest and the
-  newest Kubernetes minor GKE serves. GKE's release table (endoflife.date/google-kubernetes-engine, GKE versioning
-  docs) had 1.33 (GKE 2025-06-03) still supported and 1.35 newest in early 2026, minor versions arriving every
-  ~4 months and the Extended channel keeping one 24 months; kubernetes-validate 1.37 ships schemas 1.25..1.37, so
-  1.33 is the oldest checked and the newest it ships stands in for the Rapid channel.
-- CRDs (PodMonitoring, ComputeClass) have no schema in kubernetes-validate; servesweep.k8s.validate checks them.
+  newest Kubernetes minor GKE serves (tests/support/gke_versions.py, from GKE's release notes of late 2026: 1.31 in
+  the Extended channel, 1.37 in Rapid; kubernetes-validate 1.37 ships schemas 1.25..1.37).
+- CRDs (PodMonitoring, ComputeClass, ProvisioningRequest) have no schema in kubernetes-validate; servesweep.k8s.validate
+  checks them, and the ProvisioningRequest also meets its CRD's schema (tests/fixtures/k8s).
 - The Argo Workflow: Argo's JSON schema (api/jsonschema/schema.json in argoproj/argo-workflows) is not available
   offline here, so it is checked structurally against hera's models, which are generated from that same OpenAPI
   spec: every key must be a field of its model, recursively, and the document must parse into them.
@@ -14,10 +13,12 @@
 
 from __future__ import annotations
 
+import json
 import typing
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
@@ -28,15 +29,16 @@ from typer.testing import CliRunner
 
 from pipelines.compile import ARGO, KFP_GKE, KFP_LOCAL
 from servesweep.cli import app
-from servesweep.gke_spec import GKESpec
+from servesweep.gke_spec import CapacitySpec, GKESpec
 from servesweep.k8s.manifests import build_server_bundle, to_dict
 from servesweep.k8s.rbac import argo_executor_manifests, rbac_manifests
 from servesweep.k8s.servers import SERVERS, ServerOptions
 from servesweep.spec import PipelineParams
+from tests.support.gke_versions import GKE_NEWEST, GKE_OLDEST
 from tests.support.paths import REPO
 
 ROOT = REPO
-GKE_OLDEST, GKE_NEWEST = "1.33.0", kubernetes_validate.latest_version()
+
 GKE = GKESpec(project="bench-project", location="us-central1", cluster="bench",
               model={"source": "huggingface", "repo_id": "meta-llama/Llama-3.1-8B-Instruct", "token_secret": "hf"},
               images={"transformers": "us-docker.pkg.dev/bench-project/servers/transformers:4.57"})
@@ -62,7 +64,32 @@ def _server_manifests() -> list[dict[str, Any]]:
                                      accelerator=accelerator, node_selector=selector, owner="job-1",
                                      secret_env={"API_KEY": ("server-key", "key")})
         manifests += [to_dict(bundle.deployment), to_dict(bundle.service)]
-    return manifests
+    # Flex-start with queued provisioning: the Deployment, its PodTemplate (and the ProvisioningRequest, checked
+    # against its CRD's schema below).
+    queued = GKE.model_copy(update={"provisioning": "node_pool", "capacity": CapacitySpec(
+        kinds=["flex_start"], queued={"timeout_s": 600, "max_run_duration_s": 86_400})})
+    bundle = build_server_bundle(gke=queued, run_id="run-1", deployment_id="vllm-q", kind="vllm",
+                                 options=ServerOptions(tensor_parallel=8), served_name="llama3-8b",
+                                 accelerator="nvidia-h100-80gb", node_selector={}, owner="job-1")
+    return manifests + [m for m in bundle.manifests() if m["kind"] in ("Deployment", "PodTemplate")]
+
+
+def _crd_manifests() -> list[dict[str, Any]]:
+    queued = GKE.model_copy(update={"provisioning": "node_pool", "capacity": CapacitySpec(
+        kinds=["flex_start"], queued={"timeout_s": 600, "max_run_duration_s": 86_400})})
+    bundle = build_server_bundle(gke=queued, run_id="run-1", deployment_id="vllm-q", kind="vllm",
+                                 options=ServerOptions(tensor_parallel=8), served_name="llama3-8b",
+                                 accelerator="nvidia-h100-80gb", node_selector={}, owner="job-1")
+    return [m for m in bundle.manifests() if m["kind"] == "ProvisioningRequest"]
+
+
+def test_provisioning_request_validates_against_its_crd_schema():
+    # tests/fixtures/k8s/provisioningrequest_v1.schema.json: the v1 CRD's openAPIV3Schema (kubernetes/autoscaler).
+    schema = json.loads((ROOT / "tests" / "fixtures" / "k8s" / "provisioningrequest_v1.schema.json").read_text())
+    [request] = _crd_manifests()
+    jsonschema.validate(request, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**request, "spec": {**request["spec"], "podSet": request["spec"]["podSets"]}}, schema)
 
 
 def _builtin_manifests(compiled: Path) -> list[dict[str, Any]]:
@@ -77,9 +104,16 @@ def _builtin_manifests(compiled: Path) -> list[dict[str, Any]]:
 def test_every_kubernetes_manifest_validates_strictly(compiled, version):
     manifests = _builtin_manifests(compiled)
     kinds = {m["kind"] for m in manifests}
-    assert {"Deployment", "Service", "ServiceAccount", "Role", "RoleBinding", "ClusterRole"} <= kinds
+    assert {"Deployment", "Service", "ServiceAccount", "Role", "RoleBinding", "ClusterRole", "PodTemplate"} <= kinds
     for manifest in manifests:
         kubernetes_validate.validate(manifest, version, strict=True)
+
+
+def test_kubernetes_validate_has_the_oldest_and_newest_gke_versions():
+    schemas = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"  # v1.25.0-local-strict, ...
+    shipped = {tuple(map(int, d.name[1:].split("-")[0].split(".")[:2])) for d in schemas.glob("v*-local-strict")}
+    assert {(1, 31), (1, 37)} <= shipped, f"kubernetes-validate {kubernetes_validate.latest_version()} lacks one"
+    assert tuple(map(int, GKE_NEWEST.split(".")[:2])) == max(shipped)  # nothing newer to check against
 
 
 def test_strict_validation_catches_a_misspelt_field():

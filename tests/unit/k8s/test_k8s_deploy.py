@@ -3,7 +3,7 @@ and the Role grants exactly the calls the code makes."""
 
 from __future__ import annotations
 
-from servesweep.gke_spec import GKESpec
+from servesweep.gke_spec import CapacitySpec, GKESpec
 from servesweep.k8s.deploy import KubeApis, deploy_server, manifests_json
 from servesweep.k8s.manifests import build_server_bundle
 from servesweep.k8s.provision import COMPUTE_CLASS_PLURAL
@@ -123,6 +123,18 @@ def test_role_grants_exactly_what_deploy_readiness_and_teardown_use():
         teardown_run(kube.apps, kube.core, kube.custom, "servesweep", RUN_ID)
         for fake in (kube.apps, kube.core, kube.custom):
             used |= {(verb, resource) for verb, resource, _ in fake.calls}
+    # Queued provisioning: a ProvisioningRequest polled until granted, and its PodTemplate (tests/unit/k8s/
+    # test_k8s_queued.py).
+    queued = GKE.model_copy(update={"provisioning": "node_pool", "capacity": CapacitySpec(
+        kinds=["flex_start"], queued={"timeout_s": 600})})
+    kube = KubeApis(FakeApps(ready_after=1), FakeCore(load_fixture("starting")), FakeCustom(conditions=[[
+        {"type": "Provisioned", "status": "True", "reason": "Provisioned", "message": "ok"}]]))
+    deploy(kube, build_server_bundle(gke=queued, run_id=RUN_ID, deployment_id="q", kind="vllm",
+                                     options=ServerOptions(), served_name="m", accelerator="nvidia-l4",
+                                     node_selector={}))
+    teardown_run(kube.apps, kube.core, kube.custom, "servesweep", RUN_ID)
+    for fake in (kube.apps, kube.core, kube.custom):
+        used |= {(verb, resource) for verb, resource, _ in fake.calls}
     # ConfigMaps hold the capacity records of the provision step (tests/unit/platform/test_gke_steps.py covers those).
     assert used == {(verb, resource) for verb, resource in _granted() if resource != "configmaps"}
 

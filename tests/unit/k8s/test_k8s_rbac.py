@@ -8,6 +8,7 @@ import re
 import pytest
 
 from servesweep.k8s.manifests import PODMONITORING_GROUP, PODMONITORING_PLURAL
+from servesweep.k8s.queued import PROVREQ_GROUP, PROVREQ_PLURAL
 from servesweep.k8s.rbac import (
     COMPONENT_CALLS,
     KFP_LAUNCHER_CONFIGMAP,
@@ -23,9 +24,26 @@ ROOT = REPO
 # kubernetes-client method name -> (group, resource): the resources the code touches.
 RESOURCES = {"config_map": ("", "configmaps"), "deployment": ("apps", "deployments"), "service": ("", "services"),
              "pod": ("", "pods"), "pod_log": ("", "pods/log"), "event": ("", "events"),
-             "custom_object": (PODMONITORING_GROUP, PODMONITORING_PLURAL)}
-VERBS = {"create": "create", "read": "get", "list": "list", "delete": "delete", "patch": "patch"}
-CALL = re.compile(r"\.(create|read|list|delete|patch)_namespaced_([a-z_]+?)\(")
+             "pod_template": ("", "podtemplates")}
+# A namespaced custom-object call names its kind by the plural constant (or the dict of them teardown spreads).
+CUSTOM_PLURALS = {"PODMONITORING_PLURAL": (PODMONITORING_GROUP, PODMONITORING_PLURAL),
+                  "pod_monitorings": (PODMONITORING_GROUP, PODMONITORING_PLURAL),
+                  "PROVREQ_PLURAL": (PROVREQ_GROUP, PROVREQ_PLURAL),
+                  "provisioning_requests": (PROVREQ_GROUP, PROVREQ_PLURAL)}
+VERBS = {"create": "create", "read": "get", "get": "get", "list": "list", "delete": "delete", "patch": "patch"}
+CALL = re.compile(r"\.(create|read|get|list|delete|patch)_namespaced_([a-z_]+?)\(")
+
+
+def _calls(text: str) -> list[tuple[str, str, str]]:
+    """(verb, kind, the call's argument text) for every namespaced client call in `text`."""
+    found = []
+    for match in CALL.finditer(text):
+        depth, end = 1, match.end()
+        while depth:
+            depth += {"(": 1, ")": -1}.get(text[end], 0)
+            end += 1
+        found.append((match.group(1), match.group(2), text[match.end():end - 1]))
+    return found
 
 
 def _roles(secret: str | None = None) -> list[dict]:
@@ -65,7 +83,41 @@ def test_kfp_launcher_reads_its_configmap_by_name_and_secrets_only_when_named():
 def test_servesweep_calls_list_every_namespaced_call_in_the_code():
     sources = [*sorted((ROOT / "servesweep" / "k8s").glob("*.py")),
                *sorted((ROOT / "servesweep" / "platform" / "gke").glob("*.py"))]
-    found = {(verb, kind) for path in sources for verb, kind in CALL.findall(path.read_text())}
-    assert found, "the scan found no kubernetes client calls"
-    in_code = {(*RESOURCES[kind], VERBS[verb]) for verb, kind in found}
+    in_code = set()
+    for path in sources:
+        for verb, kind, arguments in _calls(path.read_text()):
+            if kind != "custom_object":
+                in_code.add((*RESOURCES[kind], VERBS[verb]))
+                continue
+            named = [resource for token, resource in CUSTOM_PLURALS.items() if re.search(rf"\b{token}\b", arguments)]
+            assert len(named) == 1, f"{path.name}: a {verb}_namespaced_custom_object call naming {named or 'no kind'}"
+            in_code.add((*named[0], VERBS[verb]))
+    assert in_code, "the scan found no kubernetes client calls"
     assert in_code == {(c.group, c.resource, c.verb) for c in SERVESWEEP_CALLS}
+
+
+def _gke(**fields):
+    from servesweep.gke_spec import GKESpec
+
+    return GKESpec(project="bench-project", location="us-central1", cluster="bench",
+                   model={"source": "huggingface", "repo_id": "org/model"}, **fields)
+
+
+def test_object_store_secret_is_a_spec_field_that_reaches_the_compiled_role():
+    from pipelines.compile import runner_rbac
+
+    def secret_rules(gke):
+        [role] = [m for m in runner_rbac(gke, "nvidia-l4", 1) if m["kind"] == "Role"]
+        return [r for r in role["rules"] if "secrets" in r["resources"]]
+
+    assert secret_rules(_gke()) == []  # Workload Identity: no Secret readable
+    assert secret_rules(_gke(object_store_secret="mlpipeline-minio-artifact")) == [
+        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["mlpipeline-minio-artifact"], "verbs": ["get"]}]
+
+
+@pytest.mark.parametrize("name", ["Not_A_Name", "-minio", "a" * 254, ""])
+def test_object_store_secret_must_be_a_secret_name(name):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="object_store_secret"):
+        _gke(object_store_secret=name)

@@ -67,3 +67,17 @@ def test_every_step_has_a_deadline_from_the_spec():
         update={"request_timeout_s": spec.sweep.request_timeout_s * 2})})
     base = templates["sweep"]["activeDeadlineSeconds"] - POD_START_S
     assert _templates(slower)["sweep"]["activeDeadlineSeconds"] - POD_START_S == 2 * base
+
+
+def test_deploy_deadline_adds_the_queued_provisioning_wait():
+    from pipelines.argo_workflow import POD_START_S, step_deadlines
+    from servesweep.spec import load_spec
+    from tests.support.paths import REPO
+
+    spec = load_spec(REPO / "specs" / "gke.yaml")
+    plain = step_deadlines(spec)["deploy-server"]
+    assert plain == int(spec.server.startup_timeout_s) + POD_START_S
+    data = spec.model_dump(mode="json")
+    data["gke"] |= {"provisioning": "node_pool", "capacity": {"kinds": ["flex_start"], "queued": {"timeout_s": 7200}}}
+    queued = type(spec).model_validate(data)
+    assert step_deadlines(queued)["deploy-server"] == plain + 7200

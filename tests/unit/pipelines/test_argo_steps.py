@@ -58,7 +58,7 @@ def test_the_workflow_runs_end_to_end_through_its_own_command_lines(tmp_path, ca
                                          "lake_uri": str(tmp_path / "lake")})
     argo, owner = FakeArgo(tmp_path / "pods", spec), "wf-uid-1"
 
-    resolved = argo.run("resolve-spec", argo.defaults)  # the workflow's own parameter strings
+    resolved = argo.run("resolve-spec", argo.defaults | {"job_id": owner})  # the workflow's own parameter strings
     spec_json = output(resolved, "spec_json").read_text()
     run_id = json.loads(spec_json)["run_id"]
     predictions = argo.run("plan", {"spec_json": spec_json})

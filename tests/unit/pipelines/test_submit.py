@@ -110,7 +110,8 @@ class FakeArgoServer:
         response = requests.Response()
         response.status_code = self.status
         workflow = json.loads(data)["workflow"]
-        body = ({"metadata": {**workflow["metadata"], "name": "servesweep-x7k2p"}, "spec": workflow["spec"]}
+        metadata = {**workflow["metadata"], "name": "servesweep-x7k2p", "uid": "9c4e1b2a-0000-4000-8000-00000000000a"}
+        body = ({"metadata": metadata, "spec": workflow["spec"]}
                 if self.status == 200 else {"code": 7, "message": self.message})
         response._content = json.dumps(body).encode()
         return response
@@ -132,9 +133,12 @@ def test_argo_gets_the_workflow_in_the_namespace_with_the_token(monkeypatch):
     assert sent["headers"]["Authorization"] == "Bearer argo-secret"
     workflow = sent["body"]["workflow"]
     parameters = {p["name"]: p["value"] for p in workflow["spec"]["arguments"]["parameters"]}
-    assert parameters["run_id"].startswith("l4-llama3-8b-vllm-") and parameters["batch_sizes"] == "[1, 4, 16, 64]"
+    # No run id sent: resolve-spec takes it from the workflow's uid, so a resubmit cannot reuse it.
+    assert parameters["run_id"] == "" and parameters["batch_sizes"] == "[1, 4, 16, 64]"
+    assert "job_id" not in parameters
     assert workflow["spec"]["onExit"] == "teardown-all" and workflow["metadata"]["namespace"] == "bench"
     assert "servesweep-x7k2p" in result.output and "argo-secret" not in result.output
+    assert "l4-llama3-8b-vllm-9c4e1b2a" in result.output  # the run id resolve-spec will derive from the uid
 
 
 def test_argo_refusing_is_one_line_without_the_token(monkeypatch):
@@ -170,3 +174,26 @@ def test_kfp_resolve_spec_takes_the_run_id_from_the_kfp_run_so_a_clone_gets_its_
     first = json.loads(resolve_spec.python_func(**arguments, job_id="3f2a9c1e-0000-4000-8000-000000000001"))
     clone = json.loads(resolve_spec.python_func(**arguments, job_id="77b1d0aa-0000-4000-8000-000000000002"))
     assert (first["run_id"], clone["run_id"]) == ("l4-llama3-8b-vllm-3f2a9c1e", "l4-llama3-8b-vllm-77b1d0aa")
+
+
+def test_argo_resolve_spec_takes_the_run_id_from_the_workflow_uid_so_a_resubmit_gets_its_own(tmp_path):
+    from pipelines.argo_steps import main
+    from pipelines.argo_workflow import build_workflow
+
+    workflow = build_workflow(load_spec(GKE_SPEC)).build()
+    [template] = [t for t in workflow.spec.templates if t.name == "resolve-spec"]
+    [task] = [task for t in workflow.spec.templates if t.dag for task in t.dag.tasks if task.name == "resolve-spec"]
+    given = {p.name: p.value for p in task.arguments.parameters}
+    assert given["job_id"] == "{{workflow.uid}}"  # the workflow's own id, not a parameter a resubmit copies
+    assert "job_id" not in {p.name for p in workflow.spec.arguments.parameters}
+    defaults = {p.name: p.value for p in workflow.spec.arguments.parameters}
+    run_ids = []
+    for uid in ("3f2a9c1e-0000-4000-8000-000000000001", "77b1d0aa-0000-4000-8000-000000000002"):
+        out = tmp_path / uid
+        args = [arg.replace("/tmp/outputs/spec_json", str(out)) for arg in template.container.args]
+        args = [uid if arg == "{{inputs.parameters.job_id}}" else arg for arg in args]
+        args = [defaults.get(arg[len("{{inputs.parameters."):-2], arg) if arg.startswith("{{inputs.") else arg
+                for arg in args]
+        assert main(args) == 0
+        run_ids.append(json.loads(out.read_text())["run_id"])
+    assert run_ids == ["l4-llama3-8b-vllm-3f2a9c1e", "l4-llama3-8b-vllm-77b1d0aa"]

@@ -10,6 +10,7 @@ import servesweep.platform.gke.cluster as gke_steps
 from components.deploy_server import deploy_server, teardown_server
 from components.provision import provision
 from components.teardown_all import teardown_all
+from servesweep.gke_spec import CapacitySpec
 from servesweep.k8s.deploy import KubeApis
 from servesweep.k8s.manifests import OWNER_LABEL
 from servesweep.k8s.provision import GKEProvisioner
@@ -219,8 +220,17 @@ def test_role_grants_exactly_what_the_gke_steps_use():
     endpoint = deploy(spec, healthy)
     gke_steps.teardown_endpoint(endpoint, healthy)
     teardown_job(spec.gke, OWNER, healthy, provisioner_for(spec, healthy, clusters))
+    # Queued provisioning adds a ProvisioningRequest (polled until granted) and its PodTemplate per server.
+    queued = spec.model_copy(update={"gke": spec.gke.model_copy(update={"capacity": CapacitySpec(
+        kinds=["flex_start"], queued={"timeout_s": 600})})})
+    granted = KubeApis(FakeApps(ready_after=1), FakeCore(load_fixture("starting")), FakeCustom(conditions=[[
+        {"type": "Provisioned", "status": "True", "reason": "Provisioned", "message": "ok"}]]))
+    granted.core.config_maps = apis.core.config_maps
+    assert deploy(queued, granted).error is None
+    teardown_job(queued.gke, OWNER, granted, provisioner_for(queued, granted, clusters))
     used = {(verb, resource) for fake in (apis.apps, apis.core, apis.custom, healthy.apps, healthy.core,
-                                          healthy.custom) for verb, resource, _ in fake.calls}
+                                          healthy.custom, granted.apps, granted.core, granted.custom)
+            for verb, resource, _ in fake.calls}
     # servesweep's own calls; the KFP launcher's and Argo executor's are in tests/unit/k8s/test_k8s_rbac.py.
     assert used == {(call.verb, call.resource) for call in SERVESWEEP_CALLS}
 
