@@ -310,15 +310,19 @@ def recommend(ideals: Sequence[IdealBatch], balance: Sequence[PrefillDecode], ba
 def headline(ideals: Sequence[IdealBatch]) -> Headline:
     """The answer per comparison group (a model serving one workload): configs of different models or
     workloads are never ranked against each other. The fields describe the first group's answer."""
-    measured = [row for row in ideals if row.source == "measured"]
-    if not measured:
+    answers = group_headlines(ideals)
+    if not answers:
         return Headline(meets_slo=False, summary="no measured point with status ok or partial in these runs")
-    groups = group_by(measured, lambda r: r.comparison_group)
-    answers = [_group_headline(rows) for _, rows in sorted(groups.items())]
     if len(answers) == 1:
-        return answers[0]
-    summary = "; ".join(f"{scope}: {answer.summary}" for scope, answer in zip(sorted(groups), answers, strict=True))
-    return answers[0].model_copy(update={"summary": summary})
+        return next(iter(answers.values()))
+    summary = "; ".join(f"{scope}: {answer.summary}" for scope, answer in answers.items())
+    return next(iter(answers.values())).model_copy(update={"summary": summary})
+
+
+def group_headlines(ideals: Sequence[IdealBatch]) -> dict[str, Headline]:
+    """The headline of each measured comparison group, by group name (sorted): each from its group's rows alone."""
+    groups = group_by([row for row in ideals if row.source == "measured"], lambda r: r.comparison_group)
+    return {scope: _group_headline(rows) for scope, rows in sorted(groups.items())}
 
 
 def _group_headline(measured: Sequence[IdealBatch]) -> Headline:
