@@ -19,9 +19,11 @@ from typing import TypeVar
 import duckdb
 
 from servesweep.analysis.charts import render_charts
+from servesweep.analysis.machines import machine_options
 from servesweep.analysis.models import (
     ChartSpec,
     IdealBatch,
+    MachineOption,
     ParetoPoint,
     PointSummary,
     PrefillDecode,
@@ -62,14 +64,16 @@ def build_report(
         balance = _rows(connection, PrefillDecode, "prefill_decode")
         pareto = _rows(connection, ParetoPoint, "pareto_frontier")
         fingerprints = _rows(connection, RunFingerprint, _RUNS_SQL)
-        notes = _notes(connection, ideals, baseline) + _measurement_notes(points, fingerprints, run_ids)
+        machines, machine_notes = machine_options(connection, ideals, slo, catalog)
+        notes = (_notes(connection, ideals, baseline) + _measurement_notes(points, fingerprints, run_ids)
+                 + machine_notes)
     finally:
         connection.close()
     return Report(
         run_ids=list(run_ids), lake_uri=lake_uri, generated_at=datetime.now(UTC), slo=slo,
         baseline_accelerator=baseline, catalog_version=catalog.catalog_version, headline=headline(ideals),
-        recommendations=recommend(ideals, balance, baseline), ideal_batches=ideals, points=points,
-        prefill_decode=balance, pareto=pareto, fingerprints=fingerprints, notes=notes,
+        recommendations=recommend(ideals, balance, baseline, machines), ideal_batches=ideals, points=points,
+        prefill_decode=balance, pareto=pareto, fingerprints=fingerprints, machine_options=machines, notes=notes,
     )
 
 
@@ -267,6 +271,9 @@ def _tables(report: Report) -> list[_Block]:
     blocks: list[_Block] = []
     if measured:
         blocks += [_Heading(2, "Ideal batch size per config (measured)"), _ideal_table(measured)]
+    if report.machine_options:
+        blocks += [_Heading(2, "Machine types (fit by the 80 % weights rule; measured where the lake has it, else "
+                               "predicted)"), _machine_table(report.machine_options)]
     if report.prefill_decode:
         blocks += [_Heading(2, "Prefill vs decode"), _balance_table(report.prefill_decode)]
     frontier = [p for p in report.pareto if p.latency_metric == "e2e_p99_ms"]
@@ -321,6 +328,17 @@ def _fingerprint_table(runs: Sequence[RunFingerprint]) -> _Table:
 
     return _Table(("", *(run.run_id for run in runs)),
                   tuple((label, *(cell(run, field) for run in runs)) for label, field in _FINGERPRINT_FIELDS))
+
+
+def _machine_table(rows: Sequence[MachineOption]) -> _Table:
+    headers = ("group", "series", "machine type", "GPU", "GPUs (TP)", "weights GB/GPU (limit)", "KV share",
+               "fits", "source", "batch", "out tok/s", "$/hour", "$/M in tokens", "$/M out tokens")
+    return _Table(headers, tuple(
+        (r.comparison_group, r.series, r.machine_type or "-", r.accelerator, str(r.gpus),
+         f"{r.weights_per_gpu_gb:.1f} ({r.weight_limit_gb:.1f})", _fmt(r.kv_share, "fraction"),
+         "yes" if r.fits else r.fit_reason, r.source, _fmt(r.batch_size), _fmt(r.output_token_throughput),
+         _fmt(r.cost_per_hour), _fmt(r.usd_per_million_input_tokens), _fmt(r.usd_per_million_output_tokens))
+        for r in rows))
 
 
 def _balance_table(rows: Sequence[PrefillDecode]) -> _Table:

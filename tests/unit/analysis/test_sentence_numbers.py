@@ -46,6 +46,10 @@ def _check(lake: str, run_ids: list[str], slo: SLOSpec, baseline: str, catalog=N
         assert sentences
         for scope, sentence in sentences:
             values = group_values(connection, scope)
+            # The machine-type answer also quotes the planner's rows of its group (a measured one equals the lake's).
+            for option in report.machine_options:
+                if option.comparison_group == scope:
+                    values.add_row(option.model_dump())
             mine = {label for label in everyone if label in values.names}
             # No config of another group is named ...
             others = [label for label in everyone - mine if label in sentence
