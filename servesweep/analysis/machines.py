@@ -162,6 +162,8 @@ def _option(workload: _Workload, accelerator: AcceleratorType, measured: Sequenc
             "source": "measured", "batch_size": row.ideal_batch_size, "output_token_throughput":
             row.output_token_throughput, "meets_slo": True, "point_id": row.point_id,
             "cost_per_hour": row.cost_per_hour, "usd_per_million_output_tokens": row.usd_per_million_output_tokens,
+            "usd_per_million_input_tokens": row.usd_per_million_input_tokens_split,
+            "usd_per_million_output_tokens_split": row.usd_per_million_output_tokens_split,
         })
     # Anchored: the raw roofline with its times stretched by 1 / anchor (so the SLO bounds shrink by the anchor).
     # Without a measured anchor, the calibration of (server, accelerator) where one exists, else the raw roofline.
@@ -180,7 +182,7 @@ def _option(workload: _Workload, accelerator: AcceleratorType, measured: Sequenc
     return base.model_copy(update={
         "source": "predicted", "batch_size": best.batch_size, "output_token_throughput": output_tps,
         "meets_slo": True, "usd_per_million_output_tokens": _per_million(base.cost_per_hour, output_tps),
-        "usd_per_million_input_tokens": split[0],
+        "usd_per_million_input_tokens": split[0], "usd_per_million_output_tokens_split": split[1],
     })
 
 

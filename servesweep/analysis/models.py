@@ -91,6 +91,12 @@ class IdealBatch(_ConfigRow):
     cost_per_hour: float | None
     output_tokens_per_dollar: float | None
     usd_per_million_output_tokens: float | None
+    usd_per_million_input_tokens_split: float | None
+    usd_per_million_output_tokens_split: float | None
+    machine_type: str | None
+    pricing: str | None
+    price_source: str | None
+    price_date: str | None
     tokens_per_dollar_vs_baseline: float | None
     tied_batch_sizes: list[int]
     max_throughput_batch_size: int
@@ -194,7 +200,8 @@ class MachineOption(_Strict):
     meets_slo: bool | None = None
     cost_per_hour: float | None = None
     usd_per_million_output_tokens: float | None = None
-    usd_per_million_input_tokens: float | None = None
+    usd_per_million_input_tokens: float | None = Field(None, description="Input tokens' share (TTFT / E2E).")
+    usd_per_million_output_tokens_split: float | None = Field(None, description="Output tokens' share.")
     point_id: str | None = Field(None, description="The measured point (source 'measured').")
 
 
@@ -248,6 +255,9 @@ class Report(_Strict):
     slo: SLOSpec
     baseline_accelerator: str
     catalog_version: str
+    pricing: str = "on-demand"
+    prices_used: list[str] = Field(default_factory=list, description="Each price the costs used: machine, $/h, "
+                                                                      "pricing, source, date.")
     headline: Headline
     recommendations: list[Recommendation]
     ideal_batches: list[IdealBatch]
