@@ -281,6 +281,9 @@ class ChartSpec(_Strict):
     path: str
     series_labels: list[str]
     categories: list[str] = Field(default_factory=list)
+    values: dict[str, list[float | None]] = Field(
+        default_factory=dict, description="The numbers drawn, per series (bar charts: one per category, in order); "
+                                          "the tests compare them with the report's tables.")
 
     @property
     def series_count(self) -> int:

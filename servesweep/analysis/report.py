@@ -19,6 +19,7 @@ from typing import TypeVar
 import duckdb
 
 from servesweep.analysis.charts import render_charts
+from servesweep.analysis.interactive import interactive_html
 from servesweep.analysis.machines import machine_options
 from servesweep.analysis.models import (
     ChartSpec,
@@ -409,9 +410,14 @@ table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.85em}td,th{border:
 th{background:#f3f3f3}img{max-width:100%;border:1px solid #eee;margin:.5em 0}"""
 
 
-def render_html(report: Report, charts: Sequence[ChartSpec] = ()) -> str:
-    """One self-contained HTML page: the charts are embedded as base64 PNG."""
+def render_html(report: Report, charts: Sequence[ChartSpec] = (), interactive: bool = True) -> str:
+    """One self-contained HTML page: the charts are embedded as base64 PNG and, with plotly installed, an
+    interactive version beside them (plotly.js inline: no network when the page is viewed)."""
     body = "\n".join(_html_block(block) for block in _document(report, charts))
+    live = interactive_html(report) if interactive and charts else ""
+    if live:
+        body += "\n<h2>Interactive charts</h2>\n<p>Hover for the numbers; click a legend entry to hide a config.</p>\n"
+        body += live
     return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>servesweep report</title>"
             f"<style>{_CSS}</style></head>\n<body>\n{body}\n</body></html>\n")
 
