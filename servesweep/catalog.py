@@ -7,6 +7,11 @@ machines by ``machine_type``, so a team can correct one price without copying th
 Units: memory in decimal GB (1e9 bytes, as spec sheets state it), bandwidth in GB/s (the GPU-to-GPU link:
 per GPU, each way), compute in dense TFLOPS (TOPS for int8), all-reduce latency in microseconds, prices in USD
 per machine-hour.
+
+Pricing models (`PRICINGS`): a machine's own ``price_per_hour`` is on-demand; ``spot``, ``cud_1y`` and ``cud_3y``
+(1- and 3-year committed use) are optional prices of their own, each with its source and the date it was read.
+``Catalog.with_pricing`` gives the catalog whose ``price_per_hour`` is the chosen model's, so everything that
+costs (the views' ``prices`` table, the planner) follows one choice; a machine without that price is unpriced.
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from servesweep.yamlfile import read_mapping
 
 CATALOG_ENV = "SERVESWEEP_CATALOG"
+Pricing = Literal["on-demand", "spot", "cud-1y", "cud-3y"]
+PRICINGS: tuple[Pricing, ...] = ("on-demand", "spot", "cud-1y", "cud-3y")
+_PRICE_FIELDS = {"spot": "spot", "cud-1y": "cud_1y", "cud-3y": "cud_3y"}
 GB = 1e9
 _PRICE_DATE = re.compile(r"^\d{4}-\d{2}(-\d{2})?$")
 
@@ -36,8 +44,28 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _check_date(value: str) -> str:
+    if not _PRICE_DATE.match(value):
+        raise ValueError("price_date must look like YYYY-MM or YYYY-MM-DD")
+    return value
+
+
+class Price(_Strict):
+    """A price of one pricing model (spot, committed use) for a machine type, with where and when it was read."""
+
+    price_per_hour: float | None = Field(..., gt=0, description="USD per machine-hour; null when unknown.")
+    source: str = Field(..., min_length=1, description="Where the price was read (a URL or a document).")
+    date: str = Field(..., description="When it was read: YYYY-MM or YYYY-MM-DD.")
+    note: str = ""
+
+    @field_validator("date")
+    @classmethod
+    def _date_shaped(cls, value: str) -> str:
+        return _check_date(value)
+
+
 class MachineType(_Strict):
-    """One GKE node machine type and what it costs."""
+    """One GKE node machine type and what it costs (price_per_hour: on-demand, or the pricing chosen)."""
 
     machine_type: str = Field(..., min_length=1)
     gpus: int = Field(..., ge=1, le=16)
@@ -45,13 +73,27 @@ class MachineType(_Strict):
     price_source: str = Field(..., min_length=1)
     price_date: str
     price_note: str = ""
+    pricing: Pricing = "on-demand"
+    spot: Price | None = None
+    cud_1y: Price | None = None
+    cud_3y: Price | None = None
 
     @field_validator("price_date")
     @classmethod
     def _date_shaped(cls, value: str) -> str:
-        if not _PRICE_DATE.match(value):
-            raise ValueError("price_date must look like YYYY-MM or YYYY-MM-DD")
-        return value
+        return _check_date(value)
+
+    def priced(self, pricing: Pricing) -> MachineType:
+        """This machine with price_per_hour, source, date and note of `pricing` (unpriced when it has none)."""
+        if pricing == "on-demand":
+            return self
+        price: Price | None = getattr(self, _PRICE_FIELDS[pricing])
+        if price is None:
+            return self.model_copy(update={"pricing": pricing, "price_per_hour": None, "price_source": "none",
+                                           "price_note": f"no {pricing} price in the catalog"})
+        return self.model_copy(update={"pricing": pricing, "price_per_hour": price.price_per_hour,
+                                       "price_source": price.source, "price_date": price.date,
+                                       "price_note": price.note})
 
     @property
     def price_per_gpu_hour(self) -> float | None:
@@ -129,6 +171,16 @@ class AcceleratorType(_Strict):
 class Catalog(_Strict):
     catalog_version: str = Field(..., min_length=1)
     accelerators: dict[str, AcceleratorType] = Field(..., min_length=1)
+    pricing: Pricing = "on-demand"
+
+    def with_pricing(self, pricing: str) -> Catalog:
+        """The catalog priced by `pricing` (one of PRICINGS): every machine's price_per_hour is that model's."""
+        if pricing not in PRICINGS:
+            raise CatalogError(f"unknown pricing {pricing!r}; known: {', '.join(PRICINGS)}")
+        chosen: Pricing = pricing
+        accelerators = {name: entry.model_copy(update={"machines": [m.priced(chosen) for m in entry.machines]})
+                        for name, entry in self.accelerators.items()}
+        return self.model_copy(update={"pricing": chosen, "accelerators": accelerators})
 
     @model_validator(mode="before")
     @classmethod
@@ -265,6 +317,7 @@ def prices_table(catalog: Catalog) -> pa.Table:
             "price_source": machine.price_source,
             "price_date": machine.price_date,
             "catalog_version": catalog.catalog_version,
+            "pricing": machine.pricing,
         }
         for accelerator in catalog.accelerators.values()
         for machine in accelerator.machines
@@ -276,6 +329,6 @@ _PRICES_SCHEMA = pa.schema(
     [
         ("accelerator", pa.string()), ("machine_type", pa.string()), ("gpus", pa.int32()),
         ("price_per_hour", pa.float64()), ("price_per_gpu_hour", pa.float64()), ("price_source", pa.string()),
-        ("price_date", pa.string()), ("catalog_version", pa.string()),
+        ("price_date", pa.string()), ("catalog_version", pa.string()), ("pricing", pa.string()),
     ]
 )

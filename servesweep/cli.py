@@ -402,22 +402,28 @@ def report(
     slo_tpot_ms: Annotated[float | None, typer.Option(help="p99 TPOT target, ms.")] = None,
     slo_e2e_ms: Annotated[float | None, typer.Option(help="p99 end-to-end latency target, ms.")] = None,
     baseline: Annotated[str, typer.Option(help="Accelerator whose best tokens per dollar = 1.0.")] = "nvidia-l4",
+    pricing: Annotated[str, typer.Option(
+        help="Which catalog prices cost the tokens: on-demand, spot, cud-1y or cud-3y (1-/3-year committed use). "
+             "A machine without that price is left unpriced, and the report says so.")] = "on-demand",
 ) -> None:
-    """Charts and a Markdown/HTML summary: quantize? which GPU? which batch size? prefill- or decode-heavy?"""
+    """Charts and a Markdown/HTML summary: quantize? which machine type? which GPU? which batch size? prefill- or
+    decode-heavy?"""
     import duckdb
     from pydantic import ValidationError
 
     _need(("matplotlib", "report"), purpose="servesweep report")
     from servesweep.analysis.report import ReportError, build_report, write_report
-    from servesweep.catalog import CatalogError
+    from servesweep.catalog import PRICINGS, CatalogError
 
     _check_run_ids(run_ids)
     _check_slo_flags({"--slo-ttft-ms": slo_ttft_ms, "--slo-tpot-ms": slo_tpot_ms, "--slo-e2e-ms": slo_e2e_ms})
+    if pricing not in PRICINGS:
+        _fail(f"--pricing {pricing!r}: choose one of {', '.join(PRICINGS)}")
     if out is not None and out.exists() and not out.is_dir():
         _fail(f"--out {out} is a file; give a directory (it receives report.md, report.html and charts/)")
     try:
         slo = SLOSpec(ttft_p99_ms=slo_ttft_ms, tpot_p99_ms=slo_tpot_ms, e2e_p99_ms=slo_e2e_ms)
-        result = build_report(lake, run_ids, slo, baseline)
+        result = build_report(lake, run_ids, slo, baseline, pricing=pricing)
     except ValidationError as error:
         _fail(f"invalid SLO: {error.errors()[0]['loc'][0]} {error.errors()[0]['msg']}")
     except (ReportError, CatalogError, LakeError) as error:

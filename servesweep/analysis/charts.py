@@ -9,6 +9,7 @@ which would flatten the measured lines), and the title then says so.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from itertools import cycle
 from pathlib import Path
@@ -24,8 +25,10 @@ from servesweep.analysis.recommend import group_by
 R = TypeVar("R", PointSummary, PrefillDecode)
 
 _DPI = 110
+_SIZE = (10.0, 6.0)  # every chart: the same width and height, so a report's charts line up
 _COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
-           "#17becf")
+           "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1",
+    "#636363")
 _SLO_STYLE: dict[str, Any] = {"color": "#c00000", "linestyle": ":", "linewidth": 1.5}
 
 
@@ -37,6 +40,12 @@ def render_charts(report: Report, out_dir: str | Path) -> list[ChartSpec]:
         throughput_chart, latency_chart, cost_chart, prefill_decode_chart, pareto_chart,
     ]
     return [chart for chart in (make(report, out) for make in makers) if chart is not None]
+
+
+def config_colors(report: Report) -> dict[str, str]:
+    """One colour per config label, the same in every chart of the report (sorted labels, in palette order)."""
+    labels = sorted({p.config_label for p in report.points} | {r.config_label for r in report.prefill_decode})
+    return {label: color for label, color in zip(labels, cycle(_COLORS), strict=False)}
 
 
 def _plotted(rows: Sequence[R]) -> tuple[list[R], str]:
@@ -72,10 +81,13 @@ def _legend_below(figure: Figure, axes: Sequence[Axes]) -> None:
                       fontsize=7, frameon=False)
 
 
-def _log_if_wide(ax: Axes, values: Sequence[float | None]) -> None:
+def _log_if_wide(ax: Axes, values: Sequence[float | None], axis: str = "y") -> bool:
+    """A log scale where the values span a decade or more (latencies from 10 ms to 300 s read at a glance)."""
     positive = [v for v in values if v is not None and v > 0]
-    if positive and max(positive) / min(positive) > 30:
-        ax.set_yscale("log")
+    if positive and max(positive) / min(positive) >= 10:
+        (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
+        return True
+    return False
 
 
 def _style(source: str) -> dict[str, Any]:
@@ -94,9 +106,11 @@ def throughput_chart(report: Report, out: Path) -> ChartSpec | None:
     configs = {label: rows for label, rows in configs.items() if rows}
     if not configs:
         return None
-    figure = Figure(figsize=(8, 5))
+    figure = Figure(figsize=_SIZE)
     ax = figure.subplots()
-    for (label, rows), color in zip(configs.items(), cycle(_COLORS), strict=False):
+    colors = config_colors(report)
+    for label, rows in configs.items():
+        color = colors[label]
         ax.plot([p.batch_size for p in rows], [p.output_token_throughput or 0.0 for p in rows], label=label,
                 color=color, **_style(rows[0].source))
         _error_bars(ax, [(p.batch_size, p.output_token_throughput, p.output_token_throughput_ci_low,
@@ -109,7 +123,8 @@ def throughput_chart(report: Report, out: Path) -> ChartSpec | None:
     _legend_below(figure, [ax])
     path = out / "throughput_vs_batch.png"
     _save(figure, path)
-    return ChartSpec(name="throughput_vs_batch", title=title, path=str(path), series_labels=list(configs))
+    return ChartSpec(name="throughput_vs_batch", title=title, path=str(path), series_labels=list(configs),
+                     values={label: [p.output_token_throughput for p in rows] for label, rows in configs.items()})
 
 
 def _error_bars(ax: Axes, points: Sequence[tuple[int, float | None, float | None, float | None]], color: str) -> int:
@@ -142,11 +157,12 @@ def latency_chart(report: Report, out: Path) -> ChartSpec | None:
     configs = _configs(points)
     if not configs:
         return None
-    figure = Figure(figsize=(12, 5))
+    figure = Figure(figsize=_SIZE)
     axes = figure.subplots(1, 2)
     labels: list[str] = []
+    colors = config_colors(report)
     for ax, (name, metric, slo_field) in zip(axes, _LATENCY_PANELS, strict=True):
-        labels += _latency_panel(ax, configs, name, metric, getattr(report.slo, slo_field))
+        labels += _latency_panel(ax, configs, name, metric, getattr(report.slo, slo_field), colors)
         _batch_axis(ax, points)
     title = "Latency (p50 dashed, p99 solid, 95 % intervals) vs batch size" + suffix
     figure.suptitle(title)
@@ -157,9 +173,10 @@ def latency_chart(report: Report, out: Path) -> ChartSpec | None:
 
 
 def _latency_panel(ax: Axes, configs: dict[str, list[PointSummary]], name: str, metric: str,
-                   slo: float | None) -> list[str]:
+                   slo: float | None, colors: Mapping[str, str]) -> list[str]:
     drawn = []
-    for (label, rows), color in zip(configs.items(), cycle(_COLORS), strict=False):
+    for label, rows in configs.items():
+        color = colors[label]
         for stat, linestyle in (("p50", "--"), ("p99", "-")):
             values = [getattr(p, f"{metric}_{stat}_ms") for p in rows]
             kept = [(p.batch_size, v) for p, v in zip(rows, values, strict=True) if v is not None]
@@ -177,39 +194,48 @@ def _latency_panel(ax: Axes, configs: dict[str, list[PointSummary]], name: str, 
     ax.set_title(name)
     ax.set_ylabel(f"{name} (ms)")
     _log_if_wide(ax, [getattr(p, f"{metric}_{stat}_ms") for rows in configs.values() for p in rows
-                      for stat in ("p50", "p99")])
+                      for stat in ("p50", "p99")] + ([slo] if slo is not None else []))
     return drawn
 
 
 # --- tokens per dollar, normalised ------------------------------------------------------------------------
 
 def cost_chart(report: Report, out: Path) -> ChartSpec | None:
-    """Per config: its best tokens per dollar at any batch size and, with an SLO, within the SLO.
+    """Per config: tokens per dollar within the SLO (its ideal batch) and at any batch size.
 
-    Both bars share one denominator, the baseline's best at any batch (vs_baseline_best), so the gap between
-    them is what the SLO costs; without the baseline in the data they show absolute tokens per dollar.
+    The numbers are the ideal-batch table's: within the SLO is `tokens_per_dollar_vs_baseline` (the ideal batch's
+    tokens per dollar over the baseline's best within the SLO in the same comparison group), and the any-batch bar
+    divides the config's best tokens per dollar at any batch by that same denominator, so the gap between the bars
+    is what the SLO costs. Without the baseline in a group: absolute million tokens per dollar.
     """
+    ideals = {row.config_label: row for row in report.ideal_batches}
     points, suffix = _plotted(report.points)
     configs = {label: [p for p in rows if p.output_tokens_per_dollar is not None]
-               for label, rows in _configs(points).items()}
+               for label, rows in _configs(points).items() if label in ideals}
     configs = {label: rows for label, rows in configs.items() if rows}
     if not configs:
         return None
-    normalised = all(p.vs_baseline_best is not None for rows in configs.values() for p in rows)
+    denominators = _baseline_denominators(report)
+    normalised = all(denominators.get(ideals[label].comparison_group) for label in configs)
 
-    def value(p: PointSummary) -> float:
-        return (p.vs_baseline_best if normalised else (p.output_tokens_per_dollar or 0.0) / 1e6) or 0.0
+    def scaled(label: str, tokens_per_dollar: float | None) -> float | None:
+        if tokens_per_dollar is None:
+            return None
+        return tokens_per_dollar / denominators[ideals[label].comparison_group] if normalised \
+            else tokens_per_dollar / 1e6
 
-    series = {"best at any batch size": [max(value(p) for p in rows) for rows in configs.values()]}
+    series: dict[str, list[float | None]] = {
+        "best at any batch size": [scaled(label, max(p.output_tokens_per_dollar or 0.0 for p in rows))
+                                   for label, rows in configs.items()]}
     if report.slo.has_limits:
-        series["best within the SLO"] = [max((value(p) for p in rows if p.meets_slo), default=0.0)
-                                         for rows in configs.values()]
-    figure = Figure(figsize=(9, 1.5 + 0.35 * len(configs) * len(series)))
+        series["within the SLO (ideal batch)"] = [scaled(label, ideals[label].output_tokens_per_dollar)
+                                                  for label in configs]
+    figure = Figure(figsize=_SIZE)
     ax = figure.subplots()
-    _grouped_barh(ax, list(configs), series)
+    _grouped_barh(ax, list(configs), {name: [v or 0.0 for v in values] for name, values in series.items()})
     if normalised:
         ax.axvline(1.0, **_SLO_STYLE)
-        ax.set_xlabel(f"output tokens per dollar, {report.baseline_accelerator}'s best = 1.0")
+        ax.set_xlabel(f"output tokens per dollar, {report.baseline_accelerator}'s best within the SLO = 1.0")
         title = f"Throughput per dollar normalised to {report.baseline_accelerator}{suffix}"
     else:
         ax.set_xlabel("million output tokens per dollar")
@@ -219,7 +245,16 @@ def cost_chart(report: Report, out: Path) -> ChartSpec | None:
     path = out / "throughput_per_dollar.png"
     _save(figure, path)
     return ChartSpec(name="throughput_per_dollar", title=title, path=str(path), series_labels=list(series),
-                     categories=list(configs))
+                     categories=list(configs), values=series)
+
+
+def _baseline_denominators(report: Report) -> dict[str, float]:
+    """Per comparison group: the baseline accelerator's best tokens per dollar within the SLO (ideal_batch's)."""
+    best: dict[str, float] = {}
+    for row in report.ideal_batches:
+        if row.accelerator == report.baseline_accelerator and row.output_tokens_per_dollar:
+            best[row.comparison_group] = max(best.get(row.comparison_group, 0.0), row.output_tokens_per_dollar)
+    return best
 
 
 def _grouped_barh(ax: Axes, categories: Sequence[str], series: Mapping[str, Sequence[float]]) -> None:
@@ -228,7 +263,9 @@ def _grouped_barh(ax: Axes, categories: Sequence[str], series: Mapping[str, Sequ
     for index, ((name, values), color) in enumerate(zip(series.items(), cycle(_COLORS), strict=False)):
         ax.barh([row + index * height for row in range(len(categories))], values, height=height, label=name,
                 color=color)
-    ax.set_yticks([row + 0.4 - height / 2 for row in range(len(categories))], list(categories))
+    # Long config names wrap (on spaces) so the plot keeps the common width instead of a wide label margin.
+    ax.set_yticks([row + 0.4 - height / 2 for row in range(len(categories))],
+                  [textwrap.fill(c, 34) for c in categories], fontsize=7)
     ax.invert_yaxis()
     ax.grid(True, axis="x", alpha=0.3)
 
@@ -248,7 +285,7 @@ def prefill_decode_chart(report: Report, out: Path) -> ChartSpec | None:
     speeds = [(name, field) for name, field in _SPEEDS if any(_positive(r, field) for r in rows)]
     if not speeds:
         return None
-    figure = Figure(figsize=(9, 1.5 + 0.35 * len(rows) * len(speeds)))
+    figure = Figure(figsize=_SIZE)
     ax = figure.subplots()
     _grouped_barh(ax, [r.config_label for r in rows],
                   {name: [getattr(r, field) or 0.0 for r in rows] for name, field in speeds})
@@ -260,7 +297,8 @@ def prefill_decode_chart(report: Report, out: Path) -> ChartSpec | None:
     path = out / "prefill_vs_decode.png"
     _save(figure, path)
     return ChartSpec(name="prefill_vs_decode", title=title, path=str(path), series_labels=[n for n, _ in speeds],
-                     categories=[r.config_label for r in rows])
+                     categories=[r.config_label for r in rows],
+                     values={name: [getattr(r, field) for r in rows] for name, field in speeds})
 
 
 def _positive(row: PrefillDecode, field: str) -> bool:
@@ -271,34 +309,49 @@ def _positive(row: PrefillDecode, field: str) -> bool:
 # --- Pareto frontier ------------------------------------------------------------------------------------
 
 def pareto_chart(report: Report, out: Path, metric: str = "e2e_p99_ms") -> ChartSpec | None:
-    """Measured points (one series per config) with the frontier over them, per comparison group."""
+    """Measured points (one colour per config) with the frontier over them, one panel per comparison group, side
+    by side in one chart of the common size; the latency axis is logarithmic where it spans a decade or more."""
     frontier = group_by([p for p in report.pareto if p.latency_metric == metric and p.source == "measured"],
                         lambda p: p.comparison_group)
     if not frontier:
         return None
     measured = group_by([p for p in report.points if p.source == "measured"], lambda p: p.comparison_group)
-    figure = Figure(figsize=(8, 4.5 * len(frontier)))
-    axes = list(figure.subplots(len(frontier), 1, squeeze=False)[:, 0])
+    columns = min(len(frontier), 3)
+    rows_count = -(-len(frontier) // columns)
+    figure = Figure(figsize=_SIZE)
+    grid = figure.subplots(rows_count, columns, squeeze=False)
+    axes = [ax for row in grid for ax in row]
+    colors = config_colors(report)
     labels: list[str] = []
-    for ax, (group, edge) in zip(axes, sorted(frontier.items()), strict=True):
-        for (label, rows), color in zip(_configs(measured.get(group, [])).items(), cycle(_COLORS), strict=False):
+    values: dict[str, list[float | None]] = {}
+    for ax, (group, edge) in zip(axes, sorted(frontier.items()), strict=False):
+        latencies: list[float | None] = []
+        for label, rows in _configs(measured.get(group, [])).items():
             kept = [(p.e2e_p99_ms, p.output_token_throughput) for p in rows
                     if p.e2e_p99_ms is not None and p.output_token_throughput is not None]
             if kept:
-                ax.scatter(*zip(*kept, strict=True), color=color, label=label, s=25)
+                ax.scatter(*zip(*kept, strict=True), color=colors[label], label=label, s=25)
                 labels.append(label)
+                latencies += [x for x, _ in kept]
         ax.step([p.latency_ms for p in edge], [p.output_token_throughput for p in edge], where="post",
-                color="black", label=f"frontier ({group})")
+                color="black", label="Pareto frontier")
+        values[f"frontier ({group})"] = [p.output_token_throughput for p in edge]
         labels.append(f"frontier ({group})")
-        ax.set_xlabel("p99 end-to-end latency (ms)")
-        ax.set_ylabel("output tokens / s")
-        ax.set_title(group)
-        ax.grid(True, alpha=0.3)
         if report.slo.e2e_p99_ms is not None:
             ax.axvline(report.slo.e2e_p99_ms, label=f"SLO p99 E2E {report.slo.e2e_p99_ms:g} ms", **_SLO_STYLE)
+            latencies.append(report.slo.e2e_p99_ms)
+        log = _log_if_wide(ax, latencies, axis="x")
+        ax.set_xlabel("p99 E2E latency (ms" + (", log)" if log else ")"), fontsize=8)
+        ax.set_ylabel("output tokens / s", fontsize=8)
+        ax.set_title(group, fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(True, alpha=0.3)
+    for ax in axes[len(frontier):]:
+        ax.set_visible(False)
     title = "Throughput vs p99 E2E latency: Pareto frontier"
     figure.suptitle(title)
+    figure.tight_layout()
     _legend_below(figure, axes)
     path = out / "pareto_frontier.png"
     _save(figure, path)
-    return ChartSpec(name="pareto_frontier", title=title, path=str(path), series_labels=labels)
+    return ChartSpec(name="pareto_frontier", title=title, path=str(path), series_labels=labels, values=values)

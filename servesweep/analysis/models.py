@@ -91,6 +91,12 @@ class IdealBatch(_ConfigRow):
     cost_per_hour: float | None
     output_tokens_per_dollar: float | None
     usd_per_million_output_tokens: float | None
+    usd_per_million_input_tokens_split: float | None
+    usd_per_million_output_tokens_split: float | None
+    machine_type: str | None
+    pricing: str | None
+    price_source: str | None
+    price_date: str | None
     tokens_per_dollar_vs_baseline: float | None
     tied_batch_sizes: list[int]
     max_throughput_batch_size: int
@@ -169,8 +175,39 @@ class ParetoPoint(_ViewRow):
     meets_slo: bool
 
 
+class MachineOption(_Strict):
+    """One candidate GCE machine type for a comparison group's model and workload: does the model fit (the
+    guide's rule: weights at most 80 % of each GPU's memory, the rest, 20 % or more, for the KV cache), on how
+    many GPUs (tensor parallel where one is not enough), its throughput (measured in the lake, else predicted
+    by the planner's roofline) and its cost per million tokens at the report's prices."""
+
+    comparison_group: str
+    series: str = Field(..., description="Machine series: G2, A2, A2 ultra, A3 High, A3 Mega, A3 Ultra, A4...")
+    machine_type: str | None
+    accelerator: str
+    weight_dtype: str
+    gpus: int = Field(..., description="GPUs per server (the tensor-parallel size).")
+    gpus_per_machine: int | None
+    fits: bool
+    fit_reason: str
+    weights_per_gpu_gb: float
+    weight_limit_gb: float
+    kv_share: float = Field(..., description="Share of GPU memory left for the KV cache (and activations).")
+    max_sequences: int = Field(..., description="Sequences of the workload's length the KV cache holds.")
+    source: str = Field(..., description="'measured' (the lake's ideal batch), 'predicted' (roofline) or 'none'.")
+    batch_size: int | None = None
+    output_token_throughput: float | None = None
+    meets_slo: bool | None = None
+    cost_per_hour: float | None = None
+    usd_per_million_output_tokens: float | None = None
+    usd_per_million_input_tokens: float | None = Field(None, description="Input tokens' share (TTFT / E2E).")
+    usd_per_million_output_tokens_split: float | None = Field(None, description="Output tokens' share.")
+    point_id: str | None = Field(None, description="The measured point (source 'measured').")
+
+
 class Question(StrEnum):
     QUANTIZE = "quantize?"
+    MACHINE = "which machine type?"
     ACCELERATOR = "which GPU?"
     BATCH_SIZE = "which batch size?"
     WORKLOAD = "prefill- or decode-heavy?"
@@ -218,6 +255,9 @@ class Report(_Strict):
     slo: SLOSpec
     baseline_accelerator: str
     catalog_version: str
+    pricing: str = "on-demand"
+    prices_used: list[str] = Field(default_factory=list, description="Each price the costs used: machine, $/h, "
+                                                                      "pricing, source, date.")
     headline: Headline
     recommendations: list[Recommendation]
     ideal_batches: list[IdealBatch]
@@ -225,6 +265,7 @@ class Report(_Strict):
     prefill_decode: list[PrefillDecode]
     pareto: list[ParetoPoint]
     fingerprints: list[RunFingerprint] = Field(default_factory=list)
+    machine_options: list[MachineOption] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
 
     def measured_ideals(self) -> list[IdealBatch]:
@@ -240,6 +281,9 @@ class ChartSpec(_Strict):
     path: str
     series_labels: list[str]
     categories: list[str] = Field(default_factory=list)
+    values: dict[str, list[float | None]] = Field(
+        default_factory=dict, description="The numbers drawn, per series (bar charts: one per category, in order); "
+                                          "the tests compare them with the report's tables.")
 
     @property
     def series_count(self) -> int:

@@ -16,6 +16,7 @@ from servesweep.analysis.models import (
     Figure,
     Headline,
     IdealBatch,
+    MachineOption,
     PrefillDecode,
     Question,
     Recommendation,
@@ -178,6 +179,50 @@ def _placement_figures(rows: Sequence[IdealBatch], baseline: str) -> list[Figure
     return figures
 
 
+# --- which machine type? -----------------------------------------------------------------------------------
+
+def _machine_name(option: MachineOption) -> str:
+    share = (f"{option.gpus} of its {option.gpus_per_machine} {option.accelerator} GPUs"
+             if option.gpus_per_machine and option.gpus_per_machine > option.gpus else
+             f"{option.gpus} {option.accelerator} GPU{'s' if option.gpus > 1 else ''}")
+    tp = f", tensor parallel {option.gpus}" if option.gpus > 1 else ""
+    return f"{option.series} {option.machine_type} ({share}{tp})"
+
+
+def _machine_cost(option: MachineOption) -> str:
+    return (f"{_money(option.usd_per_million_output_tokens)} at batch {option.batch_size}, {option.source} "
+            f"({option.output_token_throughput:.4g} output tok/s)")
+
+
+def recommend_machine(scope: str, options: Sequence[MachineOption]) -> Recommendation:
+    """Cheapest per output token among the machine types that hold the model and meet the SLO (measured or
+    predicted, and said which), then the runner-up and the machine types the model does not fit."""
+    if not options:
+        return Recommendation(
+            question=Question.MACHINE, scope=scope, status=Status.NOT_COVERED,
+            answer="the planner knows no architecture for this model (model preset), so no machine type can be "
+                   "sized; report runs whose spec names a model preset or a config.json.")
+    figures = [Figure(label=f"{o.machine_type} x{o.gpus}: {o.source} $/M output tokens",
+                      value=o.usd_per_million_output_tokens, unit="$/M tokens") for o in options if o.fits]
+    usable = sorted((o for o in options if o.fits and o.meets_slo and o.usd_per_million_output_tokens is not None),
+                    key=lambda o: (o.usd_per_million_output_tokens or 0.0, o.source != "measured"))
+    unfit = [f"{o.series} ({o.accelerator}: {o.fit_reason})" for o in options if not o.fits]
+    unfit_text = f"; the model does not fit {', '.join(unfit)}" if unfit else ""
+    if not usable:
+        status = Status.SLO_NOT_MET if any(o.fits for o in options) else Status.NOT_COVERED
+        return Recommendation(
+            question=Question.MACHINE, scope=scope, status=status, figures=figures,
+            answer=f"no priced machine type holds the model and meets the SLO{unfit_text}.")
+    winner = usable[0]
+    text = f"{_machine_name(winner)}: {_machine_cost(winner)}"
+    if len(usable) > 1:
+        text += f"; next: {_machine_name(usable[1])}: {_machine_cost(usable[1])}"
+    if winner.source != "measured":
+        text += "; a prediction, not a measurement: run the spec on it before committing"
+    return Recommendation(question=Question.MACHINE, scope=scope, status=Status.ANSWERED, figures=figures,
+                          answer=text + unfit_text + ".")
+
+
 # --- quantize? ------------------------------------------------------------------------------------------
 
 def recommend_quantization(scope: str, ideals: Sequence[IdealBatch]) -> Recommendation:
@@ -288,7 +333,8 @@ def _workload_figures(row: PrefillDecode) -> list[Figure]:
 
 # --- all questions, and the headline ----------------------------------------------------------------------
 
-def recommend(ideals: Sequence[IdealBatch], balance: Sequence[PrefillDecode], baseline: str) -> list[Recommendation]:
+def recommend(ideals: Sequence[IdealBatch], balance: Sequence[PrefillDecode], baseline: str,
+              machines: Sequence[MachineOption] = ()) -> list[Recommendation]:
     """Every question for every measured comparison group; a single 'not covered' per question without data."""
     measured = [row for row in ideals if row.source == "measured"]
     if not measured:
@@ -297,9 +343,11 @@ def recommend(ideals: Sequence[IdealBatch], balance: Sequence[PrefillDecode], ba
                 for q in Question]
     workload_rows = group_by([row for row in balance if row.source == "measured"], lambda r: r.comparison_group)
     recommendations: list[Recommendation] = []
+    machine_rows = group_by(machines, lambda r: r.comparison_group)
     for scope, rows in group_by(measured, lambda r: r.comparison_group).items():
         recommendations += [
             recommend_quantization(scope, rows),
+            recommend_machine(scope, machine_rows.get(scope, [])),
             recommend_accelerator(scope, rows, baseline),
             recommend_batch_size(scope, rows),
             recommend_workload(scope, workload_rows.get(scope, [])),
@@ -310,15 +358,19 @@ def recommend(ideals: Sequence[IdealBatch], balance: Sequence[PrefillDecode], ba
 def headline(ideals: Sequence[IdealBatch]) -> Headline:
     """The answer per comparison group (a model serving one workload): configs of different models or
     workloads are never ranked against each other. The fields describe the first group's answer."""
-    measured = [row for row in ideals if row.source == "measured"]
-    if not measured:
+    answers = group_headlines(ideals)
+    if not answers:
         return Headline(meets_slo=False, summary="no measured point with status ok or partial in these runs")
-    groups = group_by(measured, lambda r: r.comparison_group)
-    answers = [_group_headline(rows) for _, rows in sorted(groups.items())]
     if len(answers) == 1:
-        return answers[0]
-    summary = "; ".join(f"{scope}: {answer.summary}" for scope, answer in zip(sorted(groups), answers, strict=True))
-    return answers[0].model_copy(update={"summary": summary})
+        return next(iter(answers.values()))
+    summary = "; ".join(f"{scope}: {answer.summary}" for scope, answer in answers.items())
+    return next(iter(answers.values())).model_copy(update={"summary": summary})
+
+
+def group_headlines(ideals: Sequence[IdealBatch]) -> dict[str, Headline]:
+    """The headline of each measured comparison group, by group name (sorted): each from its group's rows alone."""
+    groups = group_by([row for row in ideals if row.source == "measured"], lambda r: r.comparison_group)
+    return {scope: _group_headline(rows) for scope, rows in sorted(groups.items())}
 
 
 def _group_headline(measured: Sequence[IdealBatch]) -> Headline:

@@ -19,9 +19,12 @@ from typing import TypeVar
 import duckdb
 
 from servesweep.analysis.charts import render_charts
+from servesweep.analysis.interactive import interactive_html
+from servesweep.analysis.machines import machine_options
 from servesweep.analysis.models import (
     ChartSpec,
     IdealBatch,
+    MachineOption,
     ParetoPoint,
     PointSummary,
     PrefillDecode,
@@ -50,9 +53,11 @@ def build_report(
     slo: SLOSpec | None = None,
     baseline: str = DEFAULT_BASELINE,
     catalog: Catalog | None = None,
+    pricing: str = "on-demand",
 ) -> Report:
-    """The report over `run_ids` (every run when empty), judged against `slo`, costs relative to `baseline`."""
-    catalog = catalog or load_catalog()
+    """The report over `run_ids` (every run when empty), judged against `slo`, costs relative to `baseline`, at
+    the catalog's `pricing` prices (on-demand, spot, cud-1y, cud-3y)."""
+    catalog = (catalog or load_catalog()).with_pricing(pricing)
     slo = slo or SLOSpec()
     run_ids = _checked_runs(lake_uri, run_ids, baseline, catalog)
     connection = connect(lake_uri, slo, baseline, run_ids, catalog)
@@ -62,14 +67,21 @@ def build_report(
         balance = _rows(connection, PrefillDecode, "prefill_decode")
         pareto = _rows(connection, ParetoPoint, "pareto_frontier")
         fingerprints = _rows(connection, RunFingerprint, _RUNS_SQL)
-        notes = _notes(connection, ideals, baseline) + _measurement_notes(points, fingerprints, run_ids)
+        machines, machine_notes = machine_options(connection, ideals, slo, catalog)
+        prices_used = [f"{machine} ({accelerator}): ${price:.4g}/h {chosen}, {source}, read {date}"
+                       if price is not None else f"{machine} ({accelerator}): no {chosen} price in the catalog"
+                       for machine, accelerator, price, chosen, source, date
+                       in connection.sql(_PRICES_USED_SQL).fetchall()]
+        notes = (_notes(connection, ideals, baseline) + _measurement_notes(points, fingerprints, run_ids)
+                 + machine_notes)
     finally:
         connection.close()
     return Report(
         run_ids=list(run_ids), lake_uri=lake_uri, generated_at=datetime.now(UTC), slo=slo,
-        baseline_accelerator=baseline, catalog_version=catalog.catalog_version, headline=headline(ideals),
-        recommendations=recommend(ideals, balance, baseline), ideal_batches=ideals, points=points,
-        prefill_decode=balance, pareto=pareto, fingerprints=fingerprints, notes=notes,
+        baseline_accelerator=baseline, catalog_version=catalog.catalog_version, pricing=catalog.pricing,
+        prices_used=prices_used, headline=headline(ideals),
+        recommendations=recommend(ideals, balance, baseline, machines), ideal_batches=ideals, points=points,
+        prefill_decode=balance, pareto=pareto, fingerprints=fingerprints, machine_options=machines, notes=notes,
     )
 
 
@@ -92,6 +104,11 @@ _POINTS_SQL = """
 """
 
 
+_PRICES_USED_SQL = """
+    SELECT DISTINCT c.machine_type, c.accelerator, p.price_per_hour, p.pricing, p.price_source, p.price_date
+    FROM point_costs AS c JOIN prices AS p ON p.accelerator = c.accelerator AND p.machine_type = c.machine_type
+    WHERE c.source = 'measured' ORDER BY 1
+"""
 _RUNS_SQL = """
     SELECT * FROM runs
     WHERE run_id IN (SELECT run_id FROM selected_runs) OR NOT EXISTS (SELECT 1 FROM selected_runs)
@@ -240,7 +257,10 @@ def _document(report: Report, charts: Sequence[ChartSpec]) -> list[_Block]:
         _Text(f"Runs: {', '.join(report.run_ids) or '-'} | lake: {report.lake_uri} | "
               f"generated {report.generated_at:%Y-%m-%d %H:%M} UTC"),
         _Text(f"SLO: {_slo_text(report.slo, goodput)} | cost baseline: {report.baseline_accelerator} | "
-              f"prices: catalog {report.catalog_version}"),
+              f"prices: {report.pricing}, catalog {report.catalog_version}"),
+        _Text("Prices used: " + ("; ".join(report.prices_used) or "none (no measured point on a catalogued machine)")
+              + ". Input and output tokens are priced apart by the share of each request's time before its first "
+                "token (TTFT / E2E, view point_costs)."),
         _Heading(2, "Answer"),
         _Text(report.headline.summary),
         _Heading(2, "Recommendations"),
@@ -267,6 +287,9 @@ def _tables(report: Report) -> list[_Block]:
     blocks: list[_Block] = []
     if measured:
         blocks += [_Heading(2, "Ideal batch size per config (measured)"), _ideal_table(measured)]
+    if report.machine_options:
+        blocks += [_Heading(2, "Machine types (fit by the 80 % weights rule; measured where the lake has it, else "
+                               "predicted)"), _machine_table(report.machine_options)]
     if report.prefill_decode:
         blocks += [_Heading(2, "Prefill vs decode"), _balance_table(report.prefill_decode)]
     frontier = [p for p in report.pareto if p.latency_metric == "e2e_p99_ms"]
@@ -280,14 +303,15 @@ def _tables(report: Report) -> list[_Block]:
 def _ideal_table(rows: Sequence[IdealBatch]) -> _Table:
     goodput = any(r.ranked_by == "goodput" for r in rows)
     headers = ("config", "meets SLO", "ideal batch", "out tok/s (95 % CI)", *(("goodput req/s",) if goodput else ()),
-               "p99 TTFT ms", "p99 TPOT ms", "p99 E2E ms", "$/M out tokens", "tok/$ vs baseline", "batches tested",
-               "why")
+               "p99 TTFT ms", "p99 TPOT ms", "p99 E2E ms", "$/M out tokens (all time)", "$/M in tokens (split)",
+               "$/M out tokens (split)", "tok/$ vs baseline", "batches tested", "why")
     return _Table(headers, tuple(
         (r.config_label, _fmt(r.meets_slo), _fmt(r.ideal_batch_size),
          _with_interval(r.output_token_throughput, r.output_token_throughput_ci_low, r.output_token_throughput_ci_high),
          *((_fmt(r.goodput),) if goodput else ()),
          _p99(r.ttft_p99_ms, r.p99_few_requests), _p99(r.tpot_p99_ms, r.p99_few_requests),
          _p99(r.e2e_p99_ms, r.p99_few_requests), _fmt(r.usd_per_million_output_tokens),
+         _fmt(r.usd_per_million_input_tokens_split), _fmt(r.usd_per_million_output_tokens_split),
          _fmt(r.tokens_per_dollar_vs_baseline), _fmt(r.batch_sizes_tested), r.reason) for r in rows))
 
 
@@ -321,6 +345,19 @@ def _fingerprint_table(runs: Sequence[RunFingerprint]) -> _Table:
 
     return _Table(("", *(run.run_id for run in runs)),
                   tuple((label, *(cell(run, field) for run in runs)) for label, field in _FINGERPRINT_FIELDS))
+
+
+def _machine_table(rows: Sequence[MachineOption]) -> _Table:
+    headers = ("group", "series", "machine type", "GPU", "GPUs (TP)", "weights GB/GPU (limit)", "KV share",
+               "fits", "source", "batch", "out tok/s", "$/hour", "$/M in tokens (split)", "$/M out tokens (split)",
+               "$/M out tokens (all time)")
+    return _Table(headers, tuple(
+        (r.comparison_group, r.series, r.machine_type or "-", r.accelerator, str(r.gpus),
+         f"{r.weights_per_gpu_gb:.1f} ({r.weight_limit_gb:.1f})", _fmt(r.kv_share, "fraction"),
+         "yes" if r.fits else r.fit_reason, r.source, _fmt(r.batch_size), _fmt(r.output_token_throughput),
+         _fmt(r.cost_per_hour), _fmt(r.usd_per_million_input_tokens), _fmt(r.usd_per_million_output_tokens_split),
+         _fmt(r.usd_per_million_output_tokens))
+        for r in rows))
 
 
 def _balance_table(rows: Sequence[PrefillDecode]) -> _Table:
@@ -373,9 +410,14 @@ table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.85em}td,th{border:
 th{background:#f3f3f3}img{max-width:100%;border:1px solid #eee;margin:.5em 0}"""
 
 
-def render_html(report: Report, charts: Sequence[ChartSpec] = ()) -> str:
-    """One self-contained HTML page: the charts are embedded as base64 PNG."""
+def render_html(report: Report, charts: Sequence[ChartSpec] = (), interactive: bool = True) -> str:
+    """One self-contained HTML page: the charts are embedded as base64 PNG and, with plotly installed, an
+    interactive version beside them (plotly.js inline: no network when the page is viewed)."""
     body = "\n".join(_html_block(block) for block in _document(report, charts))
+    live = interactive_html(report) if interactive and charts else ""
+    if live:
+        body += "\n<h2>Interactive charts</h2>\n<p>Hover for the numbers; click a legend entry to hide a config.</p>\n"
+        body += live
     return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>servesweep report</title>"
             f"<style>{_CSS}</style></head>\n<body>\n{body}\n</body></html>\n")
 

@@ -20,6 +20,8 @@
 --   goodput, slo_attainment          at the chosen point (null without a per-request SLO)
 --   p99_few_requests, noisy          the chosen point's p99 rests on < 100 requests; its repeats disagree
 --   cost_per_hour, output_tokens_per_dollar, usd_per_million_output_tokens   at the chosen point
+--   usd_per_million_input_tokens_split, usd_per_million_output_tokens_split  its input and output token prices
+--   machine_type, pricing, price_source, price_date                          the price it was costed at
 --   tokens_per_dollar_vs_baseline    output_tokens_per_dollar / the best ideal tokens/$ of the baseline
 --                                    accelerator (params.baseline_accelerator) in the comparison group
 --   tied_batch_sizes                 other batch sizes within the SLO with exactly the same throughput
@@ -88,6 +90,8 @@ SELECT t.run_id, t.config_id, t.config_label, t.comparison_group, t.source, t.mo
        p.output_token_throughput_ci_low, p.output_token_throughput_ci_high, p.goodput, p.slo_attainment,
        p.p99_few_requests, p.noisy,
        p.cost_per_hour, p.output_tokens_per_dollar, p.usd_per_million_output_tokens,
+       p.usd_per_million_input_tokens_split, p.usd_per_million_output_tokens_split,
+       t.machine_type, t.pricing, t.price_source, t.price_date,
        p.output_tokens_per_dollar / b.tokens_per_dollar AS tokens_per_dollar_vs_baseline,
        coalesce(tie.tied_batch_sizes, []) AS tied_batch_sizes,
        t.batch_size AS max_throughput_batch_size, t.output_token_throughput AS max_output_token_throughput,

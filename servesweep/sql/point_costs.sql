@@ -16,8 +16,15 @@
 --   cost_per_hour                  USD/hour: that machine's price per GPU-hour x accelerator_count
 --                                  (cpu points join the catalog's `cpu` entry); null without a price
 --   output_tokens_per_dollar       output_token_throughput x 3600 / cost_per_hour
---   usd_per_million_output_tokens  1e6 / output_tokens_per_dollar
+--   usd_per_million_output_tokens  1e6 / output_tokens_per_dollar: the whole machine time over the output tokens
+--   prefill_time_share             ttft_mean_ms / e2e_mean_ms (0-1): the share of a request's time before its
+--                                  first token, billed to its input tokens; the rest is billed to its output
+--   usd_per_million_input_tokens_split    1e6 x cost_per_hour x prefill_time_share / (input tok/s x 3600)
+--   usd_per_million_output_tokens_split   1e6 x cost_per_hour x (1 - prefill_time_share) / (output tok/s x 3600):
+--                                  the two prices a provider quotes; input x the first + output x the second
+--                                  = the machine's cost of the point's tokens
 --   price_source, price_date, catalog_version   where the price came from
+--   pricing                        the pricing model of the price: on-demand, spot, cud-1y, cud-3y
 --   meets_slo                      p99 TTFT, p99 TPOT and p99 E2E within the SLO bounds in `params`
 --                                  (true when no bound is set; a bounded metric the point lacks is a miss),
 --                                  and, for a point measured with a per-request SLO (goodput not null), at
@@ -41,7 +48,7 @@ WITH counted AS (
 ),
 machine AS (
     SELECT c.run_id, c.point_id, pr.machine_type, pr.price_per_gpu_hour, pr.price_source, pr.price_date,
-           pr.catalog_version
+           pr.catalog_version, pr.pricing
     FROM counted AS c
     JOIN prices AS pr ON pr.accelerator = c.accelerator AND pr.gpus >= coalesce(c.accelerator_count, 1)
     QUALIFY row_number() OVER (
@@ -50,7 +57,9 @@ machine AS (
 ),
 priced AS (
     SELECT c.*, m.machine_type, m.price_per_gpu_hour * coalesce(c.accelerator_count, 1) AS cost_per_hour,
-           m.price_source, m.price_date, m.catalog_version
+           m.price_source, m.price_date, m.catalog_version, m.pricing,
+           CASE WHEN c.e2e_mean_ms > 0 AND c.ttft_mean_ms >= 0
+                THEN least(greatest(c.ttft_mean_ms / c.e2e_mean_ms, 0.0), 1.0) END AS prefill_time_share
     FROM counted AS c
     LEFT JOIN machine AS m USING (run_id, point_id)
 ),
@@ -87,6 +96,12 @@ SELECT * EXCLUDE (base_label),
          THEN output_token_throughput * 3600 / cost_per_hour END AS output_tokens_per_dollar,
     CASE WHEN output_token_throughput > 0 AND cost_per_hour > 0
          THEN 1e6 * cost_per_hour / (output_token_throughput * 3600) END AS usd_per_million_output_tokens,
+    CASE WHEN input_token_throughput > 0 AND cost_per_hour > 0 AND prefill_time_share IS NOT NULL
+         THEN 1e6 * cost_per_hour * prefill_time_share / (input_token_throughput * 3600)
+    END AS usd_per_million_input_tokens_split,
+    CASE WHEN output_token_throughput > 0 AND cost_per_hour > 0 AND prefill_time_share IS NOT NULL
+         THEN 1e6 * cost_per_hour * (1 - prefill_time_share) / (output_token_throughput * 3600)
+    END AS usd_per_million_output_tokens_split,
     slo_misses IS NULL AS meets_slo,
     coalesce(goodput, output_token_throughput) AS slo_value
 FROM checked;

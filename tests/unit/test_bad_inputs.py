@@ -195,6 +195,7 @@ FLAGS = [
     pytest.param(["report", "../x"], "run id", id="report-run-id-traversal"),
     pytest.param(["report", "a", "--out", "{file}"], "--out", id="report-out-is-a-file"),
     pytest.param(["report", "a", "--slo-e2e-ms", "0"], "--slo-e2e-ms", id="report-slo-0"),
+    pytest.param(["report", "a", "--pricing", "reserved"], "--pricing", id="report-pricing-unknown"),
     pytest.param(["query", "select count(*) from points", "--lake", "{lake}"], "{broken}", id="query-corrupt-parquet"),
     pytest.param(["schema", "bogus"], "unknown table", id="schema-unknown-table"),
     pytest.param(["views", "bogus"], "unknown view", id="views-unknown-view"),

@@ -144,7 +144,7 @@ def test_charts_and_files(fleet_lake, catalog, tmp_path):
                        "prefill_vs_decode": 3, "pareto_frontier": 4 + 1}
     assert {name: chart.series_count for name, chart in charts.items()} == expected_series
     assert len(charts["throughput_per_dollar"].categories) == len(charts["prefill_vs_decode"].categories) == 4
-    assert charts["throughput_per_dollar"].series_labels == ["best at any batch size", "best within the SLO"]
+    assert charts["throughput_per_dollar"].series_labels == ["best at any batch size", "within the SLO (ideal batch)"]
     assert "normalised to nvidia-l4" in charts["throughput_per_dollar"].title
     for chart in paths.charts:
         image = imread(chart.path)
@@ -152,7 +152,7 @@ def test_charts_and_files(fleet_lake, catalog, tmp_path):
         assert height >= 300 and width >= 500, chart.name
         assert image[..., :3].std() > 0.05, f"{chart.name} is blank"
     html = (tmp_path / "out" / "report.html").read_text()
-    embedded = re.findall(r'src="data:image/png;base64,([^"]+)"', html)
+    embedded = re.findall(r'<img alt="[^"]*" src="data:image/png;base64,([^"]+)"', html)
     assert sorted(base64.b64decode(data) for data in embedded) == sorted(
         Path(chart.path).read_bytes() for chart in paths.charts)
     markdown = (tmp_path / "out" / "report.md").read_text()
@@ -191,7 +191,7 @@ def test_kfp_report_step_on_the_spine_run(tmp_path):
     assert metrics.metadata["best_output_tokens_per_s_within_slo"] == pytest.approx(1433.72, abs=0.01)
     assert metrics.metadata["usd_per_million_output_tokens"] == pytest.approx(0.388472e6 / (1433.7247 * 3600))
     page = (tmp_path / "kfp" / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 5 and "which batch size?" in page
+    assert page.count("<img alt=") == 5 and "which batch size?" in page and "Interactive charts" in page
     assert "[answered] batch 4 on cpu x1 tiny-llama" in (tmp_path / "kfp" / "report.md").read_text()
 
 
@@ -214,7 +214,7 @@ def test_report_step_runs_in_the_kfp_local_runner(tmp_path, monkeypatch):
     # No SLO: the ideal batch is the fastest measured one (batch 8 of the real run).
     assert task.outputs["metrics"].metadata["ideal_batch_size"] == 8.0
     with open(task.outputs["html"].path) as page:
-        assert page.read().count("data:image/png;base64,") == 5
+        assert page.read().count("<img alt=") == 5
     with open(task.outputs["markdown"].path) as summary:
         assert "no SLO set: batch 8 has the highest output throughput" in summary.read()
 
