@@ -45,7 +45,14 @@ def render_charts(report: Report, out_dir: str | Path) -> list[ChartSpec]:
 def config_colors(report: Report) -> dict[str, str]:
     """One colour per config label, the same in every chart of the report (sorted labels, in palette order)."""
     labels = sorted({p.config_label for p in report.points} | {r.config_label for r in report.prefill_decode})
-    return {label: color for label, color in zip(labels, cycle(_COLORS), strict=False)}
+    if len(labels) <= len(_COLORS):
+        return dict(zip(labels, _COLORS, strict=False))
+    # More configs than distinct fixed colours: evenly spaced along a perceptual colormap, still one each.
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    ramp = colormaps["turbo"].resampled(len(labels))
+    return {label: to_hex(ramp(i)) for i, label in enumerate(labels)}
 
 
 def _plotted(rows: Sequence[R]) -> tuple[list[R], str]:

@@ -4,21 +4,15 @@ log latency axes where the range spans decades, and an interactive HTML version 
 from __future__ import annotations
 
 import re
-import sys
-from pathlib import Path
 
 import pytest
 from matplotlib.image import imread
 
-sys.path.insert(0, str(Path(__file__).parents[2]))
-sys.path.insert(0, str(Path(__file__).parent))
-
-from analysis_lake import fleet_rows, round_price_catalog, write_points  # noqa: E402
-from test_sentence_numbers import H200  # noqa: E402
-
 from servesweep.analysis.charts import config_colors, render_charts  # noqa: E402
 from servesweep.analysis.report import build_report, render_html  # noqa: E402
 from servesweep.spec import SLOSpec  # noqa: E402
+from tests.support.analysis_lake import fleet_rows, round_price_catalog, write_points
+from tests.support.committed_lakes import H200
 
 
 @pytest.fixture

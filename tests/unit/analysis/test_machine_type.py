@@ -3,20 +3,14 @@ GPU is not enough, measured throughput where the lake has it, predicted otherwis
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parents[2]))
-
-from analysis_lake import point, write_points  # noqa: E402
 
 from servesweep.analysis.machines import machine_series, weight_dtype_of  # noqa: E402
 from servesweep.analysis.models import Question, Status  # noqa: E402
 from servesweep.analysis.report import build_report, render_markdown  # noqa: E402
 from servesweep.catalog import load_catalog  # noqa: E402
 from servesweep.spec import SLOSpec  # noqa: E402
+from tests.support.analysis_lake import point, write_points
 
 SLO = SLOSpec(ttft_p99_ms=2000, tpot_p99_ms=100)
 

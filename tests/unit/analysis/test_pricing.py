@@ -3,19 +3,13 @@ choice, input and output tokens priced apart, and a report that states the price
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parents[2]))
-
-from analysis_lake import point, write_points  # noqa: E402
 
 from servesweep.analysis.report import build_report, render_markdown  # noqa: E402
 from servesweep.analysis.views import connect  # noqa: E402
 from servesweep.catalog import PRICINGS, CatalogError, load_catalog  # noqa: E402
 from servesweep.spec import SLOSpec  # noqa: E402
+from tests.support.analysis_lake import point, write_points
 
 PRICES = """
 catalog_version: test-pricing

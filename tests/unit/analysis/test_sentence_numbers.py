@@ -1,5 +1,5 @@
 """The cross-cutting rule of the report: every sentence is derived from rows of one comparison group, and every
-number it states is one of those rows' values in the lake (tests/unit/analysis/sentences.py).
+number it states is one of those rows' values in the lake (tests/support/sentences.py).
 
 Checked on the committed H100 and H200 lakes (with the SLOs and baselines of `make bench-gpu-report` and
 `make bench-h200-report`) and on the synthetic fleet lake of three accelerators and two quantizations.
@@ -7,29 +7,17 @@ Checked on the committed H100 and H200 lakes (with the SLOs and baselines of `ma
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).parents[2]))
-
-from analysis_lake import fleet_rows, round_price_catalog, write_points  # noqa: E402
-from sentences import group_values, numbers_in, unmatched  # noqa: E402
 
 from servesweep.analysis.recommend import group_headlines  # noqa: E402
 from servesweep.analysis.report import build_report  # noqa: E402
 from servesweep.analysis.views import connect  # noqa: E402
 from servesweep.catalog import load_catalog  # noqa: E402
 from servesweep.spec import SLOSpec  # noqa: E402
-
-RESULTS = Path(__file__).parents[3] / "benchmarks" / "results"
-H100 = (str(RESULTS / "h100" / "lake"), ["h100-llama3-8b", "h100-llama-1b", "h100-llama3-8b-b256-prefill"],
-        SLOSpec(ttft_p99_ms=2000, tpot_p99_ms=150), "nvidia-h100-80gb")
-H200 = (str(RESULTS / "h200" / "lake"), ["h200-llama3-8b", "h200-llama3-8b-prefill", "h200-llama3-8b-fp8",
-                                         "h200-llama3-8b-fp8-prefill", "h200-llama3-8b-maxseqs"],
-        SLOSpec(ttft_p99_ms=2000, tpot_p99_ms=100), "nvidia-h200-141gb")
+from tests.support.analysis_lake import fleet_rows, round_price_catalog, write_points
+from tests.support.committed_lakes import H100, H200
+from tests.support.paths import REPO
+from tests.support.sentences import group_values, numbers_in, unmatched
 
 
 def _check(lake: str, run_ids: list[str], slo: SLOSpec, baseline: str, catalog=None) -> int:
@@ -98,3 +86,10 @@ def test_numbers_in_reads_what_is_printed():
                        "p99 14,745", ["llama3-8b"])
     assert [(printed, value) for printed, value, _ in found] == [
         ("128", 128.0), ("1.475e+04", 14750.0), ("$0.2", 0.2), ("4.9%", 0.049), ("14,745", 14745.0)]
+
+
+@pytest.mark.parametrize(("target", "committed"), [("bench-gpu-report", H100), ("bench-h200-report", H200)])
+def test_the_checked_runs_are_the_ones_the_makefile_reports(target, committed):
+    recipe = (REPO / "Makefile").read_text().split(f"\n{target}:", 1)[1].split("\n\n", 1)[0]
+    command = recipe.replace("\\\n", " ").split("servesweep report", 1)[1].split("--lake", 1)[0]
+    assert command.split() == committed[1]
