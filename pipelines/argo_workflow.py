@@ -1,6 +1,6 @@
 """The benchmark as an Argo Workflow (hera): the KFP pipeline's DAG, step for step.
 
-    resolve-spec -> plan -> provision -> load-model, plan-sweep
+    resolve-spec -> plan -> provision -> load-model -> quantize, plan-sweep
         -> for each deployment (one at a time): deploy-server -> sweep -> teardown-server
         -> collect-metrics -> write-lake -> report -> check-points (exit code 3 or 4 when points failed)
     onExit: teardown-all
@@ -62,7 +62,7 @@ RETRIES: dict[str, RetryStrategy] = {
     "resolve-spec": INFRA_ONLY, "plan": INFRA_ONLY, "plan-sweep": INFRA_ONLY, "collect-metrics": INFRA_ONLY,
     "report": INFRA_ONLY, "sweep": INFRA_ONLY,
     "provision": API_CALLS, "load-model": API_CALLS, "deploy-server": API_CALLS, "teardown-server": API_CALLS,
-    "write-lake": API_CALLS, "teardown-all": API_CALLS,
+    "write-lake": API_CALLS, "teardown-all": API_CALLS, "quantize": INFRA_ONLY,
 }
 # activeDeadlineSeconds of steps whose length the spec does not set.
 QUICK_S = 15 * 60
@@ -95,7 +95,7 @@ def _sweep_seconds(spec: BenchmarkSpec) -> float:
 def step_deadlines(spec: BenchmarkSpec | None) -> dict[str, int]:
     """activeDeadlineSeconds per step: from the spec's timeouts where it sets them, else generous fixed bounds."""
     deadlines = dict.fromkeys(RETRIES, QUICK_S) | {"check-points": QUICK_S, "provision": PROVISION_S,
-                                                   "load-model": LOAD_MODEL_S}
+                                                   "load-model": LOAD_MODEL_S, "quantize": LOAD_MODEL_S}
     if spec is not None:
         # Queued provisioning first waits up to its own capacity timeout for GKE to grant the node.
         queued = spec.gke.capacity.queued if spec.gke and spec.gke.provisioning == "node_pool" else None
@@ -196,6 +196,7 @@ def build_workflow(spec: BenchmarkSpec | None = None, image: str = IMAGE, *, wit
         plan = step("plan", [spec_json], [_out_file("predicted")], image)
         provision = step("provision", [spec_json, owner], [_out("capacity_json")], image)
         load_model = step("load-model", [spec_json], [_out_file("model")], image, env=_hf_token_env(gke) or None)
+        quantize = step("quantize", [spec_json, _in_file("model")], [_out_file("quantized")], image)
         plan_sweep = step("plan-sweep", [spec_json], [_out("deployments")], image)
         endpoint_env = _endpoint_token_env(spec) or None
         deploy_server = step("deploy-server", [spec_json, _in("capacity_json"), deployment, owner, _in_file("model")],
@@ -242,14 +243,15 @@ def build_workflow(spec: BenchmarkSpec | None = None, image: str = IMAGE, *, wit
             predictions = plan(arguments={"spec_json": spec_out})
             capacity = provision(arguments={"spec_json": spec_out, "owner": job})
             model_task = load_model(arguments={"spec_json": spec_out})
+            variant = quantize(arguments={"spec_json": spec_out, "model": model_task.get_artifact("model")})
             deployments = plan_sweep(arguments={"spec_json": spec_out})
             swept_all = one_deployment(
                 name="deployments", with_param=deployments.get_parameter("deployments"),
                 arguments={"spec_json": spec_out, "capacity_json": capacity.get_parameter("capacity_json"),
                            "deployment": "{{item}}", "deployment_id": "{{item.deployment_id}}", "owner": job,
-                           "model": model_task.get_artifact("model")},
+                           "model": variant.get_artifact("quantized")},
             )
-            collected = collect_metrics(arguments={"spec_json": spec_out, "model": model_task.get_artifact("model"),
+            collected = collect_metrics(arguments={"spec_json": spec_out, "model": variant.get_artifact("quantized"),
                                                    "predicted": predictions.get_artifact("predicted")})
             lake = write_lake(arguments={"spec_json": spec_out, "tables": collected.get_artifact("tables")})
             summary = report(arguments={"spec_json": spec_out,
@@ -257,7 +259,8 @@ def build_workflow(spec: BenchmarkSpec | None = None, image: str = IMAGE, *, wit
             verdict = check_points(arguments={"tables": collected.get_artifact("tables")})
 
             resolved >> predictions >> capacity >> [model_task, deployments]
-            [model_task, deployments] >> swept_all >> collected >> lake >> summary >> verdict
+            model_task >> variant
+            [variant, deployments] >> swept_all >> collected >> lake >> summary >> verdict
     return workflow
 
 

@@ -1,6 +1,6 @@
 """The benchmark as a Kubeflow Pipelines (v2) DAG: thin wrappers around the plain steps in `components`.
 
-    resolve-spec -> plan (roofline predictions) -> provision -> load-model, plan-sweep
+    resolve-spec -> plan (roofline predictions) -> provision -> load-model -> quantize, plan-sweep
         -> for each deployment (one at a time): deploy-server -> sweep -> teardown-server
         -> collect-metrics -> write-lake -> report (Metrics, HTML and Markdown shown on the KFP run page)
         -> check-points (fails the run, exit code 3 or 4, when any point failed; servesweep.outcome)
@@ -96,6 +96,19 @@ def load_model(spec_json: str, model: Output[Model]):
     info = prepare_model(parse_spec(json_param(spec_json)), model.path)  # writes servesweep-model.json too
     model.metadata.update({"parameters": info.parameters, "dtype": info.dtype, "bytes": info.bytes_on_disk,
                            "seconds": round(info.seconds, 3)})
+
+
+@dsl.component(base_image=IMAGE)
+def quantize(spec_json: str, model: Input[Model], quantized: Output[Model]):
+    from components.quantize import quantize_model
+    from pipelines.kfp_io import json_param
+    from servesweep.spec import parse_spec
+
+    result = quantize_model(parse_spec(json_param(spec_json)), model.path, quantized.path)
+    print(f"quantize {result.method}: {result.how}{' (cached)' if result.cached else ''}, "
+          f"{result.weight_bytes} weight bytes, {result.quantize_seconds:.1f} s")
+    quantized.metadata.update({"method": result.method, "how": result.how, "weight_bytes": result.weight_bytes,
+                               "seconds": round(result.quantize_seconds, 3), "tool_version": result.tool_version})
 
 
 @dsl.component(base_image=IMAGE)
@@ -238,14 +251,16 @@ def servesweep_pipeline(
         predictions = _cached(plan(spec_json=spec_json))
         capacity = _cached(provision(spec_json=spec_json, owner=owner)).after(predictions)
         model = _cached(load_model(spec_json=spec_json)).after(capacity)
+        variant = _cached(quantize(spec_json=spec_json, model=model.outputs["model"]))
         deployments = _cached(plan_sweep(spec_json=spec_json, capacity_json=capacity.output))
         with dsl.ParallelFor(deployments.output, parallelism=1, name="deployments") as item:
             server = _cached(deploy_server(spec_json=item.spec_json, capacity_json=item.capacity_json,
-                                           deployment=item.deployment, owner=owner, model=model.outputs["model"]))
+                                           deployment=item.deployment, owner=owner,
+                                           model=variant.outputs["quantized"]))
             swept = _cached(sweep(spec_json=item.spec_json, deployment=item.deployment, endpoint_json=server.output,
-                                  model=model.outputs["model"]))
+                                  model=variant.outputs["quantized"]))
             _cached(teardown_server(endpoint_json=server.output, owner=owner)).after(swept)
-        collected = _cached(collect_metrics(spec_json=spec_json, model=model.outputs["model"],
+        collected = _cached(collect_metrics(spec_json=spec_json, model=variant.outputs["quantized"],
                                             raws=dsl.Collected(swept.outputs["raw"]),
                                             predicted=predictions.outputs["predicted"]))
         written = _cached(write_lake(spec_json=spec_json, tables=collected.outputs["tables"]))

@@ -35,7 +35,7 @@ Dtype = Literal["float32", "bfloat16", "float16"]
 SweepMode = Literal["client_concurrency", "server_max_seqs"]
 LoadKind = Literal["closed", "open"]
 SweepStrategy = Literal["grid", "adaptive"]
-WeightsKind = Literal["random", "dummy"]
+WeightsKind = Literal["random", "dummy", "trained"]
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
 RUN_ID_RULE = "a run id is 1-80 letters, digits, '.', '_' or '-', starting with a letter or digit"
@@ -107,6 +107,9 @@ class ModelShape(_Strict):
 # Real architectures with random weights: same compute and memory traffic as the real model.
 MODEL_PRESETS: dict[str, ModelShape] = {
     "tiny": ModelShape(),
+    # The trained model's shape (model.weights 'trained'): small enough to learn addition in minutes on 2 cores.
+    "tiny-trained": ModelShape(vocab_size=300, num_attention_heads=4, num_key_value_heads=2,
+                               max_position_embeddings=512),
     "llama-1b": ModelShape(
         hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
         num_key_value_heads=8, vocab_size=128256, max_position_embeddings=8192, tie_word_embeddings=True,
@@ -123,8 +126,21 @@ MODEL_PRESETS: dict[str, ModelShape] = {
 }
 
 
+class TrainingSpec(_Strict):
+    """How the load-model step trains the model when `model.weights` is 'trained' (servesweep.synthetic_task)."""
+
+    task: Literal["addition"] = Field("addition", description="The synthetic task: 'addition', a + b = sum with "
+                                      "one token per digit and the sum least significant digit first.")
+    digits: int = Field(2, ge=1, le=8, description="Digits of each operand, 1..8.")
+    steps: int = Field(2000, ge=1, le=100_000, description="Optimizer steps, 1..100000.")
+    batch_size: int = Field(32, ge=1, le=4096, description="Examples per step, 1..4096.")
+    learning_rate: float = Field(1e-3, gt=0, le=1, description="AdamW peak learning rate (linear warm-up over "
+                                 "5 % of the steps, then linear decay), (0, 1].")
+
+
 class ModelSpec(_Strict):
-    """The model every server of the run loads: a random-weight checkpoint of a real architecture."""
+    """The model every server of the run loads: a generated checkpoint of a real architecture (random weights,
+    weights the server draws, or weights trained here on a synthetic task)."""
 
     name: str = Field("tiny-llama", min_length=1, max_length=256,
                       description="Name the server serves the model under (1-256 characters).")
@@ -139,7 +155,10 @@ class ModelSpec(_Strict):
     weights: WeightsKind = Field(
         "random", description="'random': the load-model step writes random weights; 'dummy': it writes config "
         "and tokenizer only and the server fills the weights itself (vLLM --load-format dummy), so an 8B or 70B "
-        "shape costs no checkpoint write. vLLM only.")
+        "shape costs no checkpoint write. vLLM only. 'trained': the step trains the model on `training`'s synthetic "
+        "task (seeded, cached by its parameters under SERVESWEEP_MODEL_CACHE, default ~/.cache/servesweep/models), "
+        "so its accuracy means something.")
+    training: TrainingSpec = Field(default_factory=TrainingSpec, description="The training of 'trained' weights.")
 
     @field_validator("preset")
     @classmethod
@@ -150,6 +169,23 @@ class ModelSpec(_Strict):
 
     def resolved_shape(self) -> ModelShape:
         return self.shape or MODEL_PRESETS[self.preset]
+
+
+class QuantizeSpec(_Strict):
+    """How the quantize step makes a checkpoint method's variant (llm-compressor)."""
+
+    w4a16_algorithm: Literal["gptq", "awq"] = Field("gptq", description="Algorithm behind w4a16: 'gptq' or "
+                                                    "'awq' (w8a8-int8 is SmoothQuant + GPTQ; w8a8-fp8 needs none).")
+    calibration_samples: int = Field(64, ge=1, le=4096, description="Calibration texts, 1..4096: the trained "
+                                     "task's training examples, or the workload's prompts for other weights.")
+    max_seq_length: int = Field(64, ge=8, le=MAX_TOKENS, description="Calibration sequence length, tokens.")
+    smoothing_strength: float = Field(0.8, gt=0, lt=1, description="SmoothQuant's alpha, (0, 1).")
+    cache_uri: str = Field("", max_length=1024, description="Where quantized checkpoints are cached: a local "
+                           "directory or gs://bucket/prefix; empty: SERVESWEEP_QUANT_CACHE, else "
+                           "~/.cache/servesweep/quantized.")
+    pretrained: str = Field("", max_length=1024, description="A pre-quantized checkpoint (local path) passed "
+                            "through as is instead of quantizing the source; empty: quantize.")
+
 
 
 class SecretRef(_Strict):
@@ -653,6 +689,7 @@ class BenchmarkSpec(_Strict):
         "awq/gptq need a checkpoint in that format). w8a8-fp8/w8a8-int8/w4a16: a compressed-tensors checkpoint "
         "(vLLM reads the method from its config); with model.weights 'dummy' the server draws weights in that "
         "layout. none: the model dtype.")
+    quantize: QuantizeSpec = Field(default_factory=QuantizeSpec, description="The quantize and accuracy steps.")
     accelerator: AcceleratorSpec = Field(default_factory=AcceleratorSpec, description="What each server runs on.")
     workloads: list[WorkloadShape] = Field(
         default_factory=lambda: [WorkloadShape(input_tokens=64, output_tokens=32)], min_length=1, max_length=64,
@@ -705,9 +742,9 @@ class BenchmarkSpec(_Strict):
             raise ValueError("the adaptive strategy needs at least one SLO limit (slo.*_p99_ms)")
         if self.model.weights == "dummy" and self.server.kind != "vllm":
             raise ValueError("model.weights 'dummy' needs server.kind 'vllm' (--load-format dummy)")
-        if is_checkpoint_method(self.quantization) and self.model.weights != "dummy" and not external:
-            raise ValueError(f"quantization {self.quantization!r} is a quantized checkpoint: it needs "
-                             "model.weights 'dummy' (vLLM draws weights in that layout)")
+        if is_checkpoint_method(self.quantization) and self.server.kind not in ("vllm", "external"):
+            raise ValueError(f"quantization {self.quantization!r} is a compressed-tensors checkpoint: it needs "
+                             "server.kind 'vllm'")
         if self.gke is not None and self.accelerator.type == "cpu" and not external:
             raise ValueError("a gke run needs a GPU accelerator; accelerator 'cpu' runs locally (drop `gke`)")
         self._check_secret_env()

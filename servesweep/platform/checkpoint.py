@@ -8,15 +8,23 @@ platform generates it where its servers read it; the GKE platform generates it o
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from servesweep.platform.types import ModelInfo
 from servesweep.quantization import compressed_tensors_config, is_checkpoint_method
 from servesweep.spec import ModelShape, ModelSpec
+from servesweep.synthetic_task import TASK_WORDS
+
+# Bump when training or the tokenizer changes what a given set of parameters produces (it is in the cache key).
+TRAINER_VERSION = 1
+TRAINING_FILE = "servesweep-training.json"
 
 SPECIAL_TOKENS = ["<s>", "</s>", "<unk>"]
 _SHARD_BYTES = 2 * 1024**3
@@ -41,12 +49,13 @@ def synthetic_words(count: int) -> list[str]:
     return words
 
 
-def train_tokenizer(vocab_size: int, out_dir: Path) -> int:
-    """Train a word-level tokenizer whose every word is one token; save it HF-style. Returns its size."""
+def train_tokenizer(vocab_size: int, out_dir: Path, task_words: Sequence[str] = ()) -> int:
+    """Train a word-level tokenizer whose every word is one token; save it HF-style. Returns its size.
+    `task_words` (a trained model's digits and signs) come first, the pseudo-words fill the rest."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
-    words = synthetic_words(vocab_size - len(SPECIAL_TOKENS))
+    words = [*task_words, *synthetic_words(vocab_size - len(SPECIAL_TOKENS) - len(task_words))]
     tokenizer = Tokenizer(models.WordLevel(unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     trainer = trainers.WordLevelTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, min_frequency=1)
@@ -146,6 +155,8 @@ def load_model(spec: ModelSpec, out_dir: str | Path, quantization: str = "none")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     shape = spec.resolved_shape()
+    if spec.weights == "trained":
+        return _trained_model(spec, shape, out, started)
     tokenizer_size = train_tokenizer(shape.vocab_size, out)
     config = _llama_config(spec, shape, tokenizer_size)
     config.architectures = ["LlamaForCausalLM"]  # servers pick the model class from this
@@ -168,3 +179,57 @@ def load_model(spec: ModelSpec, out_dir: str | Path, quantization: str = "none")
         tokenizer_vocab_size=tokenizer_size,
         shape=shape,
     )
+
+
+def model_cache_root() -> Path:
+    return Path(os.environ.get("SERVESWEEP_MODEL_CACHE", Path.home() / ".cache" / "servesweep" / "models"))
+
+
+def trained_key(spec: ModelSpec, shape: ModelShape) -> str:
+    """Cache key of a trained checkpoint: everything that decides its bytes."""
+    import torch
+    import transformers
+
+    fields = {"shape": shape.model_dump(), "training": spec.training.model_dump(), "seed": spec.seed,
+              "dtype": spec.dtype, "trainer": TRAINER_VERSION, "torch": torch.__version__,
+              "transformers": transformers.__version__}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _trained_model(spec: ModelSpec, shape: ModelShape, out: Path, started: float) -> ModelInfo:
+    """Train (or reuse the cached) addition model; copy it into `out`."""
+    cached = model_cache_root() / f"trained-{trained_key(spec, shape)}"
+    if not (cached / TRAINING_FILE).exists():
+        _train_into(spec, shape, cached)
+    for item in cached.iterdir():
+        shutil.copy2(item, out / item.name)
+    meta = json.loads((out / TRAINING_FILE).read_text())
+    return ModelInfo(
+        path=str(out.resolve()), served_name=spec.name, parameters=meta["parameters"], dtype=spec.dtype,
+        bytes_on_disk=sum(f.stat().st_size for f in out.iterdir() if f.is_file()),
+        seconds=time.perf_counter() - started, vocab_size=meta["vocab_size"],
+        tokenizer_vocab_size=meta["tokenizer_vocab_size"], shape=shape,
+    )
+
+
+def _train_into(spec: ModelSpec, shape: ModelShape, cached: Path) -> None:
+    import torch
+
+    from servesweep.platform.training import train_model
+
+    staging = cached.with_name(f"{cached.name}.tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    tokenizer_size = train_tokenizer(shape.vocab_size, staging, TASK_WORDS)
+    config = _llama_config(spec, shape, tokenizer_size)
+    config.architectures = ["LlamaForCausalLM"]
+    model, measured = train_model(config, staging, spec.training, spec.seed)
+    model.to(getattr(torch, spec.dtype)).save_pretrained(staging, safe_serialization=True)
+    config.save_pretrained(staging)
+    (staging / "generation_config.json").write_text(json.dumps({"bos_token_id": 0, "eos_token_id": 1}))
+    meta = {**measured, "parameters": int(sum(p.numel() for p in model.parameters())),
+            "vocab_size": config.vocab_size, "tokenizer_vocab_size": tokenizer_size,
+            "training": spec.training.model_dump(), "seed": spec.seed}
+    (staging / TRAINING_FILE).write_text(json.dumps(meta, indent=2))
+    shutil.rmtree(cached, ignore_errors=True)
+    staging.rename(cached)  # whole or absent: a crash mid-training leaves no half checkpoint in the cache

@@ -154,7 +154,8 @@ def test_steps_never_ask_which_platform_they_run_on(path: Path):
 # --- docs/architecture.md's diagram ---------------------------------------------------------------------
 
 # Not drawn: modules anyone may import, which import no other servesweep module (the package itself: the version).
-LEAVES = ("servesweep.secrets", "servesweep.yamlfile", "servesweep.extras", "servesweep.outcome", "servesweep.runlock",
+LEAVES = ("servesweep.secrets", "servesweep.synthetic_task", "servesweep.accuracy", "servesweep.llmc_worker",
+          "servesweep.yamlfile", "servesweep.extras", "servesweep.outcome", "servesweep.runlock",
           "servesweep.vllm_plugin", "servesweep.quantization", "servesweep.nvml")
 _EDGE = re.compile(r"^\s*(\w+)(?:\[[^\]]*\])?\s*-->\s*(\w+)")
 

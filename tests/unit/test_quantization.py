@@ -55,9 +55,15 @@ def test_unquantized_and_server_methods_leave_config_json_alone(tmp_path):
     assert server_flag("none") is None and server_flag("w8a8-int8") is None
 
 
-def test_a_quantized_checkpoint_on_random_weights_is_refused_in_one_line():
-    with pytest.raises(SpecError, match="needs model.weights 'dummy'"):
-        _spec("w8a8-int8", weights="random")
+def test_a_quantized_checkpoint_on_real_weights_is_accepted():
+    # the quantize step makes it with llm-compressor (servesweep.quantize)
+    for weights in ("random", "trained"):
+        assert _spec("w8a8-int8", weights=weights).quantization == "w8a8-int8"
+
+
+def test_a_quantized_checkpoint_needs_vllm_in_one_line():
+    with pytest.raises(SpecError, match="needs server.kind 'vllm'"):
+        parse_spec({"quantization": "w4a16", "server": {"kind": "transformers"}})
 
 
 @pytest.mark.parametrize(("method", "dtype"), [("none", "bf16"), ("fp8", "fp8"), ("w8a8-fp8", "fp8"),

@@ -29,7 +29,7 @@ GOLDEN = TESTS / "golden"
 GKE_SPEC = ROOT / "specs" / "gke.yaml"
 UPDATE = os.environ.get("SERVESWEEP_UPDATE_GOLDEN") == "1"
 
-STEPS = {"resolve-spec", "plan", "provision", "load-model", "plan-sweep", "deploy-server", "sweep",
+STEPS = {"resolve-spec", "plan", "provision", "load-model", "quantize", "plan-sweep", "deploy-server", "sweep",
          "teardown-server", "collect-metrics", "write-lake", "report", "check-points"}
 
 
@@ -69,7 +69,8 @@ def test_both_orchestrators_run_the_same_dag(compiled):
     assert set(kfp) == set(argo) == STEPS
     assert kfp == argo
     assert argo["load-model"] == {"resolve-spec", "plan", "provision"}
-    assert argo["teardown-server"] == {"resolve-spec", "plan", "provision", "load-model", "plan-sweep",
+    assert argo["quantize"] == {"resolve-spec", "plan", "provision", "load-model"}
+    assert argo["teardown-server"] == {"resolve-spec", "plan", "provision", "load-model", "quantize", "plan-sweep",
                                        "deploy-server", "sweep"}
     assert argo["report"] == STEPS - {"report", "check-points"}
     assert argo["check-points"] == STEPS - {"check-points"}  # the verdict comes after the lake and the report
