@@ -218,7 +218,8 @@ def _ptq(spec: BenchmarkSpec, src: Path, dst: Path) -> QuantizeResult:
     request = {"source": str(src), "out": str(dst), "method": spec.quantization,
                "algorithm": spec.quantize.w4a16_algorithm, "smoothing_strength": spec.quantize.smoothing_strength,
                "max_seq_length": spec.quantize.max_seq_length, "calibration": calibration_texts(spec, src)}
-    done = subprocess.run([str(python), str(WORKER), json.dumps(request)], capture_output=True, text=True,
+    # -P: the worker's folder (servesweep/, whose secrets.py would shadow the standard library's) stays off sys.path
+    done = subprocess.run([str(python), "-P", str(WORKER), json.dumps(request)], capture_output=True, text=True,
                           check=False)
     if done.returncode != 0:
         tail = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
