@@ -201,7 +201,12 @@ class _Round:
         prefill = np.maximum(self.share * self.compute[o] / flops,
                              (self.steps * self.weights[o] + self.share * self.kv[o]) / bandwidth)
         prefill = prefill + self.share * self.prefill_comm[o] + self.steps * self.comm_latency[o]
-        mean = lambda values: np.bincount(o, weights=values) / self.count  # noqa: E731
+        count = self.count
+
+        def mean(values: np.ndarray) -> np.ndarray:  # per point, over its requests
+            result: np.ndarray = np.bincount(o, weights=values) / count
+            return result
+
         step = np.maximum(self.decode_compute / flops, self.decode_memory / bandwidth)
         step = step + self.decode_comm + self.comm_latency
         last, last_steps, last_position = prefill[self.last], self.steps[self.last], self.position[self.last]
