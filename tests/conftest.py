@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import os
-import shutil
 import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from benchmarks.gcs_emulator import EmulatorError, start_emulator
 from servesweep.platform.checkpoint import load_model
 from servesweep.platform.types import ModelInfo
 from servesweep.spec import ModelSpec
@@ -35,29 +32,13 @@ def _free_port() -> int:
 @pytest.fixture(scope="session")
 def gcs_emulator(tmp_path_factory):
     """A real gcp-storage-emulator process with a bucket named `lake`; fails loudly if it cannot start."""
-    executable = shutil.which("gcp-storage-emulator", path=str(Path(sys.executable).parent)) or shutil.which(
-        "gcp-storage-emulator")
-    if executable is None:
-        pytest.fail("gcp-storage-emulator is not installed: run `make setup` (it is in the dev extra)")
-    port = _free_port()
-    # Its access log goes to a file: a pipe nobody reads fills up and the (single-threaded) emulator blocks.
     log_path = tmp_path_factory.mktemp("gcs-emulator") / "emulator.log"
     log = log_path.open("wb")
-    process = subprocess.Popen(
-        [executable, "start", "--host=127.0.0.1", f"--port={port}", "--in-memory", "--default-bucket=lake"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                log.close()
-                pytest.fail(f"gcp-storage-emulator did not start: {log_path.read_text()[-2000:]}")
-            time.sleep(0.2)
+    try:
+        process, port = start_emulator(log)
+    except EmulatorError as error:
+        log.close()
+        pytest.fail(f"{error}: {log_path.read_text()[-2000:]}")
     host = f"http://127.0.0.1:{port}"
     previous = os.environ.get("STORAGE_EMULATOR_HOST")
     os.environ["STORAGE_EMULATOR_HOST"] = host

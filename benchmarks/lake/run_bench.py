@@ -12,8 +12,6 @@ import multiprocessing
 import os
 import shutil
 import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -28,6 +26,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from benchmarks.gcs_emulator import start_emulator
 from benchmarks.lake.synth import Shape, run_tables
 from servesweep.analysis import pooled as pooled_mod
 from servesweep.analysis import views
@@ -279,23 +278,9 @@ class CountingProxy:
 
 
 def gcs(shape: Shape, tmpl: list[dict[str, pa.Table]]) -> dict[str, Any]:
-    executable = shutil.which("gcp-storage-emulator", path=str(Path(sys.executable).parent))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     log = tempfile.TemporaryFile()  # noqa: SIM115 (open while the emulator runs; closed below)
-    process = subprocess.Popen([executable, "start", "--host=127.0.0.1", f"--port={port}", "--in-memory",
-                                "--default-bucket=lake"], stdout=log, stderr=subprocess.STDOUT)
+    process, port = start_emulator(log)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
         proxy = CountingProxy(port)
         os.environ["STORAGE_EMULATOR_HOST"] = f"http://127.0.0.1:{proxy.port}"
         lake = "gs://lake/fleet"
