@@ -105,22 +105,29 @@ class FakeCore(Recorder):
         self.log_error = log_error
         self.fail_delete: dict[str, ApiException] = {}
 
+    def _listed(self, resource: str, store: dict[str, Any], label_selector: str) -> SimpleNamespace:
+        self.calls.append(("list", resource, label_selector))
+        items = [o for o in store.values() if _matches(_metadata(o).get("labels"), label_selector)]
+        return SimpleNamespace(items=items)
+
+    def _deleted(self, resource: str, store: dict[str, Any], name: str) -> None:
+        self.calls.append(("delete", resource, name))
+        if store.pop(name, None) is None:
+            raise api_error(404)
+
     def create_namespaced_service(self, namespace: str, body: k8s.V1Service) -> k8s.V1Service:
         self.calls.append(("create", "services", body.metadata.name))
         self.services[body.metadata.name] = body
         return body
 
     def list_namespaced_service(self, namespace: str, label_selector: str = "") -> SimpleNamespace:
-        self.calls.append(("list", "services", label_selector))
-        items = [s for s in self.services.values() if _matches(_metadata(s).get("labels"), label_selector)]
-        return SimpleNamespace(items=items)
+        return self._listed("services", self.services, label_selector)
 
     def delete_namespaced_service(self, name: str, namespace: str, **kwargs: Any) -> None:
-        self.calls.append(("delete", "services", name))
         if name in self.fail_delete:
+            self.calls.append(("delete", "services", name))
             raise self.fail_delete[name]
-        if self.services.pop(name, None) is None:
-            raise api_error(404)
+        self._deleted("services", self.services, name)
 
     def create_namespaced_config_map(self, namespace: str, body: k8s.V1ConfigMap) -> k8s.V1ConfigMap:
         self.calls.append(("create", "configmaps", body.metadata.name))
@@ -130,14 +137,10 @@ class FakeCore(Recorder):
         return body
 
     def list_namespaced_config_map(self, namespace: str, label_selector: str = "") -> SimpleNamespace:
-        self.calls.append(("list", "configmaps", label_selector))
-        items = [c for c in self.config_maps.values() if _matches(_metadata(c).get("labels"), label_selector)]
-        return SimpleNamespace(items=items)
+        return self._listed("configmaps", self.config_maps, label_selector)
 
     def delete_namespaced_config_map(self, name: str, namespace: str, **kwargs: Any) -> None:
-        self.calls.append(("delete", "configmaps", name))
-        if self.config_maps.pop(name, None) is None:
-            raise api_error(404)
+        self._deleted("configmaps", self.config_maps, name)
 
     def create_namespaced_pod_template(self, namespace: str, body: k8s.V1PodTemplate) -> k8s.V1PodTemplate:
         self.calls.append(("create", "podtemplates", body.metadata.name))
@@ -145,14 +148,10 @@ class FakeCore(Recorder):
         return body
 
     def list_namespaced_pod_template(self, namespace: str, label_selector: str = "") -> SimpleNamespace:
-        self.calls.append(("list", "podtemplates", label_selector))
-        items = [t for t in self.pod_templates.values() if _matches(_metadata(t).get("labels"), label_selector)]
-        return SimpleNamespace(items=items)
+        return self._listed("podtemplates", self.pod_templates, label_selector)
 
     def delete_namespaced_pod_template(self, name: str, namespace: str, **kwargs: Any) -> None:
-        self.calls.append(("delete", "podtemplates", name))
-        if self.pod_templates.pop(name, None) is None:
-            raise api_error(404)
+        self._deleted("podtemplates", self.pod_templates, name)
 
     def list_namespaced_pod(self, namespace: str, label_selector: str = "") -> SimpleNamespace:
         self.calls.append(("list", "pods", label_selector))
