@@ -68,14 +68,19 @@ def test_token_arrivals_are_the_kernel_s_and_match_the_server_s_sends(tmp_path):
     assert result.timing == "kernel" and result.read_lag_p99_ms is not None and result.read_lag_p99_ms >= 0
     assert gc.isenabled() and gc.get_freeze_count() == 0  # the collector's pause ended with the point
     rows = log.index()
+    way_out, way_in = [], []
     for record in result.records:
         sends = log.sends(rows[record.request_id]) / 1e9
         arrivals = np.asarray(record.token_times) + result.origin_perf
         assert len(sends) == len(arrivals) == TOKENS
-        way_out = arrivals - sends  # loopback: microseconds, whatever the client loop was doing
-        assert (way_out > -1e-4).all() and (way_out < 0.002).all(), way_out
+        way_out.extend(arrivals - sends)
         # The request's way in, against the server's kernel stamp of its arrival.
-        assert 0 <= log.received_ns[rows[record.request_id]] / 1e9 - (record.sent_at + result.origin_perf) < 0.002
+        way_in.append(log.received_ns[rows[record.request_id]] / 1e9 - (record.sent_at + result.origin_perf))
+    # Loopback takes microseconds whatever the client loop was doing; the bounds are loose where a busy
+    # 2-core machine may deschedule the server between its send stamp and the send itself.
+    out, into = np.array(way_out), np.array(way_in)
+    assert (out > -1e-4).all() and np.median(out) < 0.001 and out.max() < 0.05, out
+    assert (into >= 0).all() and np.median(into) < 0.002 and into.max() < 0.05, into
 
 
 def test_open_loop_lag_against_the_poisson_plan(zero_server):
