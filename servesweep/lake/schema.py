@@ -103,7 +103,8 @@ from servesweep.lake.sketch import RELATIVE_ACCURACY, SKETCH_TYPE, grouped
 #      bins (ttft_sketch, tpot_sketch, itl_sketch, e2e_sketch, sketch_relative_accuracy) for pooled
 #      percentiles. Older lakes read as they are (sketches null); `servesweep lake migrate` rewrites their runs
 #      as v6 (RUN_MIGRATIONS[6]), computing the sketches from their requests.
-SCHEMA_VERSION = 6
+#   7: columns listed in V7_ADDED (per table) appear, null in older rows (migrate_v6_to_v7).
+SCHEMA_VERSION = 7
 TABLES = ("requests", "points", "server_metrics", "runs")
 PARTITION_COLUMN = "run_id"
 STATS = ("p50", "p90", "p95", "p99", "mean")
@@ -371,7 +372,20 @@ def migrate_v5_to_v6(table: str, data: pa.Table) -> pa.Table:
     return data
 
 
-TABLE_MIGRATIONS = {4: migrate_v4_to_v5, 5: migrate_v5_to_v6}  # from version -> the function to the next
+# Columns v7 adds, per table (each also defined, with its doc, in the table's schema above).
+V7_ADDED: dict[str, tuple[str, ...]] = {}
+
+
+def migrate_v6_to_v7(table: str, data: pa.Table) -> pa.Table:
+    """v6 -> v7: the columns of V7_ADDED, null (unknown for rows written before)."""
+    for name in V7_ADDED.get(table, ()):
+        if name not in data.column_names:
+            field = SCHEMAS[table].field(name)
+            data = data.append_column(field, pa.nulls(len(data), field.type))
+    return data
+
+
+TABLE_MIGRATIONS = {4: migrate_v4_to_v5, 5: migrate_v5_to_v6, 6: migrate_v6_to_v7}  # from version -> the function to the next
 
 
 def migrate(table: str, data: pa.Table, from_version: int) -> pa.Table:

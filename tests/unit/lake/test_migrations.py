@@ -16,3 +16,11 @@ def test_migrate_walks_every_step_to_the_current_version():
     assert max(TABLE_MIGRATIONS) == SCHEMA_VERSION - 1
     new = migrate("points", pa.table({"point_id": ["a"]}), 4)
     assert {"api", "workload_name", "workload_source"} <= set(new.column_names)
+
+
+def test_v7_columns_are_defined_and_read_as_null_from_v6():
+    from servesweep.lake.schema import SCHEMAS, V7_ADDED, migrate_v6_to_v7
+    for table, names in V7_ADDED.items():
+        assert set(names) <= set(SCHEMAS[table].names), table
+        new = migrate_v6_to_v7(table, pa.table({"run_id": ["r"]}))
+        assert all(new.column(n).to_pylist() == [None] for n in names)
