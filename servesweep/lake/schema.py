@@ -103,9 +103,11 @@ from servesweep.lake.sketch import RELATIVE_ACCURACY, SKETCH_TYPE, grouped
 #      bins (ttft_sketch, tpot_sketch, itl_sketch, e2e_sketch, sketch_relative_accuracy) for pooled
 #      percentiles. Older lakes read as they are (sketches null); `servesweep lake migrate` rewrites their runs
 #      as v6 (RUN_MIGRATIONS[6]), computing the sketches from their requests.
-#   7: columns listed in V7_ADDED (per table) appear, null in older rows (migrate_v6_to_v7).
+#   7: an `accuracy` table (per variant: perplexity and task scores with intervals, and the comparison with
+#      the unquantized baseline); runs gain the quantize step's result; the columns listed in V7_ADDED (per
+#      table) read as null in older rows (migrate_v6_to_v7).
 SCHEMA_VERSION = 7
-TABLES = ("requests", "points", "server_metrics", "runs")
+TABLES = ("requests", "points", "server_metrics", "runs", "accuracy")
 PARTITION_COLUMN = "run_id"
 STATS = ("p50", "p90", "p95", "p99", "mean")
 LATENCY_METRICS = ("ttft", "tpot", "itl", "e2e")
@@ -335,11 +337,58 @@ RUNS = pa.schema(
         _f("python_version", pa.string(), "Python of the load generator."),
         _f("os_platform", pa.string(), "Operating system of the load generator's machine (platform.platform())."),
         _f("notes", pa.string(), "Why fields are null, '; '-separated."),
+        _f("quantization", pa.string(), "The variant the run served: 'none' (the source dtype), a server method "
+           "(fp8) or a checkpoint method (w8a8-fp8, w8a8-int8, w4a16)."),
+        _f("quantize_how", pa.string(), "How the quantize step made it: as-is, server, pretrained, dummy-layout or "
+           "llmcompressor."),
+        _f("quantize_tool", pa.string(), "The tool that quantized the checkpoint (llmcompressor); null when none did."),
+        _f("quantize_tool_version", pa.string(), "That tool's version."),
+        _f("quantize_cache_key", pa.string(), "sha256 of (source digest, method, parameters, tool version): the "
+           "artifact's cache key."),
+        _f("quantize_cached", pa.bool_(), "The artifact came from the cache (quantize_seconds is then the first "
+           "run's)."),
+        _f("quantize_seconds", pa.float64(), "Wall time of the quantization itself, s."),
+        _f("weight_bytes", pa.int64(), "Bytes of the served checkpoint's weight files (*.safetensors); 0 when the "
+           "server draws the weights (dummy)."),
+    ]
+)
+
+ACCURACY = pa.schema(
+    _RUN_KEYS
+    + [
+        _f("deployment_id", pa.string(), "Server deployment whose endpoint was scored.", nullable=False),
+        _f("model", pa.string(), "Served model name.", nullable=False),
+        _f("quantization", pa.string(), "The variant scored (runs.quantization).", nullable=False),
+        _f("task", pa.string(), "What was scored: a held-out text set (perplexity) or an lm-eval task name.",
+           nullable=False),
+        _f("metric", pa.string(), "perplexity (exp of the mean negative log-likelihood per token, from the "
+           "server's prompt log-probabilities; every token but each text's first) or exact_match (share of "
+           "problems whose greedy completion equals the answer).", nullable=False),
+        _f("higher_is_better", pa.bool_(), "Direction of the metric: exact_match yes, perplexity no.",
+           nullable=False),
+        _f("value", pa.float64(), "The metric over the task's items.", nullable=False),
+        _f("ci_low", pa.float64(), "95 % interval, low end: seeded bootstrap over texts (perplexity) or Wilson "
+           "over problems (exact_match)."),
+        _f("ci_high", pa.float64(), "95 % interval, high end."),
+        _f("items", pa.int32(), "Texts or problems scored."),
+        _f("tokens", pa.int64(), "Tokens with a log-probability (perplexity); null for exact_match."),
+        _f("baseline_run_id", pa.string(), "The run of the same model's unquantized variant compared against; "
+           "null for the baseline itself or when none was found."),
+        _f("baseline_value", pa.float64(), "The baseline's value of the same task and metric."),
+        _f("delta", pa.float64(), "value - baseline_value."),
+        _f("delta_low", pa.float64(), "95 % interval of the delta, low end (the two runs as independent samples)."),
+        _f("delta_high", pa.float64(), "95 % interval of the delta, high end."),
+        _f("threshold", pa.float64(), "The largest loss the spec allows: exact_match in points of share (0.02 = "
+           "2 points), perplexity as a relative increase (0.05 = 5 %)."),
+        _f("passed", pa.bool_(), "The loss is within the threshold; null without a baseline."),
+        _f("tool", pa.string(), "What scored it: servesweep (perplexity) or lm-eval."),
+        _f("tool_version", pa.string(), "That tool's version."),
+        _f("measured_at", pa.timestamp("us", tz="UTC"), "When scoring finished."),
     ]
 )
 
 SCHEMAS: dict[str, pa.Schema] = {"requests": REQUESTS, "points": POINTS, "server_metrics": SERVER_METRICS,
-                                 "runs": RUNS}
+                                 "runs": RUNS, "accuracy": ACCURACY}
 
 
 # --- migrations: each turns a table written by version N into version N + 1, self-contained ----------------
@@ -373,7 +422,10 @@ def migrate_v5_to_v6(table: str, data: pa.Table) -> pa.Table:
 
 
 # Columns v7 adds, per table (each also defined, with its doc, in the table's schema above).
-V7_ADDED: dict[str, tuple[str, ...]] = {}
+V7_ADDED: dict[str, tuple[str, ...]] = {
+    "runs": ("quantization", "quantize_how", "quantize_tool", "quantize_tool_version", "quantize_cache_key",
+             "quantize_cached", "quantize_seconds", "weight_bytes"),
+}
 
 
 def migrate_v6_to_v7(table: str, data: pa.Table) -> pa.Table:

@@ -268,7 +268,7 @@ def test_gcs_uploads_retry_transient_errors(gcs_emulator, monkeypatch):
         written = store.write_run(lake, "run-a", _run("run-a", 1))
     assert proxy.injected == 2 and proxy.forwarded_uploads >= 1
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator)
-    assert written == {"requests": 4, "points": 2, "server_metrics": 2, "runs": 0}
+    assert written == {"requests": 4, "points": 2, "server_metrics": 2, "runs": 0, "accuracy": 0}
     assert _counts(lake) == {"run-a": 2}
 
 

@@ -45,7 +45,7 @@ def _exercise(lake: str) -> None:
     store.write_run(lake, "run-b", {"points": _points("run-b", 2)})
     # Rerunning run-a with fewer points replaces it: no duplicates, no leftovers.
     written = store.write_run(lake, "run-a", {"points": _points("run-a", 1)})
-    assert written == {"requests": 0, "points": 1, "server_metrics": 0, "runs": 0}
+    assert written == {"requests": 0, "points": 1, "server_metrics": 0, "runs": 0, "accuracy": 0}
     assert store.run_ids(lake) == ["run-a", "run-b"]
     counts = query(lake, "select run_id, count(*) as n from points group by run_id order by run_id").to_pylist()
     assert counts == [{"run_id": "run-a", "n": 1}, {"run_id": "run-b", "n": 2}]
