@@ -46,6 +46,10 @@ the column says otherwise; a "token chunk" is an SSE event whose choice carries 
   the repeats, then the bins, and take tokens / time. `noisy`: with two or more repeats, the repeats'
   own intervals (output throughput, and p50 TTFT, TPOT and E2E) share no common value: the repeats
   disagree by more than each one's noise allows.
+  ITL percentiles pool every request's gaps, and a request's gaps are not independent (they share its
+  slot and batch), so their intervals resample whole requests (a cluster bootstrap: repeats, then
+  requests with all their gaps); the pooled gaps are counted in log bins of 0.5 % relative half-width,
+  so those bounds are within 0.5 % of the exact resamples' (tests/unit/metrics/test_itl_intervals.py).
 - **Goodput** (`slo.request_*_ms`, per-request limits): a request meets the SLO when it succeeded and
   its TTFT, TPOT, largest inter-token gap and E2E are each within the limit set (any subset; unset: not
   checked). `goodput` = measured requests meeting it / the point's duration (req/s); `slo_attainment`
@@ -104,7 +108,8 @@ from servesweep.lake.sketch import RELATIVE_ACCURACY, SKETCH_TYPE, grouped
 #      percentiles. Older lakes read as they are (sketches null); `servesweep lake migrate` rewrites their runs
 #      as v6 (RUN_MIGRATIONS[6]), computing the sketches from their requests.
 #   7: an `accuracy` table (per variant: perplexity and task scores with intervals, and the comparison with
-#      the unquantized baseline); runs gain the quantize step's result; the columns listed in V7_ADDED (per
+#      the unquantized baseline); runs gain the quantize step's result; points gain 95 % intervals of the
+#      ITL percentiles (itl_*_ci_*_ms, a cluster bootstrap over requests); the columns listed in V7_ADDED (per
 #      table) read as null in older rows (migrate_v6_to_v7).
 SCHEMA_VERSION = 7
 TABLES = ("requests", "points", "server_metrics", "runs", "accuracy")
@@ -167,10 +172,21 @@ CI_METRICS = ("ttft", "tpot", "e2e")
 CI_PERCENTILES = ("p50", "p90", "p95", "p99")
 
 
+ITL_BIN_ACCURACY = 0.005  # relative half-width of the log bins the ITL bootstrap pools gaps in
+
+
 def _ci_fields() -> list[pa.Field]:
     return [_f(f"{metric}_{stat}_ci_{end}_ms", pa.float64(), f"95 % interval of {metric}_{stat}_ms, {end} end "
                "(request bootstrap within repeats, and across them).")
             for metric in CI_METRICS for stat in CI_PERCENTILES for end in ("low", "high")]
+
+
+def _itl_ci_fields() -> list[pa.Field]:
+    return [_f(f"itl_{stat}_ci_{end}_ms", pa.float64(), f"95 % interval of itl_{stat}_ms, {end} end: a cluster "
+               "bootstrap that resamples whole requests (each with all its gaps, as a request's gaps are not "
+               "independent) within repeats, and the repeats; gaps pooled in log bins of "
+               f"{ITL_BIN_ACCURACY:.1%} relative half-width, so the bounds are within that of exact.")
+            for stat in CI_PERCENTILES for end in ("low", "high")]
 
 
 POINTS = pa.schema(
@@ -278,6 +294,7 @@ POINTS = pa.schema(
            "end, tok/s."),
     ]
     + _ci_fields()
+    + _itl_ci_fields()
     + [
         _f("noisy", pa.bool_(), "Repeats disagree more than their intervals allow (output throughput or p50 "
            "TTFT/TPOT/E2E); null with one repeat."),
@@ -423,6 +440,7 @@ def migrate_v5_to_v6(table: str, data: pa.Table) -> pa.Table:
 
 # Columns v7 adds, per table (each also defined, with its doc, in the table's schema above).
 V7_ADDED: dict[str, tuple[str, ...]] = {
+    "points": tuple(f"itl_{stat}_ci_{end}_ms" for stat in CI_PERCENTILES for end in ("low", "high")),
     "runs": ("quantization", "quantize_how", "quantize_tool", "quantize_tool_version", "quantize_cache_key",
              "quantize_cached", "quantize_seconds", "weight_bytes"),
 }

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from servesweep.lake.schema import CI_METRICS, CI_PERCENTILES
+from servesweep.lake.schema import CI_METRICS, CI_PERCENTILES, ITL_BIN_ACCURACY
 
 RESAMPLES = 1000
 BINS = 10  # time bins per repeat's measured window
@@ -42,7 +42,7 @@ def by_repeat(rows: Sequence[Row]) -> list[list[Row]]:
 def point_intervals(repeats: Sequence[Sequence[Row]], seed: int) -> dict[str, Any]:
     """`*_ci_low*`/`*_ci_high*` columns and `noisy` from each repeat's measured successful request rows."""
     rng = np.random.default_rng(seed)
-    result = _latency_intervals(rng, repeats) | _throughput_interval(rng, repeats)
+    result = _latency_intervals(rng, repeats) | _throughput_interval(rng, repeats) | _itl_intervals(rng, repeats)
     result["noisy"] = noisy(rng, repeats) if len([r for r in repeats if r]) >= 2 else None
     return result
 
@@ -77,6 +77,47 @@ def _latency_intervals(rng: np.random.Generator, repeats: Sequence[Sequence[Row]
             low, high = _ci_keys(f"{metric}_{stat}_ms")
             bounds = np.percentile(draws[:, column], _TAILS) if draws is not None else (None, None)
             result[low], result[high] = (float(b) if b is not None else None for b in bounds)
+    return result
+
+
+def _itl_intervals(rng: np.random.Generator, repeats: Sequence[Sequence[Row]]) -> dict[str, float | None]:
+    """Pooled-gap percentiles' intervals by a cluster bootstrap: the unit is a request with all its gaps.
+
+    Pooling ~10^6 gaps per resample would be slow, so each request's gaps are counted in shared log bins
+    (relative half-width ITL_BIN_ACCURACY) once; a resample's pooled histogram is then the requests' bin
+    counts weighted by how often each was drawn, one matrix product for all resamples.
+    """
+    keys = [f"itl_{stat}_ci_{end}_ms" for stat in CI_PERCENTILES for end in ("low", "high")]
+    lists = [[np.asarray(r.get("itl_ms") or (), dtype=float) for r in rows] for rows in repeats]
+    lists = [[g[np.isfinite(g)] for g in group] for group in lists]
+    lists = [[g for g in group if g.size] for group in lists]
+    lists = [group for group in lists if group]
+    if not lists:
+        return dict.fromkeys(keys)
+    gamma = (1 + ITL_BIN_ACCURACY) / (1 - ITL_BIN_ACCURACY)
+    floor = 1e-6  # ms; gaps at or below it share bin 0 (loopback reads can be ~0)
+    flat = np.concatenate([g for group in lists for g in group])
+    bins = np.where(flat > floor, np.ceil(np.log(np.maximum(flat, floor) / floor) / np.log(gamma)), 0).astype(np.int64)
+    edges, index = np.unique(bins, return_inverse=True)
+    values = np.where(edges > 0, floor * 2 * gamma**edges / (gamma + 1), 0.0)  # each bin's representative
+    sizes = [g.size for group in lists for g in group]
+    owner = np.repeat(np.arange(len(sizes)), sizes)
+    counts = np.zeros((len(sizes), edges.size))
+    np.add.at(counts, (owner, index), 1.0)
+    starts = np.cumsum([0] + [len(group) for group in lists])
+    weights = np.zeros((RESAMPLES, len(sizes)))
+    for draw in range(RESAMPLES):
+        for group in rng.integers(0, len(lists), len(lists)):
+            n = starts[group + 1] - starts[group]
+            weights[draw] += np.bincount(starts[group] + rng.integers(0, n, n), minlength=len(sizes))
+    cumulative = np.cumsum(weights @ counts, axis=1)
+    result: dict[str, float | None] = {}
+    for stat, q in zip(CI_PERCENTILES, _QUANTILES, strict=True):
+        # numpy's linear-interpolation rank q (n - 1), taken as the bin holding that rank.
+        ranks = q / 100 * (cumulative[:, -1] - 1)
+        picks = values[np.argmax(cumulative > ranks[:, None], axis=1)]
+        low, high = np.percentile(picks, _TAILS)
+        result[f"itl_{stat}_ci_low_ms"], result[f"itl_{stat}_ci_high_ms"] = float(low), float(high)
     return result
 
 
