@@ -97,7 +97,7 @@ def runner_rbac(gke: GKESpec, accelerator: str, count: int) -> list[dict]:
     classes = [gke.compute_class or default_name(accelerator, count)] if gke.provisioning == "compute_class" else []
     return rbac_manifests(gke.namespace, gke.runner_service_account,
                           workload_identity_sa=gke.runner_gcp_service_account, compute_classes=classes,
-                          object_store_secret=gke.object_store_secret)
+                          object_store_secret=gke.object_store_secret, read_nodes=gke.read_nodes)
 
 
 def write_rbac(deploy_dir: str | Path, spec: BenchmarkSpec) -> list[Path]:

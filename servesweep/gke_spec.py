@@ -198,6 +198,11 @@ class GKESpec(_Strict):
         "None: a gs:// pipeline root reached through Workload Identity (`fromEnv: true`), and no Secret is "
         "readable (a DNS subdomain, at most 253 characters).")
 
+    read_nodes: bool = Field(
+        True, description="Grant the runner a ClusterRole to `get` Nodes (servesweep-node-reader), so each run "
+        "records its server node's machine type and accelerator in the runs table; false where cluster-scoped "
+        "grants are not allowed (those fields then stay null, and runs.notes says why).")
+
     @model_validator(mode="after")
     def _queued_in_a_node_pool(self) -> GKESpec:
         # Queued provisioning runs on a node pool created with it enabled (GKE: `--enable-queued-provisioning`); a

@@ -66,6 +66,6 @@ def _node_labels(core: k8s.CoreV1Api, node: str | None) -> tuple[dict[str, str],
     try:
         return to_dict(core.read_node(node)).get("metadata", {}).get("labels") or {}, None
     except ApiException as error:
-        return {}, f"reading node {node} failed: HTTP {error.status} (the runner needs RBAC nodes get)"
+        return {}, f"reading node {node} failed: HTTP {error.status} (the runner needs RBAC nodes get: gke.read_nodes)"
     except HTTPError as error:
         return {}, f"reading node {node} failed: {error}"[:300]

@@ -8,7 +8,8 @@ executor under both; `COMPONENT_CALLS` lists the API calls of each, and the Role
 union (tests/unit/k8s/test_k8s_rbac.py). Secrets only by name, and only for an object store that is not
 reached through Workload Identity: a pod that references the token Secret is created without read
 access to it (the kubelet fetches it). ComputeClasses are cluster-scoped, so `compute_class`
-mode adds a ClusterRole limited to the class names the run may create.
+mode adds a ClusterRole limited to the class names the run may create. A ClusterRole to `get` Nodes (on by
+default, `gke.read_nodes`) lets the fingerprint record the server node's machine type and accelerator.
 
 Node pools are not Kubernetes objects: `node_pool` mode needs, on the GCP side, a service account
 (bound through Workload Identity, see `workload_identity_sa`) with container.clusters.get,
@@ -70,6 +71,10 @@ SERVESWEEP_CALLS = (
     *(Call(PROVREQ_GROUP, PROVREQ_PLURAL, verb) for verb in ("create", "get", "list", "delete")),
     *(Call("", "podtemplates", verb) for verb in ("create", "list", "delete")),
 )
+# Cluster-scoped: the fingerprint reads the server's Node (servesweep/k8s/facts.py) for its machine type and
+# accelerator labels. Node names are not known before scheduling, so `get` cannot be limited by name.
+NODE_CALLS = (Call("", "nodes", "get"),)
+NODE_READER_ROLE = "servesweep-node-reader"
 COMPONENT_CALLS: dict[str, tuple[Call, ...]] = {
     "kfp-driver-launcher": KFP_CALLS, "argo-executor": ARGO_EXECUTOR_CALLS, "servesweep": SERVESWEEP_CALLS,
 }
@@ -143,12 +148,19 @@ def compute_class_role(class_names: Sequence[str], name: str = ROLE_NAME) -> k8s
     )
 
 
-def compute_class_role_binding(namespace: str, account: str, role: str = ROLE_NAME) -> k8s.V1ClusterRoleBinding:
+def cluster_role_binding(namespace: str, account: str, role: str = ROLE_NAME) -> k8s.V1ClusterRoleBinding:
     return k8s.V1ClusterRoleBinding(
         api_version=RBAC_API, kind="ClusterRoleBinding",
         metadata=k8s.V1ObjectMeta(name=role, labels=_labels()),
         role_ref=k8s.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="ClusterRole", name=role),
         subjects=[k8s.RbacV1Subject(kind="ServiceAccount", name=account, namespace=namespace)],
+    )
+
+
+def node_reader_role(name: str = NODE_READER_ROLE) -> k8s.V1ClusterRole:
+    return k8s.V1ClusterRole(
+        api_version=RBAC_API, kind="ClusterRole", metadata=k8s.V1ObjectMeta(name=name, labels=_labels()),
+        rules=[k8s.V1PolicyRule(api_groups=[c.group], resources=[c.resource], verbs=[c.verb]) for c in NODE_CALLS],
     )
 
 
@@ -159,12 +171,14 @@ def rbac_manifests(
     workload_identity_sa: str | None = None,
     compute_classes: Sequence[str] = (),
     object_store_secret: str | None = None,
+    read_nodes: bool = True,
 ) -> list[dict[str, Any]]:
     """Everything to `kubectl apply` once per namespace, as plain dicts (ready for YAML).
 
     `object_store_secret`: the Secret KFP's launcher reads object-store credentials from, when the
     kfp-launcher ConfigMap's provider is not `fromEnv` (e.g. "mlpipeline-minio-artifact"): the spec's
-    `gke.object_store_secret` (pipelines/compile.py runner_rbac).
+    `gke.object_store_secret` (pipelines/compile.py runner_rbac). `read_nodes`: a ClusterRole to `get` Nodes,
+    so runs record the node's machine type and accelerator (without it those fields stay null, with a note).
     """
     objects: list[Any] = [
         service_account(namespace, account, workload_identity_sa),
@@ -172,7 +186,9 @@ def rbac_manifests(
         runner_role_binding(namespace, account),
     ]
     if compute_classes:
-        objects += [compute_class_role(compute_classes), compute_class_role_binding(namespace, account)]
+        objects += [compute_class_role(compute_classes), cluster_role_binding(namespace, account)]
+    if read_nodes:
+        objects += [node_reader_role(), cluster_role_binding(namespace, account, NODE_READER_ROLE)]
     return [to_dict(obj) for obj in objects]
 
 

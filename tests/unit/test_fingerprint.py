@@ -69,5 +69,5 @@ def test_a_node_the_runner_may_not_read_leaves_the_machine_type_null_and_says_wh
     facts = server_facts(_ForbiddenNodes(), "servesweep", "app=ss")
     assert facts["server_image_digest"] == _DIGEST and facts["node_machine_type"] is None
     fingerprint = take(load_spec(REPO / "specs" / "gke.yaml"), "", facts)
-    assert ("node_machine_type: reading node gke-node-1 failed: HTTP 403 (the runner needs RBAC nodes get)"
-            in fingerprint.notes)
+    assert ("node_machine_type: reading node gke-node-1 failed: HTTP 403 (the runner needs RBAC nodes get: "
+            "gke.read_nodes)" in fingerprint.notes)

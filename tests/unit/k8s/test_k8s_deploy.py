@@ -145,8 +145,9 @@ def test_rbac_manifests_validate_and_never_touch_secrets():
     for manifest in manifests:
         validate_manifest(manifest)
     kinds = [m["kind"] for m in manifests]
-    assert kinds == ["ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"]
-    account, role, binding, cluster_role, _ = manifests
+    assert kinds == ["ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding", "ClusterRole",
+                     "ClusterRoleBinding"]
+    account, role, binding, cluster_role, *_ = manifests
     assert account["metadata"]["annotations"] == {
         "iam.gke.io/gcp-service-account": "runner@bench-project.iam.gserviceaccount.com"}
     role_ref = {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"]}
@@ -159,5 +160,6 @@ def test_rbac_manifests_validate_and_never_touch_secrets():
                       "resourceNames": ["servesweep-nvidia-l4-x1"], "verbs": ["get", "delete"]}]
 
 
-def test_no_cluster_role_without_compute_classes():
-    assert [m["kind"] for m in rbac_manifests("servesweep")] == ["ServiceAccount", "Role", "RoleBinding"]
+def test_no_cluster_role_without_compute_classes_and_node_reads():
+    kinds = [m["kind"] for m in rbac_manifests("servesweep", read_nodes=False)]
+    assert kinds == ["ServiceAccount", "Role", "RoleBinding"]

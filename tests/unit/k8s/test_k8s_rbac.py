@@ -12,6 +12,8 @@ from servesweep.k8s.queued import PROVREQ_GROUP, PROVREQ_PLURAL
 from servesweep.k8s.rbac import (
     COMPONENT_CALLS,
     KFP_LAUNCHER_CONFIGMAP,
+    NODE_CALLS,
+    NODE_READER_ROLE,
     SERVESWEEP_CALLS,
     Call,
     argo_executor_manifests,
@@ -121,3 +123,23 @@ def test_object_store_secret_must_be_a_secret_name(name):
 
     with pytest.raises(ValidationError, match="object_store_secret"):
         _gke(object_store_secret=name)
+
+
+def test_the_node_reader_grants_exactly_the_fingerprint_s_node_read():
+    source = (ROOT / "servesweep" / "k8s" / "facts.py").read_text()
+    assert re.findall(r"\.(read|list|get)_node\(", source) == ["read"]  # the one cluster-scoped call
+    manifests = rbac_manifests("servesweep")
+    role = next(m for m in manifests if m["kind"] == "ClusterRole" and m["metadata"]["name"] == NODE_READER_ROLE)
+    assert _grants(role["rules"]) == {(c.group, c.resource, c.verb, c.name) for c in NODE_CALLS}
+    binding = next(m for m in manifests if m["kind"] == "ClusterRoleBinding")
+    assert binding["roleRef"]["name"] == NODE_READER_ROLE
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "servesweep-runner", "namespace": "servesweep"}]
+    assert not [m for m in rbac_manifests("servesweep", read_nodes=False) if m["kind"].startswith("Cluster")]
+
+
+def test_read_nodes_false_in_the_gke_spec_leaves_the_cluster_role_out():
+    from pipelines.compile import runner_rbac
+
+    kinds = [m["kind"] for m in runner_rbac(_gke(read_nodes=False), "nvidia-l4", 1)]
+    assert "ClusterRole" not in kinds and "Role" in kinds
+    assert "ClusterRole" in [m["kind"] for m in runner_rbac(_gke(), "nvidia-l4", 1)]

@@ -149,7 +149,8 @@ def test_rbac_manifests_validate_and_match_the_spec(compiled):
     argo = list(yaml.safe_load_all(compiled[RBAC_ARGO].read_text()))
     for manifest in manifests + argo:
         validate_manifest(manifest)
-    assert [m["kind"] for m in manifests] == ["ServiceAccount", "Role", "RoleBinding"]
+    assert [m["kind"] for m in manifests] == ["ServiceAccount", "Role", "RoleBinding"] + (
+        ["ClusterRole", "ClusterRoleBinding"] if spec.gke.read_nodes else [])
     account = manifests[0]["metadata"]
     assert (account["name"], account["namespace"]) == (spec.gke.runner_service_account, spec.gke.namespace)
     assert account["annotations"]["iam.gke.io/gcp-service-account"] == spec.gke.runner_gcp_service_account
