@@ -25,7 +25,7 @@ from servesweep.catalog import load_catalog
 from servesweep.fingerprint import Fingerprint
 from servesweep.fingerprint import take as take_fingerprint
 from servesweep.identity import config_hash, measured_in_lake
-from servesweep.loadgen.adaptive import PointResult, find_largest_batch, level_of
+from servesweep.loadgen.adaptive import PointResult, find_largest_batch, level_of, rejudge
 from servesweep.loadgen.client import RequestRecord, Sampling
 from servesweep.loadgen.constraints import Constraint, Level, constraints_for, first_stop
 from servesweep.loadgen.datagen import PromptFactory
@@ -254,10 +254,13 @@ def _grid(deployment: Deployment, run: RunPoint, slo: SLOSpec | None = None,
 
 def _adaptive(spec: BenchmarkSpec, deployment: Deployment, run: RunPoint,
               constraints: list[Constraint] | None = None) -> tuple[list[SweepPoint], list[AdaptiveSearch]]:
-    """Search each workload shape for its largest batch meeting the SLO; returns the measured points."""
+    """Search each workload shape for its largest batch meeting the SLO; returns the measured points. Further
+    repeats re-run every probed batch of every search, interleaved, and rejudge the answer on the pool."""
     measured: list[SweepPoint] = []
     windows: list[PointWindow] = []
     searches: list[AdaptiveSearch] = []
+    rows_of: dict[str, list[RequestRow]] = {}
+    failed_of: dict[str, str | None] = {}
     for shape in spec.workloads:
         def measure(batch: int, isl: int = shape.input_tokens, osl: int = shape.output_tokens,
                     name: str | None = shape.name) -> PointResult:
@@ -265,6 +268,7 @@ def _adaptive(spec: BenchmarkSpec, deployment: Deployment, run: RunPoint,
             measured.append(point)
             window, rows = run(point)
             windows.append(window)
+            rows_of[point.point_id], failed_of[point.point_id] = list(rows), window.failure_reason
             return point_result(batch, rows, window.failure_reason, window)
 
         result = find_largest_batch(measure, spec.slo, max(spec.sweep.batch_sizes), constraints=constraints)
@@ -273,10 +277,30 @@ def _adaptive(spec: BenchmarkSpec, deployment: Deployment, run: RunPoint,
             print(f"stopped the search after {windows[-1].point_id}: {result.stop_reason}", flush=True)
         searches.append(AdaptiveSearch(input_tokens=shape.input_tokens, output_tokens=shape.output_tokens,
                                        result=result))
-        print(f"adaptive {deployment.deployment_id} i{shape.input_tokens}-o{shape.output_tokens}: largest batch "
-              f"meeting the SLO = {result.best_batch} ({result.points_used} points; grid: {result.grid_points})",
-              flush=True)
+    for repeat in range(deployment.first_repeat + 1, deployment.first_repeat + spec.sweep.repeats):
+        for point in measured:
+            window, rows = run(point, repeat)
+            rows_of[point.point_id] += rows
+            failed_of[point.point_id] = failed_of[point.point_id] or window.failure_reason
+    for search in searches:
+        if spec.sweep.repeats > 1:
+            _rejudge(spec, search, [p for p in measured if (p.input_tokens, p.output_tokens)
+                                    == (search.input_tokens, search.output_tokens)], rows_of, failed_of)
+        result = search.result
+        print(f"adaptive {deployment.deployment_id} i{search.input_tokens}-o{search.output_tokens}: largest batch "
+              f"meeting the SLO = {result.best_batch} ({result.points_used} points"
+              f"{f' x {result.repeats} repeats' if result.repeats > 1 else ''}; grid: {result.grid_points})"
+              + (f", first repeat alone: {result.first_repeat_batch}"
+                 if result.first_repeat_batch != result.best_batch else ""), flush=True)
     return measured, searches
+
+
+def _rejudge(spec: BenchmarkSpec, search: AdaptiveSearch, points: list[SweepPoint],
+             rows_of: dict[str, list[RequestRow]], failed_of: dict[str, str | None]) -> None:
+    pooled = [point_result(p.batch_size, rows_of[p.point_id], failed_of[p.point_id]) for p in points]
+    search.result = search.result.model_copy(update={
+        "repeats": spec.sweep.repeats, "first_repeat_batch": search.result.best_batch, "pooled": pooled,
+        "best_batch": rejudge(pooled, spec.slo)})
 
 
 def point_result(batch: int, rows: list[RequestRow], failure: str | None = None,

@@ -569,7 +569,8 @@ class SweepSpec(_Strict):
                               "the same load as the rest. Default 0.")
     repeats: int = Field(1, ge=1, le=100, description="Times to run each point, 1..100: the whole grid once, then "
                          "again (interleaved, not back to back). A point's row pools its repeats, with 95 % "
-                         "intervals across them.")
+                         "intervals across them. Strategy adaptive: the search runs once, then every batch it "
+                         "probed runs again per repeat, and the answer is judged on the pooled repeats.")
     request_timeout_s: float = Field(300.0, gt=0, le=MAX_SECONDS, description="Seconds per request, at most 86400.")
     connect_timeout_s: float = Field(
         10.0, gt=0, le=600, description="Longest wait for a TCP connection to the server, seconds, at most 600.")
@@ -633,8 +634,6 @@ class SweepSpec(_Strict):
             raise ValueError("the adaptive strategy runs closed loop in client_concurrency mode only")
         if self.cooldown_s and self.load != "open":
             raise ValueError("cooldown_s is for open loop: a closed loop has no arrivals to keep on")
-        if self.strategy == "adaptive" and self.repeats > 1:
-            raise ValueError("the adaptive strategy measures each batch once: repeats must be 1")
         return self
 
 

@@ -8,6 +8,11 @@ not at least halve the bracket, so the search never needs more than about 2 log2
 The answer equals a full grid's when pass/fail is monotone in batch size (latency grows with load,
 noise smaller than the slope at the boundary). On a non-monotone curve it returns a batch that met
 the SLO with a measured failure right above it: a boundary, not necessarily the largest passing one.
+
+With `sweep.repeats` > 1 the search runs on the first repeat (each probe depends on the last), then
+every probed batch runs again per further repeat, interleaved (all probed batches, then all again),
+and `rejudge` decides on the pooled repeats: the answer is the largest pooled pass below the smallest
+pooled failure, so one noisy first measurement cannot decide it alone.
 """
 
 from __future__ import annotations
@@ -42,6 +47,10 @@ class AdaptiveResult(BaseModel):
     grid_points: int = Field(description="Points a full grid over the same range would have measured.")
     trace: list[PointResult] = Field(description="Measured points, in measurement order.")
     stop_reason: str | None = Field(None, description="Why a stop constraint ended the search early.")
+    repeats: int = Field(1, ge=1, description="Measurements of each probed batch, pooled for the answer.")
+    first_repeat_batch: int | None = Field(None, description="With repeats: the first repeat's answer, before "
+                                           "the pooled rejudgement (equal to best_batch unless noise moved it).")
+    pooled: list[PointResult] = Field([], description="With repeats: each probed batch over all its repeats.")
 
 
 class _Stopped(Exception):
@@ -101,6 +110,14 @@ def find_largest_batch(measure: Callable[[int], PointResult], slo: SLOSpec, max_
         passing = max(met) if met else None
     return AdaptiveResult(best_batch=passing, points_used=len(trace), grid_points=max_batch - min_batch + 1,
                           trace=trace, stop_reason=stop)
+
+
+def rejudge(pooled: list[PointResult], slo: SLOSpec) -> int | None:
+    """The largest batch whose pooled repeats meet the SLO, below the smallest one whose pooled repeats
+    miss it (the search's own rule, on pooled data instead of first measurements)."""
+    failing = min((p.batch_size for p in pooled if not meets(p, slo)), default=None)
+    passing = [p.batch_size for p in pooled if meets(p, slo) and (failing is None or p.batch_size < failing)]
+    return max(passing, default=None)
 
 
 def _double(probe: Callable[[int], bool], low: int, high: int) -> tuple[int | None, int | None]:

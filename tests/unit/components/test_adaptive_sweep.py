@@ -44,3 +44,19 @@ def test_adaptive_search_measures_only_the_points_it_needs(zero_endpoint, tiny_m
     assert search.result.points_used == len(measured) and search.result.grid_points == 8
     assert [w.point_id for w in manifest.windows] == measured == [p.point_id for p in manifest.deployment.points]
     assert all(w.failure_reason is None and w.client_timing == "kernel" for w in manifest.windows)
+
+
+def test_adaptive_with_repeats_reruns_every_probed_batch_interleaved_and_judges_the_pool(zero_endpoint, tiny_model,
+                                                                                          tmp_path):
+    spec = _spec(250.0).model_copy(deep=True)
+    spec = BenchmarkSpec.model_validate({**spec.model_dump(exclude={"sweep"}),
+                                         "sweep": {**spec.sweep.model_dump(), "repeats": 2}})
+    (deployment,) = plan_deployments(spec)
+    manifest = run_sweep(spec, deployment, zero_endpoint, tiny_model.path, tmp_path)
+    probed = ["cc-b1-i8-o8", "cc-b2-i8-o8", "cc-b4-i8-o8", "cc-b8-i8-o8"]
+    # The search (repeat 0), then the probed batches again in the same order (repeat 1): never back to back.
+    assert [(w.point_id, w.repeat) for w in manifest.windows] == [(p, 0) for p in probed] + [(p, 1) for p in probed]
+    (search,) = manifest.searches
+    assert search.result.repeats == 2 and search.result.best_batch == search.result.first_repeat_batch == 8
+    assert [p.batch_size for p in search.result.pooled] == [1, 2, 4, 8]
+    assert all(p.ttft_p99_ms is not None and not p.failed for p in search.result.pooled)

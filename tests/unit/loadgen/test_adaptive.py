@@ -99,3 +99,14 @@ def test_non_monotone_curve_returns_a_measured_boundary():
 def test_bad_range():
     with pytest.raises(ValueError):
         find_largest_batch(MONOTONE, SLO, 0)
+
+
+def test_rejudge_takes_the_largest_pooled_pass_below_the_smallest_pooled_failure():
+    from servesweep.loadgen.adaptive import PointResult, rejudge
+    from servesweep.spec import SLOSpec
+
+    slo = SLOSpec(ttft_p99_ms=100.0)
+    pooled = [PointResult(batch_size=b, ttft_p99_ms=t) for b, t in [(1, 10), (2, 20), (4, 120), (3, 90), (8, 80)]]
+    assert rejudge(pooled, slo) == 3  # 8 passes pooled, but 4 failed below it: a boundary, as the search's rule
+    assert rejudge([PointResult(batch_size=1, ttft_p99_ms=150.0)], slo) is None
+    assert rejudge([PointResult(batch_size=b, ttft_p99_ms=1.0) for b in (1, 2)], slo) == 2
