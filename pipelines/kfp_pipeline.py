@@ -36,6 +36,7 @@ def resolve_spec(
     run_name: str, run_id: str, model_preset: str, model_dtype: str, server_kind: str, quantization: str,
     accelerator: str, accelerator_count: int, batch_sizes: list, sweep_modes: list, input_tokens: int,
     output_tokens: int, requests_per_point: int, slo_ttft_p99_ms: float, slo_tpot_p99_ms: float,
+    temperature: float, top_p: float, top_k: int, min_tokens: int, ignore_eos: bool, stop: list,
     lake_uri: str, spec_yaml: str, job_id: str = "",
 ) -> str:
     params = dict(locals())  # before the imports below add names to locals()
@@ -232,6 +233,12 @@ def servesweep_pipeline(
     requests_per_point: int = 8,
     slo_ttft_p99_ms: float = 0.0,
     slo_tpot_p99_ms: float = 0.0,
+    temperature: float = 0.0,
+    top_p: float = 0.0,
+    top_k: int = 0,
+    min_tokens: int = -1,
+    ignore_eos: bool = True,
+    stop: list = [],  # noqa: B006
     lake_uri: str = "./lake",
     spec_yaml: str = "",
     baseline_accelerator: str = "nvidia-l4",
@@ -244,7 +251,8 @@ def servesweep_pipeline(
             server_kind=server_kind, quantization=quantization, accelerator=accelerator,
             accelerator_count=accelerator_count, batch_sizes=batch_sizes, sweep_modes=sweep_modes,
             input_tokens=input_tokens, output_tokens=output_tokens, requests_per_point=requests_per_point,
-            slo_ttft_p99_ms=slo_ttft_p99_ms, slo_tpot_p99_ms=slo_tpot_p99_ms, lake_uri=lake_uri,
+            slo_ttft_p99_ms=slo_ttft_p99_ms, slo_tpot_p99_ms=slo_tpot_p99_ms, temperature=temperature,
+            top_p=top_p, top_k=top_k, min_tokens=min_tokens, ignore_eos=ignore_eos, stop=stop, lake_uri=lake_uri,
             spec_yaml=spec_yaml, job_id=owner,
         ))
         spec_json = spec.output

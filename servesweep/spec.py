@@ -838,6 +838,12 @@ class PipelineParams(_Strict):
     requests_per_point: int = Field(8, description="Sets sweep.requests_per_point; 0: unset.")
     slo_ttft_p99_ms: float = Field(0.0, description="Sets slo.ttft_p99_ms, ms; 0: no limit.")
     slo_tpot_p99_ms: float = Field(0.0, description="Sets slo.tpot_p99_ms, ms; 0: no limit.")
+    temperature: float = Field(0.0, description="Sets every workload's temperature (0: greedy).")
+    top_p: float = Field(0.0, description="Sets every workload's top_p; 0: not sent (the server's default).")
+    top_k: int = Field(0, description="Sets every workload's top_k; 0: not sent (the server's default).")
+    min_tokens: int = Field(-1, description="Sets every workload's min_tokens; -1: unset (= output_tokens).")
+    ignore_eos: bool = Field(True, description="Sets every workload's ignore_eos.")
+    stop: list[str] = Field(default_factory=list, description="Sets every workload's stop strings.")
     lake_uri: str = Field("./lake", description="Sets lake_uri.")
     spec_yaml: str = Field("", description="The whole spec as YAML (server.env values withheld); the typed "
                            "parameters above override it where they differ from its own values.")
@@ -863,6 +869,12 @@ def spec_to_params(spec: BenchmarkSpec, *, withhold_env: bool = True) -> Pipelin
         requests_per_point=spec.sweep.requests_per_point or 0,
         slo_ttft_p99_ms=spec.slo.ttft_p99_ms or 0.0,
         slo_tpot_p99_ms=spec.slo.tpot_p99_ms or 0.0,
+        temperature=first.temperature,
+        top_p=first.top_p or 0.0,
+        top_k=first.top_k or 0,
+        min_tokens=-1 if first.min_tokens is None else first.min_tokens,
+        ignore_eos=first.ignore_eos,
+        stop=list(first.stop),
         lake_uri=spec.lake_uri,
         spec_yaml=yaml.safe_dump(public_dump(spec) if withhold_env else spec.model_dump(mode="json"),
                                  sort_keys=False),
@@ -888,7 +900,6 @@ def spec_from_params(params: dict[str, Any]) -> BenchmarkSpec:
         "model": {"preset": flat.model_preset, "dtype": flat.model_dtype},
         "server": {"kind": flat.server_kind},
         "accelerator": {"type": flat.accelerator, "count": flat.accelerator_count},
-        "workloads": [{"input_tokens": flat.input_tokens, "output_tokens": flat.output_tokens}],
         "sweep": {
             "batch_sizes": flat.batch_sizes,
             "modes": flat.sweep_modes,
@@ -896,11 +907,32 @@ def spec_from_params(params: dict[str, Any]) -> BenchmarkSpec:
         },
         "slo": {"ttft_p99_ms": flat.slo_ttft_p99_ms or None, "tpot_p99_ms": flat.slo_tpot_p99_ms or None},
     }
-    if base:
-        defaults = spec_to_params(parse_spec(base, "spec_yaml")).model_dump()
-        changed = {k for k, v in flat.model_dump().items() if k != "spec_yaml" and v != defaults[k]}
-        typed = _only_changed(typed, changed)
-    return parse_spec(_deep_merge(base, typed), source="pipeline parameters")
+    workload = _workload_params(flat)
+    if not base:
+        return parse_spec({**typed, "workloads": [{**workload["first"], **workload["every"]}]},
+                          source="pipeline parameters")
+    defaults = spec_to_params(parse_spec(base, "spec_yaml")).model_dump()
+    changed = {k for k, v in flat.model_dump().items() if k != "spec_yaml" and v != defaults[k]}
+    merged = _deep_merge(base, _only_changed(typed, changed - set(_WORKLOAD_PARAMS)))
+    workloads = [dict(w) for w in (merged.get("workloads") or [{}])]
+    for key in changed & set(_WORKLOAD_PARAMS):  # a UI edit sets that field, keeping the rest of each workload
+        scope = _WORKLOAD_PARAMS[key]
+        for w in workloads[:1] if scope == "first" else workloads:
+            w[key] = workload[scope][key]
+    return parse_spec({**merged, "workloads": workloads}, source="pipeline parameters")
+
+
+# Workload fields as typed parameters: the lengths set the first workload, sampling sets every one.
+_WORKLOAD_PARAMS = {"input_tokens": "first", "output_tokens": "first", "temperature": "every", "top_p": "every",
+                    "top_k": "every", "min_tokens": "every", "ignore_eos": "every", "stop": "every"}
+
+
+def _workload_params(flat: PipelineParams) -> dict[str, dict[str, Any]]:
+    """The workload fields the typed parameters set, with their 'unset' sentinels (KFP has no null) as None."""
+    return {"first": {"input_tokens": flat.input_tokens, "output_tokens": flat.output_tokens},
+            "every": {"temperature": flat.temperature, "top_p": flat.top_p or None, "top_k": flat.top_k or None,
+                      "min_tokens": None if flat.min_tokens < 0 else flat.min_tokens, "ignore_eos": flat.ignore_eos,
+                      "stop": list(flat.stop)}}
 
 
 _PARAM_PATHS = {
@@ -910,7 +942,6 @@ _PARAM_PATHS = {
     "accelerator_count": ("accelerator", "count"), "batch_sizes": ("sweep", "batch_sizes"),
     "sweep_modes": ("sweep", "modes"), "requests_per_point": ("sweep", "requests_per_point"),
     "slo_ttft_p99_ms": ("slo", "ttft_p99_ms"), "slo_tpot_p99_ms": ("slo", "tpot_p99_ms"),
-    "input_tokens": ("workloads",), "output_tokens": ("workloads",),
 }
 
 

@@ -191,13 +191,11 @@ def test_kfp_ir_parameters_have_their_types_and_integer_defaults(compiled, packa
     ir = next(yaml.safe_load_all(compiled[package].read_text()))
     parameters = ir["root"]["inputDefinitions"]["parameters"]
     types = {name: p["parameterType"] for name, p in parameters.items()}
-    assert types == {"accelerator_count": "NUMBER_INTEGER", "input_tokens": "NUMBER_INTEGER",
-                     "output_tokens": "NUMBER_INTEGER", "requests_per_point": "NUMBER_INTEGER",
-                     "slo_ttft_p99_ms": "NUMBER_DOUBLE", "slo_tpot_p99_ms": "NUMBER_DOUBLE",
-                     "batch_sizes": "LIST", "sweep_modes": "LIST"} | {
-        name: "STRING" for name in types if name not in {
-            "accelerator_count", "input_tokens", "output_tokens", "requests_per_point", "slo_ttft_p99_ms",
-            "slo_tpot_p99_ms", "batch_sizes", "sweep_modes"}}
+    kfp_type = {int: "NUMBER_INTEGER", float: "NUMBER_DOUBLE", bool: "BOOLEAN", str: "STRING", list[int]: "LIST",
+                list[str]: "LIST"}
+    expected = {name: kfp_type[field.annotation] for name, field in PipelineParams.model_fields.items()}
+    assert types == expected | {name: "STRING" for name in types if name not in expected}
+    assert types["top_k"] == "NUMBER_INTEGER" and types["ignore_eos"] == "BOOLEAN" and types["stop"] == "LIST"
     spec = load_spec(GKE_SPEC) if package == KFP_GKE else None
     batches = spec.sweep.batch_sizes if spec else PipelineParams().batch_sizes
     defaults = {name: p["defaultValue"] for name, p in parameters.items()}
