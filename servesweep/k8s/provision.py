@@ -134,23 +134,28 @@ def _pool_capacity(pool: container_v1.NodePool, config: container_v1.NodeConfig,
     elif kind == "spot":
         config.spot = True
     elif kind == "flex_start":
-        # Flex-start VMs come only through the autoscaler, from zero, and never from a reservation.
+        # Flex-start VMs come only through the autoscaler, from zero, and never from a reservation. Google's
+        # flex-start pool command (docs.cloud.google.com/ai-hypercomputer/docs/create/gke-ai-hypercompute-custom):
+        # `--flex-start --enable-autoscaling --num-nodes=0 --total-max-nodes N --no-enable-autorepair
+        # --location-policy=ANY --reservation-affinity=none [--enable-queued-provisioning]`. A flex-start VM is
+        # not repaired (a repair would recreate it outside the grant), and the limit is over all zones.
         config.flex_start = True
         config.reservation_affinity = container_v1.ReservationAffinity(
             consume_reservation_type=container_v1.ReservationAffinity.Type.NO_RESERVATION)
         pool.initial_node_count = 0
-        pool.autoscaling = container_v1.NodePoolAutoscaling(enabled=True, min_node_count=0, max_node_count=nodes)
+        pool.management = container_v1.NodeManagement(auto_repair=False, auto_upgrade=pool.management.auto_upgrade)
+        pool.autoscaling = container_v1.NodePoolAutoscaling(
+            enabled=True, total_min_node_count=0, total_max_node_count=nodes,
+            location_policy=container_v1.NodePoolAutoscaling.LocationPolicy.ANY)
         if capacity.queued is not None:
             # Queued provisioning (GKE "Run a large-scale workload with flex-start with queued provisioning",
-            # docs.cloud.google.com/kubernetes-engine/docs/how-to/provisioningrequest): the pool is created with
-            # `--enable-queued-provisioning --flex-start`, autoscaled from `--num-nodes=0`, `--reservation-affinity=
-            # none` and `--location-policy=ANY` (any zone that has the capacity). In the API: NodePool.queued_
+            # docs.cloud.google.com/kubernetes-engine/docs/how-to/provisioningrequest): the flex-start pool above
+            # plus `--enable-queued-provisioning`. In the API: NodePool.queued_
             # provisioning.enabled ("nodes can be only obtained through queuing via the Cluster Autoscaler
             # ProvisioningRequest API", container v1 reference), NodeConfig.flex_start, NO_RESERVATION, and
             # NodePoolAutoscaling.location_policy ANY. GKE taints such nodes cloud.google.com/gke-queued=true:
             # NoSchedule; the server pods tolerate it (manifests.py).
             pool.queued_provisioning = container_v1.NodePool.QueuedProvisioning(enabled=True)
-            pool.autoscaling.location_policy = container_v1.NodePoolAutoscaling.LocationPolicy.ANY
 
 
 def node_pool_for(gke: GKESpec, accelerator: str, count: int) -> container_v1.NodePool:

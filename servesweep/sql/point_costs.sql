@@ -4,7 +4,7 @@
 -- `selected_runs` (all runs when it is empty). Measured and predicted rows both appear; `source` tells them
 -- apart and is part of every config, so predictions never mix with measurements.
 --
--- Columns: every `points` column, plus
+-- Columns: every `points` column but the sketches (*_sketch), plus
 --   config_id                      run_id + config_label: the key of a config (run, model, quantization,
 --                                  server, accelerator, count, workload shape, sweep mode, source)
 --   config_label                   readable config name; ' @run_id' is appended when the same config
@@ -34,7 +34,9 @@
 --                                  per-request SLO, else output_token_throughput
 CREATE OR REPLACE VIEW point_costs AS
 WITH counted AS (
-    SELECT *,
+    -- The sketches are per-point bins for `servesweep pooled`, which reads `points`; leaving them out keeps
+    -- every view from reading the largest columns (benchmarks/lake/RESULTS.md).
+    SELECT * EXCLUDE (ttft_sketch, tpot_sketch, itl_sketch, e2e_sketch),
         concat_ws(' ',
             coalesce(accelerator, '?') || ' x' || coalesce(CAST(accelerator_count AS VARCHAR), '1'),
             coalesce(model_name, '?'), coalesce(quantization, '?'), coalesce(server_kind, '?'),

@@ -219,6 +219,9 @@ def test_node_pool_consumes_the_named_reservation_first():
 def test_flex_start_node_pool_scales_from_zero_without_reservations():
     pool = _pool(kinds=["flex_start"])
     assert pool.config.flex_start and pool.initial_node_count == 0
-    assert pool.autoscaling.enabled and (pool.autoscaling.min_node_count, pool.autoscaling.max_node_count) == (0, 1)
+    autoscaling = pool.autoscaling
+    assert autoscaling.enabled and (autoscaling.total_min_node_count, autoscaling.total_max_node_count) == (0, 1)
+    assert (autoscaling.min_node_count, autoscaling.max_node_count) == (0, 0)  # the total limits, not per zone
+    assert not pool.management.auto_repair and pool.management.auto_upgrade  # --no-enable-autorepair
     assert pool.config.reservation_affinity.consume_reservation_type == (
         container_v1.ReservationAffinity.Type.NO_RESERVATION)
