@@ -135,7 +135,18 @@ def run_sweep(spec: BenchmarkSpec, deployment: Deployment, endpoint: Endpoint, t
                     print(f"warning: no metrics from the {reason}")
             constraints = stop_constraints(spec)
             if spec.sweep.strategy == "adaptive":
-                measured, searches = _adaptive(spec, deployment, run, constraints)
+                # Resume: every batch the search might probe, looked up once; a probe the lake has is not run.
+                candidates = deployment.model_copy(update={"points": _search_candidates(spec, deployment)})
+                reused = _reusable(spec, candidates, fingerprint, announce=False)
+                measured, searches = _adaptive(spec, deployment, run, constraints, reused)
+                reused_points += [ReusedPoint(point_id=p.point_id, run_id=reused[p.point_id]["run_id"],
+                                              source_point_id=reused[p.point_id]["point_id"],
+                                              config_hash=reused[p.point_id]["config_hash"])
+                                  for p in measured if p.point_id in reused]
+                if reused_points:
+                    print(f"resume {deployment.deployment_id}: {len(reused_points)} of the search's "
+                          f"{len(measured)} probes measured already, not run again; --force measures them anew",
+                          flush=True)
                 deployment = deployment.model_copy(update={"points": measured})
             else:
                 reused = _reusable(spec, deployment, fingerprint)
@@ -175,13 +186,14 @@ def _samplers(spec: BenchmarkSpec, deployment: Deployment, endpoint: Endpoint) -
     return [SamplerProcess(configs)] if configs else []
 
 
-def _reusable(spec: BenchmarkSpec, deployment: Deployment, fingerprint: Fingerprint) -> dict[str, dict[str, Any]]:
+def _reusable(spec: BenchmarkSpec, deployment: Deployment, fingerprint: Fingerprint,
+              announce: bool = True) -> dict[str, dict[str, Any]]:
     """The points of `deployment` the lake has measured already for this configuration (resume), by point id."""
     if not spec.sweep.resume:
         return {}
     hashes = {p.point_id: config_hash(spec, p, fingerprint.server_version) for p in deployment.points}
     found = measured_in_lake(spec.lake_uri, hashes, spec.run_id)
-    if found:
+    if found and announce:
         runs = sorted({row["run_id"] for row in found.values()})
         print(f"resume {deployment.deployment_id}: {len(found)} of {len(hashes)} points measured already (run "
               f"{', '.join(runs)}), not run again; --force measures them anew", flush=True)
@@ -252,10 +264,20 @@ def _grid(deployment: Deployment, run: RunPoint, slo: SLOSpec | None = None,
     return reached
 
 
+def _search_candidates(spec: BenchmarkSpec, deployment: Deployment) -> list[SweepPoint]:
+    """Every point an adaptive search over the spec's batch range could measure."""
+    return [plan_point(spec, "client_concurrency", deployment.deployment_id, batch, shape.input_tokens,
+                       shape.output_tokens, shape.name)
+            for shape in spec.workloads for batch in range(1, max(spec.sweep.batch_sizes) + 1)]
+
+
 def _adaptive(spec: BenchmarkSpec, deployment: Deployment, run: RunPoint,
-              constraints: list[Constraint] | None = None) -> tuple[list[SweepPoint], list[AdaptiveSearch]]:
-    """Search each workload shape for its largest batch meeting the SLO; returns the measured points. Further
-    repeats re-run every probed batch of every search, interleaved, and rejudge the answer on the pool."""
+              constraints: list[Constraint] | None = None,
+              reused: dict[str, dict[str, Any]] | None = None) -> tuple[list[SweepPoint], list[AdaptiveSearch]]:
+    """Search each workload shape for its largest batch meeting the SLO; returns the measured points. A probe in
+    `reused` (the lake's row, by point id) is judged on that row, not run. Further repeats re-run every probed
+    batch of every search, interleaved, and rejudge the answer on the pool."""
+    reused = reused or {}
     measured: list[SweepPoint] = []
     windows: list[PointWindow] = []
     searches: list[AdaptiveSearch] = []
@@ -266,6 +288,8 @@ def _adaptive(spec: BenchmarkSpec, deployment: Deployment, run: RunPoint,
                     name: str | None = shape.name) -> PointResult:
             point = plan_point(spec, "client_concurrency", deployment.deployment_id, batch, isl, osl, name)
             measured.append(point)
+            if point.point_id in reused:
+                return lake_point_result(batch, reused[point.point_id])
             window, rows = run(point)
             windows.append(window)
             rows_of[point.point_id], failed_of[point.point_id] = list(rows), window.failure_reason
@@ -279,13 +303,18 @@ def _adaptive(spec: BenchmarkSpec, deployment: Deployment, run: RunPoint,
                                        result=result))
     for repeat in range(deployment.first_repeat + 1, deployment.first_repeat + spec.sweep.repeats):
         for point in measured:
+            if point.point_id in reused:
+                continue  # the lake's row pools its own repeats
             window, rows = run(point, repeat)
             rows_of[point.point_id] += rows
             failed_of[point.point_id] = failed_of[point.point_id] or window.failure_reason
     for search in searches:
         if spec.sweep.repeats > 1:
-            _rejudge(spec, search, [p for p in measured if (p.input_tokens, p.output_tokens)
-                                    == (search.input_tokens, search.output_tokens)], rows_of, failed_of)
+            shape = [p for p in measured if (p.input_tokens, p.output_tokens)
+                     == (search.input_tokens, search.output_tokens)]
+            pooled = [lake_point_result(p.batch_size, reused[p.point_id]) if p.point_id in reused
+                      else point_result(p.batch_size, rows_of[p.point_id], failed_of[p.point_id]) for p in shape]
+            _rejudge(spec, search, pooled)
         result = search.result
         print(f"adaptive {deployment.deployment_id} i{search.input_tokens}-o{search.output_tokens}: largest batch "
               f"meeting the SLO = {result.best_batch} ({result.points_used} points"
@@ -295,9 +324,15 @@ def _adaptive(spec: BenchmarkSpec, deployment: Deployment, run: RunPoint,
     return measured, searches
 
 
-def _rejudge(spec: BenchmarkSpec, search: AdaptiveSearch, points: list[SweepPoint],
-             rows_of: dict[str, list[RequestRow]], failed_of: dict[str, str | None]) -> None:
-    pooled = [point_result(p.batch_size, rows_of[p.point_id], failed_of[p.point_id]) for p in points]
+def lake_point_result(batch: int, row: dict[str, Any]) -> PointResult:
+    """What the search needs of a point measured before (its lake row: resume)."""
+    return PointResult(batch_size=batch, ttft_p99_ms=row.get("ttft_p99_ms"), tpot_p99_ms=row.get("tpot_p99_ms"),
+                       e2e_p99_ms=row.get("e2e_p99_ms"), output_throughput=row.get("output_token_throughput"),
+                       error_rate=(row.get("num_errors") or 0) / (row.get("num_requests") or 1),
+                       seconds=row.get("duration_s") or 0.0)
+
+
+def _rejudge(spec: BenchmarkSpec, search: AdaptiveSearch, pooled: list[PointResult]) -> None:
     search.result = search.result.model_copy(update={
         "repeats": spec.sweep.repeats, "first_repeat_batch": search.result.best_batch, "pooled": pooled,
         "best_batch": rejudge(pooled, spec.slo)})

@@ -78,7 +78,7 @@ def measured_in_lake(lake_uri: str, hashes: dict[str, str], prefer_run: str) -> 
         return {}
     wanted = set(hashes.values())
     columns = ["run_id", "point_id", "config_hash", "status", "source", "started_at", "output_token_throughput",
-               "num_requests", "num_errors", "duration_s"]
+               "num_requests", "num_errors", "duration_s", "ttft_p99_ms", "tpot_p99_ms", "e2e_p99_ms"]
     rows = [r for r in table.select([c for c in columns if c in table.column_names]).to_pylist()
             if r["config_hash"] in wanted and r["source"] == "measured" and r["status"] in ("ok", "partial")]
     best: dict[str, dict[str, Any]] = {}

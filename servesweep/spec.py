@@ -540,10 +540,11 @@ class SweepSpec(_Strict):
     trace: TraceSpec | None = Field(None, description="Replay a file of arrival times instead of the grid.")
     stop: StopSpec | None = Field(None, description="Stop climbing early (throughput plateau, errors, SLO, "
                                   "budget); the grid (client_concurrency mode) and the adaptive search.")
-    resume: bool = Field(True, description="Grid strategy: run only the points the lake has not measured (ok or "
+    resume: bool = Field(True, description="Run only the points the lake has not measured (ok or "
                          "partial) for the same configuration (points.config_hash, servesweep/identity.py: the run "
                          "id is not part of it); the others are copied into this run from the run that measured "
-                         "them (points.reused_from_run). false (`servesweep run --force`): measure every point.")
+                         "them (points.reused_from_run). The adaptive strategy judges a probe the lake has on its "
+                         "row, without running it. false (`servesweep run --force`): measure every point.")
     strategy: SweepStrategy = Field(
         "grid", description="grid: every batch size; adaptive: search 1..max(batch_sizes) for the largest batch "
         "meeting the SLO (doubling, then bisection on the measured curve); client_concurrency, closed loop only.")

@@ -13,12 +13,13 @@ from servesweep.lake.query import query
 pytestmark = pytest.mark.server
 
 
-def _run(vllm_server, tmp_path, run_id: str, batch_sizes: list[int], *flags: str) -> str:
+def _run(vllm_server, tmp_path, run_id: str, batch_sizes: list[int], *flags: str, **sweep) -> str:
     spec = tmp_path / f"{run_id}.yaml"
     spec.write_text(yaml.safe_dump({
         "name": "resume", "run_id": run_id, "lake_uri": str(tmp_path / "lake"), "server": vllm_server.external(),
         "workloads": [{"input_tokens": 16, "output_tokens": 4}],
-        "sweep": {"batch_sizes": batch_sizes, "requests_per_point": 3, "warmup_requests": 0},
+        "sweep": {"batch_sizes": batch_sizes, "requests_per_point": 3, "warmup_requests": 0, **sweep},
+        **({"slo": {"ttft_p99_ms": 600000.0}} if sweep.get("strategy") == "adaptive" else {}),
     }))
     result = CliRunner().invoke(app, ["run", str(spec), "--pipeline-root", str(tmp_path / "kfp"), *flags])
     assert result.exit_code == 0, result.output
@@ -66,3 +67,16 @@ def test_a_resumed_sweep_runs_exactly_the_missing_points(vllm_server, endpoint_t
     assert {p["reused_from_run"] for p in forced.values()} == {None}
     assert all(min(forced_sends[p]) > max(sends[p]) for p in forced)
     assert {p: forced[p]["config_hash"] for p in forced} == {p: resumed[p]["config_hash"] for p in resumed}
+
+
+def test_an_adaptive_search_reuses_the_probes_the_lake_has(vllm_server, endpoint_token, tmp_path):
+    # Every batch meets a 10-minute TTFT: the search doubles 1, 2, 4 (up to 4), then 1, 2, 4, 8 (up to 8).
+    _run(vllm_server, tmp_path, "a1", [4], strategy="adaptive")
+    first = _points(tmp_path, "a1")
+    assert set(first) == {"cc-b1-i16-o4", "cc-b2-i16-o4", "cc-b4-i16-o4"}
+    output = _run(vllm_server, tmp_path, "a2", [8], strategy="adaptive")
+    assert "3 of the search's 4 probes measured already" in output
+    second = _points(tmp_path, "a2")
+    assert {p: second[p]["reused_from_run"] for p in second} == {
+        "cc-b1-i16-o4": "a1", "cc-b2-i16-o4": "a1", "cc-b4-i16-o4": "a1", "cc-b8-i16-o4": None}
+    assert not _sends(tmp_path, "a2").keys() - {"cc-b1-i16-o4", "cc-b2-i16-o4", "cc-b4-i16-o4", "cc-b8-i16-o4"}
