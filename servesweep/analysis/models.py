@@ -105,6 +105,7 @@ class IdealBatch(_ConfigRow):
     points_meeting_slo: int
     batch_sizes_tested: list[int]
     batch_sizes_meeting_slo: list[int]
+    run_ids: list[str] = Field(default_factory=list, description="Runs whose points make up the series.")
 
     @property
     def placement(self) -> str:

@@ -109,6 +109,10 @@ _PRICES_USED_SQL = """
     FROM point_costs AS c JOIN prices AS p ON p.accelerator = c.accelerator AND p.machine_type = c.machine_type
     WHERE c.source = 'measured' ORDER BY 1
 """
+_REMEASURED_SQL = """
+    SELECT config_label, batch_size, measured_by_runs, run_id FROM point_costs
+    WHERE source = 'measured' AND len(measured_by_runs) > 1 ORDER BY config_label, batch_size
+"""
 _RUNS_SQL = """
     SELECT * FROM runs
     WHERE run_id IN (SELECT run_id FROM selected_runs) OR NOT EXISTS (SELECT 1 FROM selected_runs)
@@ -132,6 +136,12 @@ def _notes(connection: duckdb.DuckDBPyConnection, ideals: Sequence[IdealBatch], 
         "FROM points WHERE status NOT IN ('ok', 'partial') "
         "AND (run_id IN (SELECT run_id FROM selected_runs) OR NOT EXISTS (SELECT 1 FROM selected_runs)) "
         "GROUP BY source ORDER BY source").fetchall()]
+    remeasured = connection.sql(_REMEASURED_SQL).fetchall()
+    if remeasured:
+        notes.append("measured by more than one run (same configuration, same load), the newest measurement is used "
+                     "(view point_costs, column measured_by_runs): "
+                     + "; ".join(f"{label} batch {batch} (runs {', '.join(runs)}; used: {run})"
+                                 for label, batch, runs, run in remeasured))
     unpriced = sorted({row.placement for row in ideals if row.cost_per_hour is None and row.meets_slo})
     if unpriced:
         notes.append(f"no catalog price for {', '.join(unpriced)}: their cost columns are empty")
