@@ -285,6 +285,8 @@ class ChartSpec(_Strict):
     values: dict[str, list[float | None]] = Field(
         default_factory=dict, description="The numbers drawn, per series (bar charts: one per category, in order); "
                                           "the tests compare them with the report's tables.")
+    source: str = Field("", description="The SQL over the views whose rows the chart draws (run after the "
+                                        "report's params, report.reproduce_sql); ';'-separated when several.")
 
     @property
     def series_count(self) -> int:
