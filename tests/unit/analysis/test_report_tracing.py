@@ -216,3 +216,28 @@ def test_every_chart_draws_its_query(traced):
     for row in rerun(pareto.source)[-1]:
         frontier[f"frontier ({row['comparison_group']})"].append(row["output_token_throughput"])
     assert pareto.values == dict(frontier)
+
+
+def test_the_interactive_chart_draws_its_query(traced):
+    from servesweep.analysis.interactive import _PANELS, SOURCE, interactive_figure
+
+    report, _, rerun = traced
+    figure = interactive_figure(report)
+    rows = rerun(SOURCE)[-1]
+    expected = {(label, column): (batches, values) for column, (field, _) in enumerate(_PANELS, start=1)
+                for label, (batches, values) in _points_by_label(rows, field).items()}
+    drawn = {}
+    for trace in figure.data:
+        column = {"x": 1, "x2": 2, "x3": 3}[trace.xaxis]
+        drawn[(trace.name, column)] = (list(trace.x), list(trace.y))
+    assert drawn == expected
+
+
+def _points_by_label(rows: list[dict[str, Any]], column: str) -> dict[str, tuple[list[int], list[float]]]:
+    out: dict[str, tuple[list[int], list[float]]] = {}
+    for row in rows:
+        if row[column] is not None:
+            batches, values = out.setdefault(row["config_label"], ([], []))
+            batches.append(row["batch_size"])
+            values.append(row[column])
+    return out
