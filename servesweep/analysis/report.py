@@ -143,7 +143,8 @@ def _rows(connection: duckdb.DuckDBPyConnection, model: type[M], source: str) ->
 
 def _notes(connection: duckdb.DuckDBPyConnection, ideals: Sequence[IdealBatch], baseline: str) -> list[str]:
     notes = [f"{n} {source} point(s) failed and are left out: {reasons}" for source, n, reasons in connection.sql(
-        "SELECT source, count(*), string_agg(DISTINCT coalesce(failure_reason, 'no reason recorded'), '; ') "
+        "SELECT source, count(*), string_agg(DISTINCT coalesce(failure_reason, 'no reason recorded'), '; ' "
+        "ORDER BY coalesce(failure_reason, 'no reason recorded')) "
         "FROM points WHERE status NOT IN ('ok', 'partial') "
         "AND (run_id IN (SELECT run_id FROM selected_runs) OR NOT EXISTS (SELECT 1 FROM selected_runs)) "
         "GROUP BY source ORDER BY source").fetchall()]
