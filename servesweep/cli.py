@@ -534,5 +534,52 @@ def docs(
         console.print(f"wrote {path}")
 
 
+@app.command(name="compare")
+def compare_command(
+    a: Annotated[str, typer.Argument(help="Run id, or configuration id (point_costs.config_id), of side A.")],
+    b: Annotated[str, typer.Argument(help="Run id, or configuration id, of side B.")],
+    lake: Annotated[str, typer.Option(help="Lake URI (directory or gs://).")] = "./lake",
+    output: Annotated[str, typer.Option(help="table or json")] = "table",
+) -> None:
+    """What differs between two runs (or two configurations): fingerprint, spec and identity, and per load on
+    both sides the throughput, TTFT and TPOT changes, each outside the noise, within it, or unqualified."""
+    import duckdb
+
+    from servesweep.analysis.compare import CompareError, compare, delta_rows, summary
+
+    if output not in ("table", "json"):
+        _fail(f"unknown --output {output!r}: use table or json")
+    try:
+        result = compare(lake, a, b)
+    except (CompareError, LakeError) as error:
+        _fail(str(error))
+    except duckdb.Error as error:
+        _fail(f"cannot read the lake {lake}: {str(error).splitlines()[0]}")
+    if output == "json":
+        typer.echo(result.model_dump_json(indent=2))
+        return
+    console.print(Text(f"A: {result.a_label} (runs {', '.join(result.a_runs)})\n"
+                       f"B: {result.b_label} (runs {', '.join(result.b_runs)})"))
+    changed = Table(title="What differs", show_lines=False)
+    for column in ("field", "A", "B"):
+        changed.add_column(column, overflow="fold")
+    for difference in result.differences:
+        changed.add_row(Text(difference.field), Text(difference.a), Text(difference.b))
+    console.print(changed if result.differences else Text("What differs: nothing recorded"))
+    headers, rows = delta_rows(result)
+    deltas = Table(title="Per load measured on both sides", show_lines=False)
+    for column in headers:
+        deltas.add_column(column, overflow="fold")
+    for row in rows:
+        deltas.add_row(*(Text(cell) for cell in row))
+    console.print(deltas)
+    console.print(Text(summary(result)))
+    for side, loads in (("A", result.only_a), ("B", result.only_b)):
+        if loads:
+            console.print(Text(f"only in {side}: {'; '.join(loads)}"))
+    for note in result.notes:
+        console.print(Text(f"note: {note}"))
+
+
 if __name__ == "__main__":
     app()

@@ -7,7 +7,8 @@ point's load (mode, batch, concurrency, rate, arrivals, stage or trace, requests
 the run id and name, the lake, the SLO (a judgement, not a measurement), the deployment's batch cap in
 client_concurrency mode (extending batch_sizes does not change what batch 4 measured), secrets, timeouts and
 where the load generator ran. `points.config_hash` holds it; resuming a sweep skips points whose hash the lake
-already has (components/sweep.py), and reports merge runs by it.
+already has (components/sweep.py). It identifies a point, batch and load included: the analysis views group points
+into configurations by `point_costs.config_id` instead (servesweep/sql/point_costs.sql), which leaves the load out.
 
 Bump IDENTITY_VERSION when a field is added: an old hash then no longer matches a new one.
 """

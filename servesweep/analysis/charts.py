@@ -61,6 +61,11 @@ def _plotted(rows: Sequence[R]) -> tuple[list[R], str]:
     return (measured, "") if measured else (list(rows), " (planner predictions)")
 
 
+def _where_plotted(suffix: str) -> str:
+    """The SQL condition `_plotted` applies: measured rows, or (predictions only) every row."""
+    return "true" if suffix else "source = 'measured'"
+
+
 def _configs(points: Sequence[PointSummary]) -> dict[str, list[PointSummary]]:
     """Points per config label, each sorted by batch size."""
     return {label: sorted(rows, key=lambda p: p.batch_size)
@@ -131,7 +136,10 @@ def throughput_chart(report: Report, out: Path) -> ChartSpec | None:
     path = out / "throughput_vs_batch.png"
     _save(figure, path)
     return ChartSpec(name="throughput_vs_batch", title=title, path=str(path), series_labels=list(configs),
-                     values={label: [p.output_token_throughput for p in rows] for label, rows in configs.items()})
+                     values={label: [p.output_token_throughput for p in rows] for label, rows in configs.items()},
+                     source=f"SELECT config_label, batch_size, output_token_throughput FROM throughput_by_batch WHERE "
+                            f"{_where_plotted(suffix)} AND output_token_throughput IS NOT NULL "
+                            "ORDER BY config_label, batch_size")
 
 
 def _error_bars(ax: Axes, points: Sequence[tuple[int, float | None, float | None, float | None]], color: str) -> int:
@@ -166,22 +174,25 @@ def latency_chart(report: Report, out: Path) -> ChartSpec | None:
         return None
     figure = Figure(figsize=_SIZE)
     axes = figure.subplots(1, 2)
-    labels: list[str] = []
+    values: dict[str, list[float | None]] = {}
     colors = config_colors(report)
     for ax, (name, metric, slo_field) in zip(axes, _LATENCY_PANELS, strict=True):
-        labels += _latency_panel(ax, configs, name, metric, getattr(report.slo, slo_field), colors)
+        values |= _latency_panel(ax, configs, name, metric, getattr(report.slo, slo_field), colors)
         _batch_axis(ax, points)
     title = "Latency (p50 dashed, p99 solid, 95 % intervals) vs batch size" + suffix
     figure.suptitle(title)
     _legend_below(figure, axes)
     path = out / "latency_vs_batch.png"
     _save(figure, path)
-    return ChartSpec(name="latency_vs_batch", title=title, path=str(path), series_labels=labels)
+    return ChartSpec(name="latency_vs_batch", title=title, path=str(path), series_labels=list(values), values=values,
+                     source=f"SELECT config_label, batch_size, ttft_p50_ms, ttft_p99_ms, tpot_p50_ms, tpot_p99_ms FROM "
+                            f"latency_by_batch WHERE {_where_plotted(suffix)} ORDER BY config_label, batch_size")
 
 
 def _latency_panel(ax: Axes, configs: dict[str, list[PointSummary]], name: str, metric: str,
-                   slo: float | None, colors: Mapping[str, str]) -> list[str]:
-    drawn = []
+                   slo: float | None, colors: Mapping[str, str]) -> dict[str, list[float | None]]:
+    """Draw one panel; returns the series drawn ('TTFT p99 <config>') with their values in batch order."""
+    drawn: dict[str, list[float | None]] = {}
     for label, rows in configs.items():
         color = colors[label]
         for stat, linestyle in (("p50", "--"), ("p99", "-")):
@@ -195,7 +206,7 @@ def _latency_panel(ax: Axes, configs: dict[str, list[PointSummary]], name: str, 
             _error_bars(ax, [(p.batch_size, getattr(p, f"{metric}_{stat}_ms"),
                               getattr(p, f"{metric}_{stat}_ci_low_ms"), getattr(p, f"{metric}_{stat}_ci_high_ms"))
                              for p in rows], color)
-            drawn.append(series)
+            drawn[series] = [v for _, v in kept]
     if slo is not None:
         ax.axhline(slo, label=f"SLO p99 {name} {slo:g} ms", **_SLO_STYLE)
     ax.set_title(name)
@@ -252,7 +263,10 @@ def cost_chart(report: Report, out: Path) -> ChartSpec | None:
     path = out / "throughput_per_dollar.png"
     _save(figure, path)
     return ChartSpec(name="throughput_per_dollar", title=title, path=str(path), series_labels=list(series),
-                     categories=list(configs), values=series)
+                     categories=list(configs), values=series,
+                     source="SELECT config_label, comparison_group, accelerator, output_tokens_per_dollar FROM "
+                            "ideal_batch; SELECT config_label, max(output_tokens_per_dollar) AS best FROM "
+                            f"throughput_per_dollar_normalised WHERE {_where_plotted(suffix)} GROUP BY config_label")
 
 
 def _baseline_denominators(report: Report) -> dict[str, float]:
@@ -305,7 +319,8 @@ def prefill_decode_chart(report: Report, out: Path) -> ChartSpec | None:
     _save(figure, path)
     return ChartSpec(name="prefill_vs_decode", title=title, path=str(path), series_labels=[n for n, _ in speeds],
                      categories=[r.config_label for r in rows],
-                     values={name: [getattr(r, field) for r in rows] for name, field in speeds})
+                     values={name: [getattr(r, field) for r in rows] for name, field in speeds},
+                     source=f"SELECT * FROM prefill_decode WHERE {_where_plotted(suffix)} ORDER BY config_label")
 
 
 def _positive(row: PrefillDecode, field: str) -> bool:
@@ -361,4 +376,7 @@ def pareto_chart(report: Report, out: Path, metric: str = "e2e_p99_ms") -> Chart
     _legend_below(figure, axes)
     path = out / "pareto_frontier.png"
     _save(figure, path)
-    return ChartSpec(name="pareto_frontier", title=title, path=str(path), series_labels=labels, values=values)
+    return ChartSpec(name="pareto_frontier", title=title, path=str(path), series_labels=labels, values=values,
+                     source=f"SELECT comparison_group, latency_ms, output_token_throughput FROM pareto_frontier WHERE "
+                            f"latency_metric = '{metric}' AND source = 'measured' "
+                            "ORDER BY comparison_group, latency_ms, output_token_throughput DESC")

@@ -4,6 +4,7 @@ once, so the report opens with no network. The numbers are the report's points, 
 
 from __future__ import annotations
 
+from html import escape
 from typing import Any
 
 from servesweep.analysis.charts import config_colors
@@ -22,16 +23,32 @@ def available() -> bool:
     return True
 
 
+# What the interactive panels draw, as `servesweep query` SQL (run after report.reproduce_sql): one trace per
+# config label and panel, x = batch_size, y = the panel's column where it is not null.
+SOURCE = ("SELECT l.config_label, l.batch_size, n.output_token_throughput, l.ttft_p99_ms, l.tpot_p99_ms "
+          "FROM latency_by_batch AS l JOIN throughput_per_dollar_normalised AS n USING (config_id, point_id) "
+          "WHERE l.source = 'measured' ORDER BY l.config_label, l.batch_size")
+
+
 def interactive_html(report: Report) -> str:
     """A <div> with the charts and plotly.js inline; empty when plotly is not installed or nothing was measured."""
-    if not available():
+    figure = interactive_figure(report)
+    if figure is None:
         return ""
+    html: str = figure.to_html(include_plotlyjs=True, full_html=False)
+    return html + f'<p class="source">Source: <code>{escape(SOURCE)}</code></p>'
+
+
+def interactive_figure(report: Report) -> Any:
+    """The plotly Figure of the interactive charts; None without plotly or without a measured point."""
+    if not available():
+        return None
     from plotly.graph_objects import Figure, Scatter
     from plotly.subplots import make_subplots
 
     points = [p for p in report.points if p.source == "measured"]
     if not points:
-        return ""
+        return None
     colors = config_colors(report)
     figure: Figure = make_subplots(rows=1, cols=3, subplot_titles=[title for _, title in _PANELS])
     for label, rows in sorted(group_by(points, lambda p: p.config_label).items()):
@@ -52,8 +69,7 @@ def interactive_html(report: Report) -> str:
             figure.add_hline(y=limit, line_dash="dot", line_color="#c00000", row=1, col=column,
                              annotation_text=f"SLO {limit:g} ms")
     figure.update_layout(height=520, legend={"orientation": "h", "y": -0.25}, margin={"t": 40})
-    html: str = figure.to_html(include_plotlyjs=True, full_html=False)
-    return html
+    return figure
 
 
 def _errors(rows: list[PointSummary], field: str) -> dict[str, Any] | None:

@@ -105,6 +105,7 @@ class IdealBatch(_ConfigRow):
     points_meeting_slo: int
     batch_sizes_tested: list[int]
     batch_sizes_meeting_slo: list[int]
+    run_ids: list[str] = Field(default_factory=list, description="Runs whose points make up the series.")
 
     @property
     def placement(self) -> str:
@@ -284,6 +285,8 @@ class ChartSpec(_Strict):
     values: dict[str, list[float | None]] = Field(
         default_factory=dict, description="The numbers drawn, per series (bar charts: one per category, in order); "
                                           "the tests compare them with the report's tables.")
+    source: str = Field("", description="The SQL over the views whose rows the chart draws (run after the "
+                                        "report's params, report.reproduce_sql); ';'-separated when several.")
 
     @property
     def series_count(self) -> int:

@@ -104,10 +104,25 @@ _POINTS_SQL = """
 """
 
 
+# The query of each table, as printed under it: run after the report's params (`reproduce_sql`) it gives the
+# table's rows; tests/unit/analysis/test_report_tracing.py re-runs each and compares the numbers.
+IDEAL_MEASURED_SQL = "SELECT * FROM ideal_batch WHERE source = 'measured' ORDER BY comparison_group, config_label"
+IDEAL_PREDICTED_SQL = "SELECT * FROM ideal_batch WHERE source <> 'measured' ORDER BY comparison_group, config_label"
+PREFILL_DECODE_SQL = "SELECT * FROM prefill_decode ORDER BY comparison_group, config_label"
+PARETO_E2E_SQL = ("SELECT * FROM pareto_frontier WHERE latency_metric = 'e2e_p99_ms' "
+                  "ORDER BY comparison_group, latency_ms")
+MACHINES_SOURCE = ("servesweep.analysis.machines: the planner's fit and roofline over the catalog; the rows marked "
+                   "measured are view ideal_batch's rows (by point_id)")
+FIGURES_SOURCE = "views ideal_batch and prefill_decode (and the machine types above) of this group"
+
 _PRICES_USED_SQL = """
     SELECT DISTINCT c.machine_type, c.accelerator, p.price_per_hour, p.pricing, p.price_source, p.price_date
     FROM point_costs AS c JOIN prices AS p ON p.accelerator = c.accelerator AND p.machine_type = c.machine_type
     WHERE c.source = 'measured' ORDER BY 1
+"""
+_REMEASURED_SQL = """
+    SELECT config_label, batch_size, measured_by_runs, run_id FROM point_costs
+    WHERE source = 'measured' AND len(measured_by_runs) > 1 ORDER BY config_label, batch_size
 """
 _RUNS_SQL = """
     SELECT * FROM runs
@@ -128,10 +143,17 @@ def _rows(connection: duckdb.DuckDBPyConnection, model: type[M], source: str) ->
 
 def _notes(connection: duckdb.DuckDBPyConnection, ideals: Sequence[IdealBatch], baseline: str) -> list[str]:
     notes = [f"{n} {source} point(s) failed and are left out: {reasons}" for source, n, reasons in connection.sql(
-        "SELECT source, count(*), string_agg(DISTINCT coalesce(failure_reason, 'no reason recorded'), '; ') "
+        "SELECT source, count(*), string_agg(DISTINCT coalesce(failure_reason, 'no reason recorded'), '; ' "
+        "ORDER BY coalesce(failure_reason, 'no reason recorded')) "
         "FROM points WHERE status NOT IN ('ok', 'partial') "
         "AND (run_id IN (SELECT run_id FROM selected_runs) OR NOT EXISTS (SELECT 1 FROM selected_runs)) "
         "GROUP BY source ORDER BY source").fetchall()]
+    remeasured = connection.sql(_REMEASURED_SQL).fetchall()
+    if remeasured:
+        notes.append("measured by more than one run (same configuration, same load), the newest measurement is used "
+                     "(view point_costs, column measured_by_runs): "
+                     + "; ".join(f"{label} batch {batch} (runs {', '.join(runs)}; used: {run})"
+                                 for label, batch, runs, run in remeasured))
     unpriced = sorted({row.placement for row in ideals if row.cost_per_hour is None and row.meets_slo})
     if unpriced:
         notes.append(f"no catalog price for {', '.join(unpriced)}: their cost columns are empty")
@@ -215,6 +237,9 @@ class _Bullets:
 class _Table:
     headers: tuple[str, ...]
     rows: tuple[tuple[str, ...], ...]
+    source: str = ""  # the SQL over the views that gives these rows (run with the report's params), or where from
+    columns: tuple[str | None, ...] = ()  # per header, the query's column the cell shows (None: composed)
+    key: int = 1  # the leading cells that identify a row among the query's rows
 
 
 @dataclass(frozen=True)
@@ -261,6 +286,10 @@ def _document(report: Report, charts: Sequence[ChartSpec]) -> list[_Block]:
         _Text("Prices used: " + ("; ".join(report.prices_used) or "none (no measured point on a catalogued machine)")
               + ". Input and output tokens are priced apart by the share of each request's time before its first "
                 "token (TTFT / E2E, view point_costs)."),
+        _Text("Every table names its query; run it after the report's parameters to get the same rows: "
+              f"servesweep query \"{reproduce_sql(report)} <query>\" --lake {report.lake_uri}"
+              + ("" if report.pricing == "on-demand" else
+                 f" (the views price on-demand; this report used {report.pricing} prices)")),
         _Heading(2, "Answer"),
         _Text(report.headline.summary),
         _Heading(2, "Recommendations"),
@@ -269,7 +298,7 @@ def _document(report: Report, charts: Sequence[ChartSpec]) -> list[_Block]:
         blocks += [_Heading(3, f"{item.question.value} ({item.scope})"), _Text(f"[{item.status.value}] {item.answer}")]
         if item.figures:
             blocks.append(_Table(("number", "value"),
-                                 tuple((f.label, _fmt(f.value, f.unit)) for f in item.figures)))
+                                 tuple((f.label, _fmt(f.value, f.unit)) for f in item.figures), FIGURES_SOURCE))
     blocks += _tables(report)
     if report.fingerprints:
         blocks += [_Heading(2, "Runs: what each measured on"), _fingerprint_table(report.fingerprints)]
@@ -281,12 +310,26 @@ def _document(report: Report, charts: Sequence[ChartSpec]) -> list[_Block]:
     return blocks
 
 
+def reproduce_sql(report: Report) -> str:
+    """The SQL that sets `servesweep query`'s views to this report's SLO, baseline and runs."""
+    slo = report.slo
+
+    def number(value: float | None) -> str:
+        return "NULL" if value is None else repr(float(value))
+
+    runs = ", ".join("('" + run.replace("'", "''") + "')" for run in report.run_ids)
+    return (f"UPDATE params SET slo_ttft_p99_ms = {number(slo.ttft_p99_ms)}, slo_tpot_p99_ms = "
+            f"{number(slo.tpot_p99_ms)}, slo_e2e_p99_ms = {number(slo.e2e_p99_ms)}, slo_min_attainment = "
+            f"{number(slo.min_attainment)}, baseline_accelerator = '{report.baseline_accelerator}';"
+            + (f" INSERT INTO selected_runs VALUES {runs};" if runs else ""))
+
+
 def _tables(report: Report) -> list[_Block]:
     measured = [row for row in report.ideal_batches if row.source == "measured"]
     predicted = [row for row in report.ideal_batches if row.source != "measured"]
     blocks: list[_Block] = []
     if measured:
-        blocks += [_Heading(2, "Ideal batch size per config (measured)"), _ideal_table(measured)]
+        blocks += [_Heading(2, "Ideal batch size per config (measured)"), _ideal_table(measured, IDEAL_MEASURED_SQL)]
     if report.machine_options:
         blocks += [_Heading(2, "Machine types (fit by the 80 % weights rule; measured where the lake has it, else "
                                "predicted)"), _machine_table(report.machine_options)]
@@ -296,11 +339,12 @@ def _tables(report: Report) -> list[_Block]:
     if frontier:
         blocks += [_Heading(2, "Pareto frontier: throughput vs p99 E2E"), _pareto_table(frontier)]
     if predicted:
-        blocks += [_Heading(2, "Planner predictions (roofline, not measured)"), _ideal_table(predicted)]
+        blocks += [_Heading(2, "Planner predictions (roofline, not measured)"),
+                   _ideal_table(predicted, IDEAL_PREDICTED_SQL)]
     return blocks
 
 
-def _ideal_table(rows: Sequence[IdealBatch]) -> _Table:
+def _ideal_table(rows: Sequence[IdealBatch], source: str) -> _Table:
     goodput = any(r.ranked_by == "goodput" for r in rows)
     headers = ("config", "meets SLO", "ideal batch", "out tok/s (95 % CI)", *(("goodput req/s",) if goodput else ()),
                "p99 TTFT ms", "p99 TPOT ms", "p99 E2E ms", "$/M out tokens (all time)", "$/M in tokens (split)",
@@ -312,7 +356,12 @@ def _ideal_table(rows: Sequence[IdealBatch]) -> _Table:
          _p99(r.ttft_p99_ms, r.p99_few_requests), _p99(r.tpot_p99_ms, r.p99_few_requests),
          _p99(r.e2e_p99_ms, r.p99_few_requests), _fmt(r.usd_per_million_output_tokens),
          _fmt(r.usd_per_million_input_tokens_split), _fmt(r.usd_per_million_output_tokens_split),
-         _fmt(r.tokens_per_dollar_vs_baseline), _fmt(r.batch_sizes_tested), r.reason) for r in rows))
+         _fmt(r.tokens_per_dollar_vs_baseline), _fmt(r.batch_sizes_tested), r.reason) for r in rows),
+        source, ("config_label", "meets_slo", "ideal_batch_size", "output_token_throughput",
+                 *(("goodput",) if goodput else ()), "ttft_p99_ms", "tpot_p99_ms", "e2e_p99_ms",
+                 "usd_per_million_output_tokens", "usd_per_million_input_tokens_split",
+                 "usd_per_million_output_tokens_split", "tokens_per_dollar_vs_baseline", "batch_sizes_tested",
+                 "reason"))
 
 
 def _with_interval(value: float | None, low: float | None, high: float | None) -> str:
@@ -344,7 +393,8 @@ def _fingerprint_table(runs: Sequence[RunFingerprint]) -> _Table:
         return "-" if value is None else _fmt(value)
 
     return _Table(("", *(run.run_id for run in runs)),
-                  tuple((label, *(cell(run, field) for run in runs)) for label, field in _FINGERPRINT_FIELDS))
+                  tuple((label, *(cell(run, field) for run in runs)) for label, field in _FINGERPRINT_FIELDS),
+                  " ".join(_RUNS_SQL.split()))
 
 
 def _machine_table(rows: Sequence[MachineOption]) -> _Table:
@@ -357,7 +407,7 @@ def _machine_table(rows: Sequence[MachineOption]) -> _Table:
          "yes" if r.fits else r.fit_reason, r.source, _fmt(r.batch_size), _fmt(r.output_token_throughput),
          _fmt(r.cost_per_hour), _fmt(r.usd_per_million_input_tokens), _fmt(r.usd_per_million_output_tokens_split),
          _fmt(r.usd_per_million_output_tokens))
-        for r in rows))
+        for r in rows), MACHINES_SOURCE)
 
 
 def _balance_table(rows: Sequence[PrefillDecode]) -> _Table:
@@ -366,14 +416,18 @@ def _balance_table(rows: Sequence[PrefillDecode]) -> _Table:
     return _Table(headers, tuple(
         (r.config_label, _fmt(r.prefill_tokens_per_s), _fmt(r.decode_tokens_per_s),
          _fmt(r.decode_tokens_per_s_all_sequences_max_batch), _fmt(r.ttft_share_of_e2e, "fraction"),
-         _fmt(r.workload_balance)) for r in rows))
+         _fmt(r.workload_balance)) for r in rows), PREFILL_DECODE_SQL,
+        ("config_label", "prefill_tokens_per_s", "decode_tokens_per_s", "decode_tokens_per_s_all_sequences_max_batch",
+         "ttft_share_of_e2e", "workload_balance"))
 
 
 def _pareto_table(rows: Sequence[ParetoPoint]) -> _Table:
     headers = ("group", "config", "batch", "p99 E2E ms", "out tok/s", "$/M out tokens", "meets SLO")
     return _Table(headers, tuple(
         (r.comparison_group, r.config_label, str(r.batch_size), _fmt(r.latency_ms), _fmt(r.output_token_throughput),
-         _fmt(r.usd_per_million_output_tokens), _fmt(r.meets_slo)) for r in rows))
+         _fmt(r.usd_per_million_output_tokens), _fmt(r.meets_slo)) for r in rows), PARETO_E2E_SQL,
+        ("comparison_group", "config_label", "batch_size", "latency_ms", "output_token_throughput",
+         "usd_per_million_output_tokens", "meets_slo"), key=3)
 
 
 # --- Markdown ------------------------------------------------------------------------------------------------
@@ -394,9 +448,12 @@ def _markdown_block(block: _Block, base: Path | None) -> str:
     if isinstance(block, _Chart):
         path = Path(block.chart.path)
         link = path.relative_to(base) if base is not None and path.is_relative_to(base) else path
-        return f"![{block.chart.title}]({link.as_posix()})"
+        caption = f"\n\nSource: `{block.chart.source}`" if block.chart.source else ""
+        return f"![{block.chart.title}]({link.as_posix()}){caption}"
     lines = [_md_row(block.headers), "|" + "---|" * len(block.headers)]
-    return "\n".join(lines + [_md_row(row) for row in block.rows])
+    source = [f"\nSource: `{block.source}`"] if block.source.startswith("SELECT") else \
+        ([f"\nSource: {block.source}"] if block.source else [])
+    return "\n".join(lines + [_md_row(row) for row in block.rows] + source)
 
 
 def _md_row(cells: Sequence[str]) -> str:
@@ -407,7 +464,8 @@ def _md_row(cells: Sequence[str]) -> str:
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.85em}td,th{border:1px solid #ccc;padding:3px 6px}
-th{background:#f3f3f3}img{max-width:100%;border:1px solid #eee;margin:.5em 0}"""
+th{background:#f3f3f3}.source{font-size:.75em;color:#555;margin-top:-1em}
+img{max-width:100%;border:1px solid #eee;margin:.5em 0}"""
 
 
 def render_html(report: Report, charts: Sequence[ChartSpec] = (), interactive: bool = True) -> str:
@@ -433,10 +491,13 @@ def _html_block(block: _Block) -> str:
         data = base64.b64encode(Path(block.chart.path).read_bytes()).decode()
         title = html.escape(block.chart.title)
         image = f'<img alt="{title}" src="data:image/png;base64,{data}">'
-        return f"<figure>{image}<figcaption>{title}</figcaption></figure>"
+        source = (f'<br><span class="source">Source: <code>{html.escape(block.chart.source)}</code></span>'
+                  if block.chart.source else "")
+        return f"<figure>{image}<figcaption>{title}{source}</figcaption></figure>"
     head = "".join(f"<th>{html.escape(h)}</th>" for h in block.headers)
     rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in block.rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+    source = f'<p class="source">Source: <code>{html.escape(block.source)}</code></p>' if block.source else ""
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>{source}"
 
 
 # --- files ---------------------------------------------------------------------------------------------------

@@ -61,6 +61,16 @@ the column says otherwise; a "token chunk" is an SSE event whose choice carries 
   version and commit, the spec's hash and JSON, the server's version (its API, else its package), on GKE
   the server's image, digest and node type, the GPUs (NVML: names, count, driver, CUDA), the load
   generator's CPU and Python. `notes` says why a field is null.
+- **Configurations** (the analysis views, servesweep/sql/point_costs.sql): a configuration is what was
+  measured, never when — model and dtype, quantization, server kind and version (from `runs`), accelerator,
+  count and node machine type (where known), workload (name, source, api, input/output lengths), sampling,
+  and load kind; not the run id, not the batch. `config_id` = 'cfg-' + 12 hex digits of its md5, so a
+  sweep split over two runs, or resumed, is one series in every view and chart. When runs measured the
+  same configuration at the same load (batch, rate, stage), the newest measurement is used (latest
+  `started_at`; a resume's copy yields to the row it copied), never a pool: intervals and `noisy` come from
+  repeats within one run. `measured_by_runs` lists every run that measured the slot, and `servesweep
+  compare` shows what changed between them. (`config_hash` identifies a point, batch and load included:
+  resume matches on it.)
 
 Migration: readers accept every version; a column an older lake lacks reads as null (no rewrite; `migrate`
 brings a table read from an older file to this version, one small function per version step), and a

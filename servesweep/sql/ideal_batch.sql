@@ -5,10 +5,10 @@
 -- requests within it: the "max load under SLO" knee. Ties go to the smaller batch size (same tokens,
 -- less latency and memory). A config where no point meets the SLO gets meets_slo = false, null ideal
 -- columns and a reason.
--- One row per config (run, model, quantization, server, accelerator, count, workload shape, sweep mode, source).
+-- One row per config (point_costs.config_id: what was measured, whichever runs measured it).
 --
 -- Columns:
---   run_id, config_id, config_label, comparison_group, source, model_name, quantization, server_kind,
+--   run_id (of the max-throughput point), config_id, config_label, comparison_group, source, model_name, quantization, server_kind,
 --   accelerator, accelerator_count, input_tokens, output_tokens, sweep_mode          the config
 --   slo_ttft_p99_ms, slo_tpot_p99_ms, slo_e2e_p99_ms    the bounds applied (null = not bounded)
 --   meets_slo                        some point meets the SLO (and has a throughput)
@@ -28,6 +28,7 @@
 --   max_throughput_batch_size, max_output_token_throughput    the best point ignoring the SLO
 --   points_counted, points_meeting_slo
 --   batch_sizes_tested, batch_sizes_meeting_slo               sorted lists
+--   run_ids                          sorted runs whose points make up the config's series
 CREATE OR REPLACE VIEW ideal_batch AS
 WITH eligible AS (
     SELECT *, meets_slo AND slo_value IS NOT NULL AS can_pick FROM point_costs
@@ -48,7 +49,8 @@ summary AS (
            count(*) AS points_counted,
            count(*) FILTER (WHERE can_pick) AS points_meeting_slo,
            list(DISTINCT batch_size ORDER BY batch_size) AS batch_sizes_tested,
-           coalesce(list(DISTINCT batch_size ORDER BY batch_size) FILTER (WHERE can_pick), []) AS batch_sizes_meeting_slo
+           coalesce(list(DISTINCT batch_size ORDER BY batch_size) FILTER (WHERE can_pick), []) AS batch_sizes_meeting_slo,
+           list(DISTINCT run_id ORDER BY run_id) AS run_ids
     FROM eligible GROUP BY config_id
 ),
 top AS (SELECT * FROM ranked WHERE rank_any = 1),
@@ -95,7 +97,7 @@ SELECT t.run_id, t.config_id, t.config_label, t.comparison_group, t.source, t.mo
        p.output_tokens_per_dollar / b.tokens_per_dollar AS tokens_per_dollar_vs_baseline,
        coalesce(tie.tied_batch_sizes, []) AS tied_batch_sizes,
        t.batch_size AS max_throughput_batch_size, t.output_token_throughput AS max_output_token_throughput,
-       m.points_counted, m.points_meeting_slo, m.batch_sizes_tested, m.batch_sizes_meeting_slo
+       m.points_counted, m.points_meeting_slo, m.batch_sizes_tested, m.batch_sizes_meeting_slo, m.run_ids
 FROM top AS t
 CROSS JOIN params AS s
 JOIN summary AS m USING (config_id)

@@ -9,7 +9,7 @@
 --   output_token_throughput
 --   run_id, config_id, config_label, source, accelerator, accelerator_count, quantization, batch_size, point_id
 --   output_tokens_per_dollar, usd_per_million_output_tokens, meets_slo
--- Ordered by group, metric, then latency (so throughput rises along the frontier).
+-- Ordered by group, metric, then latency (so throughput rises along the frontier); ties by config label and point.
 CREATE OR REPLACE VIEW pareto_frontier AS
 WITH candidates AS (
     SELECT c.*, m.latency_metric,
@@ -32,4 +32,4 @@ WHERE NOT EXISTS (
       AND b.output_token_throughput >= a.output_token_throughput AND b.latency_ms <= a.latency_ms
       AND (b.output_token_throughput > a.output_token_throughput OR b.latency_ms < a.latency_ms)
 )
-ORDER BY a.comparison_group, a.latency_metric, a.latency_ms, a.output_token_throughput DESC;
+ORDER BY a.comparison_group, a.latency_metric, a.latency_ms, a.output_token_throughput DESC, a.config_label, a.point_id;
