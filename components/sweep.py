@@ -310,10 +310,10 @@ def _adaptive(spec: BenchmarkSpec, deployment: Deployment, run: RunPoint,
             failed_of[point.point_id] = failed_of[point.point_id] or window.failure_reason
     for search in searches:
         if spec.sweep.repeats > 1:
-            shape = [p for p in measured if (p.input_tokens, p.output_tokens)
-                     == (search.input_tokens, search.output_tokens)]
+            probes = [p for p in measured if (p.input_tokens, p.output_tokens)
+                      == (search.input_tokens, search.output_tokens)]
             pooled = [lake_point_result(p.batch_size, reused[p.point_id]) if p.point_id in reused
-                      else point_result(p.batch_size, rows_of[p.point_id], failed_of[p.point_id]) for p in shape]
+                      else point_result(p.batch_size, rows_of[p.point_id], failed_of[p.point_id]) for p in probes]
             _rejudge(spec, search, pooled)
         result = search.result
         print(f"adaptive {deployment.deployment_id} i{search.input_tokens}-o{search.output_tokens}: largest batch "
