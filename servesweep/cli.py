@@ -534,5 +534,29 @@ def docs(
         console.print(f"wrote {path}")
 
 
+@app.command(name="import")
+def import_(
+    fmt: Annotated[str, typer.Argument(metavar="FORMAT", help="vllm-bench (vllm bench serve --save-result JSON), "
+                                       "guidellm (its benchmarks report JSON) or inference-perf (a "
+                                       "*_lifecycle_metrics.json, or its results folder)")],
+    file: Annotated[Path, typer.Argument(help="The result file (inference-perf: or its folder).")],
+    lake: Annotated[str, typer.Option(help="Lake URI (directory or gs://).")] = "./lake",
+    run_id: Annotated[str, typer.Option(help="Run id of the imported run (default: import-FORMAT-<file digest>).")]
+    = "",
+) -> None:
+    """Import a peer tool's results into the lake as a run of its own, beside the runs servesweep measured."""
+    from servesweep.importers import ImportFailed, import_file
+
+    if run_id:
+        _check_run_ids([run_id])
+    try:
+        result = import_file(fmt, file, lake, run_id or None)
+    except (ImportFailed, LakeError) as error:
+        _fail(str(error))
+    console.print(f"imported [cyan]{result.run_id}[/] into [cyan]{lake}[/]: {result.rows['points']} points, "
+                  f"{result.rows['requests']} requests")
+    print_points(lake, result.run_id)
+
+
 if __name__ == "__main__":
     app()
