@@ -558,5 +558,55 @@ def import_(
     print_points(lake, result.run_id)
 
 
+@app.command(name="deploy-manifest")
+def deploy_manifest(
+    out: Annotated[Path, typer.Option(help="Directory that receives manifests.yaml.")],
+    lake: Annotated[str, typer.Option(help="Lake URI (directory or gs://).")] = "./lake",
+    run_ids: Annotated[list[str] | None, typer.Option("--run", help="Runs to choose from (repeatable; default: all).")]
+    = None,
+    config: Annotated[str, typer.Option(help="A config id, label or comparison group (the report's ideal_batch "
+                                             "view); needed when the runs hold several models or workloads.")] = "",
+    slo_ttft_ms: Annotated[float | None, typer.Option(help="p99 TTFT target, ms.")] = None,
+    slo_tpot_ms: Annotated[float | None, typer.Option(help="p99 TPOT target, ms.")] = None,
+    slo_e2e_ms: Annotated[float | None, typer.Option(help="p99 end-to-end latency target, ms.")] = None,
+    gke_spec: Annotated[Path, typer.Option(help="GKE spec whose `gke` section places the server (namespace, images, "
+                                                "model bucket, provisioning).")] = Path("specs/gke.yaml"),
+    min_replicas: Annotated[int, typer.Option(help="Autoscaler's fewest replicas.")] = 1,
+    max_replicas: Annotated[int, typer.Option(help="Autoscaler's most replicas.")] = 4,
+    queue_target: Annotated[float | None, typer.Option(help="Waiting requests per pod the autoscaler holds "
+                                                            "(default: the peak measured at the recommended "
+                                                            "point).")] = None,
+) -> None:
+    """Kubernetes Deployment, Service, PodMonitoring and a queue-length HorizontalPodAutoscaler for the report's
+    recommended configuration (the cheapest at its ideal batch under the SLO), as it was measured."""
+    import duckdb
+
+    _need(("kubernetes", "gke"), purpose="servesweep deploy-manifest")
+    from servesweep.analysis.report import ReportError
+    from servesweep.deploy_manifest import DeployManifestError, build, header, recommend
+
+    _check_run_ids(run_ids or [])
+    _check_slo_flags({"--slo-ttft-ms": slo_ttft_ms, "--slo-tpot-ms": slo_tpot_ms, "--slo-e2e-ms": slo_e2e_ms})
+    if out.exists() and not out.is_dir():
+        _fail(f"--out {out} is a file; give a directory")
+    try:
+        slo = SLOSpec(ttft_p99_ms=slo_ttft_ms, tpot_p99_ms=slo_tpot_ms, e2e_p99_ms=slo_e2e_ms)
+        cluster = load_spec(gke_spec)
+        result = build(recommend(lake, run_ids or [], slo, config or None), cluster, min_replicas=min_replicas,
+                       max_replicas=max_replicas, queue_target=queue_target)
+    except (DeployManifestError, ReportError, SpecError, LakeError) as error:
+        _fail(str(error))
+    except duckdb.Error as error:
+        _fail(f"cannot read the lake {lake}: {str(error).splitlines()[0]}")
+    import yaml
+
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "manifests.yaml"
+    path.write_text(header(result, slo) + yaml.safe_dump_all(result.manifests, sort_keys=False))
+    for line in header(result, slo).splitlines():
+        console.print(line.removeprefix("# "), highlight=False, markup=False)
+    console.print(f"wrote {path}: {', '.join(m['kind'] for m in result.manifests)}", highlight=False)
+
+
 if __name__ == "__main__":
     app()
