@@ -446,7 +446,8 @@ def migrate_v6_to_v7(table: str, data: pa.Table) -> pa.Table:
     return data
 
 
-TABLE_MIGRATIONS = {4: migrate_v4_to_v5, 5: migrate_v5_to_v6, 6: migrate_v6_to_v7}  # from version -> the function to the next
+# from version -> the function to the next
+TABLE_MIGRATIONS = {4: migrate_v4_to_v5, 5: migrate_v5_to_v6, 6: migrate_v6_to_v7}
 
 
 def migrate(table: str, data: pa.Table, from_version: int) -> pa.Table:

@@ -125,9 +125,13 @@ def test_an_imported_run_is_queried_and_reported_beside_a_measured_one(tmp_path)
     assert notes.startswith("imported:vllm-bench from vllm-bench.json")
     from servesweep.analysis.report import build_report
 
-    report = build_report(lake, [measured, result.run_id])
-    runs = {row.run_id for row in report.ideal_batches}
-    assert runs == {measured, result.run_id}
+    others = [import_file(fmt, path, lake).run_id for fmt, path in (("guidellm", GUIDELLM),
+                                                                       ("inference-perf", INFERENCE_PERF))]
+    report = build_report(lake, [measured, result.run_id, *others])
+    assert {row.run_id for row in report.ideal_batches} == {measured, result.run_id, *others}
+    # guidellm's and inference-perf's fixtures ran the spine's model and shape: compared in its group.
+    group = {row.run_id: row.comparison_group for row in report.ideal_batches if row.source == "measured"}
+    assert group[others[0]] == group[others[1]] == group[measured]
 
 
 @pytest.mark.parametrize(("fmt", "content", "message"), [
