@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from servesweep.importers import guidellm, inference_perf, vllm_bench
 from servesweep.importers.base import Imported, ImportFailed, read_json
 
@@ -39,7 +41,13 @@ def parse_file(fmt: str, path: Path) -> Imported:
     if fmt not in FORMATS:
         raise ImportFailed(f"unknown format {fmt!r}: use {', '.join(FORMATS)}")
     data = _FOLDERS[fmt](path) if fmt in _FOLDERS else read_json(path)
-    imported = FORMATS[fmt](data, path)
+    try:
+        imported = FORMATS[fmt](data, path)
+    except ImportFailed:
+        raise
+    except (TypeError, AttributeError, KeyError, ValueError, IndexError) as error:  # a field of another shape
+        raise ImportFailed(f"{path}: not a {fmt} result as its source defines it "
+                           f"({type(error).__name__}: {str(error)[:120]})") from error
     if not imported.points:
         raise ImportFailed(f"{path}: no benchmark results in it")
     return imported
@@ -75,7 +83,10 @@ def import_file(fmt: str, path: Path, lake_uri: str, run_id: str | None = None) 
     requests = [dict(r, run_id=run_id) for r in imported.requests]
     run = {"run_id": run_id, "run_name": path.stem, "started_at": imported.started_at, "spec_hash": _digest(path),
            "notes": "; ".join(notes)}
-    tables = {"points": to_table("points", points), "requests": to_table("requests", requests),
-              "runs": to_table("runs", [run])}
+    try:
+        tables = {"points": to_table("points", points), "requests": to_table("requests", requests),
+                  "runs": to_table("runs", [run])}
+    except (pa.ArrowException, LakeError) as error:  # a value of the wrong type for its column
+        raise ImportFailed(f"{path}: a value does not fit the lake's column: {str(error).splitlines()[0]}") from error
     return ImportResult(run_id, write_run(lake_uri, run_id, tables), notes)
 

@@ -141,6 +141,11 @@ def test_an_imported_run_is_queried_and_reported_beside_a_measured_one(tmp_path)
     ("guidellm", json.dumps({"benchmarks": {}}), "'benchmarks' is not a list"),
     ("guidellm", json.dumps({"benchmarks": []}), "no benchmark results"),
     ("inference-perf", json.dumps({"load_summary": {}}), "no 'successes' field"),
+    ("guidellm", json.dumps({"benchmarks": [{"config": {}, "metrics": {"request_totals": [1]},
+                                             "scheduler_metrics": {}}]}),
+     "not a guidellm result as its source defines it"),
+    ("vllm-bench", json.dumps({"completed": 1, "duration": 1.0, "model_id": ["a", "list"]}),
+     "a value does not fit the lake's column"),
 ])
 def test_a_bad_file_is_one_line_and_writes_nothing(tmp_path, fmt, content, message):
     path = tmp_path / "bad.json"
