@@ -543,14 +543,21 @@ def import_(
     lake: Annotated[str, typer.Option(help="Lake URI (directory or gs://).")] = "./lake",
     run_id: Annotated[str, typer.Option(help="Run id of the imported run (default: import-FORMAT-<file digest>).")]
     = "",
+    accelerator: Annotated[str, typer.Option(help="What it ran on (a catalog accelerator, e.g. nvidia-l4), which "
+                                                  "the file does not record; unset: null.")] = "",
+    accelerator_count: Annotated[int | None, typer.Option(help="Accelerators per server.")] = None,
+    server_kind: Annotated[str, typer.Option(help="The server it measured (vllm, tgi, sglang...).")] = "",
+    quantization: Annotated[str, typer.Option(help="The variant served (none, fp8, w8a8-int8...).")] = "",
 ) -> None:
-    """Import a peer tool's results into the lake as a run of its own, beside the runs servesweep measured."""
-    from servesweep.importers import ImportFailed, import_file
+    """Import a peer tool's results into the lake as a run of its own, beside the runs servesweep measured. What
+    the file does not record stays null unless stated here (the run's notes say which were stated)."""
+    from servesweep.importers import ImportFailed, Stated, import_file
 
     if run_id:
         _check_run_ids([run_id])
+    stated = Stated(accelerator or None, accelerator_count, server_kind or None, quantization or None)
     try:
-        result = import_file(fmt, file, lake, run_id or None)
+        result = import_file(fmt, file, lake, run_id or None, stated)
     except (ImportFailed, LakeError) as error:
         _fail(str(error))
     console.print(f"imported [cyan]{result.run_id}[/] into [cyan]{lake}[/]: {result.rows['points']} points, "

@@ -167,3 +167,28 @@ def test_unknown_format_missing_file_and_second_import_are_refused(tmp_path):
     with pytest.raises(ImportFailed, match=f"run {first.run_id} is already in"):
         import_file("guidellm", GUIDELLM, lake)
     assert store.run_ids(lake) == [first.run_id]
+
+
+def test_stated_facts_fill_what_the_file_lacks_and_are_noted(tmp_path):
+    lake = str(tmp_path / "lake")
+    out = CliRunner().invoke(app, ["import", "vllm-bench", str(VLLM), "--lake", lake, "--accelerator", "cpu",
+                                   "--server-kind", "vllm", "--quantization", "none", "--run-id", "before"])
+    assert out.exit_code == 0, out.output
+    [point] = store.read_table(lake, "points", ["before"]).to_pylist()
+    assert (point["accelerator"], point["server_kind"], point["quantization"], point["accelerator_count"]) == (
+        "cpu", "vllm", "none", None)
+    notes = store.read_table(lake, "runs", ["before"])["notes"][0].as_py()
+    assert "stated at import, not in the file: accelerator=cpu, server_kind=vllm, quantization=none" in notes
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--accelerator", "nvidia-l5"], "error: --accelerator 'nvidia-l5': one of"),
+    (["--server-kind", "vlm"], "error: --server-kind 'vlm': one of"),
+    (["--quantization", "int3"], "error: --quantization 'int3': one of"),
+    (["--accelerator-count", "0"], "error: --accelerator-count must be >= 1"),
+])
+def test_unknown_stated_names_are_refused(tmp_path, flags, message):
+    lake = tmp_path / "lake"
+    out = CliRunner().invoke(app, ["import", "vllm-bench", str(VLLM), "--lake", str(lake), *flags])
+    assert out.exit_code == 2 and out.output.startswith(message) and len(out.output.splitlines()) == 1, out.output
+    assert not lake.exists()
