@@ -581,5 +581,86 @@ def compare_command(
         console.print(Text(f"note: {note}"))
 
 
+@app.command(name="import")
+def import_(
+    fmt: Annotated[str, typer.Argument(metavar="FORMAT", help="vllm-bench (vllm bench serve --save-result JSON), "
+                                       "guidellm (its benchmarks report JSON) or inference-perf (a "
+                                       "*_lifecycle_metrics.json, or its results folder)")],
+    file: Annotated[Path, typer.Argument(help="The result file (inference-perf: or its folder).")],
+    lake: Annotated[str, typer.Option(help="Lake URI (directory or gs://).")] = "./lake",
+    run_id: Annotated[str, typer.Option(help="Run id of the imported run (default: import-FORMAT-<file digest>).")]
+    = "",
+    accelerator: Annotated[str, typer.Option(help="What it ran on (a catalog accelerator, e.g. nvidia-l4), which "
+                                                  "the file does not record; unset: null.")] = "",
+    accelerator_count: Annotated[int | None, typer.Option(help="Accelerators per server.")] = None,
+    server_kind: Annotated[str, typer.Option(help="The server it measured (vllm, tgi, sglang...).")] = "",
+    quantization: Annotated[str, typer.Option(help="The variant served (none, fp8, w8a8-int8...).")] = "",
+) -> None:
+    """Import a peer tool's results into the lake as a run of its own, beside the runs servesweep measured. What
+    the file does not record stays null unless stated here (the run's notes say which were stated)."""
+    from servesweep.importers import ImportFailed, Stated, import_file
+
+    if run_id:
+        _check_run_ids([run_id])
+    stated = Stated(accelerator or None, accelerator_count, server_kind or None, quantization or None)
+    try:
+        result = import_file(fmt, file, lake, run_id or None, stated)
+    except (ImportFailed, LakeError) as error:
+        _fail(str(error))
+    console.print(f"imported [cyan]{result.run_id}[/] into [cyan]{lake}[/]: {result.rows['points']} points, "
+                  f"{result.rows['requests']} requests")
+    print_points(lake, result.run_id)
+
+
+@app.command(name="deploy-manifest")
+def deploy_manifest(
+    out: Annotated[Path, typer.Option(help="Directory that receives manifests.yaml.")],
+    lake: Annotated[str, typer.Option(help="Lake URI (directory or gs://).")] = "./lake",
+    run_ids: Annotated[list[str] | None, typer.Option("--run", help="Runs to choose from (repeatable; default: all).")]
+    = None,
+    config: Annotated[str, typer.Option(help="A config id, label or comparison group (the report's ideal_batch "
+                                             "view); needed when the runs hold several models or workloads.")] = "",
+    slo_ttft_ms: Annotated[float | None, typer.Option(help="p99 TTFT target, ms.")] = None,
+    slo_tpot_ms: Annotated[float | None, typer.Option(help="p99 TPOT target, ms.")] = None,
+    slo_e2e_ms: Annotated[float | None, typer.Option(help="p99 end-to-end latency target, ms.")] = None,
+    gke_spec: Annotated[Path, typer.Option(help="GKE spec whose `gke` section places the server (namespace, images, "
+                                                "model bucket, provisioning).")] = Path("specs/gke.yaml"),
+    min_replicas: Annotated[int, typer.Option(help="Autoscaler's fewest replicas.")] = 1,
+    max_replicas: Annotated[int, typer.Option(help="Autoscaler's most replicas.")] = 4,
+    queue_target: Annotated[float | None, typer.Option(help="Waiting requests per pod the autoscaler holds "
+                                                            "(default: the peak measured at the recommended "
+                                                            "point).")] = None,
+) -> None:
+    """Kubernetes Deployment, Service, PodMonitoring and a queue-length HorizontalPodAutoscaler for the report's
+    recommended configuration (the cheapest at its ideal batch under the SLO), as it was measured."""
+    import duckdb
+
+    _need(("kubernetes", "gke"), purpose="servesweep deploy-manifest")
+    from servesweep.analysis.report import ReportError
+    from servesweep.deploy_manifest import DeployManifestError, build, header, recommend
+
+    _check_run_ids(run_ids or [])
+    _check_slo_flags({"--slo-ttft-ms": slo_ttft_ms, "--slo-tpot-ms": slo_tpot_ms, "--slo-e2e-ms": slo_e2e_ms})
+    if out.exists() and not out.is_dir():
+        _fail(f"--out {out} is a file; give a directory")
+    try:
+        slo = SLOSpec(ttft_p99_ms=slo_ttft_ms, tpot_p99_ms=slo_tpot_ms, e2e_p99_ms=slo_e2e_ms)
+        cluster = load_spec(gke_spec)
+        result = build(recommend(lake, run_ids or [], slo, config or None), cluster, min_replicas=min_replicas,
+                       max_replicas=max_replicas, queue_target=queue_target)
+    except (DeployManifestError, ReportError, SpecError, LakeError) as error:
+        _fail(str(error))
+    except duckdb.Error as error:
+        _fail(f"cannot read the lake {lake}: {str(error).splitlines()[0]}")
+    import yaml
+
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "manifests.yaml"
+    path.write_text(header(result, slo) + yaml.safe_dump_all(result.manifests, sort_keys=False))
+    for line in header(result, slo).splitlines():
+        console.print(line.removeprefix("# "), highlight=False, markup=False)
+    console.print(f"wrote {path}: {', '.join(m['kind'] for m in result.manifests)}", highlight=False)
+
+
 if __name__ == "__main__":
     app()

@@ -18,6 +18,7 @@ from typing import Literal
 import yaml
 
 from servesweep.k8s.accelerators import AcceleratorKind
+from servesweep.quantization import CHECKPOINT_SCHEMES
 
 ApiKind = Literal["openai", "triton-generate", "jetstream-http"]
 QuantSource = Literal["none", "online", "checkpoint"]
@@ -352,6 +353,8 @@ SERVERS: dict[str, ServerKindInfo] = {
                 "int8": _checkpoint("--quantization", "compressed-tensors"),  # W8A8 from llm-compressor
                 "awq": _checkpoint("--quantization", "awq_marlin"),  # plain "awq" forces the slow kernel
                 "gptq": _checkpoint("--quantization", "gptq_marlin"),
+                # llm-compressor's compressed-tensors checkpoints: vLLM reads the scheme from their config.json
+                **{method: _checkpoint() for method in CHECKPOINT_SCHEMES},
             },
         ),
         ServerKindInfo(

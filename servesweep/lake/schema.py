@@ -119,7 +119,9 @@ from servesweep.lake.sketch import RELATIVE_ACCURACY, SKETCH_TYPE, grouped
 #      as v6 (RUN_MIGRATIONS[6]), computing the sketches from their requests.
 #   7: an `accuracy` table (per variant: perplexity and task scores with intervals, and the comparison with
 #      the unquantized baseline); runs gain the quantize step's result; points gain 95 % intervals of the
-#      ITL percentiles (itl_*_ci_*_ms, a cluster bootstrap over requests); the columns listed in V7_ADDED (per
+#      ITL percentiles (itl_*_ci_*_ms, a cluster bootstrap over requests) and imported_from (rows imported
+#      from vLLM's bench, guidellm or inference-perf; requests.sent_at_unix and requested_output_tokens may be
+#      null in such rows); the columns listed in V7_ADDED (per
 #      table) read as null in older rows (migrate_v6_to_v7).
 SCHEMA_VERSION = 7
 TABLES = ("requests", "points", "server_metrics", "runs", "accuracy")
@@ -154,7 +156,8 @@ REQUESTS = pa.schema(
         _f("error", pa.string(), "Error text when not ok."),
         _f("scheduled_at_s", pa.float64(), "Planned send time, seconds since the point started."),
         _f("sent_at_s", pa.float64(), "Send time, seconds since the point started.", nullable=False),
-        _f("sent_at_unix", pa.float64(), "Send time, Unix epoch seconds (joins to server_metrics).", nullable=False),
+        _f("sent_at_unix", pa.float64(), "Send time, Unix epoch seconds (joins to server_metrics); null only in rows "
+           "imported from a tool that kept a monotonic clock alone (vLLM's bench: points.imported_from)."),
         _f("ttft_ms", pa.float32(), "First token chunk arrival - send."),
         _f("e2e_ms", pa.float32(), "Last token chunk arrival - send."),
         _f("tpot_ms", pa.float32(), "(E2E - TTFT) / (output_tokens - 1)."),
@@ -164,7 +167,8 @@ REQUESTS = pa.schema(
            "Parquet value per request instead of one per gap); read as itl_ms."),
         _f("schedule_lag_ms", pa.float32(), "Actual - scheduled send."),
         _f("requested_input_tokens", pa.int32(), "Prompt length asked for.", nullable=False),
-        _f("requested_output_tokens", pa.int32(), "max_tokens asked for.", nullable=False),
+        _f("requested_output_tokens", pa.int32(), "max_tokens asked for; null only in imported rows whose file does "
+           "not say (points.imported_from)."),
         _f("input_tokens", pa.int32(), "usage.prompt_tokens reported by the server."),
         _f("output_tokens", pa.int32(), "usage.completion_tokens reported by the server."),
         _f("output_chunks", pa.int32(), "Token chunks the client received."),
@@ -211,6 +215,9 @@ POINTS = pa.schema(
         _f("config_hash", pa.string(), "sha256 of what the point measured, without the run id "
            "(servesweep/identity.py: model, quantization, server kind and version, accelerator, workload, "
            "sampling, load, request counts): equal hashes, comparable points; resume and merges match on it."),
+        _f("imported_from", pa.string(), "The tool whose result file this row was imported from (vllm-bench, "
+           "guidellm, inference-perf: `servesweep import`; runs.notes names the file and what was converted); null: "
+           "measured by servesweep. Metrics the file lacks are null, never estimated."),
         _f("reused_from_run", pa.string(), "Resume: the run that measured this point (its rows copied here, not "
            "measured again); null: measured by this run."),
         _f("stop_reason", pa.string(), "The sweep stopped climbing after this point, and why (sweep.stop: throughput "
@@ -344,7 +351,8 @@ RUNS = pa.schema(
         _f("servesweep_version", pa.string(), "servesweep's version."),
         _f("git_commit", pa.string(), "Commit of the servesweep checkout that ran; null outside a git checkout."),
         _f("git_dirty", pa.bool_(), "That checkout had uncommitted changes to tracked files."),
-        _f("spec_hash", pa.string(), "sha256 of spec_json: equal hashes, equal specs.", nullable=False),
+        _f("spec_hash", pa.string(), "sha256 of spec_json: equal hashes, equal specs (an imported run: of "
+           "the imported file).", nullable=False),
         _f("spec_json", pa.string(), "The spec as canonical JSON (sorted keys; run_id left out, server.env "
            "values withheld)."),
         _f("server_kind", pa.string(), "vllm, transformers..."),
@@ -450,7 +458,8 @@ def migrate_v5_to_v6(table: str, data: pa.Table) -> pa.Table:
 
 # Columns v7 adds, per table (each also defined, with its doc, in the table's schema above).
 V7_ADDED: dict[str, tuple[str, ...]] = {
-    "points": tuple(f"itl_{stat}_ci_{end}_ms" for stat in CI_PERCENTILES for end in ("low", "high")),
+    "points": tuple(f"itl_{stat}_ci_{end}_ms" for stat in CI_PERCENTILES for end in ("low", "high"))
+    + ("imported_from",),
     "runs": ("quantization", "quantize_how", "quantize_tool", "quantize_tool_version", "quantize_cache_key",
              "quantize_cached", "quantize_seconds", "weight_bytes"),
 }
