@@ -68,10 +68,11 @@ def run_id_for(name: str, job_id: str = "") -> str:
 
 
 def variant_run_id(run_id: str, variant: str) -> str:
-    """`<run_id>-<variant>`, the base cut so the whole fits the 80 characters of a run id (a derived base, name
-    and time, can be 77; a given one is checked to fit whole)."""
+    """`<run_id>-<variant>`, cut so the whole fits the 80 characters of a run id: a derived base (name and start
+    time) can be 77, and loses its first characters, never the time that makes it unique (a given run id is
+    checked to fit whole)."""
     suffix = f"-{variant}"
-    return run_id[: 80 - len(suffix)].rstrip("-._") + suffix
+    return run_id[-(80 - len(suffix)):].lstrip("-._") + suffix
 
 
 def valid_run_id(value: str) -> bool:
