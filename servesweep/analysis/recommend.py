@@ -312,8 +312,9 @@ def _quantization_verdict(scope: str, placement: str, rows: Sequence[IdealBatch]
                    + "; ".join(f"{r.quantization}: {r.reason}" for r in ranked) + ".", figures=figures)
     verdicts = {str(row.quantization): variant_verdict(row, chosen[str(row.quantization)]) for row in ranked}
     eligible = [row for row in ranked if verdicts[str(row.quantization)].eligible]
-    others = "; ".join(f"{q}: {_memory_text(chosen[q])}, {verdict.why}" for q, verdict in verdicts.items()
-                       if not eligible or q != eligible[0].quantization)
+    costs = {str(row.quantization): row.usd_per_million_output_tokens for row in ranked}
+    others = "; ".join(f"{q}: {_money(costs[q])}, {_memory_text(chosen[q])}, {verdict.why}"
+                       for q, verdict in verdicts.items() if not eligible or q != eligible[0].quantization)
     unmeasured = "" if any(v and v.accuracy for v in chosen.values()) else \
         " No accuracy data for these variants: run the accuracy step before serving a quantized one."
     if not eligible:
