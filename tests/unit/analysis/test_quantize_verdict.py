@@ -89,8 +89,8 @@ def test_below_eight_bits_without_accuracy_is_not_recommended(tmp_path):
     _, answer = _quantize_answer(_lake(tmp_path, ("none", "w4a16")), tmp_path)
     assert answer.answer.startswith("do not quantize on nvidia-tesla-a100 x1: $1.39 per million output tokens "
                                     "against $0.694 per million output tokens for w4a16")
-    assert "w4a16: weights 5.7 GB (checkpoint), 1 GPU(s) needed, weights below eight bits and no accuracy result " \
-           "inside the threshold" in answer.answer
+    assert "w4a16: $0.694 per million output tokens, weights 5.7 GB (checkpoint), 1 GPU(s) needed, weights below " \
+           "eight bits and no accuracy result inside the threshold" in answer.answer
 
 
 def test_below_eight_bits_with_accuracy_inside_the_threshold_is_recommended(tmp_path):
@@ -110,8 +110,8 @@ def test_a_variant_past_the_threshold_is_flagged_and_never_recommended(tmp_path)
     lake = _lake(tmp_path, ("none", "w8a8-int8"), {"w8a8-int8": (-0.05, -0.08, -0.02, False)})
     _, answer = _quantize_answer(lake, tmp_path)
     assert answer.answer.startswith("do not quantize on nvidia-tesla-a100 x1")
-    assert "w8a8-int8: weights 8.03 GB (checkpoint), 1 GPU(s) needed, flagged, never recommended: exact_match on " \
-           "addition 0.85 against 0.9, delta -0.05 (95 % CI -0.08 to -0.02), past the threshold 0.02" in answer.answer
+    assert "w8a8-int8: $0.926 per million output tokens, weights 8.03 GB (checkpoint), 1 GPU(s) needed, flagged, " \
+           "never recommended: exact_match on addition 0.85 against 0.9, delta -0.05 (95 % CI -0.08 to -0.02), past the threshold 0.02" in answer.answer
 
 
 def test_the_cheapest_passing_variant_wins_over_a_cheaper_flagged_one(tmp_path):
@@ -119,7 +119,8 @@ def test_the_cheapest_passing_variant_wins_over_a_cheaper_flagged_one(tmp_path):
                  {"w4a16": (-0.06, -0.09, -0.03, False), "w8a8-int8": (0.0, -0.02, 0.02, True)})
     _, answer = _quantize_answer(lake, tmp_path)
     assert answer.answer.startswith("quantize to w8a8-int8 on nvidia-tesla-a100 x1: $0.926 per million")
-    assert "w4a16: weights 5.7 GB (checkpoint), 1 GPU(s) needed, flagged, never recommended" in answer.answer
+    assert "w4a16: $0.694 per million output tokens, weights 5.7 GB (checkpoint), 1 GPU(s) needed, flagged, never " \
+           "recommended" in answer.answer
 
 
 def test_dummy_weights_are_sized_by_the_planner(tmp_path):
