@@ -516,6 +516,9 @@ def validate(
         _fail(str(error))
     if explain:
         _print_explained(spec)
+    if spec.variants:
+        runs = ", ".join(v.quantization for v in spec.with_run_id().variant_specs())
+        console.print(f"variants: {runs} (one run each, in this order, run id <run_id>-<variant>)", highlight=False)
     for deployment in plan_deployments(spec):
         points = ", ".join(p.point_id for p in deployment.points)
         times = f", x{deployment.repeats}" if deployment.repeats > 1 else ""

@@ -941,7 +941,11 @@ def spec_from_params(params: dict[str, Any]) -> BenchmarkSpec:
         defaults = spec_to_params(parse_spec(base, "spec_yaml")).model_dump()
         changed = {k for k, v in flat.model_dump().items() if k != "spec_yaml" and v != defaults[k]}
         typed = _only_changed(typed, changed)
-    return parse_spec(_deep_merge(base, typed), source="pipeline parameters")
+    spec = parse_spec(_deep_merge(base, typed), source="pipeline parameters")
+    if spec.variants:  # a pipeline run serves one variant: measuring only the first would be a silent half
+        raise SpecError("invalid benchmark spec (pipeline parameters): variants: a pipeline run measures one "
+                        "variant; `servesweep run` and `servesweep submit` start one run per variant")
+    return spec
 
 
 _PARAM_PATHS = {

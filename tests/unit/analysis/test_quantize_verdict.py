@@ -111,7 +111,8 @@ def test_a_variant_past_the_threshold_is_flagged_and_never_recommended(tmp_path)
     _, answer = _quantize_answer(lake, tmp_path)
     assert answer.answer.startswith("do not quantize on nvidia-tesla-a100 x1")
     assert "w8a8-int8: $0.926 per million output tokens, weights 8.03 GB (checkpoint), 1 GPU(s) needed, flagged, " \
-           "never recommended: exact_match on addition 0.85 against 0.9, delta -0.05 (95 % CI -0.08 to -0.02), past the threshold 0.02" in answer.answer
+           "never recommended: exact_match on addition 0.85 against 0.9, delta -0.05 (95 % CI -0.08 to -0.02), past " \
+           "the threshold 0.02" in answer.answer
 
 
 def test_the_cheapest_passing_variant_wins_over_a_cheaper_flagged_one(tmp_path):

@@ -78,3 +78,15 @@ def test_the_cli_prints_one_summary_and_exits_with_the_worst_code(tmp_path, monk
     assert result.exit_code == PARTIAL, result.output
     assert "variants of r" in result.output and "report: servesweep report r-none r-w4a16" in result.output
     assert "error: w4a16: 2 of 2 points failed: server out of memory" in result.output
+
+
+def test_a_pipeline_run_takes_one_variant_and_refuses_a_list():
+    """The KFP/Argo pipelines measure one variant per run: each variant's parameters resolve to that variant, and
+    a spec_yaml still holding `variants` is refused rather than measured as its first variant only."""
+    from servesweep.spec import SpecError, spec_from_params, spec_to_params
+
+    spec = parse_spec({"run_id": "r", "variants": ["none", "w4a16"]})
+    resolved = [spec_from_params(spec_to_params(v).model_dump()) for v in spec.variant_specs()]
+    assert [(s.quantization, s.run_id) for s in resolved] == [("none", "r-none"), ("w4a16", "r-w4a16")]
+    with pytest.raises(SpecError, match="a pipeline run measures one variant"):
+        spec_from_params(spec_to_params(spec).model_dump())
