@@ -27,6 +27,7 @@ from servesweep.lake.store import read_table, to_table
 from servesweep.metrics.intervals import by_repeat, point_intervals, seed_for
 from servesweep.metrics.summary import client_limited, is_measured, summarise_requests, summarise_server
 from servesweep.platform.types import ModelInfo
+from servesweep.quantize import QuantizeResult, runs_columns
 from servesweep.secrets import HF_TOKEN_PATTERN, MASK, mask, secret_values
 from servesweep.spec import REQUEST_LIMITS, BenchmarkSpec
 from servesweep.sweep_plan import PointWindow, ReusedPoint, SweepManifest, SweepPoint, read_sweep, workload_of
@@ -113,7 +114,9 @@ def _intervals(spec: BenchmarkSpec, point: SweepPoint, requests: list[dict[str, 
     return point_intervals(by_repeat(ok), seed_for(point.point_id, spec.model.seed))
 
 
-def collect_metrics(spec: BenchmarkSpec, model: ModelInfo, sweep_dirs: list[str]) -> dict[str, pa.Table]:
+def collect_metrics(spec: BenchmarkSpec, model: ModelInfo, sweep_dirs: list[str],
+                    quantized: QuantizeResult | None = None) -> dict[str, pa.Table]:
+    """The lake's tables of one run; `quantized`: the quantize step's result (the runs row's quantize columns)."""
     requests_tables, samples_tables, manifests = [], [], []
     by_point: dict[str | None, list[dict[str, Any]]] = defaultdict(list)
     samples_by_point: dict[str | None, list[dict[str, Any]]] = defaultdict(list)
@@ -151,7 +154,8 @@ def collect_metrics(spec: BenchmarkSpec, model: ModelInfo, sweep_dirs: list[str]
                              if requests is not None else []),
         "points": to_table("points", points),
         "server_metrics": to_table("server_metrics", pa.concat_tables(samples_tables) if samples_tables else []),
-        "runs": to_table("runs", run_rows(spec, manifests, points)),
+        "runs": to_table("runs", [row | runs_columns(spec.quantization, quantized)
+                                  for row in run_rows(spec, manifests, points)]),
     }
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from servesweep.quantize import RESULT_FILE, QuantizeResult, quantize
+from servesweep.quantize import QuantizeResult, quantize, read_result
 from servesweep.spec import BenchmarkSpec
 
 
@@ -18,5 +18,4 @@ def quantize_model(spec: BenchmarkSpec, model_dir: str | Path, out_dir: str | Pa
 
 
 def read_quantize_result(model_dir: str | Path) -> QuantizeResult | None:
-    path = Path(model_dir) / RESULT_FILE
-    return QuantizeResult.model_validate_json(path.read_text()) if path.exists() else None
+    return read_result(model_dir)

@@ -144,9 +144,10 @@ def collect_metrics(spec_json: str, model: str, raws: str, predicted: str, out_t
     from components.collect_metrics import collect_metrics as collect
     from components.collect_metrics import save_tables
     from components.load_model import read_model_info
+    from components.quantize import read_quantize_result
 
     sweep_dirs = sorted(str(p) for p in Path(raws).iterdir() if (p / "manifest.json").is_file())
-    result = collect(_spec(spec_json), read_model_info(model), sweep_dirs)
+    result = collect(_spec(spec_json), read_model_info(model), sweep_dirs, read_quantize_result(model))
     result["points"] = pa.concat_tables([result["points"], pq.read_table(predicted)])
     save_tables(result, out_tables)
 

@@ -160,10 +160,13 @@ def collect_metrics(spec_json: str, model: Input[Model], raws: Input[list[Datase
     from components.collect_metrics import collect_metrics as collect
     from components.collect_metrics import save_tables
     from components.load_model import read_model_info
+    from components.quantize import read_quantize_result
     from pipelines.kfp_io import json_param
     from servesweep.spec import parse_spec
 
-    result = collect(parse_spec(json_param(spec_json)), read_model_info(model.path), [raw.path for raw in raws])
+    # The model artifact is the quantize step's output: its servesweep-quantize.json fills the runs row.
+    result = collect(parse_spec(json_param(spec_json)), read_model_info(model.path), [raw.path for raw in raws],
+                     read_quantize_result(model.path))
     result["points"] = pa.concat_tables([result["points"], pq.read_table(predicted.path)])
     save_tables(result, tables.path)
     tables.metadata.update({name: len(table) for name, table in result.items()})

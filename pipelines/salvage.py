@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from components.collect_metrics import collect_metrics
+from components.quantize import read_quantize_result
 from components.write_lake import write_lake
 from servesweep.lake.store import to_table
 from servesweep.platform.types import ModelInfo
@@ -42,7 +43,8 @@ def salvage(run_dir: str | Path, lake_uri: str | None = None) -> tuple[str, str,
     raws = sorted(str(p.parent) for p in run.glob("for-loop-*/sweep/raw/manifest.json"))
     if not raws:
         raise NothingToSalvage(f"{run} has no sweep output")
-    tables = collect_metrics(spec, ModelInfo.model_validate_json(model_file.read_text()), raws)
+    tables = collect_metrics(spec, ModelInfo.model_validate_json(model_file.read_text()), raws,
+                             read_quantize_result(run / "quantize" / "quantized"))
     predicted = run / "plan" / "predicted"
     if predicted.exists():
         # to_table: a run from an older schema version gets the newer columns as nulls

@@ -171,6 +171,9 @@ def run(
         validate_lake_uri(spec.lake_uri, reach=True)  # now, not after the sweep has been paid for
     except LakeError as error:
         _fail(str(error))
+    if spec.variants:
+        _run_variants(spec, pipeline_root)
+        return
     console.print(f"[bold]servesweep[/] run [cyan]{spec.run_id}[/] -> lake [cyan]{spec.lake_uri}[/]")
     try:
         # server.env reaches the deploy step through the environment, never through pipeline parameters.
@@ -187,6 +190,26 @@ def run(
     console.print(f"lake: [cyan]{lake_uri}[/]  (query it: servesweep query \"select * from points\" --lake {lake_uri})")
     console.print(f"report: servesweep report {spec.run_id} --lake {lake_uri}{_slo_flags(spec.slo)}", highlight=False)
     _exit_with_outcome(lake_uri, spec.run_id)
+
+
+def _run_variants(spec: BenchmarkSpec, pipeline_root: Path) -> None:
+    """One run per variant (pipelines.variants), one summary, the worst variant's exit code."""
+    import pyarrow as pa
+
+    from pipelines.variants import overall_code, run_variants, summary_rows
+
+    console.print(f"[bold]servesweep[/] {len(spec.variants)} variants of [cyan]{spec.run_id}[/] -> lake "
+                  f"[cyan]{spec.lake_uri}[/]")
+    try:
+        runs = run_variants(spec, pipeline_root, lambda line: console.print(line, highlight=False))
+    except KeyboardInterrupt:
+        _fail("interrupted; servers started by this run were stopped.", code=INTERRUPTED)
+    print_arrow(pa.Table.from_pylist(summary_rows(spec.lake_uri, runs)), title=f"variants of {spec.run_id}")
+    run_ids = " ".join(run.run_id for run in runs)
+    console.print(f"report: servesweep report {run_ids} --lake {spec.lake_uri}{_slo_flags(spec.slo)}",
+                  highlight=False)
+    if code := overall_code(runs):
+        _fail("; ".join(f"{run.variant}: {run.message}" for run in runs if run.code), code=code)
 
 
 def _slo_flags(slo: SLOSpec) -> str:
@@ -340,14 +363,15 @@ def submit(
     from pipelines.submit import SubmitError, submit_argo, submit_kfp
     try:
         spec = load_spec(spec_path)
-        submitted = (submit_kfp(spec, kfp, experiment or None, namespace or None) if kfp
-                     else submit_argo(spec, argo, namespace or None, verify_ssl))
+        for variant in spec.variant_specs():  # one pipeline run per variant: a pipeline runs one
+            submitted = (submit_kfp(variant, kfp, experiment or None, namespace or None) if kfp
+                         else submit_argo(variant, argo, namespace or None, verify_ssl))
+            where = f"KFP run {submitted.reference}" if kfp else f"Argo workflow {submitted.reference}"
+            console.print(f"submitted [cyan]{submitted.run_id}[/] ({variant.quantization}) as {where}")
+            console.print(f"results: servesweep query \"select * from points where run_id = '{submitted.run_id}'\" "
+                          f"--lake {spec.lake_uri}")
     except (SpecError, SubmitError) as error:
         _fail(str(error))
-    where = f"KFP run {submitted.reference}" if kfp else f"Argo workflow {submitted.reference}"
-    console.print(f"submitted [cyan]{submitted.run_id}[/] as {where}")
-    console.print(f"results: servesweep query \"select * from points where run_id = '{submitted.run_id}'\" "
-                  f"--lake {spec.lake_uri}")
 
 
 @app.command(name="plan")
@@ -492,6 +516,9 @@ def validate(
         _fail(str(error))
     if explain:
         _print_explained(spec)
+    if spec.variants:
+        runs = ", ".join(v.quantization for v in spec.with_run_id().variant_specs())
+        console.print(f"variants: {runs} (one run each, in this order, run id <run_id>-<variant>)", highlight=False)
     for deployment in plan_deployments(spec):
         points = ", ".join(p.point_id for p in deployment.points)
         times = f", x{deployment.repeats}" if deployment.repeats > 1 else ""

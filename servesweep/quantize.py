@@ -50,6 +50,22 @@ class QuantizeResult(BaseModel):
     parameters: dict[str, Any] = {}
 
 
+def read_result(model_dir: str | Path) -> QuantizeResult | None:
+    """The quantize step's result in the checkpoint it made (None for a checkpoint no quantize step made)."""
+    path = Path(model_dir) / RESULT_FILE
+    return QuantizeResult.model_validate_json(path.read_text()) if path.exists() else None
+
+
+def runs_columns(method: str, result: QuantizeResult | None) -> dict[str, Any]:
+    """The runs table's quantize columns: the variant always, how it was made when the step's result is known."""
+    if result is None:
+        return {"quantization": method}
+    return {"quantization": result.method, "quantize_how": result.how, "quantize_tool": result.tool or None,
+            "quantize_tool_version": result.tool_version or None, "quantize_cache_key": result.cache_key or None,
+            "quantize_cached": result.cached, "quantize_seconds": result.quantize_seconds,
+            "weight_bytes": result.weight_bytes}
+
+
 def weight_bytes(path: str | Path) -> int:
     return sum(f.stat().st_size for f in Path(path).glob("*.safetensors"))
 

@@ -67,6 +67,14 @@ def run_id_for(name: str, job_id: str = "") -> str:
     return f"{slug}-{job or datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
 
 
+def variant_run_id(run_id: str, variant: str) -> str:
+    """`<run_id>-<variant>`, cut so the whole fits the 80 characters of a run id: a derived base (name and start
+    time) can be 77, and loses its first characters, never the time that makes it unique (a given run id is
+    checked to fit whole)."""
+    suffix = f"-{variant}"
+    return run_id[-(80 - len(suffix)):].lstrip("-._") + suffix
+
+
 def valid_run_id(value: str) -> bool:
     """Whether `value` is a usable run id: one path component, no '..', no quotes (it lands in paths and SQL)."""
     return bool(_RUN_ID.match(value))
@@ -689,6 +697,11 @@ class BenchmarkSpec(_Strict):
         "awq/gptq need a checkpoint in that format). w8a8-fp8/w8a8-int8/w4a16: a compressed-tensors checkpoint "
         "(vLLM reads the method from its config); with model.weights 'dummy' the server draws weights in that "
         "layout. none: the model dtype.")
+    variants: list[Quantization] = Field(
+        default_factory=list, max_length=8, description="Several quantization variants, measured by one "
+        "`servesweep run`: one run per variant, in sequence, the unquantized baseline ('none') first, each with "
+        "its own run id `<run_id>-<variant>`, all from one source checkpoint. Each variant is a `quantization` "
+        "value; empty: the single `quantization`. The cluster pipelines run one variant per run.")
     quantize: QuantizeSpec = Field(default_factory=QuantizeSpec, description="The quantize and accuracy steps.")
     accelerator: AcceleratorSpec = Field(default_factory=AcceleratorSpec, description="What each server runs on.")
     workloads: list[WorkloadShape] = Field(
@@ -742,13 +755,40 @@ class BenchmarkSpec(_Strict):
             raise ValueError("the adaptive strategy needs at least one SLO limit (slo.*_p99_ms)")
         if self.model.weights == "dummy" and self.server.kind != "vllm":
             raise ValueError("model.weights 'dummy' needs server.kind 'vllm' (--load-format dummy)")
-        if is_checkpoint_method(self.quantization) and self.server.kind not in ("vllm", "external"):
-            raise ValueError(f"quantization {self.quantization!r} is a compressed-tensors checkpoint: it needs "
-                             "server.kind 'vllm'")
+        for method in self.variants or [self.quantization]:
+            if is_checkpoint_method(method) and self.server.kind not in ("vllm", "external"):
+                raise ValueError(f"quantization {method!r} is a compressed-tensors checkpoint: it needs "
+                                 "server.kind 'vllm'")
+        self._check_variants()
         if self.gke is not None and self.accelerator.type == "cpu" and not external:
             raise ValueError("a gke run needs a GPU accelerator; accelerator 'cpu' runs locally (drop `gke`)")
         self._check_secret_env()
         return self
+
+    def _check_variants(self) -> None:
+        if not self.variants:
+            return
+        if len(set(self.variants)) != len(self.variants):
+            raise ValueError("variants repeat a method (their runs would share an id)")
+        if self.quantization != "none":
+            raise ValueError("give either `quantization` (one variant) or `variants` (several), not both")
+        if self.quantize.pretrained:
+            raise ValueError("quantize.pretrained is one checkpoint, one variant: give it with `quantization`, "
+                             "not `variants`")
+        longest = max(len(v) for v in self.variants)
+        if self.run_id and len(self.run_id) + 1 + longest > 80:
+            raise ValueError(f"run_id is too long for variants: `<run_id>-<variant>` must fit 80 characters, so "
+                             f"at most {79 - longest} for these variants")
+
+    def variant_specs(self) -> list[BenchmarkSpec]:
+        """One spec per variant, the baseline 'none' first (this spec alone without `variants`): `quantization`
+        set, `variants` emptied, run id `<run_id>-<variant>` (empty stays empty: the orchestrator derives it)."""
+        if not self.variants:
+            return [self]
+        ordered = sorted(self.variants, key=lambda v: v != "none")  # stable: the others keep their order
+        return [self.model_copy(update={"quantization": v, "variants": [],
+                                        "run_id": variant_run_id(self.run_id, v) if self.run_id else ""})
+                for v in ordered]
 
     def _check_secret_env(self) -> None:
         if not self.server.secret_env:
@@ -910,8 +950,8 @@ def spec_from_params(params: dict[str, Any]) -> BenchmarkSpec:
     }
     workload = _workload_params(flat)
     if not base:
-        return parse_spec({**typed, "workloads": [{**workload["first"], **workload["every"]}]},
-                          source="pipeline parameters")
+        return _one_variant(parse_spec({**typed, "workloads": [{**workload["first"], **workload["every"]}]},
+                                       source="pipeline parameters"))
     defaults = spec_to_params(parse_spec(base, "spec_yaml")).model_dump()
     changed = {k for k, v in flat.model_dump().items() if k != "spec_yaml" and v != defaults[k]}
     merged = _deep_merge(base, _only_changed(typed, changed - set(_WORKLOAD_PARAMS)))
@@ -920,7 +960,14 @@ def spec_from_params(params: dict[str, Any]) -> BenchmarkSpec:
         scope = _WORKLOAD_PARAMS[key]
         for w in workloads[:1] if scope == "first" else workloads:
             w[key] = workload[scope][key]
-    return parse_spec({**merged, "workloads": workloads}, source="pipeline parameters")
+    return _one_variant(parse_spec({**merged, "workloads": workloads}, source="pipeline parameters"))
+
+
+def _one_variant(spec: BenchmarkSpec) -> BenchmarkSpec:
+    if spec.variants:  # a pipeline run serves one variant: measuring only the first would be a silent half
+        raise SpecError("invalid benchmark spec (pipeline parameters): variants: a pipeline run measures one "
+                        "variant; `servesweep run` and `servesweep submit` start one run per variant")
+    return spec
 
 
 # Workload fields as typed parameters: the lengths set the first workload, sampling sets every one.

@@ -206,6 +206,62 @@ class MachineOption(_Strict):
     point_id: str | None = Field(None, description="The measured point (source 'measured').")
 
 
+class VariantAccuracy(_ViewRow):
+    """One accuracy row of a variant (the ``quantize_variants`` view's accuracy columns, the accuracy table's)."""
+
+    accuracy_run_id: str
+    task: str
+    metric: str
+    higher_is_better: bool
+    value: float
+    baseline_value: float | None
+    delta: float | None
+    delta_low: float | None
+    delta_high: float | None
+    threshold: float | None
+    passed: bool | None
+
+
+class QuantizeVariant(_Strict):
+    """One quantization variant of a config: what its weights take, how many GPUs it needs (the planner), its
+    throughput and cost at the ideal batch (ideal_batch) and its accuracy against the unquantized baseline."""
+
+    comparison_group: str
+    config_id: str
+    config_label: str
+    run_id: str
+    accelerator: str | None
+    accelerator_count: int | None
+    quantization: str
+    weight_dtype: str = Field(..., description="What the weights are stored in: the variant's, else the model's.")
+    weight_bits: int = Field(..., description="Bits per weight of weight_dtype (16, 8 or 4).")
+    weight_gb: float | None = Field(None, description="Weight memory, GB: the checkpoint's files, else the planner's.")
+    weight_source: str = Field(..., description="'checkpoint' (runs.weight_bytes), 'planner' (parameters x bytes "
+                                                "per weight, dummy weights) or 'none'.")
+    gpus_needed: int | None = Field(None, description="The fewest GPUs of the accelerator that hold it (planner).")
+    gpus_reason: str = ""
+    meets_slo: bool
+    ideal_batch_size: int | None
+    output_token_throughput: float | None
+    output_tokens_per_dollar: float | None
+    usd_per_million_output_tokens: float | None
+    accuracy: list[VariantAccuracy] = Field(default_factory=list)
+
+    @property
+    def placement(self) -> str:
+        return f"{self.accelerator} x{self.accelerator_count or 1}"
+
+    @property
+    def accuracy_failed(self) -> list[VariantAccuracy]:
+        return [row for row in self.accuracy if row.passed is False]
+
+    @property
+    def accuracy_passed(self) -> bool:
+        """Every compared accuracy row is inside its threshold, and there is at least one."""
+        compared = [row for row in self.accuracy if row.passed is not None]
+        return bool(compared) and all(row.passed for row in compared)
+
+
 class Question(StrEnum):
     QUANTIZE = "quantize?"
     MACHINE = "which machine type?"
@@ -267,6 +323,7 @@ class Report(_Strict):
     pareto: list[ParetoPoint]
     fingerprints: list[RunFingerprint] = Field(default_factory=list)
     machine_options: list[MachineOption] = Field(default_factory=list)
+    quantize_variants: list[QuantizeVariant] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
 
     def measured_ideals(self) -> list[IdealBatch]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
 from servesweep.analysis.models import (
@@ -18,13 +19,14 @@ from servesweep.analysis.models import (
     IdealBatch,
     MachineOption,
     PrefillDecode,
+    QuantizeVariant,
     Question,
     Recommendation,
     Status,
+    VariantAccuracy,
 )
 
 T = TypeVar("T")
-_QUALITY_CAVEAT = "servesweep does not measure output quality: check accuracy before serving a quantized model."
 
 
 def group_by(rows: Iterable[T], key: Callable[[T], str]) -> dict[str, list[T]]:
@@ -224,14 +226,19 @@ def recommend_machine(scope: str, options: Sequence[MachineOption]) -> Recommend
 
 
 # --- quantize? ------------------------------------------------------------------------------------------
+# The guide: quantize to save memory and cost; below 8 bits, evaluate accuracy first. At 8 bits or more the
+# cheapest variant within the SLO whose accuracy, where measured, is inside the threshold; below 8 bits only
+# with an accuracy result inside it; a variant whose accuracy loss passes the threshold is flagged, never chosen.
 
-def recommend_quantization(scope: str, ideals: Sequence[IdealBatch]) -> Recommendation:
+def recommend_quantization(scope: str, ideals: Sequence[IdealBatch],
+                           variants: Sequence[QuantizeVariant] = ()) -> Recommendation:
     quantizations = sorted({str(row.quantization) for row in ideals})
     if len(quantizations) < 2:
         return Recommendation(
             question=Question.QUANTIZE, scope=scope, status=Status.NOT_COVERED,
             answer=f"only quantization {quantizations[0]!r} was measured for this model and workload; run the spec "
-                   "again with another quantization (fp8, int8, awq, gptq) on the same accelerator to compare.")
+                   "again with other variants (spec `variants`: none, w8a8-int8, w4a16...) on the same accelerator "
+                   "to compare.")
     comparable = {placement: rows for placement, rows in group_by(ideals, lambda r: r.placement).items()
                   if len({r.quantization for r in rows}) >= 2}
     if not comparable:
@@ -241,47 +248,124 @@ def recommend_quantization(scope: str, ideals: Sequence[IdealBatch]) -> Recommen
             answer=f"the quantizations were measured on different accelerators ({where}); measure them on the same "
                    "accelerator to separate the quantization from the GPU.")
     placement, rows = max(comparable.items(), key=lambda item: best_value(cheapest(item[1])))
-    return _quantization_verdict(scope, placement, rows)
+    return _quantization_verdict(scope, placement, rows, {v.config_id: v for v in variants})
 
 
-def _quantization_verdict(scope: str, placement: str, rows: Sequence[IdealBatch]) -> Recommendation:
+@dataclass(frozen=True)
+class VariantVerdict:
+    """Whether a variant may be recommended, whether it is flagged, and why, in words."""
+
+    eligible: bool
+    flagged: bool
+    why: str
+
+
+def variant_verdict(row: IdealBatch, variant: QuantizeVariant | None) -> VariantVerdict:
+    """The guide's rule for one variant (its cheapest config's ideal batch, and its accuracy and memory)."""
+    if variant is not None and variant.accuracy_failed:
+        failed = variant.accuracy_failed[0]
+        return VariantVerdict(False, True, f"flagged, never recommended: {_accuracy_text(failed)}, past the "
+                                           f"threshold {_number(failed.threshold)}")
+    if not row.meets_slo:
+        return VariantVerdict(False, False, f"misses the SLO ({row.reason})")
+    if row.quantization in (None, "none"):
+        return VariantVerdict(True, False, "the unquantized baseline")
+    passed = variant is not None and variant.accuracy_passed
+    measured = ", ".join(_accuracy_text(a) for a in variant.accuracy if a.passed is not None) if passed and variant \
+        else ""
+    if variant is not None and variant.weight_bits < 8 and not passed:
+        return VariantVerdict(False, False, "weights below eight bits and no accuracy result inside the threshold: "
+                                            "not recommended until accuracy is measured")
+    if passed:
+        return VariantVerdict(True, False, f"accuracy inside the threshold ({measured})")
+    return VariantVerdict(True, False, "eight bits or more, accuracy not measured")
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
+
+
+def _accuracy_text(row: VariantAccuracy) -> str:
+    interval = f" (95 % CI {_number(row.delta_low)} to {_number(row.delta_high)})" \
+        if row.delta_low is not None and row.delta_high is not None else ""
+    return f"{row.metric} on {row.task} {_number(row.value)} against {_number(row.baseline_value)}, delta " \
+           f"{_number(row.delta)}{interval}"
+
+
+def _memory_text(variant: QuantizeVariant | None) -> str:
+    if variant is None or variant.weight_gb is None:
+        return "weights not sized"
+    gpus = f", {variant.gpus_needed} GPU(s) needed" if variant.gpus_needed is not None else ""
+    return f"weights {variant.weight_gb:.3g} GB ({variant.weight_source}){gpus}"
+
+
+def _quantization_verdict(scope: str, placement: str, rows: Sequence[IdealBatch],
+                          variants: dict[str, QuantizeVariant]) -> Recommendation:
     per_quantization = {q: cheapest(group) for q, group in group_by(rows, lambda r: str(r.quantization)).items()}
     ranked = sorted(per_quantization.values(), key=best_value, reverse=True)
-    figures = [figure for row in ranked for figure in _quantization_figures(row)]
-    winner, runner_up = ranked[0], ranked[1]
-    if not winner.meets_slo:
+    chosen = {str(row.quantization): variants.get(row.config_id) for row in ranked}
+    figures = [figure for row in ranked for figure in _quantization_figures(row, chosen[str(row.quantization)])]
+    if not ranked[0].meets_slo:
         return Recommendation(
             question=Question.QUANTIZE, scope=scope, status=Status.SLO_NOT_MET,
             answer=f"no quantization meets the SLO on {placement}: "
                    + "; ".join(f"{r.quantization}: {r.reason}" for r in ranked) + ".", figures=figures)
-    verb = "do not quantize" if winner.quantization in (None, "none") else f"quantize to {winner.quantization}"
-    if indistinguishable(winner, runner_up):
-        return Recommendation(
-            question=Question.QUANTIZE, scope=scope, status=Status.ANSWERED,
-            answer=f"no measurable difference between {winner.quantization} and {runner_up.quantization} on "
-                   f"{placement}: {_money(winner.usd_per_million_output_tokens)} against "
-                   f"{_money(runner_up.usd_per_million_output_tokens)}, inside the 95 % intervals of their "
-                   f"throughput; quantizing buys nothing measurable here. {_QUALITY_CAVEAT}",
-            figures=figures)
-    if runner_up.meets_slo:
-        comparison = f"{_money(winner.usd_per_million_output_tokens)} against " \
-                     f"{_money(runner_up.usd_per_million_output_tokens)} for {runner_up.quantization}"
+    verdicts = {str(row.quantization): variant_verdict(row, chosen[str(row.quantization)]) for row in ranked}
+    eligible = [row for row in ranked if verdicts[str(row.quantization)].eligible]
+    costs = {str(row.quantization): row.usd_per_million_output_tokens for row in ranked}
+    others = "; ".join(f"{q}: {_money(costs[q])}, {_memory_text(chosen[q])}, {verdict.why}"
+                       for q, verdict in verdicts.items() if not eligible or q != eligible[0].quantization)
+    unmeasured = "" if any(v and v.accuracy for v in chosen.values()) else \
+        " No accuracy data for these variants: run the accuracy step before serving a quantized one."
+    if not eligible:
+        return Recommendation(question=Question.QUANTIZE, scope=scope, status=Status.NOT_COVERED, figures=figures,
+                              answer=f"no variant can be recommended on {placement}: {others}.{unmeasured}")
+    winner = eligible[0]
+    answer = _winner_text(winner, ranked, placement, chosen)
+    return Recommendation(question=Question.QUANTIZE, scope=scope, status=Status.ANSWERED, figures=figures,
+                          answer=f"{answer}{'; ' + others if others else ''}.{unmeasured}")
+
+
+def _winner_text(winner: IdealBatch, ranked: Sequence[IdealBatch], placement: str,
+                 chosen: dict[str, QuantizeVariant | None]) -> str:
+    """The recommended variant against the baseline (or, for the baseline, the next variant within the SLO)."""
+    mine = chosen[str(winner.quantization)]
+    quantized = winner.quantization not in (None, "none")
+    baseline = next((r for r in ranked if r.quantization in (None, "none")), None)
+    other = baseline if quantized and baseline is not None else next((r for r in ranked if r is not winner), None)
+    if quantized and baseline is not None and indistinguishable(winner, baseline):
+        return (f"no measurable difference between {winner.quantization} and none on {placement}: "
+                f"{_money(winner.usd_per_million_output_tokens)} against "
+                f"{_money(baseline.usd_per_million_output_tokens)}, inside the 95 % intervals of their throughput; "
+                f"quantizing buys nothing measurable here but memory ({winner.quantization}: {_memory_text(mine)})")
+    verb = f"quantize to {winner.quantization}" if quantized else "do not quantize"
+    if other is None:
+        comparison = _money(winner.usd_per_million_output_tokens)
+    elif other.meets_slo:
+        comparison = (f"{_money(winner.usd_per_million_output_tokens)} against "
+                      f"{_money(other.usd_per_million_output_tokens)} for {other.quantization}")
     else:
-        comparison = f"only {winner.quantization} meets the SLO ({runner_up.quantization}: {runner_up.reason})"
-    return Recommendation(
-        question=Question.QUANTIZE, scope=scope, status=Status.ANSWERED,
-        answer=f"{verb} on {placement}: {comparison}, at batch {winner.ideal_batch_size}. {_QUALITY_CAVEAT}",
-        figures=figures)
+        comparison = f"only {winner.quantization} meets the SLO ({other.quantization}: {other.reason})"
+    why = f", {variant_verdict(winner, mine).why}" if quantized else ""
+    return (f"{verb} on {placement}: {comparison}, at batch {winner.ideal_batch_size}; {winner.quantization}: "
+            f"{_memory_text(mine)}{why}")
 
 
-def _quantization_figures(row: IdealBatch) -> list[Figure]:
-    return [
+def _quantization_figures(row: IdealBatch, variant: QuantizeVariant | None) -> list[Figure]:
+    figures = [
         Figure(label=f"{row.quantization}: cost at ideal batch", value=row.usd_per_million_output_tokens,
                unit="$/M tokens"),
         Figure(label=f"{row.quantization}: output throughput at ideal batch", value=row.output_token_throughput,
                unit="tok/s"),
         Figure(label=f"{row.quantization}: ideal batch size", value=row.ideal_batch_size),
     ]
+    if variant is not None:
+        figures += [Figure(label=f"{row.quantization}: weight memory ({variant.weight_source})",
+                           value=variant.weight_gb, unit="GB"),
+                    Figure(label=f"{row.quantization}: GPUs needed", value=variant.gpus_needed)]
+        figures += [Figure(label=f"{row.quantization}: {a.metric} delta on {a.task}", value=a.delta)
+                    for a in variant.accuracy]
+    return figures
 
 
 # --- prefill- or decode-heavy? --------------------------------------------------------------------------
@@ -334,7 +418,8 @@ def _workload_figures(row: PrefillDecode) -> list[Figure]:
 # --- all questions, and the headline ----------------------------------------------------------------------
 
 def recommend(ideals: Sequence[IdealBatch], balance: Sequence[PrefillDecode], baseline: str,
-              machines: Sequence[MachineOption] = ()) -> list[Recommendation]:
+              machines: Sequence[MachineOption] = (),
+              variants: Sequence[QuantizeVariant] = ()) -> list[Recommendation]:
     """Every question for every measured comparison group; a single 'not covered' per question without data."""
     measured = [row for row in ideals if row.source == "measured"]
     if not measured:
@@ -346,7 +431,7 @@ def recommend(ideals: Sequence[IdealBatch], balance: Sequence[PrefillDecode], ba
     machine_rows = group_by(machines, lambda r: r.comparison_group)
     for scope, rows in group_by(measured, lambda r: r.comparison_group).items():
         recommendations += [
-            recommend_quantization(scope, rows),
+            recommend_quantization(scope, rows, [v for v in variants if v.comparison_group == scope]),
             recommend_machine(scope, machine_rows.get(scope, [])),
             recommend_accelerator(scope, rows, baseline),
             recommend_batch_size(scope, rows),

@@ -28,11 +28,13 @@ from servesweep.analysis.models import (
     ParetoPoint,
     PointSummary,
     PrefillDecode,
+    QuantizeVariant,
     Report,
     ReportPaths,
     RunFingerprint,
 )
-from servesweep.analysis.recommend import headline, recommend
+from servesweep.analysis.recommend import headline, recommend, variant_verdict
+from servesweep.analysis.variants import quantize_variants
 from servesweep.analysis.views import DEFAULT_BASELINE, connect
 from servesweep.catalog import Catalog, load_catalog
 from servesweep.lake import store
@@ -68,6 +70,7 @@ def build_report(
         pareto = _rows(connection, ParetoPoint, "pareto_frontier")
         fingerprints = _rows(connection, RunFingerprint, _RUNS_SQL)
         machines, machine_notes = machine_options(connection, ideals, slo, catalog)
+        variants = quantize_variants(connection, ideals, catalog)
         prices_used = [f"{machine} ({accelerator}): ${price:.4g}/h {chosen}, {source}, read {date}"
                        if price is not None else f"{machine} ({accelerator}): no {chosen} price in the catalog"
                        for machine, accelerator, price, chosen, source, date
@@ -80,8 +83,9 @@ def build_report(
         run_ids=list(run_ids), lake_uri=lake_uri, generated_at=datetime.now(UTC), slo=slo,
         baseline_accelerator=baseline, catalog_version=catalog.catalog_version, pricing=catalog.pricing,
         prices_used=prices_used, headline=headline(ideals),
-        recommendations=recommend(ideals, balance, baseline, machines), ideal_batches=ideals, points=points,
-        prefill_decode=balance, pareto=pareto, fingerprints=fingerprints, machine_options=machines, notes=notes,
+        recommendations=recommend(ideals, balance, baseline, machines, variants), ideal_batches=ideals, points=points,
+        prefill_decode=balance, pareto=pareto, fingerprints=fingerprints, machine_options=machines,
+        quantize_variants=variants, notes=notes,
     )
 
 
@@ -333,6 +337,9 @@ def _tables(report: Report) -> list[_Block]:
     if report.machine_options:
         blocks += [_Heading(2, "Machine types (fit by the 80 % weights rule; measured where the lake has it, else "
                                "predicted)"), _machine_table(report.machine_options)]
+    if len({v.quantization for v in report.quantize_variants}) > 1:
+        blocks += [_Heading(2, "Quantization variants (weights, GPUs needed, cost at the ideal batch, accuracy)"),
+                   _variant_table(report.quantize_variants, report.ideal_batches)]
     if report.prefill_decode:
         blocks += [_Heading(2, "Prefill vs decode"), _balance_table(report.prefill_decode)]
     frontier = [p for p in report.pareto if p.latency_metric == "e2e_p99_ms"]
@@ -408,6 +415,25 @@ def _machine_table(rows: Sequence[MachineOption]) -> _Table:
          _fmt(r.cost_per_hour), _fmt(r.usd_per_million_input_tokens), _fmt(r.usd_per_million_output_tokens_split),
          _fmt(r.usd_per_million_output_tokens))
         for r in rows), MACHINES_SOURCE)
+
+
+def _variant_table(rows: Sequence[QuantizeVariant], ideals: Sequence[IdealBatch]) -> _Table:
+    """One row per variant config and accuracy result; the verdict is the guide's rule for that variant alone."""
+    by_config = {row.config_id: row for row in ideals}
+    headers = ("config", "variant", "weights", "weight GB (source)", "GPUs needed", "ideal batch", "out tok/s",
+               "$/M out tokens", "accuracy", "delta (95 % CI)", "threshold", "verdict")
+    table = []
+    for v in rows:
+        verdict = variant_verdict(by_config[v.config_id], v).why
+        common = (v.config_label, v.quantization, f"{v.weight_dtype} ({v.weight_bits} bits)",
+                  f"{_fmt(v.weight_gb)} ({v.weight_source})", _fmt(v.gpus_needed) if v.gpus_needed else v.gpus_reason,
+                  _fmt(v.ideal_batch_size), _fmt(v.output_token_throughput), _fmt(v.usd_per_million_output_tokens))
+        if not v.accuracy:
+            table.append((*common, "not measured", "-", "-", verdict))
+        for a in v.accuracy:
+            table.append((*common, f"{a.metric} {a.task}: {_fmt(a.value)} (baseline {_fmt(a.baseline_value)})",
+                          _with_interval(a.delta, a.delta_low, a.delta_high), _fmt(a.threshold), verdict))
+    return _Table(headers, tuple(table))
 
 
 def _balance_table(rows: Sequence[PrefillDecode]) -> _Table:

@@ -32,6 +32,7 @@ VIEWS = (
     "throughput_per_dollar_normalised",
     "prefill_decode",
     "ideal_batch",
+    "quantize_variants",
     "pareto_frontier",
 )
 

@@ -51,9 +51,10 @@ class GroupValues:
 
 
 def group_values(connection: duckdb.DuckDBPyConnection, group: str) -> GroupValues:
-    """Every value of the group's rows in point_costs, ideal_batch and prefill_decode, plus the SLO bounds."""
+    """Every value of the group's rows in point_costs, ideal_batch, prefill_decode and quantize_variants (weight
+    bytes, accuracy), plus the SLO bounds."""
     values = GroupValues(names={group})
-    for view in ("point_costs", "ideal_batch", "prefill_decode"):
+    for view in ("point_costs", "ideal_batch", "prefill_decode", "quantize_variants"):
         relation = connection.sql(f"SELECT * FROM {view} WHERE comparison_group = ?", params=[group])
         for row in relation.to_arrow_table().to_pylist():
             values.add_row(row)

@@ -38,6 +38,10 @@ def _check(lake: str, run_ids: list[str], slo: SLOSpec, baseline: str, catalog=N
             for option in report.machine_options:
                 if option.comparison_group == scope:
                     values.add_row(option.model_dump())
+            # The quantize answer quotes the planner's weight memory and GPU count of its variants.
+            for variant in report.quantize_variants:
+                if variant.comparison_group == scope:
+                    values.add_row(variant.model_dump(exclude={"accuracy"}))
             mine = {label for label in everyone if label in values.names}
             # No config of another group is named ...
             others = [label for label in everyone - mine if label in sentence
