@@ -417,6 +417,11 @@ def _machine_table(rows: Sequence[MachineOption]) -> _Table:
         for r in rows), MACHINES_SOURCE)
 
 
+VARIANTS_SOURCE = ("`SELECT * FROM quantize_variants WHERE source = 'measured'` (variant, weight bytes, accuracy "
+                   "and its comparison), with ideal_batch (batch, throughput, cost) and the planner (weight GB of "
+                   "dummy weights, GPUs needed); the verdict is the guide's rule (servesweep.analysis.variants)")
+
+
 def _variant_table(rows: Sequence[QuantizeVariant], ideals: Sequence[IdealBatch]) -> _Table:
     """One row per variant config and accuracy result; the verdict is the guide's rule for that variant alone."""
     by_config = {row.config_id: row for row in ideals}
@@ -433,7 +438,7 @@ def _variant_table(rows: Sequence[QuantizeVariant], ideals: Sequence[IdealBatch]
         for a in v.accuracy:
             table.append((*common, f"{a.metric} {a.task}: {_fmt(a.value)} (baseline {_fmt(a.baseline_value)})",
                           _with_interval(a.delta, a.delta_low, a.delta_high), _fmt(a.threshold), verdict))
-    return _Table(headers, tuple(table))
+    return _Table(headers, tuple(table), VARIANTS_SOURCE)
 
 
 def _balance_table(rows: Sequence[PrefillDecode]) -> _Table:

@@ -158,6 +158,9 @@ def test_every_figure_is_a_value_of_its_group(traced, tmp_path):
             for option in report.machine_options:
                 if option.comparison_group == item.scope:
                     values.add_row(option.model_dump())
+            for variant in report.quantize_variants:  # the quantize answer's planner weight memory and GPUs
+                if variant.comparison_group == item.scope:
+                    values.add_row(variant.model_dump(exclude={"accuracy"}))
             for label, cell in table.rows:
                 assert not unmatched(cell, values), (item.scope, label, cell)
     finally:
