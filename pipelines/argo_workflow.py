@@ -2,7 +2,8 @@
 
     resolve-spec -> plan -> provision -> load-model -> quantize, plan-sweep
         -> for each deployment (one at a time): deploy-server -> sweep -> accuracy -> teardown-server
-        -> collect-metrics -> write-lake (with the accuracy rows) -> report -> check-points (exit code 3 or 4 when points failed)
+        -> collect-metrics -> write-lake (with the accuracy rows) -> report
+        -> check-points (exit code 3 or 4 when points failed)
     onExit: teardown-all
 
 Every template is a container running `python -m pipelines.argo_steps STEP` in the servesweep image,

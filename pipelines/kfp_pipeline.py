@@ -2,7 +2,8 @@
 
     resolve-spec -> plan (roofline predictions) -> provision -> load-model -> quantize, plan-sweep
         -> for each deployment (one at a time): deploy-server -> sweep -> accuracy -> teardown-server
-        -> collect-metrics -> write-lake (with the accuracy rows) -> report (Metrics, HTML and Markdown shown on the KFP run page)
+        -> collect-metrics -> write-lake (with the accuracy rows)
+        -> report (Metrics, HTML and Markdown shown on the KFP run page)
         -> check-points (fails the run, exit code 3 or 4, when any point failed; servesweep.outcome)
     exit handler: teardown-all (stops whatever this job left running, on success, failure or cancel)
 

@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 import yaml
 
 from servesweep.accuracy import Interval, difference_interval, perplexity_interval, proportion_interval
+from servesweep.extras import MissingExtra, require_installed
 from servesweep.heldout import lmeval_template
 
 LMEVAL_TIMEOUT_S = 1800.0
@@ -121,6 +122,10 @@ def offline_env(scratch: Path) -> dict[str, str]:
 
 def score_exact_match(target: Target, split: Path, digits: int, items: int, concurrency: int, seed: int,
                       scratch: Path, timeout_s: float = LMEVAL_TIMEOUT_S) -> Score:
+    try:
+        require_installed("lm_eval", "accuracy", "the accuracy step's exact match")
+    except MissingExtra as error:
+        raise ScoringError(str(error)) from None
     task = write_lmeval_task(split, digits, scratch / "lmeval-tasks")
     request = {"task_dir": str(scratch / "lmeval-tasks"), "task": task, "base_url": target.base_url,
                "model": target.model, "headers": target.headers, "limit": items, "concurrency": concurrency,
@@ -134,8 +139,6 @@ def score_exact_match(target: Target, split: Path, digits: int, items: int, conc
     lines = done.stdout.strip().splitlines()
     if done.returncode or not lines:
         tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
-        if "No module named 'lm_eval'" in done.stderr:
-            tail = ["lm-eval is not installed (pip install 'servesweep[accuracy]')"]
         raise ScoringError(f"lm-eval failed (exit {done.returncode}): {tail[0][:300]}")
     result = json.loads(lines[-1])
     scored = int(result["items"])

@@ -189,6 +189,7 @@ class QuantizeSpec(_Strict):
 
 
 AccuracyTask = Literal["perplexity", "exact_match"]
+ACCURACY_TASKS: tuple[AccuracyTask, ...] = ("perplexity", "exact_match")
 
 
 class AccuracySpec(_Strict):
@@ -197,7 +198,7 @@ class AccuracySpec(_Strict):
 
     enabled: bool | None = Field(None, description="Score the variant. Unset: on when model.weights is "
                                  "'trained', else off (random weights score nothing meaningful in any precision).")
-    tasks: list[AccuracyTask] = Field(default_factory=lambda: ["perplexity", "exact_match"], min_length=1,
+    tasks: list[AccuracyTask] = Field(default_factory=lambda: list(ACCURACY_TASKS), min_length=1,
                                       max_length=2, description="What to score: 'perplexity' (of the answers "
                                       "given the problems, from the server's prompt log-probabilities) and "
                                       "'exact_match' (greedy answers, through lm-evaluation-harness).")

@@ -24,7 +24,7 @@ from servesweep.spec import BenchmarkSpec
 from servesweep.sweep_plan import plan_deployments
 
 SPEC = {"name": "acc", "model": {"name": "adder", "preset": "tiny-trained", "weights": "trained"},
-        "server": {"kind": "vllm", "max_model_len": 256}, "sweep": {"batch_sizes": [1]}}
+        "server": {"kind": "vllm", "max_model_len": 256}, "sweep": {"batch_sizes": [1], "requests_per_point": 4}}
 
 
 @pytest.fixture(scope="module")
