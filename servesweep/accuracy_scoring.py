@@ -3,9 +3,10 @@
 Perplexity comes from the server's prompt log-probabilities. vLLM's CPU build (0.32, probed with the trained
 model) answers all three forms: `/v1/completions` with `echo: true, logprobs: 1, max_tokens: 0`, the same with
 `max_tokens: 1`, and `prompt_logprobs: 0`; this uses the first, the OpenAI completions shape other servers
-share: `choices[0].logprobs.token_logprobs` (null for the BOS token, which has no context) with
-`text_offset`, the character where each token starts, which selects the answer's tokens
-(servesweep.heldout: `context_chars`). The math is servesweep.accuracy's.
+share: `choices[0].logprobs.token_logprobs` (null for the BOS token, which has no context). The answer's
+tokens are those past the problem's (servesweep.heldout: `context_chars`), whose count comes from echoing the
+problem alone: vLLM's `text_offset` counts characters of the decoded tokens, not of the prompt, so it cannot
+say where the answer starts. The math is servesweep.accuracy's.
 
 Exact match runs lm-evaluation-harness (`local-completions` against the endpoint's /v1/completions, text
 requests, no tokenizer) on the project's task file, in a child process with the Hugging Face offline switches
@@ -78,16 +79,26 @@ def _post(target: Target, body: dict[str, Any]) -> dict[str, Any]:
         raise ScoringError(f"{target.base_url}: {error}") from None
 
 
-def answer_logprobs(target: Target, text: str, context_chars: int) -> list[float]:
-    """Log-probabilities of the tokens of `text` that start at or after `context_chars` (echoed prompt)."""
-    answer = _post(target, {"prompt": text, "echo": True, "logprobs": 1, "max_tokens": 0, "temperature": 0})
+def _echo(target: Target, prompt: str) -> list[float | None]:
+    """The server's log-probability of every token of `prompt` (None for the first, BOS), echoed back."""
+    answer = _post(target, {"prompt": prompt, "echo": True, "logprobs": 1, "max_tokens": 0, "temperature": 0})
     try:
-        logprobs = answer["choices"][0]["logprobs"]
-        pairs = zip(logprobs["text_offset"], logprobs["token_logprobs"], strict=True)
-    except (KeyError, IndexError, TypeError, ValueError):
+        logprobs: list[float | None] = answer["choices"][0]["logprobs"]["token_logprobs"]
+    except (KeyError, IndexError, TypeError):
         raise ScoringError(f"{target.base_url}: no prompt log-probabilities in the answer (echo + logprobs "
                            "unsupported?)") from None
-    return [float(lp) for offset, lp in pairs if lp is not None and offset >= context_chars]
+    return logprobs
+
+
+def answer_logprobs(target: Target, text: str, context_chars: int) -> list[float]:
+    """Log-probabilities of the tokens of `text` after its first `context_chars` characters. The context's
+    token count comes from echoing it alone: `text_offset` cannot say, as vLLM counts it over the decoded
+    tokens (a word-level tokenizer's carry no spaces), not over the prompt's characters."""
+    context = len(_echo(target, text[:context_chars]))
+    full = _echo(target, text)
+    if len(full) <= context:
+        raise ScoringError(f"{target.base_url}: {text!r} has no tokens after its first {context_chars} characters")
+    return [float(lp) for lp in full[context:] if lp is not None]
 
 
 def score_perplexity(target: Target, rows: list[dict[str, Any]], task: str, concurrency: int, seed: int,
