@@ -36,6 +36,7 @@ from servesweep.extras import MissingExtra, require_installed
 from servesweep.heldout import lmeval_template
 
 LMEVAL_TIMEOUT_S = 1800.0
+WORKER = Path(__file__).with_name("lmeval_worker.py")  # run as a file: it imports no servesweep module
 
 
 class ScoringError(RuntimeError):
@@ -142,7 +143,7 @@ def score_exact_match(target: Target, split: Path, digits: int, items: int, conc
                "model": target.model, "headers": target.headers, "limit": items, "concurrency": concurrency,
                "seed": seed, "timeout_s": target.timeout_s}
     try:
-        done = subprocess.run([sys.executable, "-m", "servesweep.lmeval_worker", json.dumps(request)],
+        done = subprocess.run([sys.executable, str(WORKER), json.dumps(request)],
                               capture_output=True, text=True, timeout=timeout_s, env=offline_env(scratch),
                               stdin=subprocess.DEVNULL, check=False)
     except subprocess.TimeoutExpired:

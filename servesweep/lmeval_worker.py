@@ -3,9 +3,10 @@
 A child, not a call in the step's own process: lm-eval configures logging, imports datasets and torch, and
 reads its offline switches (HF_DATASETS_OFFLINE, HF_HUB_OFFLINE) when it is imported, so a fresh interpreter
 with those set is the one way to be sure nothing is downloaded, and a hang or crash in it is bounded by the
-parent's timeout instead of taking the step down. It prints one JSON line, the result, last.
+parent's timeout instead of taking the step down. It is run as a file and imports no servesweep module, so
+it works whatever the child's sys.path. It prints one JSON line, the result, last.
 
-    python -m servesweep.lmeval_worker '{"task_dir": DIR, "task": NAME, "base_url": URL, "model": NAME,
+    python lmeval_worker.py '{"task_dir": DIR, "task": NAME, "base_url": URL, "model": NAME,
                                           "headers": {...}, "limit": N, "concurrency": 8, "seed": 0}'
 """
 
