@@ -143,7 +143,8 @@ def score_exact_match(target: Target, split: Path, digits: int, items: int, conc
                "model": target.model, "headers": target.headers, "limit": items, "concurrency": concurrency,
                "seed": seed, "timeout_s": target.timeout_s}
     try:
-        done = subprocess.run([sys.executable, str(WORKER), json.dumps(request)],
+        # -P: the script's folder (servesweep/, with its platform.py and secrets.py) must not shadow the stdlib.
+        done = subprocess.run([sys.executable, "-P", str(WORKER), json.dumps(request)],
                               capture_output=True, text=True, timeout=timeout_s, env=offline_env(scratch),
                               stdin=subprocess.DEVNULL, check=False)
     except subprocess.TimeoutExpired:
