@@ -6,8 +6,9 @@ SPEC ?= specs/local.yaml
 GKE_SPEC ?= specs/gke.yaml
 IMAGE ?= us-docker.pkg.dev/servesweep/servesweep/servesweep:0.1.0
 STAMP := $(VENV)/.installed
-# Every extra the tests and the pipeline use: the local platform, both orchestrators, GKE, the report, dev tools.
-EXTRAS ?= local,kfp,argo,gke,report,sketch,dev
+# Every extra the tests and the pipeline use: the local platform, both orchestrators, GKE, the report, the
+# accuracy step's lm-eval, dev tools.
+EXTRAS ?= local,kfp,argo,gke,report,sketch,accuracy,dev
 
 .PHONY: setup run test test-unit test-integration test-e2e lint docs compile image query clean bench-loadgen bench-sampler bench-lake bench-gpu-report bench-h200-report quantize-venv
 

@@ -129,6 +129,22 @@ def sweep(spec_json: str, deployment: str, deployment_id: str, endpoint_json: st
     run_sweep(_spec(spec_json), planned, Endpoint.model_validate_json(endpoint_json), model, out_raw)
 
 
+def accuracy(spec_json: str, deployment: str, deployment_id: str, endpoint_json: str, out_scores: str) -> None:
+    """`deployment_id` names the scores artifact's key; it must be the deployment's own."""
+    import pyarrow.parquet as pq
+
+    from components.accuracy import score_accuracy
+    from servesweep.platform.types import Endpoint
+    from servesweep.sweep_plan import Deployment
+
+    planned = Deployment.model_validate_json(deployment)
+    if planned.deployment_id != deployment_id:
+        raise _ArgumentError(f"deployment_id {deployment_id!r} is not the deployment's ({planned.deployment_id!r})")
+    rows = score_accuracy(_spec(spec_json), Endpoint.model_validate_json(endpoint_json), planned)
+    Path(out_scores).mkdir(parents=True, exist_ok=True)
+    pq.write_table(rows, Path(out_scores) / "accuracy.parquet")
+
+
 def teardown_server(endpoint_json: str, owner: str) -> None:
     from components.deploy_server import teardown_server as teardown
     from servesweep.platform.types import Endpoint
@@ -152,12 +168,15 @@ def collect_metrics(spec_json: str, model: str, raws: str, predicted: str, out_t
     save_tables(result, out_tables)
 
 
-def write_lake(spec_json: str, tables: str) -> None:
+def write_lake(spec_json: str, tables: str, scores: str) -> None:
+    """`scores` holds one folder per deployment (the accuracy steps' key-only artifacts under one prefix)."""
     from components.collect_metrics import load_tables
+    from components.write_lake import with_accuracy
     from components.write_lake import write_lake as write
 
     spec = _spec(spec_json)
-    written = write(spec.lake_uri, spec.run_id, load_tables(tables))
+    files = sorted(Path(scores).glob("*/accuracy.parquet")) if Path(scores).is_dir() else []
+    written = write(spec.lake_uri, spec.run_id, with_accuracy(load_tables(tables), files))
     print(f"lake {spec.lake_uri} run {spec.run_id}: {written}")
 
 
@@ -191,7 +210,7 @@ def teardown_all(owner: str, spec_yaml: str) -> None:
 STEPS: dict[str, Callable[..., None]] = {
     "resolve-spec": resolve_spec, "plan": plan, "provision": provision, "load-model": load_model,
     "quantize": quantize, "plan-sweep": plan_sweep, "deploy-server": deploy_server, "sweep": sweep,
-    "teardown-server": teardown_server,
+    "accuracy": accuracy, "teardown-server": teardown_server,
     "collect-metrics": collect_metrics, "write-lake": write_lake, "report": report, "check-points": check_points,
     "teardown-all": teardown_all,
 }

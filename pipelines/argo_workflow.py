@@ -1,8 +1,9 @@
 """The benchmark as an Argo Workflow (hera): the KFP pipeline's DAG, step for step.
 
     resolve-spec -> plan -> provision -> load-model -> quantize, plan-sweep
-        -> for each deployment (one at a time): deploy-server -> sweep -> teardown-server
-        -> collect-metrics -> write-lake -> report -> check-points (exit code 3 or 4 when points failed)
+        -> for each deployment (one at a time): deploy-server -> sweep -> accuracy -> teardown-server
+        -> collect-metrics -> write-lake (with the accuracy rows) -> report
+        -> check-points (exit code 3 or 4 when points failed)
     onExit: teardown-all
 
 Every template is a container running `python -m pipelines.argo_steps STEP` in the servesweep image,
@@ -40,6 +41,7 @@ IMAGE = os.environ.get("SERVESWEEP_IMAGE", "us-docker.pkg.dev/servesweep/servesw
 OUTPUTS = "/tmp/outputs"
 INPUTS = "/tmp/inputs"
 RAWS_KEY = "servesweep/{{workflow.uid}}/raws"
+SCORES_KEY = "servesweep/{{workflow.uid}}/scores"  # the accuracy steps' rows, one folder per deployment
 # Parameters of the KFP pipeline that are not part of the spec (the report's), with the same defaults.
 REPORT_PARAMETERS = {"baseline_accelerator": "nvidia-l4"}
 
@@ -60,7 +62,7 @@ INFRA_ONLY = RetryStrategy(limit=2, retry_policy="Always", expression=_INFRA, ba
 # Which steps retry how; check-points is absent on purpose: its verdict (exit 3 or 4) stands.
 RETRIES: dict[str, RetryStrategy] = {
     "resolve-spec": INFRA_ONLY, "plan": INFRA_ONLY, "plan-sweep": INFRA_ONLY, "collect-metrics": INFRA_ONLY,
-    "report": INFRA_ONLY, "sweep": INFRA_ONLY,
+    "report": INFRA_ONLY, "sweep": INFRA_ONLY, "accuracy": INFRA_ONLY,
     "provision": API_CALLS, "load-model": API_CALLS, "deploy-server": API_CALLS, "teardown-server": API_CALLS,
     "write-lake": API_CALLS, "teardown-all": API_CALLS, "quantize": INFRA_ONLY,
 }
@@ -69,6 +71,7 @@ QUICK_S = 15 * 60
 PROVISION_S = 45 * 60  # the node-pool operation's own timeout (servesweep/k8s/provision.py, 30 min) and margin
 LOAD_MODEL_S = 2 * 3600  # a model download into the bucket
 POD_START_S = 15 * 60  # scheduling, image pull and node scale-up before the step's own clock starts
+ACCURACY_S = 45 * 60  # lm-eval's own bound (servesweep.accuracy_scoring, 30 min) and the perplexity requests
 
 
 def _sweep_seconds(spec: BenchmarkSpec) -> float:
@@ -95,7 +98,8 @@ def _sweep_seconds(spec: BenchmarkSpec) -> float:
 def step_deadlines(spec: BenchmarkSpec | None) -> dict[str, int]:
     """activeDeadlineSeconds per step: from the spec's timeouts where it sets them, else generous fixed bounds."""
     deadlines = dict.fromkeys(RETRIES, QUICK_S) | {"check-points": QUICK_S, "provision": PROVISION_S,
-                                                   "load-model": LOAD_MODEL_S, "quantize": LOAD_MODEL_S}
+                                                   "load-model": LOAD_MODEL_S, "quantize": LOAD_MODEL_S,
+                                                   "accuracy": ACCURACY_S}
     if spec is not None:
         # Queued provisioning first waits up to its own capacity timeout for GKE to grant the node.
         queued = spec.gke.capacity.queued if spec.gke and spec.gke.provisioning == "node_pool" else None
@@ -205,11 +209,17 @@ def build_workflow(spec: BenchmarkSpec | None = None, image: str = IMAGE, *, wit
                           archive=NoneArchiveStrategy())
         sweep = step("sweep", [spec_json, deployment, _in("deployment_id"), _in("endpoint_json"), _in_file("model")],
                      [raw], image, env=endpoint_env)
+        scores = GCSArtifact(name="scores", path=f"{OUTPUTS}/scores",
+                             key=SCORES_KEY + "/{{inputs.parameters.deployment_id}}", archive=NoneArchiveStrategy())
+        accuracy = step("accuracy", [spec_json, deployment, _in("deployment_id"), _in("endpoint_json")], [scores],
+                        image, env=endpoint_env)
         teardown_server = step("teardown-server", [_in("endpoint_json"), owner], [], image)
         raws = GCSArtifact(name="raws", path=f"{INPUTS}/raws", key=RAWS_KEY)
+        # optional: a run whose accuracy steps all crashed still writes the sweep's tables
+        all_scores = GCSArtifact(name="scores", path=f"{INPUTS}/scores", key=SCORES_KEY, optional=True)
         collect_metrics = step("collect-metrics", [spec_json, _in_file("model"), raws, _in_file("predicted")],
                                [_out_file("tables")], image)
-        write_lake = step("write-lake", [spec_json, _in_file("tables")], [], image)
+        write_lake = step("write-lake", [spec_json, _in_file("tables"), all_scores], [], image)
         report = step("report", [spec_json, _in("baseline_accelerator")], [_out_file("html"), _out_file("markdown")],
                       image)
         check_points = step("check-points", [_in_file("tables")], [], image)  # never retried: its verdict stands
@@ -227,10 +237,14 @@ def build_workflow(spec: BenchmarkSpec | None = None, image: str = IMAGE, *, wit
             endpoint = server.get_parameter("endpoint_json")
             swept = sweep(arguments=_pick(given, "spec_json", "deployment", "deployment_id")
                           | {"endpoint_json": endpoint, "model": model})
+            scored = accuracy(arguments=_pick(given, "spec_json", "deployment", "deployment_id")
+                              | {"endpoint_json": endpoint})
             down = teardown_server(arguments={"endpoint_json": endpoint, "owner": given["owner"]})
             server >> swept
-            # Whether the sweep passed or failed, the accelerators go back before the next deployment.
-            down.depends = f"{swept.name}.Succeeded || {swept.name}.Failed || {swept.name}.Errored"
+            # After the sweep, passed or failed: scoring beside its load would skew both.
+            scored.depends = _finished(swept.name)
+            # Whatever the sweep and the scoring did, the accelerators go back before the next deployment.
+            down.depends = f"({_finished(swept.name)}) && ({_finished(scored.name)})"
 
         # parallelism 1: one deployment at a time, as every server wants the same accelerators.
         with DAG(name="servesweep", parallelism=1):
@@ -262,6 +276,10 @@ def build_workflow(spec: BenchmarkSpec | None = None, image: str = IMAGE, *, wit
             model_task >> variant
             [variant, deployments] >> swept_all >> collected >> lake >> summary >> verdict
     return workflow
+
+
+def _finished(task: str) -> str:
+    return f"{task}.Succeeded || {task}.Failed || {task}.Errored"
 
 
 def _pick(values: dict[str, str], *names: str) -> dict[str, str]:

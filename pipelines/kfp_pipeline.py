@@ -1,8 +1,9 @@
 """The benchmark as a Kubeflow Pipelines (v2) DAG: thin wrappers around the plain steps in `components`.
 
     resolve-spec -> plan (roofline predictions) -> provision -> load-model -> quantize, plan-sweep
-        -> for each deployment (one at a time): deploy-server -> sweep -> teardown-server
-        -> collect-metrics -> write-lake -> report (Metrics, HTML and Markdown shown on the KFP run page)
+        -> for each deployment (one at a time): deploy-server -> sweep -> accuracy -> teardown-server
+        -> collect-metrics -> write-lake (with the accuracy rows)
+        -> report (Metrics, HTML and Markdown shown on the KFP run page)
         -> check-points (fails the run, exit code 3 or 4, when any point failed; servesweep.outcome)
     exit handler: teardown-all (stops whatever this job left running, on success, failure or cancel)
 
@@ -143,6 +144,22 @@ def sweep(spec_json: str, deployment: dict, endpoint_json: str, model: Input[Mod
 
 
 @dsl.component(base_image=IMAGE)
+def accuracy(spec_json: str, deployment: dict, endpoint_json: str, scores: Output[Dataset]):
+    import pyarrow.parquet as pq
+
+    from components.accuracy import score_accuracy
+    from pipelines.kfp_io import json_param
+    from servesweep.platform.types import Endpoint
+    from servesweep.spec import parse_spec
+    from servesweep.sweep_plan import Deployment
+
+    rows = score_accuracy(parse_spec(json_param(spec_json)), Endpoint.model_validate(json_param(endpoint_json)),
+                          Deployment.model_validate(deployment))
+    pq.write_table(rows, scores.path)
+    scores.metadata.update({"rows": len(rows)})
+
+
+@dsl.component(base_image=IMAGE)
 def teardown_server(endpoint_json: str, owner: str):
     from components.deploy_server import teardown_server as teardown
     from pipelines.kfp_io import json_param
@@ -173,14 +190,16 @@ def collect_metrics(spec_json: str, model: Input[Model], raws: Input[list[Datase
 
 
 @dsl.component(base_image=IMAGE)
-def write_lake(spec_json: str, tables: Input[Dataset]) -> str:
+def write_lake(spec_json: str, tables: Input[Dataset], scores: Input[list[Dataset]]) -> str:
     from components.collect_metrics import load_tables
+    from components.write_lake import with_accuracy
     from components.write_lake import write_lake as write
     from pipelines.kfp_io import json_param
     from servesweep.spec import parse_spec
 
     spec = parse_spec(json_param(spec_json))
-    written = write(spec.lake_uri, spec.run_id, load_tables(tables.path))
+    written = write(spec.lake_uri, spec.run_id,
+                    with_accuracy(load_tables(tables.path), [score.path for score in scores]))
     print(f"lake {spec.lake_uri} run {spec.run_id}: {written}")
     return spec.lake_uri
 
@@ -270,11 +289,15 @@ def servesweep_pipeline(
                                            model=variant.outputs["quantized"]))
             swept = _cached(sweep(spec_json=item.spec_json, deployment=item.deployment, endpoint_json=server.output,
                                   model=variant.outputs["quantized"]))
-            _cached(teardown_server(endpoint_json=server.output, owner=owner)).after(swept)
+            # After the sweep (scoring beside its load would skew both), on the same server, before teardown.
+            scored = _cached(accuracy(spec_json=item.spec_json, deployment=item.deployment,
+                                      endpoint_json=server.output)).after(swept)
+            _cached(teardown_server(endpoint_json=server.output, owner=owner)).after(swept, scored)
         collected = _cached(collect_metrics(spec_json=spec_json, model=variant.outputs["quantized"],
                                             raws=dsl.Collected(swept.outputs["raw"]),
                                             predicted=predictions.outputs["predicted"]))
-        written = _cached(write_lake(spec_json=spec_json, tables=collected.outputs["tables"]))
+        written = _cached(write_lake(spec_json=spec_json, tables=collected.outputs["tables"],
+                                     scores=dsl.Collected(scored.outputs["scores"])))
         summary = _cached(report(spec_json=spec_json, lake_uri=written.output,
                                  baseline_accelerator=baseline_accelerator))
         _cached(check_points(tables=collected.outputs["tables"])).after(summary)

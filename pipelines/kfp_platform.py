@@ -23,7 +23,7 @@ from servesweep.spec import ExternalEndpoint, SecretRef
 HF_TOKEN_ENV = "HF_TOKEN"
 LOAD_MODEL_EXECUTOR = "exec-load-model"
 # The steps that talk to an external endpoint: they get its token from its Secret (server.external.auth_secret).
-ENDPOINT_EXECUTORS = ("exec-deploy-server", "exec-sweep")
+ENDPOINT_EXECUTORS = ("exec-deploy-server", "exec-sweep", "exec-accuracy")
 
 
 def _constant(value: str) -> pipeline_spec_pb2.TaskInputsSpec.InputParameterSpec:
@@ -35,7 +35,7 @@ def _constant(value: str) -> pipeline_spec_pb2.TaskInputsSpec.InputParameterSpec
 def executor_config(gke: GKESpec, hf_token: bool = False,
                     endpoint_token: tuple[str, SecretRef] | None = None) -> k8s_pb.KubernetesExecutorConfig:
     """One step pod's settings; `hf_token` adds the hub token as env (load-model only), `endpoint_token`
-    (variable, Secret key) an external endpoint's token (deploy-server and sweep)."""
+    (variable, Secret key) an external endpoint's token (deploy-server, sweep and accuracy)."""
     runner = gke.runner
     config = k8s_pb.KubernetesExecutorConfig()
     config.node_selector.labels.update(runner.node_selector)

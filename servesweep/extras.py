@@ -19,6 +19,7 @@ EXTRAS = {
     "gke": "the GKE platform: node pools, server Deployments, GCS and hub checkpoints",
     "report": "servesweep report's charts",
     "sketch": "pooled percentiles from the lake's per-point sketches (servesweep pooled): the DDSketch library",
+    "accuracy": "the accuracy step's exact match: lm-evaluation-harness",
 }
 
 

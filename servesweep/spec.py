@@ -196,6 +196,38 @@ class QuantizeSpec(_Strict):
 
 
 
+AccuracyTask = Literal["perplexity", "exact_match"]
+ACCURACY_TASKS: tuple[AccuracyTask, ...] = ("perplexity", "exact_match")
+
+
+class AccuracySpec(_Strict):
+    """The accuracy step: the served variant scored on the trained task's held-out split (servesweep.heldout) and
+    compared with the same model's unquantized variant in the lake."""
+
+    enabled: bool | None = Field(None, description="Score the variant. Unset: on when model.weights is "
+                                 "'trained', else off (random weights score nothing meaningful in any precision).")
+    tasks: list[AccuracyTask] = Field(default_factory=lambda: list(ACCURACY_TASKS), min_length=1,
+                                      max_length=2, description="What to score: 'perplexity' (of the answers "
+                                      "given the problems, from the server's prompt log-probabilities) and "
+                                      "'exact_match' (greedy answers, through lm-evaluation-harness).")
+    items: int | None = Field(None, ge=1, le=100_000, description="Held-out problems scored, 1..100000 (the "
+                              "split's first ones); unset: all of the split (256 for 2 or more digits).")
+    max_exact_match_drop: float = Field(0.02, ge=0, le=1, description="A variant fails when its exact match is "
+                                        "lower than the baseline's by more than this share, [0, 1] (0.02: 2 "
+                                        "points).")
+    max_perplexity_increase: float = Field(0.05, ge=0, le=100, description="A variant fails when its perplexity "
+                                           "exceeds the baseline's by more than this fraction, [0, 100] (0.05: 5 %).")
+    concurrency: int = Field(8, ge=1, le=256, description="Scoring requests in flight at once, 1..256.")
+    request_timeout_s: float = Field(120.0, gt=0, le=3600, description="Timeout of one scoring request, s.")
+
+    @field_validator("tasks")
+    @classmethod
+    def _each_once(cls, value: list[AccuracyTask]) -> list[AccuracyTask]:
+        if len(set(value)) != len(value):
+            raise ValueError("tasks repeat an entry")
+        return value
+
+
 class SecretRef(_Strict):
     """One key of a Kubernetes Secret in the run's namespace."""
 
@@ -702,7 +734,9 @@ class BenchmarkSpec(_Strict):
         "`servesweep run`: one run per variant, in sequence, the unquantized baseline ('none') first, each with "
         "its own run id `<run_id>-<variant>`, all from one source checkpoint. Each variant is a `quantization` "
         "value; empty: the single `quantization`. The cluster pipelines run one variant per run.")
-    quantize: QuantizeSpec = Field(default_factory=QuantizeSpec, description="The quantize and accuracy steps.")
+    quantize: QuantizeSpec = Field(default_factory=QuantizeSpec, description="The quantize step.")
+    accuracy: AccuracySpec = Field(default_factory=AccuracySpec, description="The accuracy step: the variant's "
+                                   "perplexity and exact match, and their change from the unquantized baseline.")
     accelerator: AcceleratorSpec = Field(default_factory=AcceleratorSpec, description="What each server runs on.")
     workloads: list[WorkloadShape] = Field(
         default_factory=lambda: [WorkloadShape(input_tokens=64, output_tokens=32)], min_length=1, max_length=64,
@@ -798,6 +832,12 @@ class BenchmarkSpec(_Strict):
                              "locally put the value in server.env")
         if "HF_TOKEN" in self.server.secret_env and getattr(self.gke.model, "token_secret", None):
             raise ValueError("server.secret_env HF_TOKEN: the hub token already comes from gke.model.token_secret")
+
+    @property
+    def accuracy_enabled(self) -> bool:
+        """Whether the accuracy step scores this run (by default only a trained model's)."""
+        enabled = self.accuracy.enabled
+        return self.model.weights == "trained" if enabled is None else enabled
 
     def with_run_id(self, job_id: str = "") -> BenchmarkSpec:
         """The spec with a concrete run id when none was given: name + the orchestrator's job id when there is

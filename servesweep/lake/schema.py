@@ -397,8 +397,9 @@ ACCURACY = pa.schema(
         _f("task", pa.string(), "What was scored: a held-out text set (perplexity) or an lm-eval task name.",
            nullable=False),
         _f("metric", pa.string(), "perplexity (exp of the mean negative log-likelihood per token, from the "
-           "server's prompt log-probabilities; every token but each text's first) or exact_match (share of "
-           "problems whose greedy completion equals the answer).", nullable=False),
+           "server's prompt log-probabilities of each held-out line's answer tokens, given its problem: "
+           "servesweep.heldout) or exact_match (share of problems whose greedy completion equals the answer).",
+           nullable=False),
         _f("higher_is_better", pa.bool_(), "Direction of the metric: exact_match yes, perplexity no.",
            nullable=False),
         _f("value", pa.float64(), "The metric over the task's items.", nullable=False),
@@ -406,7 +407,7 @@ ACCURACY = pa.schema(
            "over problems (exact_match)."),
         _f("ci_high", pa.float64(), "95 % interval, high end."),
         _f("items", pa.int32(), "Texts or problems scored."),
-        _f("tokens", pa.int64(), "Tokens with a log-probability (perplexity); null for exact_match."),
+        _f("tokens", pa.int64(), "Answer tokens scored (perplexity); null for exact_match."),
         _f("baseline_run_id", pa.string(), "The run of the same model's unquantized variant compared against; "
            "null for the baseline itself or when none was found."),
         _f("baseline_value", pa.float64(), "The baseline's value of the same task and metric."),

@@ -156,7 +156,7 @@ def test_steps_never_ask_which_platform_they_run_on(path: Path):
 # Not drawn: modules anyone may import, which import no other servesweep module (the package itself: the version).
 LEAVES = ("servesweep.secrets", "servesweep.synthetic_task", "servesweep.accuracy", "servesweep.llmc_worker",
           "servesweep.yamlfile", "servesweep.extras", "servesweep.outcome", "servesweep.runlock",
-          "servesweep.vllm_plugin", "servesweep.quantization", "servesweep.nvml")
+          "servesweep.vllm_plugin", "servesweep.quantization", "servesweep.nvml", "servesweep.lmeval_worker")
 _EDGE = re.compile(r"^\s*(\w+)(?:\[[^\]]*\])?\s*-->\s*(\w+)")
 
 

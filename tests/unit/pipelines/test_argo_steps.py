@@ -55,7 +55,7 @@ def output(pod: Path, name: str) -> Path:
 def test_the_workflow_runs_end_to_end_through_its_own_command_lines(tmp_path, capsys):
     # A server kind with no local launcher: every step runs for real, deploy fails cleanly, no server starts.
     spec = BenchmarkSpec.model_validate({"name": "argo-steps", "server": {"kind": "tgi"},
-                                         "lake_uri": str(tmp_path / "lake")})
+                                         "lake_uri": str(tmp_path / "lake"), "accuracy": {"enabled": True}})
     argo, owner = FakeArgo(tmp_path / "pods", spec), "wf-uid-1"
 
     resolved = argo.run("resolve-spec", argo.defaults | {"job_id": owner})  # the workflow's own parameter strings
@@ -65,7 +65,7 @@ def test_the_workflow_runs_end_to_end_through_its_own_command_lines(tmp_path, ca
     capacity = argo.run("provision", {"spec_json": spec_json, "owner": owner})
     model = argo.run("load-model", {"spec_json": spec_json})
     planned = argo.run("plan-sweep", {"spec_json": spec_json})
-    raws = tmp_path / "bucket" / "raws"
+    raws, scores = tmp_path / "bucket" / "raws", tmp_path / "bucket" / "scores"
     for deployment in json.loads(output(planned, "deployments").read_text()):
         item = {"spec_json": spec_json, "capacity_json": output(capacity, "capacity_json").read_text(),
                 "deployment": json.dumps(deployment), "deployment_id": deployment["deployment_id"], "owner": owner}
@@ -73,10 +73,13 @@ def test_the_workflow_runs_end_to_end_through_its_own_command_lines(tmp_path, ca
         item["endpoint_json"] = output(server, "endpoint_json").read_text()
         swept = argo.run("sweep", item, {"model": output(model, "model")})
         shutil.copytree(output(swept, "raw"), raws / deployment["deployment_id"])  # the key-only artifact
+        scored = argo.run("accuracy", item)
+        shutil.copytree(output(scored, "scores"), scores / deployment["deployment_id"])
         argo.run("teardown-server", item)
     collected = argo.run("collect-metrics", {"spec_json": spec_json}, {
         "model": output(model, "model"), "raws": raws, "predicted": output(predictions, "predicted")})
-    argo.run("write-lake", {"spec_json": spec_json}, {"tables": output(collected, "tables")})
+    argo.run("write-lake", {"spec_json": spec_json}, {"tables": output(collected, "tables"), "scores": scores})
+    assert "accuracy: not scored, the server failed" in capsys.readouterr().out
     baseline = argo.defaults["baseline_accelerator"]
     summary = argo.run("report", {"spec_json": spec_json, "baseline_accelerator": baseline})
     assert "<html" in output(summary, "html").read_text().lower() and output(summary, "markdown").is_file()
@@ -91,6 +94,7 @@ def test_the_workflow_runs_end_to_end_through_its_own_command_lines(tmp_path, ca
     assert len(measured) == 3 and all(r["status"] == "failed" for r in measured)
     assert all("server kind 'tgi' has no local launcher" in r["failure_reason"] for r in measured)
     assert [r["source"] for r in rows].count("predicted") == 3
+    assert query(str(tmp_path / "lake"), "select count(*) as n from accuracy").to_pylist() == [{"n": 0}]
 
 
 @pytest.mark.parametrize(("argv", "message"), [

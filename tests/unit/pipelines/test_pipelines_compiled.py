@@ -30,7 +30,7 @@ GKE_SPEC = ROOT / "specs" / "gke.yaml"
 UPDATE = os.environ.get("SERVESWEEP_UPDATE_GOLDEN") == "1"
 
 STEPS = {"resolve-spec", "plan", "provision", "load-model", "quantize", "plan-sweep", "deploy-server", "sweep",
-         "teardown-server", "collect-metrics", "write-lake", "report", "check-points"}
+         "accuracy", "teardown-server", "collect-metrics", "write-lake", "report", "check-points"}
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +70,10 @@ def test_both_orchestrators_run_the_same_dag(compiled):
     assert kfp == argo
     assert argo["load-model"] == {"resolve-spec", "plan", "provision"}
     assert argo["quantize"] == {"resolve-spec", "plan", "provision", "load-model"}
-    assert argo["teardown-server"] == {"resolve-spec", "plan", "provision", "load-model", "quantize", "plan-sweep",
-                                       "deploy-server", "sweep"}
+    assert argo["accuracy"] == {"resolve-spec", "plan", "provision", "load-model", "quantize", "plan-sweep",
+                                "deploy-server", "sweep"}  # after the sweep, on its server
+    assert argo["teardown-server"] == argo["accuracy"] | {"accuracy"}
+    assert "accuracy" in argo["write-lake"]  # its rows go into the lake with the sweep's
     assert argo["report"] == STEPS - {"report", "check-points"}
     assert argo["check-points"] == STEPS - {"check-points"}  # the verdict comes after the lake and the report
 
@@ -86,12 +88,16 @@ def test_exit_handler_and_one_deployment_at_a_time(compiled):
     argo = argo_structure(compiled[ARGO])
     assert argo["on_exit"] == "teardown-all" and "teardown-all" in argo["steps"]
     assert argo["dags"][argo["entrypoint"]]["parallelism"] == 1
+    finished = "{0}.Succeeded || {0}.Failed || {0}.Errored"
+    assert argo["dags"]["deployment"]["tasks"]["accuracy"]["depends"] == finished.format("sweep")
     assert argo["dags"]["deployment"]["tasks"]["teardown-server"]["depends"] == (
-        "sweep.Succeeded || sweep.Failed || sweep.Errored")
+        f"({finished.format('sweep')}) && ({finished.format('accuracy')})")
     retried = {name for name, step in argo["steps"].items() if step["retry"]}
     assert {"deploy-server", "sweep", "teardown-server", "teardown-all"} <= retried
     assert argo["steps"]["sweep"]["keyed_artifacts"]["raw"].startswith(
         argo["steps"]["collect-metrics"]["keyed_artifacts"]["raws"] + "/")
+    assert argo["steps"]["accuracy"]["keyed_artifacts"]["scores"].startswith(
+        argo["steps"]["write-lake"]["keyed_artifacts"]["scores"] + "/")
 
 
 def test_parameters_are_typed_and_the_same_on_both(compiled):
