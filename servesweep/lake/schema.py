@@ -155,6 +155,10 @@ REQUESTS = pa.schema(
         _f("output_chunks", pa.int32(), "Token chunks the client received."),
         _f("slo_met", pa.bool_(), "Succeeded within every per-request SLO limit (slo.request_*_ms); null when "
            "none is set."),
+        _f("conversation", pa.int32(), "Which conversation of its point the request is a turn of (a "
+           "conversation workload: synthetic, or a ShareGPT file's turns); null: a request of its own. v7+."),
+        _f("turn", pa.int32(), "Its 0-based turn in that conversation: its prompt holds the earlier turns' "
+           "messages and the server's own answers to them; null: not a conversation's. v7+."),
     ]
 )
 
@@ -423,6 +427,7 @@ def migrate_v5_to_v6(table: str, data: pa.Table) -> pa.Table:
 
 # Columns v7 adds, per table (each also defined, with its doc, in the table's schema above).
 V7_ADDED: dict[str, tuple[str, ...]] = {
+    "requests": ("conversation", "turn"),
     "runs": ("quantization", "quantize_how", "quantize_tool", "quantize_tool_version", "quantize_cache_key",
              "quantize_cached", "quantize_seconds", "weight_bytes"),
 }
