@@ -164,3 +164,16 @@ def test_sharegpt_conversations_replay_the_files_human_turns(factory, tmp_path):
         factory.count("six seven") - overhead
     with pytest.raises(ValueError, match="replays a sharegpt dataset"):
         WorkloadShape.model_validate(shape | {"dataset": {"format": "jsonl", "path": str(path)}})
+
+
+def test_the_bundled_sample_replays_its_multi_turn_conversations(factory):
+    prompts = _make({"input_tokens": 800, "output_tokens": 64, "api": "chat",
+                     "dataset": {"format": "sharegpt", "path": "bundled:sample-sharegpt.jsonl"},
+                     "conversation": {"turns": 4, "conversations": 8}}, factory, 40)
+    assert {p.turn for p in prompts} >= {0, 1, 2}  # the sample has conversations of 1 to 4 human turns
+    by_conversation: dict[int, list[Prompt]] = {}
+    for p in prompts:
+        by_conversation.setdefault(p.conversation, []).append(p)
+    for turns in by_conversation.values():
+        assert [p.turn for p in turns] == list(range(len(turns)))
+        assert all(later.input_tokens > earlier.input_tokens for earlier, later in zip(turns, turns[1:]))
