@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pyarrow as pa
@@ -176,4 +177,4 @@ def test_the_bundled_sample_replays_its_multi_turn_conversations(factory):
         by_conversation.setdefault(p.conversation, []).append(p)
     for turns in by_conversation.values():
         assert [p.turn for p in turns] == list(range(len(turns)))
-        assert all(later.input_tokens > earlier.input_tokens for earlier, later in zip(turns, turns[1:]))
+        assert all(later.input_tokens > earlier.input_tokens for earlier, later in itertools.pairwise(turns))
