@@ -129,3 +129,12 @@ def test_two_workers_keep_each_lane_whole_and_carry_the_turns(zero_server):
     for (conversation, turn), record in turns.items():
         if turn:
             assert turns[conversation, turn - 1].token_times[-1] <= record.sent_at
+
+
+def test_a_timed_warm_up_sends_turns_alone_and_the_lanes_start_after_it(zero_server):
+    result = run_load(_plan(zero_server, num_requests=6, warmup_s=0.1, warmup_requests=1), _turns(2, 3))
+    warm = [r for r in result.records if r.warmup]
+    assert warm and all(r.conversation is None and r.ok for r in warm)  # later conversations' turns, sent alone
+    turns = _by_turn(result.records)
+    assert sorted(turns) == [(c, t) for c in range(2) for t in range(3)] and all(r.ok for r in turns.values())
+    assert min(r.sent_at for r in turns.values()) >= max(r.sent_at for r in warm)
