@@ -74,7 +74,7 @@ def request_rows(run_id: str, point: SweepPoint, records: list[RequestRecord], s
             "requested_input_tokens": record.requested_input_tokens,
             "requested_output_tokens": record.requested_output_tokens,
             "input_tokens": record.input_tokens, "output_tokens": record.output_tokens,
-            "output_chunks": len(record.token_times),
+            "output_chunks": len(record.token_times), "conversation": record.conversation, "turn": record.turn,
         })
     return rows
 

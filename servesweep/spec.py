@@ -395,16 +395,21 @@ class SharedPrefixSpec(_Strict):
 
 
 class ConversationSpec(_Strict):
-    """Multi-turn conversations: each request is one turn and carries every earlier turn of its conversation
-    with the answers (synthetic text of output_tokens tokens standing for the model's reply), so a server with
-    prefix caching reuses what it computed for the turn before. Turns go out in rounds: the first turn of every
-    conversation, then the second of every one, and so on."""
+    """Multi-turn conversations, as a chat client sends them: each request is one turn, sent once the turn
+    before was answered, and carries every earlier user message with the server's own answers (chat: messages
+    with roles; completions: the texts joined by spaces), so a server with prefix caching reuses what it
+    computed for the turn before. Synthetic user messages, or with a sharegpt dataset the file's human turns.
+    A turn waiting for its answer is not late: its scheduled time is when its slot and its answer were both
+    there. A failed turn ends its conversation (its later turns are recorded as not sent)."""
 
-    turns: int = Field(..., ge=2, le=64, description="Turns per conversation, 2..64.")
+    turns: int = Field(..., ge=2, le=64, description="Turns per conversation, 2..64 (with a dataset: at most "
+                       "this many of each conversation's human turns).")
     conversations: int = Field(8, ge=1, le=10_000, description="Conversations running side by side, 1..10000 "
-                               "(at least the batch size keeps the server's batch full).")
-    question_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS, description="Tokens of each user turn; null: "
-                                        "input_tokens // turns. The whole history stays within input_tokens.")
+                               "(at least the batch size keeps the server's batch full); each one that ends "
+                               "gives its place to the next.")
+    question_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS, description="Synthetic: tokens of each user "
+                                        "turn; null: input_tokens // turns. The whole history stays within "
+                                        "input_tokens (a conversation that would outgrow it ends early).")
 
 
 class WorkloadShape(_Strict):
@@ -428,8 +433,10 @@ class WorkloadShape(_Strict):
     dataset: DatasetSpec | None = Field(None, description="Prompts from a file instead of synthetic ones.")
     shared_prefix: SharedPrefixSpec | None = Field(None, description="Synthetic prompts that share system "
                                                    "prompts (prefix caching).")
-    conversation: ConversationSpec | None = Field(None, description="Synthetic multi-turn conversations, each "
-                                                  "turn carrying the earlier ones (prefix caching).")
+    conversation: ConversationSpec | None = Field(None, description="Multi-turn conversations, each turn "
+                                                  "sent after the answer before it and carrying the earlier turns "
+                                                  "with the server's answers (prefix caching); with a sharegpt "
+                                                  "dataset, its conversations replayed turn by turn.")
     input_distribution: LengthDistribution | None = Field(None, description="Synthetic prompts: how their "
                                                           "length varies (default fixed).")
     output_distribution: LengthDistribution | None = Field(None, description="How max_tokens varies (default "
@@ -461,6 +468,9 @@ class WorkloadShape(_Strict):
         if self.min_tokens is not None and self.min_tokens > self.output_tokens:
             raise ValueError(f"min_tokens {self.min_tokens} exceeds output_tokens {self.output_tokens}")
         shapes = [name for name in ("dataset", "shared_prefix", "conversation") if getattr(self, name) is not None]
+        if shapes == ["dataset", "conversation"] and self.dataset is not None and self.conversation is not None:
+            self._replayed(self.dataset, self.conversation)
+            shapes = ["dataset"]
         if len(shapes) > 1:
             raise ValueError(f"a workload takes one of dataset, shared_prefix, conversation; got {', '.join(shapes)}")
         if self.shared_prefix is not None and self.shared_prefix.prefix_tokens >= self.input_tokens:
@@ -484,6 +494,16 @@ class WorkloadShape(_Strict):
             raise ValueError(f"extra_body must be JSON: {error}") from None
         return self
 
+    @staticmethod
+    def _replayed(dataset: DatasetSpec, conversation: ConversationSpec) -> None:
+        """A dataset with a conversation: a ShareGPT file replayed turn by turn."""
+        if dataset.format != "sharegpt":
+            raise ValueError(f"a conversation replays a sharegpt dataset, not {dataset.format}")
+        if conversation.question_tokens is not None:
+            raise ValueError("conversation.question_tokens is for synthetic turns: the file brings its own")
+        if dataset.output == "distribution":
+            raise ValueError("a replayed conversation's output is dataset or fixed, not distribution")
+
     @property
     def min_output_tokens(self) -> int:
         """The min_tokens every request asks for (a request asking for fewer tokens: its max_tokens)."""
@@ -498,7 +518,7 @@ class WorkloadShape(_Strict):
     def source(self) -> str:
         """The data source building its requests (servesweep.loadgen.sources)."""
         if self.dataset is not None:
-            return self.dataset.format
+            return "sharegpt-conversation" if self.conversation is not None else self.dataset.format
         if self.shared_prefix is not None:
             return "shared-prefix"
         return "conversation" if self.conversation is not None else "synthetic"

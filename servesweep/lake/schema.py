@@ -121,8 +121,8 @@ from servesweep.lake.sketch import RELATIVE_ACCURACY, SKETCH_TYPE, grouped
 #      the unquantized baseline); runs gain the quantize step's result; points gain 95 % intervals of the
 #      ITL percentiles (itl_*_ci_*_ms, a cluster bootstrap over requests) and imported_from (rows imported
 #      from vLLM's bench, guidellm or inference-perf; requests.sent_at_unix and requested_output_tokens may be
-#      null in such rows); the columns listed in V7_ADDED (per
-#      table) read as null in older rows (migrate_v6_to_v7).
+#      null in such rows); requests gain conversation and turn (multi-turn workloads). The columns listed in
+#      V7_ADDED (per table) read as null in older rows (migrate_v6_to_v7).
 SCHEMA_VERSION = 7
 TABLES = ("requests", "points", "server_metrics", "runs", "accuracy")
 PARTITION_COLUMN = "run_id"
@@ -174,6 +174,10 @@ REQUESTS = pa.schema(
         _f("output_chunks", pa.int32(), "Token chunks the client received."),
         _f("slo_met", pa.bool_(), "Succeeded within every per-request SLO limit (slo.request_*_ms); null when "
            "none is set."),
+        _f("conversation", pa.int32(), "Which conversation of its point the request is a turn of (a "
+           "conversation workload: synthetic, or a ShareGPT file's turns); null: a request of its own. v7+."),
+        _f("turn", pa.int32(), "Its 0-based turn in that conversation: its prompt holds the earlier turns' "
+           "messages and the server's own answers to them; null: not a conversation's. v7+."),
     ]
 )
 
@@ -461,6 +465,7 @@ def migrate_v5_to_v6(table: str, data: pa.Table) -> pa.Table:
 V7_ADDED: dict[str, tuple[str, ...]] = {
     "points": tuple(f"itl_{stat}_ci_{end}_ms" for stat in CI_PERCENTILES for end in ("low", "high"))
     + ("imported_from",),
+    "requests": ("conversation", "turn"),
     "runs": ("quantization", "quantize_how", "quantize_tool", "quantize_tool_version", "quantize_cache_key",
              "quantize_cached", "quantize_seconds", "weight_bytes"),
 }

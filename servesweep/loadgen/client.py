@@ -45,6 +45,11 @@ class RequestRecord:
     stream: TokenScanner | None = field(default=None, repr=False)  # read by `settle`, after the point
     min_output_tokens: int | None = None  # fewest tokens an ok response has; None: requested_output_tokens
     cooldown: bool = False  # sent in an open loop's cool-down tail: excluded like a warm-up
+    conversation: int | None = None  # which conversation the request is a turn of; None: not a conversation's
+    turn: int | None = None  # its 0-based turn in that conversation
+    # A conversation turn's token events (raw SSE payloads), kept to rebuild the answer for the next turn;
+    # None (every other request): the stream is not kept and the fast path stays as lean as before.
+    answer_chunks: list[bytes] | None = field(default=None, repr=False)
 
     def settle(self) -> None:
         """Token counts from the stream's `usage`, and why the request is not ok if it is not. Deferred
@@ -75,6 +80,23 @@ class RequestRecord:
     @property
     def ok(self) -> bool:
         return self.error is None and self._length_ok() and len(self.token_times) > 0
+
+    def answer(self) -> str:
+        """The generated text of a request whose stream was kept (`answer_chunks`), in stream order."""
+        return "".join(_event_text(payload) for payload in self.answer_chunks or ())
+
+
+def _event_text(payload: bytes) -> str:
+    """The text one token event carries: a completion's choices[0].text or a chat delta's content."""
+    try:
+        event = json.loads(payload)
+        choice = event["choices"][0]
+    except (json.JSONDecodeError, KeyError, IndexError, TypeError):
+        return ""
+    text = choice.get("text")
+    if text is None:
+        text = (choice.get("delta") or {}).get("content")
+    return text if isinstance(text, str) else ""
 
 
 @dataclass(frozen=True)
@@ -113,6 +135,11 @@ class Prompt:
     output_tokens: int
     text: str = ""
     messages: tuple[tuple[str, str], ...] = ()
+    # A conversation's turn (servesweep.loadgen.lanes): text is only the new user message; the engine adds the
+    # earlier turns and the server's own answers when it sends it. None: a request of its own.
+    conversation: int | None = None
+    turn: int = 0  # 0-based turn within the conversation
+    lane: int = 0  # turns of one lane go one after another, each once the one before it was answered
 
 
 def as_prompt(made: str | Prompt, input_tokens: int, output_tokens: int) -> Prompt:
@@ -265,7 +292,7 @@ class StreamingConnection(asyncio.Protocol):
         assert self._transport is not None and self._record is None
         self._record, self._on_done = record, on_done
         self._state, self._raw, self._status, self._keep_alive = _HEAD, b"", 0, True
-        self._scanner, self._error_body = TokenScanner(), b""
+        self._scanner, self._error_body = TokenScanner(record.answer_chunks), b""
         self._limits, self._last_read = (timeout_s, first_byte_s, idle_s), -1.0
         self._timer = asyncio.get_running_loop().call_later(min(timeout_s, first_byte_s), self._check)
         record.sent_at = _clock() - self._origin
@@ -282,7 +309,10 @@ class StreamingConnection(asyncio.Protocol):
         self._last_read = arrived  # all a read does for the timeouts (see `_check`)
         if self._state == _CHUNKED and self._left == -1 and not self._raw and self._status == 200 \
                 and self._scanner.idle and _is_token_chunk(data):
-            self._record.token_times.append(arrived)  # type: ignore[attr-defined]
+            record = self._record
+            record.token_times.append(arrived)  # type: ignore[attr-defined]
+            if record.answer_chunks is not None:  # a conversation turn: its text is the next turn's history
+                record.answer_chunks.append(data[data.find(b"\r\n") + 8 : -4])
             return
         if self._state == _HEAD:
             rest = self._read_head(data)

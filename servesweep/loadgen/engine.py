@@ -44,6 +44,7 @@ from servesweep.loadgen.client import (
     as_prompt,
     request_payload,
 )
+from servesweep.loadgen.lanes import Lanes
 
 _clock = time.perf_counter
 LAG_PROBE_S = 0.010
@@ -56,6 +57,8 @@ class _RecordFields(TypedDict, total=False):
     scheduled_at: float | None
     request_id: str
     cooldown: bool
+    conversation: int | None
+    turn: int | None
 
 
 @dataclass
@@ -137,8 +140,12 @@ class Engine:
         self.read_lags = array("d")  # kernel receive -> read, per read (kernel-stamped connections only)
         # A plain string (a caller's own WorkerJob) asks for the job's lengths.
         self._prompts = [as_prompt(p, job.input_tokens, job.output_tokens) for p in job.prompts]
-        self._requests = [self._request(prompt, rid) for prompt, rid in zip(self._prompts, job.request_ids,
-                                                                            strict=True)]
+        # Conversation turns are built when they go (their prompt holds the answers before them).
+        self._lanes = Lanes() if any(p.conversation is not None for p in self._prompts) else None
+        self._requests = [b"" if self._lanes else self._request(prompt, rid)
+                          for prompt, rid in zip(self._prompts, job.request_ids, strict=True)]
+        self._in_lane: dict[int, int] = {}  # id(record) -> its index, for the conversation turns in flight
+        self._free: deque[float] = deque()  # closed loop with lanes: times slots fell idle, waiting for an answer
         self._idle: list[StreamingConnection] = []
         self._records: list[RequestRecord] = []
         self._next = 0
@@ -244,13 +251,31 @@ class Engine:
     # -- closed loop -------------------------------------------------------------------------------
     def _start_closed(self) -> None:
         slots = min(self.job.concurrency or 1, len(self._requests))
-        for _ in range(slots):
-            self._issue(*self._next_closed(self._go))
+        if self._lanes is None:
+            for _ in range(slots):
+                taken = self._next_closed(self._go)
+                assert taken is not None  # without lanes there is always a next request
+                self._issue(*taken)
+            return
+        for k, prompt in enumerate(self._prompts):
+            self._lanes.add(k, prompt.lane, self._go)
+        self._free.extend([self._go] * slots)
+        self._fill_slots()
 
-    def _next_closed(self, scheduled: float) -> tuple[RequestRecord, bytes]:
-        """A timed warm-up request while the warm-up lasts, then the next measured one."""
+    def _fill_slots(self) -> None:
+        """Closed loop with lanes: each idle slot takes a ready turn, at max(slot idle, turn ready)."""
+        while self._free and (self._warming() or self._more()):
+            taken = self._next_closed(self._free[0])
+            if taken is None:
+                return  # every pending turn waits for an answer still streaming
+            self._free.popleft()
+            self._issue(*taken)
+
+    def _next_closed(self, scheduled: float) -> tuple[RequestRecord, bytes] | None:
+        """A timed warm-up request while the warm-up lasts, then the next measured one (with lanes: None
+        when no turn is ready)."""
         if _clock() >= self._warm_end:
-            return self._take(scheduled)
+            return self._take(scheduled) if self._lanes is None else self._take_turn(scheduled)
         pool, j = self.job.timed_warmup_prompts, self._warm_sent
         self._warm_sent += 1
         request_id = f"{self.job.warmup_id_prefix}{j}"
@@ -270,7 +295,58 @@ class Engine:
         return record, self._requests[k]
 
     def _more(self) -> bool:
-        return self.stopped is None and self._next < len(self._requests) and _clock() < self._deadline
+        left = self._lanes.pending if self._lanes is not None else self._next < len(self._requests)
+        return self.stopped is None and left and _clock() < self._deadline
+
+    # -- conversation lanes (servesweep.loadgen.lanes) ---------------------------------------------
+    def _take_turn(self, slot_free: float) -> tuple[RequestRecord, bytes] | None:
+        """The next ready turn, sent at max(`slot_free`, when it became ready); turns of conversations that
+        ended are recorded as not sent on the way."""
+        lanes = self._lanes
+        assert lanes is not None
+        while lanes.ready:
+            k, due = lanes.ready.popleft()
+            taken = self._turn(k, max(slot_free, due))
+            if taken is not None:
+                return taken
+        return None
+
+    def _turn(self, k: int, scheduled: float) -> tuple[RequestRecord, bytes] | None:
+        lanes, job, prompt = self._lanes, self.job, self._prompts[k]
+        assert lanes is not None and prompt.conversation is not None
+        phase = job.phases[k] if job.phases is not None else MEASURED
+        record = self._record(job.indices[k], phase == WARMUP, prompt, scheduled_at=scheduled,
+                              request_id=job.request_ids[k], cooldown=phase == COOLDOWN,
+                              conversation=prompt.conversation, turn=prompt.turn)
+        self._records.append(record)
+        why = lanes.ended.get(prompt.conversation)
+        if why is not None:  # recorded, never sent: the conversation broke off
+            record.sent_at, record.error = scheduled, f"not sent: conversation ended ({why})"[:300]
+            lanes.release(prompt.lane, scheduled)
+            return None
+        record.answer_chunks = []
+        self._in_lane[id(record)] = k
+        return record, self._request(lanes.compose(prompt), record.request_id)
+
+    def _turn_ended(self, record: RequestRecord, arrived: float) -> None:
+        k = self._in_lane.pop(id(record), None)
+        if k is not None and self._lanes is not None:
+            self._lanes.answered(record)
+            self._lanes.release(self._prompts[k].lane, arrived)
+
+    def _open_turns(self) -> None:
+        """Open loop: each ready turn goes at max(its arrival, its predecessor's answer), or waits for a slot."""
+        lanes = self._lanes
+        assert lanes is not None
+        while lanes.ready and self.stopped is None:
+            k, due = lanes.ready.popleft()
+            taken = self._turn(k, due)
+            if taken is None:
+                continue
+            if self.job.concurrency and self._in_flight >= self.job.concurrency:
+                self._waiting.append(taken)
+            else:
+                self._issue(*taken)
 
     def _warming(self) -> bool:
         return self.stopped is None and _clock() < self._warm_end
@@ -284,6 +360,11 @@ class Engine:
             return
         now = _clock() - self.origin
         while self._next < len(schedule) and self._go + schedule[self._next] <= now:
+            if self._lanes is not None:
+                self._lanes.add(self._next, self._prompts[self._next].lane, self._go + schedule[self._next])
+                self._next += 1
+                self._open_turns()
+                continue
             taken = self._take(self._go + schedule[self._next])
             if self.job.concurrency and self._in_flight >= self.job.concurrency:
                 self._waiting.append(taken)
@@ -322,12 +403,22 @@ class Engine:
         self._after(record, arrived)
 
     def _after(self, record: RequestRecord, arrived: float) -> None:
+        if self._lanes is not None:
+            self._turn_ended(record, arrived)  # before the breaker: a failed stream body is known now
         self._count(record)
         if self.job.schedule is None:
-            if self._warming() or self._more():  # the slot is free from the moment the response ended
-                self._issue(*self._next_closed(arrived))
-        elif self._waiting:
-            self._issue(*self._waiting.popleft())
+            if self._lanes is not None:
+                self._free.append(arrived)
+                self._fill_slots()
+            elif self._warming() or self._more():  # the slot is free from the moment the response ended
+                taken = self._next_closed(arrived)
+                assert taken is not None
+                self._issue(*taken)
+        else:
+            if self._lanes is not None:
+                self._open_turns()
+            if self._waiting:
+                self._issue(*self._waiting.popleft())
         self._maybe_finish()
 
     def _count(self, record: RequestRecord) -> None:

@@ -17,7 +17,7 @@ import multiprocessing
 import random
 import time
 from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import numpy as np
@@ -136,12 +136,20 @@ def run_load(plan: LoadPlan, make_prompt: PromptMaker) -> LoadResult:
     open_loop = plan.load_kind == "open"
     total = len(open_schedule(plan)[0]) if open_loop else plan.num_requests or _upper_bound(plan)
     make = _prompts(plan, make_prompt)
-    warmups = tuple(make() for _ in range(plan.warmup_requests))
     if plan.lengths is not None:  # a trace's own lengths, arrival by arrival
+        warmups = tuple(make() for _ in range(plan.warmup_requests))
         prompts = [_sized(make_prompt, *plan.lengths[i]) for i in range(total)]
     else:
-        prompts = [make() for _ in range(total)]
-    jobs = split_jobs(plan, prompts, warmups, make)
+        first = make()
+        made = itertools.chain([first], iter(make, None))  # make never returns None: an endless stream
+        if first.conversation is None:
+            warmups = tuple(itertools.islice(made, plan.warmup_requests))
+            prompts = list(itertools.islice(made, total))
+        else:  # a conversation's turns go to the measured requests first: a warm-up sent alone begins no lane
+            prompts = list(itertools.islice(made, total))
+            warmups = tuple(_alone(p) for p in itertools.islice(made, plan.warmup_requests))
+    conversations = _conversational(prompts)
+    jobs = split_jobs(plan, prompts, warmups, (lambda: _alone(make())) if conversations else make)
     started_unix, origin = time.time(), time.perf_counter()
     output = _run_loop(_in_process(jobs[0], origin)) if len(jobs) == 1 else _run_processes(jobs, origin)
     warm = sorted((r for r in output.records if r.warmup), key=lambda r: r.sent_at)
@@ -161,7 +169,12 @@ def _prompts(plan: LoadPlan, make_prompt: PromptMaker) -> Callable[[], Prompt]:
 
 def _sized(make_prompt: PromptMaker, input_tokens: int, output_tokens: int) -> Prompt:
     made = as_prompt(make_prompt(input_tokens), input_tokens, output_tokens)
-    return Prompt(made.input_tokens, output_tokens, made.text, made.messages)
+    return replace(made, output_tokens=output_tokens)  # a conversation's turn stays one
+
+
+def _alone(prompt: Prompt) -> Prompt:
+    """A conversation turn sent as a request of its own (a warm-up): just its user message."""
+    return replace(prompt, conversation=None, turn=0, lane=0)
 
 
 def _p99_ms(seconds: list[float]) -> float | None:
@@ -271,13 +284,26 @@ def split_jobs(plan: LoadPlan, prompts: list[Prompt], warmups: tuple[Prompt, ...
     workers = max(1, min(plan.workers, len(schedule), plan.concurrency or len(schedule)))
     jobs = []
     for w in range(workers):
-        picks = range(w, len(schedule), workers)
+        picks = _worker_picks(prompts, w, workers)
         jobs.append(WorkerJob(prompts=[prompts[i] for i in picks], indices=[indices[i] for i in picks],
                               request_ids=[ids[i] for i in picks], schedule=[schedule[i] for i in picks],
                               phases=[phases[i] for i in picks],
                               concurrency=_share(plan.concurrency, workers, w) if plan.concurrency else None,
                               warmup_prompts=warmups if w == 0 else (), **common))
     return jobs
+
+
+def _worker_picks(prompts: list[Prompt], worker: int, workers: int) -> range | list[int]:
+    """Open loop: arrivals round robin; a conversation's turns all with the worker of their lane (its answers
+    build the next turns)."""
+    if workers == 1 or not _conversational(prompts):
+        return range(worker, len(prompts), workers)
+    return [i for i, p in enumerate(prompts) if p.lane % workers == worker]
+
+
+def _conversational(prompts: Sequence[Prompt | str]) -> bool:
+    """Conversation turns (a caller's own job may give plain strings)."""
+    return any(isinstance(p, Prompt) and p.conversation is not None for p in prompts)
 
 
 def _open_indices(phases: list[int]) -> list[int]:
@@ -291,6 +317,8 @@ def _split_closed(plan: LoadPlan, prompts: list[Prompt], warmups: tuple[Prompt, 
     ids = [f"{plan.request_id_prefix}{i}" for i in range(len(prompts))]
     concurrency = plan.concurrency or 1
     workers = max(1, min(plan.workers, concurrency, len(prompts)))
+    if workers > 1 and _conversational(prompts):
+        return _split_lanes(plan, prompts, warmups, common, workers)
     jobs, start = [], 0
     for w in range(workers):
         slots = _share(concurrency, workers, w)
@@ -306,6 +334,20 @@ def _split_closed(plan: LoadPlan, prompts: list[Prompt], warmups: tuple[Prompt, 
                               timed_warmup_prompts=pool, warmup_id_prefix=f"{plan.request_id_prefix}t{w}-",
                               **common))
     return jobs
+
+
+def _split_lanes(plan: LoadPlan, prompts: list[Prompt], warmups: tuple[Prompt, ...], common: dict[str, Any],
+                 workers: int) -> list[WorkerJob]:
+    """Closed loop of conversations: each worker takes whole lanes (lane % workers) and its share of the slots."""
+    concurrency = plan.concurrency or 1
+    jobs = []
+    for w in range(workers):
+        picks = [i for i, p in enumerate(prompts) if p.lane % workers == w]
+        jobs.append(WorkerJob(prompts=[prompts[i] for i in picks], indices=picks,
+                              request_ids=[f"{plan.request_id_prefix}{i}" for i in picks],
+                              concurrency=_share(concurrency, workers, w), warmup_prompts=warmups if w == 0 else (),
+                              **common))
+    return [job for job in jobs if job.prompts]
 
 
 def _share(total: int, parts: int, part: int) -> int:
@@ -398,6 +440,8 @@ def records_to_columns(records: list[RequestRecord], lags: list[float], read_lag
         "index": np.array([r.index for r in records], dtype=np.int64),
         "warmup": np.array([r.warmup for r in records], dtype=bool),
         "cooldown": np.array([r.cooldown for r in records], dtype=bool),
+        "conversation": np.array([[_int(r.conversation), _int(r.turn)] for r in records],
+                                 dtype=np.int64).reshape(-1, 2),
         "min_output": np.array([_int(r.min_output_tokens) for r in records], dtype=np.int64),
         "requested": np.array([[r.requested_input_tokens, r.requested_output_tokens] for r in records],
                               dtype=np.int64).reshape(-1, 2),
@@ -426,10 +470,15 @@ def records_from_columns(columns: Mapping[str, Any]) -> list[RequestRecord]:
             token_times=times[offsets[i] : offsets[i + 1]], input_tokens=None if input_tokens < 0 else input_tokens,
             output_tokens=None if output_tokens < 0 else output_tokens, error=columns["error"][i],
             request_id=columns["request_id"][i], min_output_tokens=None if min_output < 0 else min_output,
-            cooldown=bool(columns["cooldown"][i]),
+            cooldown=bool(columns["cooldown"][i]), conversation=_or_none(int(columns["conversation"][i, 0])),
+            turn=_or_none(int(columns["conversation"][i, 1])),
         ))
     return records
 
 
 def _int(value: int | None) -> int:
     return -1 if value is None else value
+
+
+def _or_none(value: int) -> int | None:
+    return None if value < 0 else value

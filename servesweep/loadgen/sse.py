@@ -57,9 +57,10 @@ class TokenScanner:
     to the general `SSEParser` for the rest of the stream.
     """
 
-    __slots__ = ("_tail", "_parser", "_usage", "_usage_payload", "_error", "done")
+    __slots__ = ("_tail", "_parser", "_usage", "_usage_payload", "_error", "done", "_kept")
 
-    def __init__(self) -> None:
+    def __init__(self, kept: list[bytes] | None = None) -> None:
+        self._kept = kept  # where to append the payload of each token event; None: nowhere (the default)
         self._tail = b""
         self._parser: SSEParser | None = None
         self._usage: dict[str, Any] | None = None
@@ -120,6 +121,8 @@ class TokenScanner:
 
     def _classify(self, payload: bytes) -> int:
         token = _has_text(payload)
+        if token and self._kept is not None:
+            self._kept.append(payload)
         if _has_usage(payload):
             self._usage_payload = payload
         elif b'"error"' in payload and not token:

@@ -36,7 +36,11 @@ def test_shared_prefixes_and_conversations_hit_the_prefix_cache(vllm_server, end
     # vLLM's CPU build caches whole blocks of 128 tokens: turn 2 finds turn 1's first block, turn 3 two blocks.
     assert rows["chat-turns"]["prefix_cache_hit_rate"] > 0.2
     assert rows["plain"]["prefix_cache_queries"] > 0 and rows["plain"]["prefix_cache_hit_rate"] < 0.15
-    turns = query(lake, "select requested_input_tokens as n from requests where point_id = 'cc-b2-chat-turns' "
-                        "order by request_index").to_pylist()
+    turns = query(lake, "select requested_input_tokens as n, conversation, turn from requests "
+                        "where point_id = 'cc-b2-chat-turns' order by request_index").to_pylist()
     # The history grows by an answer (8) and a question (150) a turn; the first turn counts the BOS token.
     assert [r["n"] for r in turns] == [151] * 4 + [151 + 158] * 4 + [151 + 2 * 158] * 4
+    assert [(r["conversation"], r["turn"]) for r in turns] == [(c, t) for t in range(3) for c in range(4)]
+    plain = query(lake, "select count(*) as n from requests where point_id = 'cc-b2-plain' and conversation "
+                        "is null and turn is null").to_pylist()
+    assert plain[0]["n"] == 12

@@ -11,7 +11,8 @@ model's tokenizer counts it, and its max_tokens). Nothing is downloaded: files a
 | jsonl | jsonl.py | one {prompt, output_tokens?} per line |
 | hf | hf.py | a local Hugging Face `datasets` directory (save_to_disk) or a Parquet file |
 | shared-prefix | shared_prefix.py | N system prompts of P tokens shared by the requests, each with its own question |
-| conversation | conversation.py | multi-turn conversations, each turn carrying the earlier turns and answers |
+| conversation | conversation.py | synthetic multi-turn conversations (turns after answers, lanes.py) |
+| sharegpt-conversation | sharegpt.py | a ShareGPT file's conversations turn by turn, answers the server's |
 
 To add one: a module with `build(context) -> maker`, and its name here (and in the spec's Literal).
 """
@@ -46,7 +47,8 @@ def _registry() -> dict[str, Callable[[SourceContext], PromptMaker]]:
     from servesweep.loadgen.sources import conversation, hf, jsonl, shared_prefix, sharegpt, synthetic
 
     return {"synthetic": synthetic.build, "sharegpt": sharegpt.build, "jsonl": jsonl.build, "hf": hf.build,
-            "shared-prefix": shared_prefix.build, "conversation": conversation.build}
+            "shared-prefix": shared_prefix.build, "conversation": conversation.build,
+            "sharegpt-conversation": sharegpt.build_conversations}
 
 
 def source_names() -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pyarrow as pa
@@ -29,7 +30,8 @@ def _make(workload: dict, factory: PromptFactory, n: int, max_model_len: int = 1
 
 
 def test_the_registry_has_one_module_per_source():
-    assert source_names() == ["synthetic", "sharegpt", "jsonl", "hf", "shared-prefix", "conversation"]
+    assert source_names() == ["synthetic", "sharegpt", "jsonl", "hf", "shared-prefix", "conversation",
+                              "sharegpt-conversation"]
 
 
 def test_synthetic_prompts_have_exact_lengths_and_distributions_vary_them(factory):
@@ -122,11 +124,57 @@ def test_shared_prefixes_take_turns_and_each_question_is_new(factory):
     assert len({p.text for p in prompts}) == 4
 
 
-def test_conversation_turns_carry_the_earlier_turns(factory):
+def test_conversation_turns_come_in_rounds_of_lanes_with_their_expected_lengths(factory):
     prompts = _make({"input_tokens": 200, "output_tokens": 5, "api": "chat",
-                     "conversation": {"turns": 3, "conversations": 2, "question_tokens": 10}}, factory, 7)
-    first, second = prompts[0], prompts[2]  # conversation 0, turns 1 and 2
-    assert [role for role, _ in second.messages] == ["user", "assistant", "user"]
-    assert second.messages[0] == first.messages[0] and second.text.startswith(first.text)
+                     "conversation": {"turns": 3, "conversations": 2, "question_tokens": 10}}, factory, 8)
+    # Turn 0 of both lanes, then turn 1, then turn 2; then the next two conversations on the same lanes.
+    assert [(p.conversation, p.turn, p.lane) for p in prompts] == [
+        (0, 0, 0), (1, 0, 1), (0, 1, 0), (1, 1, 1), (0, 2, 0), (1, 2, 1), (2, 0, 0), (3, 0, 1)]
+    # Each carries only its new user message: the engine adds the history with the server's answers.
+    assert all(p.messages == (("user", p.text),) and factory.count(p.text) == 11 for p in prompts)
+    # Expected prompt lengths: the history's questions (10 tokens each, BOS once) and 5-token answers.
     assert [p.input_tokens for p in prompts[:6]] == [11, 11, 26, 26, 41, 41]
-    assert len(prompts[6].messages) == 1  # after the last turn, new conversations
+    assert len({p.text for p in prompts}) == 8
+
+
+def test_a_conversation_that_would_outgrow_input_tokens_ends_early(factory):
+    prompts = _make({"input_tokens": 30, "output_tokens": 5,
+                     "conversation": {"turns": 4, "conversations": 1, "question_tokens": 10}}, factory, 4)
+    assert [(p.conversation, p.turn, p.input_tokens) for p in prompts] == [(0, 0, 11), (0, 1, 26), (1, 0, 11),
+                                                                          (1, 1, 26)]
+
+
+def test_sharegpt_conversations_replay_the_files_human_turns(factory, tmp_path):
+    path = tmp_path / "chats.jsonl"
+    chats = [[("human", "one two three"), ("gpt", "four five"), ("human", "six seven"), ("gpt", "eight"),
+              ("human", "nine")],
+             [("human", "ten eleven"), ("gpt", "twelve thirteen fourteen fifteen sixteen seventeen")]]
+    path.write_text("".join(json.dumps({"conversations": [{"from": w, "value": v} for w, v in chat]}) + "\n"
+                            for chat in chats))
+    shape = {"input_tokens": 100, "output_tokens": 4, "conversation": {"turns": 2, "conversations": 2},
+             "dataset": {"format": "sharegpt", "path": str(path), "shuffle": False}}
+    assert WorkloadShape.model_validate(shape).source == "sharegpt-conversation"
+    prompts = _make(shape, factory, 3)
+    assert [(p.text, p.conversation, p.turn, p.lane) for p in prompts] == [
+        ("one two three", 0, 0, 0), ("ten eleven", 1, 0, 1), ("six seven", 0, 1, 0)]
+    overhead = factory.count("")
+    # max_tokens: the gpt turn's length, clipped to output_tokens; turn 1 expects turn 0 and its answer.
+    assert [p.output_tokens for p in prompts] == [factory.count("four five") - overhead, 4,
+                                                  factory.count("eight") - overhead]
+    assert prompts[2].input_tokens == prompts[0].input_tokens + prompts[0].output_tokens + \
+        factory.count("six seven") - overhead
+    with pytest.raises(ValueError, match="replays a sharegpt dataset"):
+        WorkloadShape.model_validate(shape | {"dataset": {"format": "jsonl", "path": str(path)}})
+
+
+def test_the_bundled_sample_replays_its_multi_turn_conversations(factory):
+    prompts = _make({"input_tokens": 800, "output_tokens": 64, "api": "chat",
+                     "dataset": {"format": "sharegpt", "path": "bundled:sample-sharegpt.jsonl"},
+                     "conversation": {"turns": 4, "conversations": 8}}, factory, 40)
+    assert {p.turn for p in prompts} >= {0, 1, 2}  # the sample has conversations of 1 to 4 human turns
+    by_conversation: dict[int, list[Prompt]] = {}
+    for p in prompts:
+        by_conversation.setdefault(p.conversation, []).append(p)
+    for turns in by_conversation.values():
+        assert [p.turn for p in turns] == list(range(len(turns)))
+        assert all(later.input_tokens > earlier.input_tokens for earlier, later in itertools.pairwise(turns))
