@@ -8,17 +8,14 @@ generated model has none).
 
 from __future__ import annotations
 
-import json
-import subprocess
-import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from servesweep.platform.local import free_port, server_env, vllm_command
+from servesweep.platform.local import free_port, vllm_command
 from servesweep.spec import BenchmarkSpec
+from tests.support.vllm_server import running_vllm
 
 TOKEN_ENV = "SERVESWEEP_TEST_ENDPOINT_TOKEN"
 TOKEN = "integration-key-7c1d"
@@ -49,44 +46,14 @@ def vllm_server(tiny_model, tmp_path_factory):
     command = vllm_command(spec, tiny_model.path, port, MAX_NUM_SEQS) + [
         "--api-key", TOKEN, "--chat-template", str(CHAT_TEMPLATE)]
     log = tmp_path_factory.mktemp("vllm") / "server.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=server_env(spec),
-                                   stdin=subprocess.DEVNULL, process_group=0)
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(process, base_url, spec.model.name, log)
+    with running_vllm(command, spec, log, spec.model.name, token=TOKEN) as base_url:
         yield RunningServer(base_url, base_url + "/metrics", spec.model.name, tiny_model.path, log)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture
 def endpoint_token(monkeypatch):
     monkeypatch.setenv(TOKEN_ENV, TOKEN)
     return TOKEN
-
-
-def _wait_ready(process: subprocess.Popen, base_url: str, model: str, log: Path, timeout_s: float = 600) -> None:
-    body = json.dumps({"model": model, "prompt": "ready", "max_tokens": 1}).encode()
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"vLLM exited with {process.returncode}: {log.read_text()[-3000:]}")
-        request = urllib.request.Request(base_url + "/v1/completions", data=body, headers={
-            "Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"})
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"vLLM not ready in {timeout_s} s: {log.read_text()[-3000:]}")
 
 
 def run_steps(spec: BenchmarkSpec, out: Path) -> str:

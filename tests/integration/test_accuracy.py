@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import time
 import urllib.request
 
 import pytest
@@ -18,10 +16,11 @@ from components.write_lake import write_lake
 from servesweep.accuracy_scoring import Target, answer_logprobs, score_exact_match, score_perplexity
 from servesweep.heldout import read_split, shipped_split
 from servesweep.platform.checkpoint import load_model
-from servesweep.platform.local import free_port, server_env, vllm_command
+from servesweep.platform.local import free_port, vllm_command
 from servesweep.platform.types import Endpoint
 from servesweep.spec import BenchmarkSpec
 from servesweep.sweep_plan import plan_deployments
+from tests.support.vllm_server import running_vllm
 
 SPEC = {"name": "acc", "model": {"name": "adder", "preset": "tiny-trained", "weights": "trained"},
         "server": {"kind": "vllm", "max_model_len": 256}, "sweep": {"batch_sizes": [1], "requests_per_point": 4}}
@@ -33,36 +32,8 @@ def trained_server(tmp_path_factory):
     model = load_model(spec.model, tmp_path_factory.mktemp("trained"))
     port = free_port()
     log = tmp_path_factory.mktemp("vllm-trained") / "server.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(vllm_command(spec, model.path, port, 8), stdout=out, stderr=subprocess.STDOUT,
-                                   env=server_env(spec), stdin=subprocess.DEVNULL, process_group=0)
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(process, base_url, log)
+    with running_vllm(vllm_command(spec, model.path, port, 8), spec, log, "adder") as base_url:
         yield Target(base_url, "adder", {})
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _wait_ready(process, base_url, log, timeout_s=300):
-    body = json.dumps({"model": "adder", "prompt": "1", "max_tokens": 1}).encode()
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"vLLM exited with {process.returncode}: {log.read_text()[-3000:]}")
-        request = urllib.request.Request(base_url + "/v1/completions", data=body,
-                                         headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=10):
-                return
-        except OSError:
-            time.sleep(0.5)
-    pytest.fail(f"vLLM not ready in {timeout_s} s: {log.read_text()[-3000:]}")
 
 
 def _greedy(target, prompt):
