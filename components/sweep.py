@@ -222,21 +222,21 @@ def _grid(deployment: Deployment, run: RunPoint, slo: SLOSpec | None = None,
           constraints: list[Constraint] | None = None,
           reused: dict[str, dict[str, Any]] | None = None) -> list[SweepPoint]:
     """Every point, then every point again for each further repeat (interleaved: never back to back). With
-    stop constraints, a workload's climb ends at the first level one of them stops; its later levels are not
-    run. Points in `reused` (measured already, by point id) are not run; the constraints see their lake rows.
-    Returns the points that ran or were reused."""
+    stop constraints, a workload's climb ends at the first level one of them stops (judged in the first
+    repeat); its later levels are not run, in any repeat. Points in `reused` (measured already, by point id)
+    are not run; the constraints see their lake rows. Returns the points that ran or were reused."""
     reused = reused or {}
     # No auto-refresh: a render thread competes for CPU with the client and the server and
     # measurably slows streaming on small machines. The bar moves between points only.
     repeats = range(deployment.first_repeat, deployment.first_repeat + deployment.repeats)
     history: dict[ClimbKey, list[Level]] = {}
-    stopped: set[ClimbKey] = set()
+    stopped: dict[ClimbKey, int] = {}  # climb -> the batch size of the level its stop rule fired after
     reached: list[SweepPoint] = []
     with Progress(auto_refresh=False) as progress:
         task = progress.add_task(f"sweep {deployment.deployment_id}", total=len(deployment.points) * len(repeats))
         for repeat in repeats:
             for point in deployment.points:
-                if _climb_key(point) in stopped:
+                if point.batch_size > stopped.get(_climb_key(point), point.batch_size):
                     continue
                 if repeat == deployment.first_repeat:
                     reached.append(point)
@@ -249,13 +249,13 @@ def _grid(deployment: Deployment, run: RunPoint, slo: SLOSpec | None = None,
                             row.get("duration_s") or 0.0))
                     continue
                 window, rows = run(point, repeat)
-                if constraints:
+                if constraints and repeat == deployment.first_repeat:
                     levels = history.setdefault(_climb_key(point), [])
                     levels.append(level_of(point_result(point.batch_size, rows, window.failure_reason, window),
                                            slo or SLOSpec()))
                     if reason := first_stop(constraints, levels):
                         window.stop_reason = reason
-                        stopped.add(_climb_key(point))
+                        stopped[_climb_key(point)] = point.batch_size
                         print(f"stopped climbing after {point.point_id}: {reason}", flush=True)
                 tag = f" (repeat {repeat})" if deployment.repeats > 1 or repeat else ""
                 progress.update(task, advance=1,

@@ -599,7 +599,8 @@ class SweepSpec(_Strict):
                                     "for duration_s) is a point, run back to back; at most 64.")
     trace: TraceSpec | None = Field(None, description="Replay a file of arrival times instead of the grid.")
     stop: StopSpec | None = Field(None, description="Stop climbing early (throughput plateau, errors, SLO, "
-                                  "budget); the grid (client_concurrency mode) and the adaptive search.")
+                                  "budget); the grid (client_concurrency mode) and the adaptive search. With repeats, the "
+                                  "first repeat decides; later repeats stop at the same level.")
     resume: bool = Field(True, description="Run only the points the lake has not measured (ok or "
                          "partial) for the same configuration (points.config_hash, servesweep/identity.py: the run "
                          "id is not part of it); the others are copied into this run from the run that measured "
@@ -677,8 +678,8 @@ class SweepSpec(_Strict):
 
     @model_validator(mode="after")
     def _one_stop_rule(self) -> SweepSpec:
-        if self.stop is not None and (list(self.modes) != ["client_concurrency"] or self.repeats > 1):
-            raise ValueError("sweep.stop climbs one server's levels: client_concurrency mode, one repeat")
+        if self.stop is not None and list(self.modes) != ["client_concurrency"]:
+            raise ValueError("sweep.stop climbs one server's levels: client_concurrency mode")
         if self.shaped:
             if self.stages and self.trace is not None:
                 raise ValueError("give stages or a trace, not both")

@@ -60,3 +60,20 @@ def test_adaptive_with_repeats_reruns_every_probed_batch_interleaved_and_judges_
     assert search.result.repeats == 2 and search.result.best_batch == search.result.first_repeat_batch == 8
     assert [p.batch_size for p in search.result.pooled] == [1, 2, 4, 8]
     assert all(p.ttft_p99_ms is not None and not p.failed for p in search.result.pooled)
+
+
+def test_a_stop_rule_with_repeats_ends_the_climb_in_every_repeat(zero_endpoint, tiny_model, tmp_path):
+    # p99 TTFT >= the zero server's 5 ms against a 1 ms limit: the rule fires after batch 1, judged in repeat 0;
+    # repeat 1 measures batch 1 again and nothing above it.
+    spec = BenchmarkSpec.model_validate({
+        "run_id": "stop-repeats", "model": {"name": "zero"},
+        "workloads": [{"input_tokens": 8, "output_tokens": TOKENS}],
+        "sweep": {"batch_sizes": [1, 2, 4], "requests_per_point": 4, "warmup_requests": 0, "repeats": 2,
+                  "stop": {"slo_margin": 1.0}},
+        "slo": {"ttft_p99_ms": 1.0},
+    })
+    (deployment,) = plan_deployments(spec)
+    manifest = run_sweep(spec, deployment, zero_endpoint, tiny_model.path, tmp_path)
+    assert [(w.point_id, w.repeat) for w in manifest.windows] == [("cc-b1-i8-o8", 0), ("cc-b1-i8-o8", 1)]
+    assert manifest.windows[0].stop_reason and manifest.windows[1].stop_reason is None
+    assert [p.point_id for p in manifest.deployment.points] == ["cc-b1-i8-o8"]
