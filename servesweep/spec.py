@@ -599,8 +599,8 @@ class SweepSpec(_Strict):
                                     "for duration_s) is a point, run back to back; at most 64.")
     trace: TraceSpec | None = Field(None, description="Replay a file of arrival times instead of the grid.")
     stop: StopSpec | None = Field(None, description="Stop climbing early (throughput plateau, errors, SLO, "
-                                  "budget); the grid (client_concurrency mode) and the adaptive search. With repeats, the "
-                                  "first repeat decides; later repeats stop at the same level.")
+                                  "budget); the grid (client_concurrency mode) and the adaptive search. With repeats, "
+                                  "the first repeat decides; later repeats stop at the same level.")
     resume: bool = Field(True, description="Run only the points the lake has not measured (ok or "
                          "partial) for the same configuration (points.config_hash, servesweep/identity.py: the run "
                          "id is not part of it); the others are copied into this run from the run that measured "
