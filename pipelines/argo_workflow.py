@@ -34,6 +34,7 @@ from hera.workflows import (
 from hera.workflows import models as m
 
 from servesweep.gke_spec import GKESpec, HuggingFaceModel
+from servesweep.k8s.accelerators import GPU_RESOURCE, StepGPU, quantize_gpu
 from servesweep.spec import BenchmarkSpec, PipelineParams, spec_to_params
 from servesweep.sweep_plan import plan_deployments
 
@@ -175,6 +176,17 @@ def _runner_pod_settings(gke: GKESpec | None) -> dict[str, Any]:
     }
 
 
+def _gpu_pod(gpu: StepGPU | None, gke: GKESpec | None) -> dict[str, Any]:
+    """A step template's GPU: one of it requested, on a node of that accelerator, tolerating the GPU taint."""
+    if gpu is None:
+        return {}
+    key, operator, effect = gpu.toleration
+    runner = [m.Toleration(key=t.key, operator=t.operator, value=t.value, effect=t.effect)
+              for t in (gke.runner.tolerations if gke else [])]
+    return {"resources": m.ResourceRequirements(limits={GPU_RESOURCE: "1"}), "node_selector": gpu.node_selector,
+            "tolerations": [*runner, m.Toleration(key=key, operator=operator, effect=effect)]}
+
+
 def build_workflow(spec: BenchmarkSpec | None = None, image: str = IMAGE, *, withhold_env: bool = True) -> Workflow:
     """The workflow, its parameters' defaults taken from `spec` (the built-in defaults without one).
 
@@ -200,7 +212,8 @@ def build_workflow(spec: BenchmarkSpec | None = None, image: str = IMAGE, *, wit
         plan = step("plan", [spec_json], [_out_file("predicted")], image)
         provision = step("provision", [spec_json, owner], [_out("capacity_json")], image)
         load_model = step("load-model", [spec_json], [_out_file("model")], image, env=_hf_token_env(gke) or None)
-        quantize = step("quantize", [spec_json, _in_file("model")], [_out_file("quantized")], image)
+        quantize = step("quantize", [spec_json, _in_file("model")], [_out_file("quantized")], image,
+                        **_gpu_pod(quantize_gpu(spec.accelerator.type, gke) if spec else None, gke))
         plan_sweep = step("plan-sweep", [spec_json], [_out("deployments")], image)
         endpoint_env = _endpoint_token_env(spec) or None
         deploy_server = step("deploy-server", [spec_json, _in("capacity_json"), deployment, owner, _in_file("model")],

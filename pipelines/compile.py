@@ -35,10 +35,12 @@ def compile_kfp(path: str | Path, spec: BenchmarkSpec | None = None) -> Path:
 
     from pipelines.kfp_pipeline import servesweep_pipeline
     from pipelines.kfp_platform import with_runner_platform
+    from servesweep.k8s.accelerators import quantize_gpu
 
     pipeline = servesweep_pipeline
     if spec is not None and spec.gke is not None:
-        pipeline = with_runner_platform(servesweep_pipeline, spec.gke, spec.server.external)
+        gpu = quantize_gpu(spec.accelerator.type, spec.gke)
+        pipeline = with_runner_platform(servesweep_pipeline, spec.gke, spec.server.external, gpu)
     defaults = None
     if spec is not None:
         # One line: KFP copies defaults into a comment header, and a multi-line one breaks the YAML there.

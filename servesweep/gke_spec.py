@@ -203,6 +203,12 @@ class GKESpec(_Strict):
         "records its server node's machine type and accelerator in the runs table; false where cluster-scoped "
         "grants are not allowed (those fields then stay null, and runs.notes says why).")
 
+    quantize_on_gpu: bool = Field(
+        True, description="When the run's accelerator is a GPU, the quantize step's pod asks for one of it "
+        "(nvidia.com/gpu: 1 on a node of that accelerator, tolerating the GPU taint), so llm-compressor calibrates "
+        "on a GPU; false, or with capacity.queued (its nodes come only through ProvisioningRequests): on the "
+        "runner's CPU nodes.")
+
     @model_validator(mode="after")
     def _queued_in_a_node_pool(self) -> GKESpec:
         # Queued provisioning runs on a node pool created with it enabled (GKE: `--enable-queued-provisioning`); a

@@ -7,7 +7,10 @@ selectors, the extended resource to request).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from servesweep.gke_spec import GKESpec
 
 AcceleratorKind = Literal["gpu", "tpu"]
 
@@ -91,3 +94,32 @@ def tpu_topology(name: str, count: int) -> str:
         raise ValueError(f"{name} is not a TPU")
     machine_for(name, count)  # raises for a chip count no single-host slice has
     return info.topologies[count]
+
+
+GKE_ACCELERATOR_LABEL = "cloud.google.com/gke-accelerator"
+
+
+@dataclass(frozen=True)
+class StepGPU:
+    """One GPU for a pipeline step's pod (the quantize step's calibration): where it runs and what it asks for."""
+
+    accelerator: str
+
+    @property
+    def node_selector(self) -> dict[str, str]:
+        return {GKE_ACCELERATOR_LABEL: self.accelerator}
+
+    @property
+    def toleration(self) -> tuple[str, str, str]:
+        """(key, operator, effect): GKE taints GPU nodes nvidia.com/gpu=present:NoSchedule."""
+        return GPU_RESOURCE, "Exists", "NoSchedule"
+
+
+def quantize_gpu(accelerator: str, gke: GKESpec | None) -> StepGPU | None:
+    """The GPU the quantize step's pod asks for on GKE: one of the run's accelerator, when it is a GPU and
+    `gke.quantize_on_gpu` holds; none with queued provisioning (no node comes without a ProvisioningRequest)."""
+    if gke is None or not gke.quantize_on_gpu or gke.capacity.queued is not None:
+        return None
+    if accelerator == "cpu" or accelerator_info(accelerator).kind != "gpu":
+        return None
+    return StepGPU(accelerator)

@@ -121,7 +121,10 @@ def test_gke_pods_get_the_runner_settings(compiled):
     runner = spec.gke.runner
     kubernetes = kfp_structure(compiled[KFP_GKE])["kubernetes"]
     assert set(kubernetes) == set(kfp_structure(compiled[KFP_GKE])["executors"])  # every step pod
-    for config in kubernetes.values():
+    for name, config in kubernetes.items():
+        if name == "exec-quantize":  # a GPU node of the run's accelerator (test_quantize_gpu.py)
+            assert [t["key"] for t in config["tolerations"]] == [t.key for t in runner.tolerations] + ["nvidia.com/gpu"]
+            continue
         assert config["nodeSelector"]["labels"] == runner.node_selector
         assert [t["key"] for t in config["tolerations"]] == [t.key for t in runner.tolerations]
     assert kfp_structure(compiled[KFP_LOCAL])["kubernetes"] == {}
