@@ -32,7 +32,7 @@ def trained_server(tmp_path_factory):
     model = load_model(spec.model, tmp_path_factory.mktemp("trained"))
     port = free_port()
     log = tmp_path_factory.mktemp("vllm-trained") / "server.log"
-    with running_vllm(vllm_command(spec, model.path, port, 8), spec, log, "adder") as base_url:
+    with running_vllm(vllm_command(spec, model.path, port, 8), spec, log, "adder", prompt="1") as base_url:
         yield Target(base_url, "adder", {})
 
 

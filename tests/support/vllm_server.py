@@ -18,16 +18,17 @@ from servesweep.spec import BenchmarkSpec
 
 @contextlib.contextmanager
 def running_vllm(command: list[str], spec: BenchmarkSpec, log: Path, model: str,
-                 token: str | None = None) -> Iterator[str]:
-    """A vLLM server process of `command` (its port in the command), ready for completions of `model`; yields its
-    base URL and stops it after. A server that exits or never answers fails the test loudly, with its log."""
+                 token: str | None = None, prompt: str = "ready") -> Iterator[str]:
+    """A vLLM server process of `command` (its port in the command), ready for completions of `model` (probed
+    with `prompt`: a word its tokenizer knows); yields its base URL and stops it after. A server that exits or
+    never answers fails the test loudly, with its log."""
     port = command[command.index("--port") + 1]
     with open(log, "wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=server_env(spec),
                                    stdin=subprocess.DEVNULL, process_group=0)
     base_url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(process, base_url, model, log, token)
+        _wait_ready(process, base_url, model, log, token, prompt)
         yield base_url
     finally:
         process.terminate()
@@ -38,9 +39,9 @@ def running_vllm(command: list[str], spec: BenchmarkSpec, log: Path, model: str,
             process.wait()
 
 
-def _wait_ready(process: subprocess.Popen, base_url: str, model: str, log: Path, token: str | None,
+def _wait_ready(process: subprocess.Popen, base_url: str, model: str, log: Path, token: str | None, prompt: str,
                 timeout_s: float = 600) -> None:
-    body = json.dumps({"model": model, "prompt": "ready", "max_tokens": 1}).encode()
+    body = json.dumps({"model": model, "prompt": prompt, "max_tokens": 1}).encode()
     deadline = time.monotonic() + timeout_s
     headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
     while time.monotonic() < deadline:
