@@ -78,7 +78,7 @@ def test_cluster_pipelines_give_the_endpoint_steps_the_secret():
     config = executor_config(gke, endpoint_token=token)
     assert [(s.secret_name, s.key_to_env[0].env_var) for s in config.secret_as_env] == [
         ("tok", "SERVESWEEP_ENDPOINT_TOKEN")]
-    assert ENDPOINT_EXECUTORS == ("exec-deploy-server", "exec-sweep")
+    assert ENDPOINT_EXECUTORS == ("exec-deploy-server", "exec-sweep", "exec-accuracy")
     templates = {t.name: t for t in build_workflow(spec).templates if hasattr(t, "env")}
     for name in ("deploy-server", "sweep"):
         [env] = templates[name].env
