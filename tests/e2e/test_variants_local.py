@@ -29,7 +29,7 @@ def variant_runs(tmp_path_factory):
         "variants": ["w4a16", "none"], "server": {"max_model_len": 256, "cpu_kv_cache_gib": 1},
         "quantize": {"cache_uri": str(root / "cache"), "calibration_samples": 8, "max_seq_length": 32},
         "workloads": [{"input_tokens": 32, "output_tokens": 8}],
-        "sweep": {"batch_sizes": [1, 2], "requests_per_point": 4, "warmup_requests": 1},
+        "sweep": {"batch_sizes": [2], "requests_per_point": 4, "warmup_requests": 1},
         "lake_uri": str(root / "lake")})
     lines: list[str] = []
     return spec, run_variants(spec, root / "kfp", lines.append), lines

@@ -29,7 +29,10 @@ def test_chat_streams_deltas_and_counts_tokens_from_usage(vllm_server, endpoint_
     rows = query(lake, "select requested_input_tokens, input_tokens, output_tokens, output_chunks, ok "
                        "from requests").to_pylist()
     assert all(r["ok"] and r["output_tokens"] == 10 for r in rows)  # usage, as asked for in stream_options
-    assert all(r["output_chunks"] == r["output_tokens"] for r in rows)  # the client's count agrees
+    # The client's count agrees: a delta carries one token, except when the server coalesces a few into one
+    # chunk (vLLM's API process lagging its engine on a busy 2-core machine), never more chunks than tokens.
+    assert all(1 <= r["output_chunks"] <= r["output_tokens"] for r in rows)
+    assert sum(r["output_chunks"] == r["output_tokens"] for r in rows) >= len(rows) / 2
     # The chat template's role words are part of the prompt the server counted.
     assert all(r["input_tokens"] > r["requested_input_tokens"] == 24 for r in rows)
 
