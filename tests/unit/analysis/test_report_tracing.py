@@ -104,10 +104,11 @@ def test_every_query_table_equals_its_query(traced):
 
 
 def test_the_runs_table_equals_the_runs_query(traced):
-    _, blocks, rerun = traced
+    report, blocks, rerun = traced
     table = next((b for b in blocks if isinstance(b, _Table) and b.source.startswith("SELECT * FROM runs")), None)
-    if table is None:
-        pytest.skip("no fingerprints in these runs")
+    if table is None:  # only a lake without fingerprints has no runs table, and the report says so
+        assert rerun("SELECT count(*) AS n FROM runs")[-1][0]["n"] == 0 and not report.fingerprints
+        return
     rows = {row["run_id"]: row for row in rerun(table.source)[-1]}
     assert list(table.headers[1:]) == sorted(rows)
     fields = dict(report_module._FINGERPRINT_FIELDS)
@@ -123,8 +124,9 @@ def test_the_runs_table_equals_the_runs_query(traced):
 def test_machine_rows_marked_measured_are_the_ideal_batch_rows(traced):
     report, blocks, rerun = traced
     table = next((b for b in blocks if isinstance(b, _Table) and b.source == MACHINES_SOURCE), None)
-    if table is None:
-        pytest.skip("no machine-type table")
+    if table is None:  # the report draws the machine-type table whenever the planner gave options
+        assert not report.machine_options
+        return
     ideals = rerun("SELECT * FROM ideal_batch WHERE source = 'measured'")[-1]
     measured = 0
     for option, cells in zip(report.machine_options, table.rows, strict=True):
