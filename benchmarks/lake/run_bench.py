@@ -31,6 +31,7 @@ from benchmarks.lake.synth import Shape, run_tables
 from servesweep.analysis import pooled as pooled_mod
 from servesweep.analysis import views
 from servesweep.lake import store
+from servesweep.lake.schema import SCHEMAS
 
 HERE = Path(__file__).resolve().parent
 SUMMARY_COLUMNS = ("ttft_p50_ms", "ttft_p99_ms", "tpot_p50_ms", "tpot_p99_ms", "e2e_p99_ms")
@@ -129,6 +130,9 @@ def plain_connection(files: str) -> duckdb.DuckDBPyConnection:
                        "hive_partitioning = true)")
     connection.execute(f"CREATE VIEW points AS SELECT * FROM read_parquet('{files}/points/*/*.parquet', "
                        "hive_partitioning = true, union_by_name = true)")
+    # The synthetic fleet has no fingerprints or accuracy rows; the views join them, so both sides see them empty.
+    for table in ("runs", "accuracy"):
+        connection.register(table, SCHEMAS[table].empty_table())
     return connection
 
 
