@@ -139,10 +139,8 @@ def run_sweep(spec: BenchmarkSpec, deployment: Deployment, endpoint: Endpoint, t
                 candidates = deployment.model_copy(update={"points": _search_candidates(spec, deployment)})
                 reused = _reusable(spec, candidates, fingerprint, announce=False)
                 measured, searches = _adaptive(spec, deployment, run, constraints, reused)
-                reused_points += [ReusedPoint(point_id=p.point_id, run_id=reused[p.point_id]["run_id"],
-                                              source_point_id=reused[p.point_id]["point_id"],
-                                              config_hash=reused[p.point_id]["config_hash"])
-                                  for p in measured if p.point_id in reused]
+                reused_points += [_reused_point(p.point_id, reused[p.point_id]) for p in measured
+                                  if p.point_id in reused]
                 if reused_points:
                     print(f"resume {deployment.deployment_id}: {len(reused_points)} of the search's "
                           f"{len(measured)} probes measured already, not run again; --force measures them anew",
@@ -150,8 +148,7 @@ def run_sweep(spec: BenchmarkSpec, deployment: Deployment, endpoint: Endpoint, t
                 deployment = deployment.model_copy(update={"points": measured})
             else:
                 reused = _reusable(spec, deployment, fingerprint)
-                reused_points += [ReusedPoint(point_id=pid, run_id=row["run_id"], source_point_id=row["point_id"],
-                                              config_hash=row["config_hash"]) for pid, row in reused.items()]
+                reused_points += [_reused_point(pid, row) for pid, row in reused.items()]
                 reached = _grid(deployment, run, spec.slo, constraints, reused)
                 deployment = deployment.model_copy(update={"points": reached})
         samples = [dict(row, run_id=spec.run_id) for sampler in samplers for row in sampler.rows]
@@ -184,6 +181,12 @@ def _samplers(spec: BenchmarkSpec, deployment: Deployment, endpoint: Endpoint) -
     if spec.accelerator.type != "cpu" and spec.server.kind != "external":  # an endpoint's GPUs are not here
         configs.append(SamplerConfig("gpu", deployment.deployment_id, interval))
     return [SamplerProcess(configs)] if configs else []
+
+
+def _reused_point(point_id: str, row: dict[str, Any]) -> ReusedPoint:
+    """This run's point `point_id`, taken from the lake row that measured it (resume)."""
+    return ReusedPoint(point_id=point_id, run_id=row["run_id"], source_point_id=row["point_id"],
+                       config_hash=row["config_hash"])
 
 
 def _reusable(spec: BenchmarkSpec, deployment: Deployment, fingerprint: Fingerprint,
