@@ -2,9 +2,10 @@
 
 Each measured point's TTFT, TPOT and round length (E2E; throughput = batch x output / E2E) are compared
 with the closed-loop round model of ``servesweep.planner.roofline`` (mean TTFT and TPOT when the row has
-them, else p50). Four factors per group: ``flops_efficiency`` and ``bandwidth_efficiency`` (fractions of
-the peaks), ``step_overhead_ms`` (fixed time of every engine step) and ``request_overhead_ms`` (fixed time
-before a request's prefill). For given efficiencies every prediction is linear in the two overheads, so
+them, else p50). The factors per group: ``flops_efficiency`` and ``bandwidth_efficiency`` (fractions of
+the peaks) and the fixed costs of ``OVERHEADS``: per engine step, per layer per step (a deeper model's
+higher floor), per sequence per decode step, per request before its prefill, and per request admitted (a
+burst's serial front end). For given efficiencies every prediction is linear in the fixed costs, so
 they are solved exactly (non-negative least squares on relative errors) inside a coarse-to-fine grid
 search over the efficiencies in log space: deterministic, no optimiser to tune. The server's prefill
 chunk (vLLM's max_num_batched_tokens) is an input, not fitted. A tiny pull towards 1.0 settles an
@@ -33,6 +34,14 @@ from servesweep.planner.roofline import Efficiency, RooflineTerms, roofline_term
 _LOG_RANGE = (float(np.log(1e-3)), 0.0)
 _PULL_TO_ONE = 1e-6
 _ACTIVATION_DTYPES = {"fp32", "bf16", "fp16"}
+# The fixed costs calibrate fits (Efficiency fields), in the order _Round.coefficients gives their columns,
+# with each field's unit in seconds.
+OVERHEADS = ("step_overhead_ms", "request_overhead_ms", "request_admission_ms", "layer_overhead_us",
+             "sequence_overhead_us")
+_UNIT_S = {"ms": 1e-3, "us": 1e-6}
+# The default: on the H200 lake the per-layer and per-sequence terms did not lower every held-out error
+# (benchmarks/results/h200/calibration.md, "Fixed-cost terms tried"), so they are fitted only when asked.
+STEP_REQUEST_ADMISSION = OVERHEADS[:3]
 
 
 class _Strict(BaseModel):
@@ -84,6 +93,7 @@ def calibrate(
     prefill_chunk_tokens: Mapping[tuple[str, str], int] | None = None,
     fit_overheads: bool = True,
     by_weight_dtype: bool = False,
+    overheads: tuple[str, ...] = STEP_REQUEST_ADMISSION,
 ) -> Calibration:
     """Fit serving factors per (server_kind, accelerator) and report MAPE before and after.
 
@@ -92,9 +102,14 @@ def calibrate(
     accelerator_count, quantization and model_dtype are used when present. Predicted and failed rows
     are skipped. Without `model`, each row's ``model_preset`` is looked up (model catalog, then spec
     presets). `prefill_chunk_tokens` gives a (server kind, accelerator) pair's prefill chunk;
-    `fit_overheads=False` fits the two efficiencies alone (the pure roofline's factors); `by_weight_dtype`
-    fits each weight dtype of a pair on its own (bf16 and fp8 run different kernels).
+    `fit_overheads=False` fits the two efficiencies alone (the pure roofline's factors); `overheads` names
+    which of ``OVERHEADS`` to fit (the rest stay 0); `by_weight_dtype` fits each weight dtype of a pair on
+    its own (bf16 and fp8 run different kernels).
     """
+    unknown = set(overheads) - set(OVERHEADS)
+    if unknown:
+        raise ValueError(f"unknown overheads {sorted(unknown)}; choose from {', '.join(OVERHEADS)}")
+    fitted = overheads if fit_overheads else ()
     catalog = catalog or load_catalog()
     chunks = dict(prefill_chunk_tokens or {})
     groups: dict[tuple[str, str, str], list[_Observation]] = defaultdict(list)
@@ -104,7 +119,7 @@ def calibrate(
         groups[key].append(_observe(row, model or get_model(row["model_preset"]), catalog))
     ordered = sorted(groups.items(), key=lambda item: item[0])
     return Calibration(groups=[
-        _fit_group(kind, accelerator, obs, chunks.get((kind, accelerator)), fit_overheads, dtype or None)
+        _fit_group(kind, accelerator, obs, chunks.get((kind, accelerator)), fitted, dtype or None)
         for (kind, accelerator, dtype), obs in ordered
     ])
 
@@ -161,9 +176,9 @@ def _observe(row: Mapping[str, Any], model: ModelArch, catalog: Catalog) -> _Obs
 class _Round:
     """Every observation's round, vectorised over (point, request) for the grid search.
 
-    For efficiencies (f, b): a request's prefill is max(compute / f, memory / b) plus steps x step overhead,
-    its position x admission and the request overhead, so each metric is base(f, b) plus a linear term in
-    each of the three fixed costs.
+    For efficiencies (f, b): a request's prefill is max(compute / f, memory / b) plus steps x (step
+    overhead + layers x layer overhead), its position x admission and the request overhead, and a decode
+    step adds batch x sequence overhead, so each metric is base(f, b) plus a linear term in each fixed cost.
     """
 
     def __init__(self, observations: list[_Observation], chunk: int | None) -> None:
@@ -194,9 +209,10 @@ class _Round:
         self.count = np.bincount(self.owner).astype(float)
         self.last = np.cumsum(self.count).astype(int) - 1  # index of each point's last request
         self.outputs = pick("output_tokens").astype(float)
+        self.layers, self.batch = pick("layers").astype(float), pick("batch_size").astype(float)
 
     def coefficients(self, flops: float, bandwidth: float) -> dict[str, tuple[np.ndarray, ...]]:
-        """Per metric: (base, then the coefficients of step overhead, request overhead and request admission)."""
+        """Per metric: (base, then the coefficients of the fixed costs in ``OVERHEADS`` order, in seconds)."""
         o = self.owner
         prefill = np.maximum(self.share * self.compute[o] / flops,
                              (self.steps * self.weights[o] + self.share * self.kv[o]) / bandwidth)
@@ -212,12 +228,19 @@ class _Round:
         last, last_steps, last_position = prefill[self.last], self.steps[self.last], self.position[self.last]
         decode_steps = np.maximum(self.outputs - 1, 1)
         ones = np.ones_like(step)
+        steps = {  # engine steps each metric spans: they carry the per-step and per-layer costs
+            "ttft": mean(self.steps),
+            "tpot": 1 + (last_steps - mean(self.steps)) / decode_steps,
+            "e2e": last_steps + self.outputs - 1,
+        }
         return {
-            "ttft": (mean(prefill), mean(self.steps), ones, mean(self.position)),
-            "tpot": (step + (last - mean(prefill)) / decode_steps,
-                     1 + (last_steps - mean(self.steps)) / decode_steps, 0 * ones,
-                     (last_position - mean(self.position)) / decode_steps),
-            "e2e": (last + (self.outputs - 1) * step, last_steps + self.outputs - 1, ones, last_position),
+            "ttft": (mean(prefill), steps["ttft"], ones, mean(self.position), steps["ttft"] * self.layers,
+                     0 * ones),
+            "tpot": (step + (last - mean(prefill)) / decode_steps, steps["tpot"], 0 * ones,
+                     (last_position - mean(self.position)) / decode_steps, steps["tpot"] * self.layers,
+                     self.batch),
+            "e2e": (last + (self.outputs - 1) * step, steps["e2e"], ones, last_position,
+                    steps["e2e"] * self.layers, (self.outputs - 1) * self.batch),
         }
 
 
@@ -225,8 +248,9 @@ _METRICS = ("ttft", "tpot", "e2e")
 
 
 def _fit_group(server_kind: str, accelerator: str, observations: list[_Observation], chunk: int | None = None,
-               fit_overheads: bool = True, weight_dtype: str | None = None) -> CalibrationGroup:
+               overheads: tuple[str, ...] = OVERHEADS, weight_dtype: str | None = None) -> CalibrationGroup:
     rounds = _Round(observations, chunk)
+    columns = [OVERHEADS.index(name) for name in overheads]
     measured = {m: np.array([getattr(o, f"{m}_s") or np.nan for o in observations]) for m in _METRICS}
 
     def solve(flops: float, bandwidth: float) -> tuple[float, tuple[float, ...]]:
@@ -234,22 +258,22 @@ def _fit_group(server_kind: str, accelerator: str, observations: list[_Observati
         for metric, (base, *coefficients) in rounds.coefficients(flops, bandwidth).items():
             seen = ~np.isnan(measured[metric])
             scale = measured[metric][seen]
-            rows.append(np.column_stack([c[seen] for c in coefficients]) / scale[:, None])
+            rows.append(np.column_stack([coefficients[c][seen] for c in columns] or [0 * scale]) / scale[:, None])
             targets.append(1 - base[seen] / scale)
         a, y = np.vstack(rows), np.concatenate(targets)
-        overheads = _nonnegative_lstsq(a, y) if fit_overheads else np.zeros(a.shape[1])
-        residual = a @ overheads - y
+        solution = _nonnegative_lstsq(a, y) if columns else np.zeros(a.shape[1])
+        residual = a @ solution - y
         pull = _PULL_TO_ONE * (np.log(flops) ** 2 + np.log(bandwidth) ** 2)
-        return float(residual @ residual + pull), tuple(float(x) for x in overheads)
+        return float(residual @ residual + pull), tuple(float(x) for x in solution)
 
     def loss(log_flops: float, log_bandwidth: np.ndarray) -> np.ndarray:
         return np.array([solve(float(np.exp(log_flops)), float(np.exp(y)))[0] for y in log_bandwidth])
 
     log_flops, log_bandwidth = _minimise(loss, rounds=6, points=29)
-    _, (step_s, request_s, admission_s) = solve(float(np.exp(log_flops)), float(np.exp(log_bandwidth)))
+    _, seconds = solve(float(np.exp(log_flops)), float(np.exp(log_bandwidth)))
+    costs = {name: value / _UNIT_S[name.rsplit("_", 1)[1]] for name, value in zip(overheads, seconds, strict=False)}
     fitted = Efficiency(flops_efficiency=float(np.exp(log_flops)), bandwidth_efficiency=float(np.exp(log_bandwidth)),
-                        step_overhead_ms=step_s * 1e3, request_overhead_ms=request_s * 1e3,
-                        request_admission_ms=admission_s * 1e3, prefill_chunk_tokens=chunk)
+                        prefill_chunk_tokens=chunk, **costs)
     before, after = _errors(observations, Efficiency()), _errors(observations, fitted)
     return CalibrationGroup(
         server_kind=server_kind,
@@ -276,7 +300,9 @@ def _nonnegative_lstsq(a: np.ndarray, y: np.ndarray) -> np.ndarray:
         x = np.zeros(n)
         x[columns] = solution
         loss = float(np.sum((a @ x - y) ** 2))
-        if loss < best_loss:
+        # Strictly better beyond rounding: where two costs are interchangeable (one model depth: per-step and
+        # per-layer), the smaller support, found first, keeps it all instead of an arbitrary split.
+        if loss < best_loss * (1 - 1e-9):
             best, best_loss = x, loss
     return best
 

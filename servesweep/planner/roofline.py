@@ -6,8 +6,11 @@ For one accelerator, GPU count (tensor parallel), batch size, weight dtype and i
 - **Prefill** FLOPs = 2 x active_params x input x batch, plus attention 2 x layers x input^2 x q_dim x batch
   (QK^T and AV, halved by the causal mask); bytes = weights read once per engine step + KV written. A
   phase's time is the larger of FLOPs / (gpus x peak x flops_efficiency) and bytes-per-GPU / (bandwidth x
-  bandwidth_efficiency), plus `step_overhead_ms` per engine step (scheduling, kernel launches, sampling:
-  the time a real server spends that no roofline sees).
+  bandwidth_efficiency), plus the fixed time of an engine step (the time a real server spends that no
+  roofline sees): `step_overhead_ms` per step (scheduling, sampling), `layer_overhead_us` per layer per
+  step (the kernel launches and small kernels of each layer, so a deeper model has a higher floor), and in
+  a decode step `sequence_overhead_us` per sequence of the batch (per-request bookkeeping: scheduling,
+  detokenising, streaming each new token).
 - **Chunked prefill.** A server with `prefill_chunk_tokens` prefills at most that many prompt tokens per
   step, so the batch's prompts take ceil(batch x input / chunk) steps, each reading the weights again.
   Requests that arrive together come out of the prefill in turn: request i's first token follows the step
@@ -76,6 +79,10 @@ class Efficiency(BaseModel):
     flops_efficiency: float = Field(1.0, gt=0, description="Fraction of peak FLOPs (governs prefill).")
     bandwidth_efficiency: float = Field(1.0, gt=0, description="Fraction of HBM bandwidth (governs decode).")
     step_overhead_ms: float = Field(0.0, ge=0, description="Fixed time of every engine step, ms.")
+    layer_overhead_us: float = Field(0.0, ge=0, description="Fixed time of every engine step per model layer "
+                                     "(per-layer kernel launches and latency), us.")
+    sequence_overhead_us: float = Field(0.0, ge=0, description="Time of a decode step per sequence in the "
+                                        "batch (scheduling, detokenising, streaming), us.")
     request_overhead_ms: float = Field(0.0, ge=0, description="Fixed time before a request's prefill (HTTP, "
                                        "first schedule), ms; part of TTFT.")
     request_admission_ms: float = Field(0.0, ge=0, description="Serial front-end time per request (parsing, "
@@ -103,13 +110,19 @@ class RooflineTerms:
     prefill_comm_s: float = 0.0  # tensor parallel: link time of the whole batch's prompt all-reduces
     decode_comm_s: float = 0.0  # tensor parallel: link time of one decode step's all-reduces
     comm_latency_s: float = 0.0  # tensor parallel: fixed all-reduce latency of one engine step
+    layers: int = 0  # the model's layers: the per-layer part of every step's fixed time
+
+    def step_fixed_s(self, efficiency: Efficiency) -> float:
+        """Fixed time of any engine step: the per-step and the per-layer overheads."""
+        return efficiency.step_overhead_ms / 1e3 + self.layers * efficiency.layer_overhead_us / 1e6
 
     def prefill_s(self, efficiency: Efficiency) -> float:
         """The whole batch's prefill: the last request's TTFT without the request overhead."""
         return self._prefill_until(self.batch_size, efficiency)
 
     def decode_step_s(self, efficiency: Efficiency) -> float:
-        return efficiency.step_overhead_ms / 1e3 + self.decode_comm_s + self.comm_latency_s + max(
+        sequences = self.batch_size * efficiency.sequence_overhead_us / 1e6
+        return self.step_fixed_s(efficiency) + sequences + self.decode_comm_s + self.comm_latency_s + max(
             self.decode_compute_s / efficiency.flops_efficiency,
             self.decode_memory_s / efficiency.bandwidth_efficiency,
         )
@@ -123,9 +136,9 @@ class RooflineTerms:
         kv_writes_s = self.prefill_memory_s - self.prefill_weights_s
         memory = steps * self.prefill_weights_s + share * kv_writes_s
         compute = share * self.prefill_compute_s
-        fixed = steps * efficiency.step_overhead_ms + request * efficiency.request_admission_ms
+        fixed = steps * self.step_fixed_s(efficiency) + request * efficiency.request_admission_ms / 1e3
         comm = share * self.prefill_comm_s + steps * self.comm_latency_s
-        return fixed / 1e3 + comm + max(compute / efficiency.flops_efficiency,
+        return fixed + comm + max(compute / efficiency.flops_efficiency,
                                         memory / efficiency.bandwidth_efficiency)
 
     def round(self, efficiency: Efficiency) -> tuple[float, float, float]:
@@ -269,6 +282,7 @@ def roofline_terms(
         prefill_comm_s=batch_size * input_tokens * comm.per_token_s,
         decode_comm_s=batch_size * comm.per_token_s,
         comm_latency_s=comm.per_step_s,
+        layers=layers,
     )
 
 

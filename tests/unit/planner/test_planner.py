@@ -41,7 +41,7 @@ from servesweep.planner import (
     weight_gb,
     weight_limit_gb,
 )
-from servesweep.planner.calibrate import Calibration, CalibrationGroup
+from servesweep.planner.calibrate import OVERHEADS, Calibration, CalibrationGroup
 from servesweep.planner.memory import tensor_parallel_sizes
 from servesweep.planner.models import ModelError, estimate_parameters, from_shape
 from servesweep.planner.roofline import allreduce_cost, weights_touched_bytes
@@ -537,6 +537,37 @@ def test_the_fit_and_the_prediction_share_one_round_model_without_chunking(catal
                       for e in (truth, group.efficiency))
     assert fitted.ttft_ms == pytest.approx(unseen.ttft_ms, rel=0.02)
     assert fitted.tpot_ms == pytest.approx(unseen.tpot_ms, rel=0.02)
+
+
+def test_two_model_depths_tell_the_per_layer_cost_from_the_per_step_one(catalog):
+    # A per-step and a per-layer cost are one number for one model depth; a 16- and a 32-layer model of the
+    # same server separate them, and a batch ladder gives the per-sequence cost of a decode step.
+    truth = Efficiency(flops_efficiency=0.6, bandwidth_efficiency=0.7, step_overhead_ms=1.0, layer_overhead_us=40.0,
+                       sequence_overhead_us=15.0, request_overhead_ms=10.0, request_admission_ms=2.0,
+                       prefill_chunk_tokens=8192)
+    rows = []
+    for preset in ("llama-1b", "llama3-8b"):
+        model = get_model(preset)
+        for batch in (1, 4, 16, 64, 256):
+            for input_tokens, output_tokens in ((128, 128), (2048, 128)):
+                p = predict(model, catalog.get("nvidia-h200-141gb"), 1, batch, input_tokens, output_tokens,
+                            efficiency=truth)
+                rows.append({"server_kind": "vllm", "accelerator": "nvidia-h200-141gb", "model_preset": preset,
+                             "batch_size": batch, "input_tokens": input_tokens, "output_tokens": output_tokens,
+                             "model_dtype": "bfloat16", "ttft_mean_ms": p.ttft_ms, "tpot_mean_ms": p.tpot_ms,
+                             "output_token_throughput": p.output_token_throughput})
+    chunks = {("vllm", "nvidia-h200-141gb"): 8192}
+    [group] = calibrate(rows, catalog=catalog, prefill_chunk_tokens=chunks, overheads=OVERHEADS).groups
+    fitted = group.efficiency
+    assert fitted.layer_overhead_us == pytest.approx(40.0, rel=0.05)
+    assert fitted.sequence_overhead_us == pytest.approx(15.0, rel=0.05)
+    assert fitted.step_overhead_ms == pytest.approx(1.0, rel=0.1)
+    # Without the two terms the same points fit worse: what they add is real, not a relabelling.
+    [older] = calibrate(rows, catalog=catalog, prefill_chunk_tokens=chunks).groups  # the default terms
+    assert (older.efficiency.layer_overhead_us, older.efficiency.sequence_overhead_us) == (0.0, 0.0)
+    assert older.tpot_mape_after > 5 * group.tpot_mape_after
+    with pytest.raises(ValueError, match="unknown overheads"):
+        calibrate(rows, catalog=catalog, overheads=("step_overhead_ms", "per_token_us"))
 
 
 # --- tensor parallelism: how many GPUs, and what the all-reduces cost ------------------------------------
