@@ -47,3 +47,30 @@ def test_docs_walk_from_an_empty_project_to_both_first_runs():
                     "gcloud iam workload-identity-pools create", "gcloud container clusters create",
                     "servesweep submit --argo", "servesweep submit --kfp", "kfp-launcher"):
         assert command in docs, command
+
+
+def test_docs_create_what_the_example_spec_asks_of_the_cluster():
+    """Read as a new user would run it: the walk creates the node pool the example spec's step pods select and
+    tolerate, enables node auto-provisioning when the spec provisions that way, and runs standalone KFP's pipeline
+    in `kubeflow` (where standalone KFP puts every run's pods) with the runner's RBAC and Workload Identity there."""
+    from servesweep.spec import load_spec
+
+    docs = (ROOT / "docs" / "gke.md").read_text()
+    walk = docs.split("## From an empty GCP project to a first run", 1)[1].split("\n## ", 1)[0]
+    gke = load_spec(ROOT / "specs" / "gke.yaml").gke
+    assert gke is not None
+    pool = gke.runner.node_selector["cloud.google.com/gke-nodepool"]
+    assert f"gcloud container node-pools create {pool} " in walk
+    for toleration in gke.runner.tolerations:
+        assert f"--node-taints={toleration.key}=" in walk and f":{toleration.effect}" in walk
+    if gke.provisioning == "autoprovision":
+        assert "--enable-autoprovisioning" in walk and "--max-accelerator type=" in walk
+    assert "gcloud billing projects link" in walk and "--workload-pool=" in walk
+    kfp = walk.split("**8. A first KFP run.**", 1)[1]
+    assert "namespace: kubeflow" in kfp and "runner_in kubeflow" in kfp
+    assert "-n kubeflow create configmap kfp-launcher" in kfp
+    # Every command the walk runs comes before the run that needs it.
+    order = ["gcloud projects create", "gcloud container clusters create", "gcloud storage buckets create",
+             "gcloud artifacts repositories create", "gcloud iam service-accounts create servesweep-runner",
+             "specs/gke.yaml > my-gke.yaml", "servesweep submit --argo", "servesweep submit --kfp"]
+    assert [walk.index(step) for step in order] == sorted(walk.index(step) for step in order)
