@@ -148,10 +148,14 @@ def compute_class_role(class_names: Sequence[str], name: str = ROLE_NAME) -> k8s
     )
 
 
-def cluster_role_binding(namespace: str, account: str, role: str = ROLE_NAME) -> k8s.V1ClusterRoleBinding:
+def cluster_role_binding(namespace: str, account: str, role: str = ROLE_NAME,
+                         name: str | None = None) -> k8s.V1ClusterRoleBinding:
+    # Named after the namespace (default `<role>-<namespace>`): cluster-scoped names are shared, so one binding
+    # name for every namespace would let applying a second namespace's RBAC (KFP's `kubeflow` beside Argo's)
+    # replace the first one's subject.
     return k8s.V1ClusterRoleBinding(
         api_version=RBAC_API, kind="ClusterRoleBinding",
-        metadata=k8s.V1ObjectMeta(name=role, labels=_labels()),
+        metadata=k8s.V1ObjectMeta(name=name or f"{role}-{namespace}", labels=_labels()),
         role_ref=k8s.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="ClusterRole", name=role),
         subjects=[k8s.RbacV1Subject(kind="ServiceAccount", name=account, namespace=namespace)],
     )
@@ -186,7 +190,9 @@ def rbac_manifests(
         runner_role_binding(namespace, account),
     ]
     if compute_classes:
-        objects += [compute_class_role(compute_classes), cluster_role_binding(namespace, account)]
+        # The ClusterRole names this namespace's classes, so it is per namespace as well.
+        role = f"{ROLE_NAME}-{namespace}"
+        objects += [compute_class_role(compute_classes, role), cluster_role_binding(namespace, account, role, role)]
     if read_nodes:
         objects += [node_reader_role(), cluster_role_binding(namespace, account, NODE_READER_ROLE)]
     return [to_dict(obj) for obj in objects]

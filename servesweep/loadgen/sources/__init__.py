@@ -20,27 +20,14 @@ To add one: a module with `build(context) -> maker`, and its name here (and in t
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
-from servesweep.loadgen.client import Prompt
+# The types every source module imports live in base.py: the registry below imports the sources, the sources
+# import base, and no circle runs through this __init__.
 from servesweep.loadgen.datagen import PromptFactory
+from servesweep.loadgen.sources.base import PromptMaker, SourceContext, SourceError
 from servesweep.spec import WorkloadShape
 
-PromptMaker = Callable[[int], Prompt]  # (the point's input_tokens, unused by most sources) -> the next request
-
-
-class SourceError(ValueError):
-    """A data source that cannot give requests (missing file, no prompt within the length bounds)."""
-
-
-@dataclass(frozen=True)
-class SourceContext:
-    """What a source may use: the workload, the served model's tokenizer, a seed, the server's context."""
-
-    workload: WorkloadShape
-    tokenizer: PromptFactory
-    seed: int
-    max_model_len: int
+__all__ = ["PromptMaker", "SourceContext", "SourceError", "request_source", "source_names"]
 
 
 def _registry() -> dict[str, Callable[[SourceContext], PromptMaker]]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from servesweep.loadgen.client import Prompt
-from servesweep.loadgen.sources import PromptMaker, SourceContext, SourceError
+from servesweep.loadgen.sources.base import PromptMaker, SourceContext, SourceError
 
 Turns = list[tuple[str, int]]  # one conversation: (user message, max_tokens of its answer) per turn
 Counter = Callable[[str], int]  # a text's tokens as the server counts them

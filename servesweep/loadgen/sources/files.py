@@ -9,7 +9,7 @@ from pathlib import Path
 import servesweep
 from servesweep.loadgen.client import Prompt
 from servesweep.loadgen.lengths import LengthSampler
-from servesweep.loadgen.sources import PromptMaker, SourceContext, SourceError
+from servesweep.loadgen.sources.base import PromptMaker, SourceContext, SourceError
 from servesweep.spec import BUNDLED, DatasetSpec
 
 Record = tuple[str, int | str | None]  # (prompt, output length in tokens, or a reference answer, or none)

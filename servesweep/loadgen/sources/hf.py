@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from servesweep.loadgen.sources import PromptMaker, SourceContext, SourceError
+from servesweep.loadgen.sources.base import PromptMaker, SourceContext, SourceError
 from servesweep.loadgen.sources.files import Record, dataset_path, from_records
 from servesweep.spec import DatasetSpec
 

@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from servesweep.loadgen.sources import PromptMaker, SourceContext, SourceError
+from servesweep.loadgen.sources.base import PromptMaker, SourceContext, SourceError
 from servesweep.loadgen.sources.files import Record, dataset_path, from_records
 
 

@@ -4,7 +4,7 @@ of its own, so input_tokens - P tokens of every prompt are new and P may come fr
 from __future__ import annotations
 
 from servesweep.loadgen.client import Prompt
-from servesweep.loadgen.sources import PromptMaker, SourceContext
+from servesweep.loadgen.sources.base import PromptMaker, SourceContext
 
 
 def build(context: SourceContext) -> PromptMaker:

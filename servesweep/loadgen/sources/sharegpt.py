@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from servesweep.loadgen.sources import PromptMaker, SourceContext, SourceError
+from servesweep.loadgen.sources.base import PromptMaker, SourceContext, SourceError
 from servesweep.loadgen.sources.conversation import in_rounds
 from servesweep.loadgen.sources.files import Record, dataset_path, from_records
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from servesweep.loadgen.client import Prompt
 from servesweep.loadgen.lengths import LengthSampler
-from servesweep.loadgen.sources import PromptMaker, SourceContext
+from servesweep.loadgen.sources.base import PromptMaker, SourceContext
 
 
 def build(context: SourceContext) -> PromptMaker:

@@ -3,22 +3,20 @@ measures, and the search it records in the manifest."""
 
 import pytest
 
-from benchmarks.loadgen.zero_server import ServerConfig, start_subprocess
 from components.sweep import run_sweep
 from servesweep.platform.types import Endpoint
 from servesweep.spec import BenchmarkSpec
 from servesweep.sweep_plan import plan_deployments
+from tests.support.zero_server import running_zero_server
 
 TTFT_MS, ITL_MS, TOKENS = 5.0, 2.0, 8
 
 
 @pytest.fixture(scope="module")
 def zero_endpoint(tmp_path_factory):
-    server = start_subprocess(ServerConfig(ttft_ms=TTFT_MS, itl_ms=ITL_MS),
-                              tmp_path_factory.mktemp("zero") / "server.npz")
-    yield Endpoint(deployment_id="cc", max_num_seqs=8, base_url=server.base_url,
-                   metrics_url=server.base_url + "/metrics", served_name="zero")
-    server.stop()
+    with running_zero_server(tmp_path_factory, TTFT_MS, ITL_MS) as server:
+        yield Endpoint(deployment_id="cc", max_num_seqs=8, base_url=server.base_url,
+                       metrics_url=server.base_url + "/metrics", served_name="zero")
 
 
 def _spec(ttft_p99_ms: float) -> BenchmarkSpec:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.loadgen.zero_server import ServerConfig, start_subprocess
 from components.collect_metrics import collect_metrics
 from components.quantize import read_quantize_result
 from components.sweep import run_sweep
@@ -14,13 +13,13 @@ from servesweep.platform.types import Endpoint
 from servesweep.quantize import RESULT_FILE, QuantizeResult
 from servesweep.spec import BenchmarkSpec
 from servesweep.sweep_plan import plan_deployments
+from tests.support.zero_server import running_zero_server
 
 
 @pytest.fixture(scope="module")
 def zero_endpoint(tmp_path_factory):
-    server = start_subprocess(ServerConfig(ttft_ms=2.0, itl_ms=1.0), tmp_path_factory.mktemp("zero") / "server.npz")
-    yield Endpoint(deployment_id="cc", max_num_seqs=2, base_url=server.base_url, served_name="zero")
-    server.stop()
+    with running_zero_server(tmp_path_factory, 2.0, 1.0) as server:
+        yield Endpoint(deployment_id="cc", max_num_seqs=2, base_url=server.base_url, served_name="zero")
 
 
 def _runs_row(tmp_path, tiny_model, endpoint, method: str, quantized: QuantizeResult | None) -> dict:

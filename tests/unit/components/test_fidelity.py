@@ -7,7 +7,6 @@ import json
 
 import pytest
 
-from benchmarks.loadgen.zero_server import ServerConfig, start_subprocess
 from components.collect_metrics import collect_metrics
 from components.sweep import run_sweep
 from servesweep.lake.schema import CI_METRICS, CI_PERCENTILES
@@ -15,16 +14,15 @@ from servesweep.loadgen.client import RequestRecord, Sampling, completion_payloa
 from servesweep.platform.types import Endpoint
 from servesweep.spec import BenchmarkSpec, SpecError, parse_spec
 from servesweep.sweep_plan import plan_deployments
+from tests.support.zero_server import running_zero_server
 
 TTFT_MS, ITL_MS, TOKENS = 5.0, 2.0, 8
 
 
 @pytest.fixture(scope="module")
 def zero_endpoint(tmp_path_factory):
-    server = start_subprocess(ServerConfig(ttft_ms=TTFT_MS, itl_ms=ITL_MS),
-                              tmp_path_factory.mktemp("zero") / "server.npz")
-    yield Endpoint(deployment_id="cc", max_num_seqs=4, base_url=server.base_url, served_name="zero")
-    server.stop()
+    with running_zero_server(tmp_path_factory, TTFT_MS, ITL_MS) as server:
+        yield Endpoint(deployment_id="cc", max_num_seqs=4, base_url=server.base_url, served_name="zero")
 
 
 def _spec(sweep: dict, workload: dict | None = None, slo: dict | None = None) -> BenchmarkSpec:

@@ -143,3 +143,21 @@ def test_read_nodes_false_in_the_gke_spec_leaves_the_cluster_role_out():
     kinds = [m["kind"] for m in runner_rbac(_gke(read_nodes=False), "nvidia-l4", 1)]
     assert "ClusterRole" not in kinds and "Role" in kinds
     assert "ClusterRole" in [m["kind"] for m in runner_rbac(_gke(), "nvidia-l4", 1)]
+
+
+def test_two_namespaces_keep_their_own_cluster_grants():
+    """Argo's runner in one namespace and standalone KFP's in `kubeflow` (docs/gke.md): applying the second's RBAC
+    must not replace the first's cluster-scoped bindings, whose names the cluster shares."""
+    def cluster_scoped(namespace: str) -> dict[tuple[str, str], dict]:
+        manifests = rbac_manifests(namespace, compute_classes=["servesweep-nvidia-l4-x1"])
+        return {(m["kind"], m["metadata"]["name"]): m for m in manifests if m["kind"].startswith("Cluster")}
+
+    first, second = cluster_scoped("servesweep"), cluster_scoped("kubeflow")
+    bindings = [key for key in first if key[0] == "ClusterRoleBinding"]
+    assert len(bindings) == 2 and not set(bindings) & set(second)
+    for key in bindings:
+        assert first[key]["subjects"][0]["namespace"] == "servesweep"
+    # The one ClusterRole they may share grants the same thing to both: get nodes.
+    shared = set(first) & set(second)
+    assert shared == {("ClusterRole", NODE_READER_ROLE)} and first[("ClusterRole", NODE_READER_ROLE)] == \
+        second[("ClusterRole", NODE_READER_ROLE)]

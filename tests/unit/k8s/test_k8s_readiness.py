@@ -113,6 +113,17 @@ def test_times_out_with_the_pending_reason():
     assert result.seconds == 30.0
 
 
+def test_times_out_as_no_capacity_when_the_autoscaler_finds_no_machines():
+    """Without queued provisioning, GCP's stockout is not fatal (the autoscaler keeps trying), so the server's
+    startup timeout bounds the wait, and what it ends in says NoCapacity, not a plain Unschedulable."""
+    clock = FakeClock()
+    result = wait(FakeApps(ready_after=None), FakeCore(load_fixture("no_capacity_stockout")), clock, 30.0)
+    assert not result.ready and result.seconds == 30.0
+    assert result.failure.kind == FailureKind.NO_CAPACITY
+    assert "GCE out of resources" in result.failure.message and "still after 30s" in result.failure.message
+    assert clock.sleeps == [5.0] * 6  # waited the whole timeout: capacity may still come
+
+
 def test_times_out_plainly_when_nothing_is_wrong_but_slow():
     clock = FakeClock()
     result = wait(FakeApps(ready_after=None), FakeCore(load_fixture("starting")), clock, 12.0)

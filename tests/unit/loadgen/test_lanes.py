@@ -8,13 +8,14 @@ import itertools
 
 import pytest
 
-from benchmarks.loadgen.zero_server import ServerConfig, start_subprocess, token_words
+from benchmarks.loadgen.zero_server import token_words
 from components.sweep import request_rows
 from servesweep.loadgen.client import Prompt, RequestRecord
 from servesweep.loadgen.engine import Engine
 from servesweep.loadgen.runner import LoadPlan, run_load
 from servesweep.loadgen.sources.conversation import in_rounds
 from servesweep.sweep_plan import SweepPoint
+from tests.support.zero_server import running_zero_server
 
 TOKENS = 6
 ANSWER = "".join(" " + word for word in token_words(1024)[:TOKENS])  # what the zero server streams, always
@@ -22,9 +23,8 @@ ANSWER = "".join(" " + word for word in token_words(1024)[:TOKENS])  # what the 
 
 @pytest.fixture(scope="module")
 def zero_server(tmp_path_factory):
-    server = start_subprocess(ServerConfig(ttft_ms=5.0, itl_ms=3.0), tmp_path_factory.mktemp("zero") / "s.npz")
-    yield server
-    server.stop()
+    with running_zero_server(tmp_path_factory, 5.0, 3.0) as server:
+        yield server
 
 
 def _turns(lanes: int, turns: int, failing: tuple[int, int] | None = None):

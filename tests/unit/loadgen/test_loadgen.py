@@ -13,16 +13,15 @@ from servesweep.loadgen.engine import LagMonitor
 from servesweep.loadgen.runner import LoadPlan, LoadResult, run_load, split_jobs
 from servesweep.metrics.summary import client_limited, summarise_requests
 from servesweep.sweep_plan import SweepPoint
+from tests.support.zero_server import running_zero_server
 
 TTFT_MS, ITL_MS, TOKENS = 5.0, 2.0, 8
 
 
 @pytest.fixture(scope="module")
 def zero_server(tmp_path_factory):
-    server = start_subprocess(ServerConfig(ttft_ms=TTFT_MS, itl_ms=ITL_MS),
-                              tmp_path_factory.mktemp("zero") / "server.npz")
-    yield server
-    server.stop()
+    with running_zero_server(tmp_path_factory, TTFT_MS, ITL_MS) as server:
+        yield server
 
 
 def _prompt(tokens: int) -> str:
