@@ -51,15 +51,17 @@ REPORT_PARAMETERS = {"baseline_accelerator": "nvidia-l4"}
 # never retried and a retry is killed part way; `cap` bounds the wait between attempts instead. A preempted or
 # shut-down node ends the pod as Failed (reason Shutdown/Terminated), not Error, so `OnError` alone misses it: the
 # policy is Always and the expression says which failures qualify.
-_BACKOFF = m.Backoff(duration="30s", factor=2, cap="5m")
+# Integer-or-string fields (limit, factor, activeDeadlineSeconds) are written as strings: Argo reads both, and its
+# published JSON schema (api/jsonschema/schema.json, as its own examples/retry-backoff.yaml) allows only strings.
+_BACKOFF = m.Backoff(duration="30s", factor="2", cap="5m")
 # Lost to the platform, not to the step: an Argo/pod-level Error, or a node taken away or the pod evicted.
 _INFRA = ('lastRetry.status == "Error" || lastRetry.message matches '
           "'(?i)(preempt|shutdown|evict|pod deleted|node.*(lost|not ready)|terminated)'")
 # Steps that only call the Kubernetes/GKE/GCS APIs: any failure but a bad spec (exit 2) is worth another go.
-API_CALLS = RetryStrategy(limit=3, retry_policy="Always",
+API_CALLS = RetryStrategy(limit="3", retry_policy="Always",
                           expression=f"asInt(lastRetry.exitCode) != 2 || {_INFRA}", backoff=_BACKOFF)
 # The sweep measures: its failed points are results, so only a lost pod is retried, never its own failure.
-INFRA_ONLY = RetryStrategy(limit=2, retry_policy="Always", expression=_INFRA, backoff=_BACKOFF)
+INFRA_ONLY = RetryStrategy(limit="2", retry_policy="Always", expression=_INFRA, backoff=_BACKOFF)
 # Which steps retry how; check-points is absent on purpose: its verdict (exit 3 or 4) stands.
 RETRIES: dict[str, RetryStrategy] = {
     "resolve-spec": INFRA_ONLY, "plan": INFRA_ONLY, "plan-sweep": INFRA_ONLY, "collect-metrics": INFRA_ONLY,
@@ -198,7 +200,7 @@ def build_workflow(spec: BenchmarkSpec | None = None, image: str = IMAGE, *, wit
 
     def step(name: str, inputs: list, outputs: list, image: str, **template: Any) -> Container:
         return _step(name, inputs, outputs, image, retry_strategy=RETRIES.get(name),
-                     active_deadline_seconds=deadlines[name], **template)
+                     active_deadline_seconds=str(deadlines[name]), **template)
 
     spec_json, owner, deployment = _in("spec_json"), _in("owner"), _in("deployment")
 

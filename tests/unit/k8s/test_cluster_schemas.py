@@ -5,14 +5,16 @@
   the Extended channel, 1.37 in Rapid; kubernetes-validate 1.37 ships schemas 1.25..1.37).
 - CRDs (PodMonitoring, ComputeClass, ProvisioningRequest) have no schema in kubernetes-validate; servesweep.k8s.validate
   checks them, and the ProvisioningRequest also meets its CRD's schema (tests/fixtures/k8s).
-- The Argo Workflow: Argo's JSON schema (api/jsonschema/schema.json in argoproj/argo-workflows) is not available
-  offline here, so it is checked structurally against hera's models, which are generated from that same OpenAPI
-  spec: every key must be a field of its model, recursively, and the document must parse into them.
+- The Argo Workflow: against Argo's published JSON schema (api/jsonschema/schema.json of argoproj/argo-workflows
+  v3.7.0, the version docs/gke.md installs; tests/fixtures/argo), made strict the way kubernetes-validate is (an
+  object's unknown keys are errors), and structurally against hera's models, which are generated from the same
+  OpenAPI spec: every key must be a field of its model, recursively, and the document must parse into them.
 - The KFP IR: compiled, then loaded back by the KFP SDK as a component.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import typing
 from pathlib import Path
@@ -160,6 +162,37 @@ def test_argo_workflow_matches_argos_schema_structurally(compiled):
     deep = yaml.safe_load((compiled / ARGO).read_text())
     deep["spec"]["templates"][0]["container"]["imagee"] = "x"
     assert _unknown_keys(deep, m.Workflow, "Workflow") == ["Workflow.spec.templates[0].container.imagee"]
+
+
+ARGO_SCHEMA = ROOT / "tests" / "fixtures" / "argo" / "schema-v3.7.0.json.gz"
+
+
+def _strict(node: Any) -> Any:
+    """The schema with every object that lists its properties closed to others (kubernetes-validate's strict)."""
+    if isinstance(node, dict):
+        closed = {key: _strict(value) for key, value in node.items()}
+        if node.get("type") == "object" and "properties" in node:
+            closed.setdefault("additionalProperties", False)
+        return closed
+    return [_strict(item) for item in node] if isinstance(node, list) else node
+
+
+@pytest.fixture(scope="module")
+def argo_validator() -> jsonschema.Draft7Validator:
+    with gzip.open(ARGO_SCHEMA) as handle:
+        return jsonschema.Draft7Validator(_strict(json.load(handle)))
+
+
+def test_argo_workflow_validates_against_argos_published_schema(compiled, argo_validator):
+    document = yaml.safe_load((compiled / ARGO).read_text())
+    assert [error.message for error in argo_validator.iter_errors(document)] == []
+    # The checks bite: an unknown key, and an integer where the schema's int-or-string fields take strings.
+    misspelt = yaml.safe_load((compiled / ARGO).read_text())
+    misspelt["spec"]["templates"][0]["container"]["imagee"] = "x"
+    assert not argo_validator.is_valid(misspelt)
+    integer = yaml.safe_load((compiled / ARGO).read_text())
+    integer["spec"]["templates"][0]["retryStrategy"]["limit"] = 2
+    assert not argo_validator.is_valid(integer)
 
 
 @pytest.mark.parametrize("package", [KFP_LOCAL, KFP_GKE])

@@ -21,6 +21,11 @@ def _templates(spec=None) -> dict[str, dict]:
     return {t["name"]: t for t in workflow["spec"]["templates"] if "container" in t}
 
 
+def _deadline(template: dict) -> int:
+    """activeDeadlineSeconds, written as a string (Argo's schema types int-or-string fields as strings)."""
+    return int(template.get("activeDeadlineSeconds", "0"))
+
+
 def _retries(expression: str, status: str, exit_code: int, message: str = "") -> bool:
     """Argo's retry expression (expr-lang) for the operators these use, evaluated over one lastRetry."""
     python = re.sub(r"(\S+) matches '([^']*)'", r"bool(re.search(r'\2', \1))", expression)
@@ -61,12 +66,12 @@ def test_check_points_verdict_is_never_retried():
 def test_every_step_has_a_deadline_from_the_spec():
     spec = load_spec(GKE_SPEC)
     templates = _templates(spec)
-    assert all(t.get("activeDeadlineSeconds", 0) > 0 for t in templates.values())
-    assert templates["deploy-server"]["activeDeadlineSeconds"] == int(spec.server.startup_timeout_s) + POD_START_S
+    assert all(_deadline(t) > 0 for t in templates.values())
+    assert _deadline(templates["deploy-server"]) == int(spec.server.startup_timeout_s) + POD_START_S
     slower = spec.model_copy(update={"sweep": spec.sweep.model_copy(
         update={"request_timeout_s": spec.sweep.request_timeout_s * 2})})
-    base = templates["sweep"]["activeDeadlineSeconds"] - POD_START_S
-    assert _templates(slower)["sweep"]["activeDeadlineSeconds"] - POD_START_S == 2 * base
+    base = _deadline(templates["sweep"]) - POD_START_S
+    assert _deadline(_templates(slower)["sweep"]) - POD_START_S == 2 * base
 
 
 def test_deploy_deadline_adds_the_queued_provisioning_wait():
