@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, NullFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from servesweep.analysis.models import ChartSpec, PointSummary, PrefillDecode, Report
 from servesweep.analysis.recommend import group_by
@@ -162,6 +162,9 @@ def _log_if_wide(ax: Axes, values: Sequence[float | None], axis: str = "y") -> b
         (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
         # Plain numbers at the decades, no labels between them (2x10^2 3x10^2 ... overlapped on narrow panels).
         scale = ax.yaxis if axis == "y" else ax.xaxis
+        # Under two decades a tick per decade leaves one label or none: mark 1, 2 and 5 of each decade.
+        subs = (1.0, 2.0, 5.0) if max(positive) / min(positive) < 100 else (1.0,)
+        scale.set_major_locator(LogLocator(base=10, subs=subs))
         scale.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
         scale.set_minor_formatter(NullFormatter())
         return True

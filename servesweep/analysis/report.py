@@ -166,10 +166,26 @@ def _machine_option_prices(options: Sequence[MachineOption], catalog: Catalog, l
     return texts
 
 
+_REASON_CHARS = 120  # a server's error message repeats per point with only its counts changed: cut to its gist
+_REASONS_SHOWN = 3
+
+
+def _reasons(reasons: Sequence[str]) -> str:
+    """Distinct failure reasons, each cut to its first words, with how many points gave each (3 at most)."""
+    counts: dict[str, int] = {}
+    for reason in reasons:
+        gist = reason if len(reason) <= _REASON_CHARS else reason[:_REASON_CHARS].rstrip() + "..."
+        counts[gist] = counts.get(gist, 0) + 1
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    shown = "; ".join(f"{gist} (x{count})" if count > 1 else gist for gist, count in ranked[:_REASONS_SHOWN])
+    rest = len(ranked) - _REASONS_SHOWN
+    return shown + (f"; and {rest} other reason(s), in the points table's failure_reason" if rest > 0 else "")
+
+
 def _notes(connection: duckdb.DuckDBPyConnection, ideals: Sequence[IdealBatch], baseline: str) -> list[str]:
-    notes = [f"{n} {source} point(s) did not complete and are left out (reasons recorded: {reasons})"
+    notes = [f"{n} {source} point(s) did not complete and are left out (reasons recorded: {_reasons(reasons)})"
              for source, n, reasons in connection.sql(
-        "SELECT source, count(*), string_agg(DISTINCT coalesce(failure_reason, 'no reason recorded'), '; ' "
+        "SELECT source, count(*), list(coalesce(failure_reason, 'no reason recorded') "
         "ORDER BY coalesce(failure_reason, 'no reason recorded')) "
         "FROM points WHERE status NOT IN ('ok', 'partial') "
         "AND (run_id IN (SELECT run_id FROM selected_runs) OR NOT EXISTS (SELECT 1 FROM selected_runs)) "
