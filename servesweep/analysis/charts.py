@@ -5,6 +5,12 @@ reference lines are not series), or None when the report has nothing to plot. Th
 carry their 95 % intervals as error bars where the lake has them (schema v4). Charts show measured points;
 planner predictions are drawn only when a report has no measurement (they can be orders of magnitude off,
 which would flatten the measured lines), and the title then says so.
+
+Many configurations (more than `_FACET_ABOVE` over more than one comparison group, e.g. the H200 lake's 20
+measured ones over 2 models x 3 workload shapes) are drawn in small multiples: one panel per comparison group
+(model + workload shape), and inside a panel one colour per *variant*, the part of the config label that varies
+within the group (quantization, sweep mode, ...). A variant has the same colour in every panel and chart, and
+one legend outside the panels names the variants. Fewer configurations share one panel, a colour per config.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from typing import Any, TypeVar
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from servesweep.analysis.models import ChartSpec, PointSummary, PrefillDecode, Report
 from servesweep.analysis.recommend import group_by
@@ -25,7 +32,8 @@ from servesweep.analysis.recommend import group_by
 R = TypeVar("R", PointSummary, PrefillDecode)
 
 _DPI = 110
-_SIZE = (10.0, 6.0)  # every chart: the same width and height, so a report's charts line up
+_SIZE = (12.0, 7.0)  # every chart: the same width and height, so a report's charts line up
+_FACET_ABOVE = 8  # configs drawn in one panel at most; more (over several groups) get a panel per group
 _COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
            "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1",
     "#636363")
@@ -43,16 +51,69 @@ def render_charts(report: Report, out_dir: str | Path) -> list[ChartSpec]:
 
 
 def config_colors(report: Report) -> dict[str, str]:
-    """One colour per config label, the same in every chart of the report (sorted labels, in palette order)."""
-    labels = sorted({p.config_label for p in report.points} | {r.config_label for r in report.prefill_decode})
-    if len(labels) <= len(_COLORS):
-        return dict(zip(labels, _COLORS, strict=False))
-    # More configs than distinct fixed colours: evenly spaced along a perceptual colormap, still one each.
-    from matplotlib import colormaps
-    from matplotlib.colors import to_hex
+    """One colour per config label, the same in every chart of the report: its variant's colour (sorted
+    variants in palette order). Unfaceted, every config is its own variant, so each has its own colour; faceted,
+    the configs that share a colour sit in different panels (one per comparison group)."""
+    variants = config_variants(report)
+    keys = sorted(set(variants.values()))
+    if len(keys) <= len(_COLORS):
+        palette = dict(zip(keys, _COLORS, strict=False))
+    else:
+        # More variants than distinct fixed colours: evenly spaced along a perceptual colormap, still one each.
+        from matplotlib import colormaps
+        from matplotlib.colors import to_hex
 
-    ramp = colormaps["turbo"].resampled(len(labels))
-    return {label: to_hex(ramp(i)) for i, label in enumerate(labels)}
+        ramp = colormaps["turbo"].resampled(len(keys))
+        palette = {key: to_hex(ramp(i)) for i, key in enumerate(keys)}
+    return {label: palette[key] for label, key in variants.items()}
+
+
+def _labels_and_groups(report: Report) -> dict[str, str]:
+    """Config label -> its comparison group, over the points and the prefill/decode rows."""
+    groups = {p.config_label: p.comparison_group for p in report.points}
+    groups |= {r.config_label: r.comparison_group for r in report.prefill_decode if r.config_label not in groups}
+    return groups
+
+
+def faceted(report: Report) -> bool:
+    """Small multiples: more configs than one panel reads (measured ones, or all when nothing was measured),
+    spread over more than one comparison group."""
+    points, _ = _plotted(report.points)
+    groups = {p.comparison_group for p in points}
+    return len({p.config_label for p in points}) > _FACET_ABOVE and len(groups) > 1
+
+
+def config_variants(report: Report) -> dict[str, str]:
+    """Config label -> what varies within its comparison group (its variant; the label itself unfaceted).
+
+    The variant is the label less the words its group names (model, input/output lengths) and less the words
+    every config of the report shares (e.g. one accelerator and server): 'fp8 client_concurrency'."""
+    groups = _labels_and_groups(report)
+    if not faceted(report):
+        return {label: label for label in groups}
+    rest = {label: [w for w in label.split() if w not in set(group.split()[:-1])] for label, group in groups.items()}
+    shared = set.intersection(*(set(words) for words in rest.values())) if rest else set()
+    variants = {label: " ".join(w for w in words if w not in shared) for label, words in rest.items()}
+    return {label: variant or label for label, variant in variants.items()}
+
+
+def _group_title(group: str) -> str:
+    # 'llama3-8b-dummy 128/2048 measured' -> 'llama3-8b-dummy, 128 in / 2048 out tokens'
+    words = group.split()
+    if len(words) >= 2 and "/" in words[1]:
+        prompt, output = words[1].split("/", 1)
+        return f"{words[0]}, {prompt} in / {output} out tokens"
+    return group
+
+
+def _facet_grid(figure: Figure, count: int, columns: int = 3, **kwargs: Any) -> list[Axes]:
+    """`count` panels in rows of `columns` (fewer when fewer panels); unused cells hidden."""
+    columns = max(1, min(count, columns))
+    grid = figure.subplots(-(-count // columns), columns, squeeze=False, **kwargs)
+    axes = [ax for row in grid for ax in row]
+    for ax in axes[count:]:
+        ax.set_visible(False)
+    return axes[:count]
 
 
 def _plotted(rows: Sequence[R]) -> tuple[list[R], str]:
@@ -89,8 +150,9 @@ def _legend_below(figure: Figure, axes: Sequence[Axes]) -> None:
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             entries.setdefault(label, handle)
     if entries:
+        columns = 1 if len(entries) <= 4 else 2 if len(entries) <= 10 else 3
         figure.legend(list(entries.values()), list(entries), loc="upper center", bbox_to_anchor=(0.5, 0.0),
-                      fontsize=7, frameon=False)
+                      fontsize=7, frameon=False, ncols=columns)
 
 
 def _log_if_wide(ax: Axes, values: Sequence[float | None], axis: str = "y") -> bool:
@@ -98,6 +160,13 @@ def _log_if_wide(ax: Axes, values: Sequence[float | None], axis: str = "y") -> b
     positive = [v for v in values if v is not None and v > 0]
     if positive and max(positive) / min(positive) >= 10:
         (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
+        # Plain numbers at the decades, no labels between them (2x10^2 3x10^2 ... overlapped on narrow panels).
+        scale = ax.yaxis if axis == "y" else ax.xaxis
+        # Under two decades a tick per decade leaves one label or none: mark 1, 2 and 5 of each decade.
+        subs = (1.0, 2.0, 5.0) if max(positive) / min(positive) < 100 else (1.0,)
+        scale.set_major_locator(LogLocator(base=10, subs=subs))
+        scale.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        scale.set_minor_formatter(NullFormatter())
         return True
     return False
 
@@ -119,20 +188,23 @@ def throughput_chart(report: Report, out: Path) -> ChartSpec | None:
     if not configs:
         return None
     figure = Figure(figsize=_SIZE)
-    ax = figure.subplots()
-    colors = config_colors(report)
-    for label, rows in configs.items():
-        color = colors[label]
-        ax.plot([p.batch_size for p in rows], [p.output_token_throughput or 0.0 for p in rows], label=label,
-                color=color, **_style(rows[0].source))
-        _error_bars(ax, [(p.batch_size, p.output_token_throughput, p.output_token_throughput_ci_low,
-                          p.output_token_throughput_ci_high) for p in rows], color)
-    _batch_axis(ax, points)
-    ax.set_ylabel("output tokens / s")
+    colors, variants = config_colors(report), config_variants(report)
+    panels = _panels(report, list(configs))
+    axes = _facet_grid(figure, len(panels), sharex=True, sharey=True)
+    for ax, (group, labels) in zip(axes, panels.items(), strict=True):
+        for label in labels:
+            rows = configs[label]
+            ax.plot([p.batch_size for p in rows], [p.output_token_throughput or 0.0 for p in rows],
+                    label=variants[label], color=colors[label], **_style(rows[0].source))
+            _error_bars(ax, [(p.batch_size, p.output_token_throughput, p.output_token_throughput_ci_low,
+                              p.output_token_throughput_ci_high) for p in rows], colors[label])
+        _batch_axis(ax, points)
+        ax.set_ylabel("output tokens / s")
+        _panel_title(ax, group, len(panels))
+    _log_if_wide(axes[0], [p.output_token_throughput for rows in configs.values() for p in rows])  # shared y
     title = "Output throughput vs batch size" + suffix
-    ax.set_title(title)
-    _log_if_wide(ax, [p.output_token_throughput for rows in configs.values() for p in rows])
-    _legend_below(figure, [ax])
+    figure.suptitle(title)
+    _legend_below(figure, axes)
     path = out / "throughput_vs_batch.png"
     _save(figure, path)
     return ChartSpec(name="throughput_vs_batch", title=title, path=str(path), series_labels=list(configs),
@@ -140,6 +212,23 @@ def throughput_chart(report: Report, out: Path) -> ChartSpec | None:
                      source=f"SELECT config_label, batch_size, output_token_throughput FROM throughput_by_batch WHERE "
                             f"{_where_plotted(suffix)} AND output_token_throughput IS NOT NULL "
                             "ORDER BY config_label, batch_size")
+
+
+def _panels(report: Report, labels: Sequence[str]) -> dict[str, list[str]]:
+    """Comparison group -> its config labels (sorted), one panel each when faceted; else one panel of all."""
+    if not faceted(report):
+        return {"": sorted(labels)}
+    groups = _labels_and_groups(report)
+    return {group: sorted(rows) for group, rows in sorted(group_by(list(labels), lambda lb: groups[lb]).items())}
+
+
+def _panel_title(ax: Axes, group: str, panels: int) -> None:
+    if group:
+        ax.set_title(_group_title(group), fontsize=8)
+    if panels > 1:
+        ax.tick_params(labelsize=7)
+        ax.xaxis.label.set_fontsize(8)
+        ax.yaxis.label.set_fontsize(8)
 
 
 def _error_bars(ax: Axes, points: Sequence[tuple[int, float | None, float | None, float | None]], color: str) -> int:
@@ -173,15 +262,33 @@ def latency_chart(report: Report, out: Path) -> ChartSpec | None:
     if not configs:
         return None
     figure = Figure(figsize=_SIZE)
-    axes = figure.subplots(1, 2)
     values: dict[str, list[float | None]] = {}
-    colors = config_colors(report)
-    for ax, (name, metric, slo_field) in zip(axes, _LATENCY_PANELS, strict=True):
-        values |= _latency_panel(ax, configs, name, metric, getattr(report.slo, slo_field), colors)
-        _batch_axis(ax, points)
+    colors, variants = config_colors(report), config_variants(report)
+    panels = _panels(report, list(configs))
+    columns = 2 if len(panels) == 1 else min(len(panels), 3)
+    group_rows = -(-len(panels) // columns) if len(panels) > 1 else 1
+    # Unfaceted: TTFT | TPOT side by side. Faceted: a block of group panels for TTFT, then one for TPOT.
+    grid = figure.subplots(2 * group_rows if len(panels) > 1 else 1, columns, squeeze=False)
+    cells = [ax for row in grid for ax in row]
+    used: list[Axes] = []
+    for block, (name, metric, slo_field) in enumerate(_LATENCY_PANELS):
+        for index, (group, labels) in enumerate(panels.items()):
+            ax = cells[block] if len(panels) == 1 else cells[block * group_rows * columns + index]
+            values |= _latency_panel(ax, {label: configs[label] for label in labels}, name, metric,
+                                     getattr(report.slo, slo_field), colors, variants)
+            _batch_axis(ax, points)
+            if group:
+                ax.set_title(f"{name}: {_group_title(group)}", fontsize=8)
+            _panel_title(ax, "", len(panels))
+            used.append(ax)
+    for ax in cells:
+        if ax not in used:
+            ax.set_visible(False)
     title = "Latency (p50 dashed, p99 solid, 95 % intervals) vs batch size" + suffix
     figure.suptitle(title)
-    _legend_below(figure, axes)
+    if len(panels) > 1:
+        figure.tight_layout()
+    _legend_below(figure, used)
     path = out / "latency_vs_batch.png"
     _save(figure, path)
     return ChartSpec(name="latency_vs_batch", title=title, path=str(path), series_labels=list(values), values=values,
@@ -190,7 +297,8 @@ def latency_chart(report: Report, out: Path) -> ChartSpec | None:
 
 
 def _latency_panel(ax: Axes, configs: dict[str, list[PointSummary]], name: str, metric: str,
-                   slo: float | None, colors: Mapping[str, str]) -> dict[str, list[float | None]]:
+                   slo: float | None, colors: Mapping[str, str],
+                   variants: Mapping[str, str]) -> dict[str, list[float | None]]:
     """Draw one panel; returns the series drawn ('TTFT p99 <config>') with their values in batch order."""
     drawn: dict[str, list[float | None]] = {}
     for label, rows in configs.items():
@@ -202,7 +310,7 @@ def _latency_panel(ax: Axes, configs: dict[str, list[PointSummary]], name: str, 
                 continue
             series = f"{name} {stat} {label}"
             ax.plot(*zip(*kept, strict=True), color=color, linestyle=linestyle, marker="o", markersize=3,
-                    label=label if stat == "p99" else "_nolegend_")  # one legend entry per config colour
+                    label=variants[label] if stat == "p99" else "_nolegend_")  # one legend entry per colour
             _error_bars(ax, [(p.batch_size, getattr(p, f"{metric}_{stat}_ms"),
                               getattr(p, f"{metric}_{stat}_ci_low_ms"), getattr(p, f"{metric}_{stat}_ci_high_ms"))
                              for p in rows], color)
@@ -249,17 +357,19 @@ def cost_chart(report: Report, out: Path) -> ChartSpec | None:
         series["within the SLO (ideal batch)"] = [scaled(label, ideals[label].output_tokens_per_dollar)
                                                   for label in configs]
     figure = Figure(figsize=_SIZE)
-    ax = figure.subplots()
-    _grouped_barh(ax, list(configs), {name: [v or 0.0 for v in values] for name, values in series.items()})
+    axes = _bar_panels(report, figure, list(configs),
+                       {name: [v or 0.0 for v in values] for name, values in series.items()})
     if normalised:
-        ax.axvline(1.0, **_SLO_STYLE)
-        ax.set_xlabel(f"output tokens per dollar, {report.baseline_accelerator}'s best within the SLO = 1.0")
+        xlabel = f"output tokens per dollar, {report.baseline_accelerator}'s best within the SLO = 1.0"
         title = f"Throughput per dollar normalised to {report.baseline_accelerator}{suffix}"
     else:
-        ax.set_xlabel("million output tokens per dollar")
+        xlabel = "million output tokens per dollar"
         title = f"Throughput per dollar ({report.baseline_accelerator} not in the data: not normalised){suffix}"
-    ax.set_title(title)
-    _legend(ax)
+    for ax in axes:
+        if normalised:
+            ax.axvline(1.0, **_SLO_STYLE)
+        ax.set_xlabel(xlabel, fontsize=8 if len(axes) > 1 else None)
+    _finish_bars(figure, axes, title)
     path = out / "throughput_per_dollar.png"
     _save(figure, path)
     return ChartSpec(name="throughput_per_dollar", title=title, path=str(path), series_labels=list(series),
@@ -278,7 +388,38 @@ def _baseline_denominators(report: Report) -> dict[str, float]:
     return best
 
 
-def _grouped_barh(ax: Axes, categories: Sequence[str], series: Mapping[str, Sequence[float]]) -> None:
+def _bar_panels(report: Report, figure: Figure, categories: Sequence[str],
+                series: Mapping[str, Sequence[float]]) -> list[Axes]:
+    """Grouped bars of `series` per config: one panel, or (faceted) one per comparison group whose bars are
+    named by their variants, in two columns sharing the value axis."""
+    panels = _panels(report, categories)
+    if len(panels) == 1:
+        ax = figure.subplots()
+        _grouped_barh(ax, categories, series)
+        return [ax]
+    variants = config_variants(report)
+    axes = _facet_grid(figure, len(panels), columns=2, sharex=True)
+    position = {label: index for index, label in enumerate(categories)}
+    for ax, (group, labels) in zip(axes, panels.items(), strict=True):
+        _grouped_barh(ax, labels, {name: [values[position[label]] for label in labels]
+                                   for name, values in series.items()},
+                      tick_labels=[variants[label] for label in labels])
+        _panel_title(ax, group, len(panels))
+    return axes
+
+
+def _finish_bars(figure: Figure, axes: Sequence[Axes], title: str) -> None:
+    if len(axes) == 1:
+        axes[0].set_title(title)
+        _legend(axes[0])
+        return
+    figure.suptitle(title)
+    figure.tight_layout()
+    _legend_below(figure, axes)
+
+
+def _grouped_barh(ax: Axes, categories: Sequence[str], series: Mapping[str, Sequence[float]],
+                  tick_labels: Sequence[str] | None = None) -> None:
     """One horizontal bar group per category, one bar per series inside it, first category on top."""
     height = 0.8 / len(series)
     for index, ((name, values), color) in enumerate(zip(series.items(), cycle(_COLORS), strict=False)):
@@ -286,7 +427,7 @@ def _grouped_barh(ax: Axes, categories: Sequence[str], series: Mapping[str, Sequ
                 color=color)
     # Long config names wrap (on spaces) so the plot keeps the common width instead of a wide label margin.
     ax.set_yticks([row + 0.4 - height / 2 for row in range(len(categories))],
-                  [textwrap.fill(c, 34) for c in categories], fontsize=7)
+                  [textwrap.fill(c, 34) for c in (tick_labels or categories)], fontsize=7)
     ax.invert_yaxis()
     ax.grid(True, axis="x", alpha=0.3)
 
@@ -307,14 +448,13 @@ def prefill_decode_chart(report: Report, out: Path) -> ChartSpec | None:
     if not speeds:
         return None
     figure = Figure(figsize=_SIZE)
-    ax = figure.subplots()
-    _grouped_barh(ax, [r.config_label for r in rows],
-                  {name: [getattr(r, field) or 0.0 for r in rows] for name, field in speeds})
-    ax.set_xscale("log")  # prefill is often 10-100x decode
-    ax.set_xlabel("tokens / s (log)")
+    axes = _bar_panels(report, figure, [r.config_label for r in rows],
+                       {name: [getattr(r, field) or 0.0 for r in rows] for name, field in speeds})
+    for ax in axes:
+        ax.set_xscale("log")  # prefill is often 10-100x decode
+        ax.set_xlabel("tokens / s (log)", fontsize=8 if len(axes) > 1 else None)
     title = "Prefill vs decode speed" + suffix
-    ax.set_title(title)
-    _legend(ax)
+    _finish_bars(figure, axes, title)
     path = out / "prefill_vs_decode.png"
     _save(figure, path)
     return ChartSpec(name="prefill_vs_decode", title=title, path=str(path), series_labels=[n for n, _ in speeds],
@@ -343,7 +483,7 @@ def pareto_chart(report: Report, out: Path, metric: str = "e2e_p99_ms") -> Chart
     figure = Figure(figsize=_SIZE)
     grid = figure.subplots(rows_count, columns, squeeze=False)
     axes = [ax for row in grid for ax in row]
-    colors = config_colors(report)
+    colors, variants = config_colors(report), config_variants(report)
     labels: list[str] = []
     values: dict[str, list[float | None]] = {}
     for ax, (group, edge) in zip(axes, sorted(frontier.items()), strict=False):
@@ -352,7 +492,7 @@ def pareto_chart(report: Report, out: Path, metric: str = "e2e_p99_ms") -> Chart
             kept = [(p.e2e_p99_ms, p.output_token_throughput) for p in rows
                     if p.e2e_p99_ms is not None and p.output_token_throughput is not None]
             if kept:
-                ax.scatter(*zip(*kept, strict=True), color=colors[label], label=label, s=25)
+                ax.scatter(*zip(*kept, strict=True), color=colors[label], label=variants[label], s=25)
                 labels.append(label)
                 latencies += [x for x, _ in kept]
         ax.step([p.latency_ms for p in edge], [p.output_token_throughput for p in edge], where="post",
@@ -365,7 +505,7 @@ def pareto_chart(report: Report, out: Path, metric: str = "e2e_p99_ms") -> Chart
         log = _log_if_wide(ax, latencies, axis="x")
         ax.set_xlabel("p99 E2E latency (ms" + (", log)" if log else ")"), fontsize=8)
         ax.set_ylabel("output tokens / s", fontsize=8)
-        ax.set_title(group, fontsize=8)
+        ax.set_title(_group_title(group), fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(True, alpha=0.3)
     for ax in axes[len(frontier):]:

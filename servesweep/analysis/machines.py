@@ -108,8 +108,8 @@ def machine_options(
         workload = _anchored(workload, best, catalog, policy or MemoryPolicy())
         if workload.anchor != 1.0:
             notes.append(f"{group}: machine types not measured are predicted by the roofline scaled by "
-                         f"{workload.anchor:.2f}, the share of it {best.config_label} reached at batch "
-                         f"{best.ideal_batch_size} (the same server efficiency assumed on every GPU)")
+                         f"{workload.anchor:.2g}, the share of its roofline prediction that {best.config_label} "
+                         f"reached at batch {best.ideal_batch_size} (the same server efficiency assumed on every GPU)")
         for accelerator in catalog.accelerators.values():
             if accelerator.name != "cpu":
                 options.append(_option(workload, accelerator, in_group, slo, catalog, calibration,

@@ -61,6 +61,13 @@ def indistinguishable(a: IdealBatch, b: IdealBatch) -> bool:
             and bool(a.cost_per_hour) == bool(b.cost_per_hour) and first[0] <= second[1] and second[0] <= first[1])
 
 
+def _tps(value: float | None) -> str:
+    """Tokens per second as people read them: 16,407 (not 1.641e+04), 506.2, 29.5."""
+    if value is None:
+        return "-"
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+
+
 def _money(value: float | None) -> str:
     return "no price" if value is None else f"${value:.3g} per million output tokens"
 
@@ -102,7 +109,7 @@ def recommend_batch_size(scope: str, ideals: Sequence[IdealBatch]) -> Recommenda
     best = cheapest(meeting)
     return Recommendation(
         question=Question.BATCH_SIZE, scope=scope, status=Status.ANSWERED,
-        answer=f"batch {best.ideal_batch_size} on {best.config_label}: {best.output_token_throughput:.4g} output "
+        answer=f"batch {best.ideal_batch_size} on {best.config_label}: {_tps(best.output_token_throughput)} output "
                f"tok/s within the SLO{_goodput_note(best)}, {_money(best.usd_per_million_output_tokens)}"
                f"{_slo_cost_note(best)}. Why: {best.reason}.",
         figures=_ideal_figures(best))
@@ -119,7 +126,7 @@ def _slo_cost_note(row: IdealBatch) -> str:
     if row.max_throughput_batch_size == row.ideal_batch_size or not row.max_output_token_throughput:
         return ""
     share = (row.output_token_throughput or 0.0) / row.max_output_token_throughput
-    return (f" ({share:.0%} of the {row.max_output_token_throughput:.4g} tok/s reached at batch "
+    return (f" ({share:.0%} of the {_tps(row.max_output_token_throughput)} tok/s reached at batch "
             f"{row.max_throughput_batch_size} outside the SLO)")
 
 
@@ -193,7 +200,18 @@ def _machine_name(option: MachineOption) -> str:
 
 def _machine_cost(option: MachineOption) -> str:
     return (f"{_money(option.usd_per_million_output_tokens)} at batch {option.batch_size}, {option.source} "
-            f"({option.output_token_throughput:.4g} output tok/s)")
+            f"({_tps(option.output_token_throughput)} output tok/s)")
+
+
+def _why_no_cost(option: MachineOption) -> str:
+    """Why a machine type that holds the model has no cost per token (a '-' alone says nothing)."""
+    if option.usd_per_million_output_tokens is not None:
+        return ""
+    if option.cost_per_hour is None:
+        return " (no price in the catalog)"
+    if option.batch_size is None:
+        return f" (no batch size {'measured' if option.source == 'measured' else 'predicted'} within the SLO)"
+    return " (no throughput)"
 
 
 def recommend_machine(scope: str, options: Sequence[MachineOption]) -> Recommendation:
@@ -204,7 +222,7 @@ def recommend_machine(scope: str, options: Sequence[MachineOption]) -> Recommend
             question=Question.MACHINE, scope=scope, status=Status.NOT_COVERED,
             answer="the planner knows no architecture for this model (model preset), so no machine type can be "
                    "sized; report runs whose spec names a model preset or a config.json.")
-    figures = [Figure(label=f"{o.machine_type} x{o.gpus}: {o.source} $/M output tokens",
+    figures = [Figure(label=f"{o.machine_type} x{o.gpus}: {o.source} $/M output tokens{_why_no_cost(o)}",
                       value=o.usd_per_million_output_tokens, unit="$/M tokens") for o in options if o.fits]
     usable = sorted((o for o in options if o.fits and o.meets_slo and o.usd_per_million_output_tokens is not None),
                     key=lambda o: (o.usd_per_million_output_tokens or 0.0, o.source != "measured"))
@@ -220,7 +238,8 @@ def recommend_machine(scope: str, options: Sequence[MachineOption]) -> Recommend
     if len(usable) > 1:
         text += f"; next: {_machine_name(usable[1])}: {_machine_cost(usable[1])}"
     if winner.source != "measured":
-        text += "; a prediction, not a measurement: run the spec on it before committing"
+        text += (f"; the cheapest is a prediction, not a measurement: run the spec on {winner.machine_type} before "
+                 "committing")
     return Recommendation(question=Question.MACHINE, scope=scope, status=Status.ANSWERED, figures=figures,
                           answer=text + unfit_text + ".")
 
@@ -274,11 +293,12 @@ def variant_verdict(row: IdealBatch, variant: QuantizeVariant | None) -> Variant
     measured = ", ".join(_accuracy_text(a) for a in variant.accuracy if a.passed is not None) if passed and variant \
         else ""
     if variant is not None and variant.weight_bits < 8 and not passed:
-        return VariantVerdict(False, False, "weights below eight bits and no accuracy result inside the threshold: "
+        return VariantVerdict(False, False, "weights below 8 bits and no accuracy result inside the threshold: "
                                             "not recommended until accuracy is measured")
     if passed:
         return VariantVerdict(True, False, f"accuracy inside the threshold ({measured})")
-    return VariantVerdict(True, False, "eight bits or more, accuracy not measured")
+    return VariantVerdict(True, False, "8-bit or wider weights, so eligible without an accuracy result (none "
+                                       "measured)")
 
 
 def _number(value: float | None) -> str:
@@ -339,16 +359,17 @@ def _winner_text(winner: IdealBatch, ranked: Sequence[IdealBatch], placement: st
                 f"{_money(baseline.usd_per_million_output_tokens)}, inside the 95 % intervals of their throughput; "
                 f"quantizing buys nothing measurable here but memory ({winner.quantization}: {_memory_text(mine)})")
     verb = f"quantize to {winner.quantization}" if quantized else "do not quantize"
+    mine_cost = f"{winner.quantization} at its ideal batch {winner.ideal_batch_size}: " \
+        f"{_money(winner.usd_per_million_output_tokens)}"
     if other is None:
-        comparison = _money(winner.usd_per_million_output_tokens)
+        comparison = mine_cost
     elif other.meets_slo:
-        comparison = (f"{_money(winner.usd_per_million_output_tokens)} against "
-                      f"{_money(other.usd_per_million_output_tokens)} for {other.quantization}")
+        comparison = (f"{mine_cost}, against {_money(other.usd_per_million_output_tokens)} for {other.quantization} "
+                      f"at its ideal batch {other.ideal_batch_size}")
     else:
         comparison = f"only {winner.quantization} meets the SLO ({other.quantization}: {other.reason})"
     why = f", {variant_verdict(winner, mine).why}" if quantized else ""
-    return (f"{verb} on {placement}: {comparison}, at batch {winner.ideal_batch_size}; {winner.quantization}: "
-            f"{_memory_text(mine)}{why}")
+    return f"{verb} on {placement}: {comparison}; {winner.quantization}: {_memory_text(mine)}{why}"
 
 
 def _quantization_figures(row: IdealBatch, variant: QuantizeVariant | None) -> list[Figure]:
@@ -465,12 +486,12 @@ def _group_headline(measured: Sequence[IdealBatch]) -> Headline:
         return Headline(meets_slo=False, config_label=fastest.config_label,
                         max_output_token_throughput=fastest.max_output_token_throughput,
                         summary=f"no measured config meets the SLO; the fastest, {fastest.config_label}, reaches "
-                                f"{fastest.max_output_token_throughput or 0:.4g} output tok/s at batch "
+                                f"{_tps(fastest.max_output_token_throughput or 0)} output tok/s at batch "
                                 f"{fastest.max_throughput_batch_size} ({fastest.reason})")
     return Headline(
         meets_slo=True, config_label=best.config_label, ideal_batch_size=best.ideal_batch_size,
         output_token_throughput=best.output_token_throughput, output_tokens_per_dollar=best.output_tokens_per_dollar,
         usd_per_million_output_tokens=best.usd_per_million_output_tokens,
         max_output_token_throughput=best.max_output_token_throughput,
-        summary=f"{best.config_label} at batch {best.ideal_batch_size}: {best.output_token_throughput:.4g} output "
+        summary=f"{best.config_label} at batch {best.ideal_batch_size}: {_tps(best.output_token_throughput)} output "
                 f"tok/s within the SLO, {_money(best.usd_per_million_output_tokens)}")

@@ -71,10 +71,9 @@ def build_report(
         fingerprints = _rows(connection, RunFingerprint, _RUNS_SQL)
         machines, machine_notes = machine_options(connection, ideals, slo, catalog)
         variants = quantize_variants(connection, ideals, catalog)
-        prices_used = [f"{machine} ({accelerator}): ${price:.4g}/h {chosen}, {source}, read {date}"
-                       if price is not None else f"{machine} ({accelerator}): no {chosen} price in the catalog"
-                       for machine, accelerator, price, chosen, source, date
-                       in connection.sql(_PRICES_USED_SQL).fetchall()]
+        measured_prices = connection.sql(_PRICES_USED_SQL).fetchall()
+        prices_used = [_price_text(*row) for row in measured_prices]
+        prices_used += _machine_option_prices(machines, catalog, {row[0] for row in measured_prices})
         notes = (_notes(connection, ideals, baseline) + _measurement_notes(points, fingerprints, run_ids)
                  + machine_notes)
     finally:
@@ -145,9 +144,48 @@ def _rows(connection: duckdb.DuckDBPyConnection, model: type[M], source: str) ->
     return [model.model_validate(row) for row in table.to_pylist()]
 
 
+def _price_text(machine: str, accelerator: str, price: float | None, chosen: str, source: str, date: str) -> str:
+    if price is None:
+        return f"{machine} ({accelerator}): no {chosen} price in the catalog"
+    return f"{machine} ({accelerator}): ${price:.4g}/h {chosen}, {source}, read {date}"
+
+
+def _machine_option_prices(options: Sequence[MachineOption], catalog: Catalog, listed: set[str]) -> list[str]:
+    """The prices the machine-type table costs its other machine types at (the measured ones are listed already)."""
+    texts: list[str] = []
+    for option in options:
+        if option.machine_type is None or option.machine_type in listed:
+            continue
+        listed.add(option.machine_type)
+        entry = catalog.accelerators.get(option.accelerator)
+        machine = next((m for m in entry.machines if m.machine_type == option.machine_type), None) if entry else None
+        if machine is not None:
+            texts.append(_price_text(machine.machine_type, option.accelerator, machine.price_per_hour,
+                                     machine.pricing, machine.price_source, machine.price_date)
+                         + " (machine-type table)")
+    return texts
+
+
+_REASON_CHARS = 120  # a server's error message repeats per point with only its counts changed: cut to its gist
+_REASONS_SHOWN = 3
+
+
+def _reasons(reasons: Sequence[str]) -> str:
+    """Distinct failure reasons, each cut to its first words, with how many points gave each (3 at most)."""
+    counts: dict[str, int] = {}
+    for reason in reasons:
+        gist = reason if len(reason) <= _REASON_CHARS else reason[:_REASON_CHARS].rstrip() + "..."
+        counts[gist] = counts.get(gist, 0) + 1
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    shown = "; ".join(f"{gist} (x{count})" if count > 1 else gist for gist, count in ranked[:_REASONS_SHOWN])
+    rest = len(ranked) - _REASONS_SHOWN
+    return shown + (f"; and {rest} other reason(s), in the points table's failure_reason" if rest > 0 else "")
+
+
 def _notes(connection: duckdb.DuckDBPyConnection, ideals: Sequence[IdealBatch], baseline: str) -> list[str]:
-    notes = [f"{n} {source} point(s) failed and are left out: {reasons}" for source, n, reasons in connection.sql(
-        "SELECT source, count(*), string_agg(DISTINCT coalesce(failure_reason, 'no reason recorded'), '; ' "
+    notes = [f"{n} {source} point(s) did not complete and are left out (reasons recorded: {_reasons(reasons)})"
+             for source, n, reasons in connection.sql(
+        "SELECT source, count(*), list(coalesce(failure_reason, 'no reason recorded') "
         "ORDER BY coalesce(failure_reason, 'no reason recorded')) "
         "FROM points WHERE status NOT IN ('ok', 'partial') "
         "AND (run_id IN (SELECT run_id FROM selected_runs) OR NOT EXISTS (SELECT 1 FROM selected_runs)) "

@@ -73,6 +73,9 @@ SELECT t.run_id, t.config_id, t.config_label, t.comparison_group, t.source, t.mo
        s.slo_ttft_p99_ms, s.slo_tpot_p99_ms, s.slo_e2e_p99_ms,
        p.point_id IS NOT NULL AS meets_slo,
        CASE
+           WHEN p.point_id IS NULL AND m.points_counted = 1
+               THEN format('its only point, batch {}, misses the SLO: {}', l.batch_size,
+                           coalesce(l.slo_misses, 'no output throughput measured'))
            WHEN p.point_id IS NULL THEN format('none of the {} points meets the SLO; even batch {} misses: {}',
                m.points_counted, l.batch_size, coalesce(l.slo_misses, 'no output throughput measured'))
            WHEN p.goodput IS NOT NULL

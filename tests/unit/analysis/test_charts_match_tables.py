@@ -8,7 +8,7 @@ import re
 import pytest
 from matplotlib.image import imread
 
-from servesweep.analysis.charts import config_colors, render_charts  # noqa: E402
+from servesweep.analysis.charts import config_colors, config_variants, faceted, render_charts  # noqa: E402
 from servesweep.analysis.report import build_report, render_html  # noqa: E402
 from servesweep.spec import SLOSpec  # noqa: E402
 from tests.support.analysis_lake import fleet_rows, round_price_catalog, write_points
@@ -53,6 +53,44 @@ def test_every_chart_has_the_same_size_and_each_config_one_colour(tmp_path):
     assert max(widths) - min(widths) < 0.35 * max(widths) and max(heights) - min(heights) < 0.5 * max(heights), shapes
     assert all(h < 1400 for h in heights), shapes  # the Pareto chart was 2125 px high
     colors = config_colors(report)
+    assert set(colors) >= {p.config_label for p in report.points}
+
+
+def test_many_configs_get_a_panel_per_group_and_a_colour_per_variant(tmp_path):
+    # The H200 lake: 20 measured configs over 2 models x 3 workload shapes.
+    report = build_report(*H200)
+    assert faceted(report)
+    colors, variants = config_colors(report), config_variants(report)
+    measured = {p.config_label: p.comparison_group for p in report.points if p.source == "measured"}
+    by_group: dict[str, list[str]] = {}
+    for label, group in measured.items():
+        by_group.setdefault(group, []).append(label)
+    for labels in by_group.values():  # inside a panel: a colour (and a variant name) per config
+        assert len({colors[label] for label in labels}) == len({variants[label] for label in labels}) == len(labels)
+    # The same variant has the same colour in every panel, and far fewer legend entries than configs.
+    assert all(colors[a] == colors[b] for a in measured for b in measured if variants[a] == variants[b])
+    legend = {variants[label] for label in measured}
+    assert len(legend) <= 6 < len(measured) and "fp8 client_concurrency" in legend
+    charts = {c.name: c for c in render_charts(report, tmp_path)}
+    assert sorted(charts["pareto_frontier"].values) == sorted(f"frontier ({group})" for group in by_group)
+    # Drawing per panel changes none of the numbers: every measured config's throughput, as the table has it.
+    drawn = charts["throughput_vs_batch"].values
+    assert set(drawn) == {label for label, rows in _measured_with_throughput(report).items() if rows}
+    for label, values in drawn.items():
+        assert values == _measured_with_throughput(report)[label]
+
+
+def _measured_with_throughput(report):
+    rows: dict[str, list[float]] = {}
+    for p in sorted(report.points, key=lambda p: (p.config_label, p.batch_size)):
+        if p.source == "measured" and p.output_token_throughput is not None:
+            rows.setdefault(p.config_label, []).append(p.output_token_throughput)
+    return rows
+
+
+def test_a_few_configs_share_one_panel_with_a_colour_each(fleet):
+    assert not faceted(fleet)
+    colors = config_colors(fleet)
     assert len(set(colors.values())) == len(colors)
 
 

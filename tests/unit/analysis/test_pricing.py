@@ -19,7 +19,14 @@ accelerators:
       - machine_type: g2-standard-4
         price_per_hour: 0.5
         spot: {price_per_hour: 0.4, source: "billing export", date: "2026-12-01"}
-        cud_1y: {price_per_hour: 0.7, source: "contract A", date: "2026-11"}
+        cud_1y: {price_per_hour: 0.35, source: "contract A", date: "2026-11"}
+        cud_3y: null
+      # The shipped catalog prices the other one-GPU G2 machines too; this test catalog has no 3-year
+      # price for any of them, and its own spot and 1-year prices undercut the shipped ones.
+      - {machine_type: g2-standard-8, cud_3y: null}
+      - {machine_type: g2-standard-12, cud_3y: null}
+      - {machine_type: g2-standard-16, cud_3y: null}
+      - {machine_type: g2-standard-32, cud_3y: null}
 """
 SLO = SLOSpec(ttft_p99_ms=500, tpot_p99_ms=50)
 
@@ -44,7 +51,7 @@ def test_with_pricing_swaps_the_price_and_its_source(catalog):
     spot = catalog.with_pricing("spot").get("nvidia-l4").machine_for(1)
     assert (spot.price_per_hour, spot.price_source, spot.price_date, spot.pricing) == (
         0.4, "billing export", "2026-12-01", "spot")
-    assert catalog.with_pricing("cud-1y").hourly_cost("nvidia-l4", 1) == 0.7
+    assert catalog.with_pricing("cud-1y").hourly_cost("nvidia-l4", 1) == 0.35
     assert catalog.with_pricing("cud-3y").hourly_cost("nvidia-l4", 1) is None  # no such price: unpriced
     assert catalog.with_pricing("on-demand").hourly_cost("nvidia-l4", 1) == 0.5
     with pytest.raises(CatalogError, match="unknown pricing 'reserved'"):
@@ -59,7 +66,7 @@ def test_a_price_without_a_date_is_refused(tmp_path):
         load_catalog(path)
 
 
-@pytest.mark.parametrize("pricing,per_hour", [("on-demand", 0.5), ("spot", 0.4), ("cud-1y", 0.7)])
+@pytest.mark.parametrize("pricing,per_hour", [("on-demand", 0.5), ("spot", 0.4), ("cud-1y", 0.35)])
 def test_report_costs_at_the_chosen_prices_and_says_which(lake, catalog, pricing, per_hour):
     report = build_report(lake, [], SLO, "nvidia-l4", catalog, pricing=pricing)
     (ideal,) = report.measured_ideals()
@@ -92,3 +99,34 @@ def test_input_and_output_tokens_are_priced_apart_and_add_up(lake, catalog):
                   + row["output_token_throughput"] * row["usd_per_million_output_tokens_split"]) / 1e6
         assert billed == pytest.approx(cost_per_s)
         assert row["usd_per_million_output_tokens_split"] < row["usd_per_million_output_tokens"]
+
+
+def test_the_shipped_catalog_carries_dated_spot_and_cud_prices_with_sources():
+    shipped = load_catalog()
+    for pricing, per_hour in [("spot", 50.60954), ("cud-1y", 61.38367), ("cud-3y", 38.86438)]:
+        machine = shipped.with_pricing(pricing).get("nvidia-h100-80gb").machine_for(8)
+        assert machine.price_per_hour == per_hour and machine.price_date == "2026-07-30"
+        assert "Cyclenerd/google-cloud-pricing-cost-calculator" in machine.price_source
+    # Every spot or CUD price is cheaper than the machine's on-demand price, and dated.
+    for entry in shipped.accelerators.values():
+        for machine in entry.machines:
+            for price in (machine.spot, machine.cud_1y, machine.cud_3y):
+                if price is not None and machine.price_per_hour is not None:
+                    assert price.price_per_hour is not None and price.price_per_hour < machine.price_per_hour
+                    assert price.source and price.date
+    # Not found in any stored source: absent, never guessed.
+    assert shipped.with_pricing("cud-1y").hourly_cost("nvidia-h200-141gb", 8) is None
+    assert shipped.with_pricing("spot").hourly_cost("nvidia-b200", 8) is None
+    assert shipped.get("nvidia-a100-80gb").machine_for(1).cud_3y is None
+
+
+def test_report_at_spot_uses_the_shipped_spot_price_and_says_so(tmp_path):
+    lake = str(tmp_path / "lake")
+    write_points(lake, [point("h100", "nvidia-h100-80gb", b, t, 100, 20) for b, t in [(1, 90), (8, 600)]])
+    report = build_report(lake, [], SLO, "nvidia-h100-80gb", load_catalog(), pricing="spot")
+    (ideal,) = report.measured_ideals()
+    spot_per_gpu = 50.60954 / 8  # one GPU costed as a share of a3-highgpu-8g
+    assert ideal.pricing == "spot" and ideal.cost_per_hour == pytest.approx(spot_per_gpu)
+    assert ideal.usd_per_million_output_tokens == pytest.approx(1e6 * spot_per_gpu / (600 * 3600))
+    markdown = render_markdown(report)
+    assert "prices: spot" in markdown and "2026-07-30" in markdown and "Cyclenerd" in markdown

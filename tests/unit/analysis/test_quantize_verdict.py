@@ -77,27 +77,28 @@ def test_eight_bits_without_accuracy_is_recommended_and_says_accuracy_is_missing
     _, answer = _quantize_answer(_lake(tmp_path, ("none", "w8a8-int8")), tmp_path)
     assert answer.status == Status.ANSWERED
     # 600 tok/s at $2/h: 1e6 * 2 / (600 * 3600) = $0.926/M; none at 400 tok/s: $1.39/M.
-    assert answer.answer.startswith("quantize to w8a8-int8 on nvidia-tesla-a100 x1: $0.926 per million output tokens "
-                                    "against $1.39 per million output tokens for none, at batch 8")
+    assert answer.answer.startswith("quantize to w8a8-int8 on nvidia-tesla-a100 x1: w8a8-int8 at its ideal batch 8: "
+                                    "$0.926 per million output tokens, against $1.39 per million output tokens for "
+                                    "none at its ideal batch 8")
     assert "weights 8.03 GB (checkpoint), 1 GPU(s) needed" in answer.answer
-    assert "eight bits or more, accuracy not measured" in answer.answer
+    assert "8-bit or wider weights, so eligible without an accuracy result (none measured)" in answer.answer
     assert answer.answer.endswith("No accuracy data for these variants: run the accuracy step before serving a "
                                   "quantized one.")
 
 
 def test_below_eight_bits_without_accuracy_is_not_recommended(tmp_path):
     _, answer = _quantize_answer(_lake(tmp_path, ("none", "w4a16")), tmp_path)
-    assert answer.answer.startswith("do not quantize on nvidia-tesla-a100 x1: $1.39 per million output tokens "
-                                    "against $0.694 per million output tokens for w4a16")
+    assert answer.answer.startswith("do not quantize on nvidia-tesla-a100 x1: none at its ideal batch 8: $1.39 per "
+                                    "million output tokens, against $0.694 per million output tokens for w4a16")
     assert "w4a16: $0.694 per million output tokens, weights 5.7 GB (checkpoint), 1 GPU(s) needed, weights below " \
-           "eight bits and no accuracy result inside the threshold" in answer.answer
+           "8 bits and no accuracy result inside the threshold" in answer.answer
 
 
 def test_below_eight_bits_with_accuracy_inside_the_threshold_is_recommended(tmp_path):
     lake = _lake(tmp_path, ("none", "w4a16"), {"w4a16": (-0.01, -0.03, 0.01, True)})
     report, answer = _quantize_answer(lake, tmp_path)
-    assert answer.answer.startswith("quantize to w4a16 on nvidia-tesla-a100 x1: $0.694 per million output tokens "
-                                    "against $1.39 per million output tokens for none")
+    assert answer.answer.startswith("quantize to w4a16 on nvidia-tesla-a100 x1: w4a16 at its ideal batch 8: $0.694 "
+                                    "per million output tokens, against $1.39 per million output tokens for none")
     assert "accuracy inside the threshold (exact_match on addition 0.89 against 0.9, delta -0.01 (95 % CI -0.03 to " \
            "0.01))" in answer.answer
     assert "No accuracy data" not in answer.answer
@@ -119,7 +120,8 @@ def test_the_cheapest_passing_variant_wins_over_a_cheaper_flagged_one(tmp_path):
     lake = _lake(tmp_path, ("none", "w8a8-int8", "w4a16"),
                  {"w4a16": (-0.06, -0.09, -0.03, False), "w8a8-int8": (0.0, -0.02, 0.02, True)})
     _, answer = _quantize_answer(lake, tmp_path)
-    assert answer.answer.startswith("quantize to w8a8-int8 on nvidia-tesla-a100 x1: $0.926 per million")
+    assert answer.answer.startswith("quantize to w8a8-int8 on nvidia-tesla-a100 x1: w8a8-int8 at its ideal batch 8: "
+                                    "$0.926 per million")
     assert "w4a16: $0.694 per million output tokens, weights 5.7 GB (checkpoint), 1 GPU(s) needed, flagged, never " \
            "recommended" in answer.answer
 

@@ -55,8 +55,9 @@ def test_recommendations_across_accelerators_and_quantizations(fleet_lake, catal
 
     quantize = answers[Question.QUANTIZE]
     assert quantize.status == Status.ANSWERED
-    assert quantize.answer.startswith("do not quantize on nvidia-tesla-a100 x1: $0.617 per million output tokens "
-                                      "against $1.98 per million output tokens for int8")
+    assert quantize.answer.startswith("do not quantize on nvidia-tesla-a100 x1: none at its ideal batch 16: $0.617 "
+                                      "per million output tokens, against $1.98 per million output tokens for int8 "
+                                      "at its ideal batch 4")
     assert "No accuracy data for these variants" in quantize.answer
     assert _figure(quantize, "int8: ideal batch size") == 4
 
@@ -75,7 +76,8 @@ def test_recommendations_across_accelerators_and_quantizations(fleet_lake, catal
         "usd_per_million_output_tokens": pytest.approx(2e6 / (900 * 3600)),
         "output_tokens_per_dollar": pytest.approx(1_620_000), "max_output_tokens_per_s": 900.0,
     }
-    assert any("1 measured point(s) failed" in note and "server out of memory" in note for note in report.notes)
+    assert any("1 measured point(s) did not complete" in note and "server out of memory" in note
+               for note in report.notes)
     assert {row.source for row in report.ideal_batches} == {"measured", "predicted"}
 
 

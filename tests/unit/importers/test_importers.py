@@ -192,3 +192,78 @@ def test_unknown_stated_names_are_refused(tmp_path, flags, message):
     out = CliRunner().invoke(app, ["import", "vllm-bench", str(VLLM), "--lake", str(lake), *flags])
     assert out.exit_code == 2 and out.output.startswith(message) and len(out.output.splitlines()) == 1, out.output
     assert not lake.exists()
+
+
+# --- files the tools themselves wrote (tests/fixtures/importers/real/README.md says how) ---------------------
+
+REAL = FIXTURES / "real"
+REAL_GUIDELLM = REAL / "guidellm-0.8.1" / "benchmarks.json"
+REAL_INFERENCE_PERF = REAL / "inference-perf-0.7.0"
+
+
+def test_a_real_guidellm_report_imports_to_its_own_numbers():
+    data = _json(REAL_GUIDELLM)
+    assert data["metadata"]["guidellm_version"] == "0.8.1"
+    imported = parse_file("guidellm", REAL_GUIDELLM)
+    assert imported.notes == ["guidellm 0.8.1"]  # every request listed: TPOT per request, nothing sampled
+    assert [(p["batch_size"], p["concurrency"], p["load_kind"]) for p in imported.points] == [
+        (1, 1, "closed"), (4, 4, "closed")]
+    for point, bench in zip(imported.points, data["benchmarks"], strict=True):
+        metrics, totals = bench["metrics"], bench["metrics"]["request_totals"]
+        assert bench["config"]["strategy"]["streams"] == point["batch_size"]
+        assert point["num_requests"] == totals["successful"] == 24 and point["num_errors"] == totals["errored"] == 0
+        ttft = metrics["time_to_first_token_ms"]["successful"]
+        assert point["ttft_p50_ms"] == ttft["percentiles"]["p50"] and point["ttft_mean_ms"] == ttft["mean"]
+        e2e = metrics["request_latency"]["successful"]["percentiles"]
+        assert point["e2e_p99_ms"] == pytest.approx(1000 * e2e["p99"])
+        window = bench["scheduler_metrics"]["measure_end_time"] - bench["scheduler_metrics"]["measure_start_time"]
+        assert point["duration_s"] == pytest.approx(window)
+        assert point["output_token_throughput"] == pytest.approx(
+            metrics["output_token_count"]["successful"]["total_sum"] / window)
+        per_request = [r["inter_token_latency_ms"] for r in bench["requests"]["successful"]]
+        assert point["tpot_p50_ms"] == pytest.approx(np.percentile(per_request, 50))
+        assert (point["model_name"], point["api"], point["output_tokens"]) == ("mock-model", "chat", 16)
+        # The mock server answered with 5 ms between tokens after a 20 ms first token (its settings).
+        assert 4 < point["tpot_p50_ms"] < 8 and 15 < point["ttft_p50_ms"] < 60
+
+
+def test_a_real_inference_perf_folder_imports_one_point_per_stage():
+    imported = parse_file("inference-perf", REAL_INFERENCE_PERF)
+    assert imported.model_name == "mock-model"
+    assert [p["batch_size"] for p in imported.points] == [1, 4]
+    for point, stage in zip(imported.points, (0, 1), strict=True):
+        report = _json(REAL_INFERENCE_PERF / f"stage_{stage}_lifecycle_metrics.json")
+        latency, load = report["successes"]["latency"], report["load_summary"]
+        assert load["concurrency"] == point["batch_size"] and point["num_requests"] == load["count"] == 24
+        assert point["ttft_p50_ms"] == pytest.approx(1000 * latency["time_to_first_token"]["median"])
+        assert point["tpot_p99_ms"] == pytest.approx(1000 * latency["time_per_output_token"]["p99"])
+        assert point["itl_p50_ms"] == pytest.approx(1000 * latency["inter_token_latency"]["median"])
+        assert point["e2e_mean_ms"] == pytest.approx(1000 * latency["request_latency"]["mean"])
+        assert point["output_token_throughput"] == report["successes"]["throughput"]["output_tokens_per_sec"]
+        assert point["duration_s"] == report["benchmark_time_seconds"]
+        assert point["output_tokens"] == 16
+
+
+def test_the_real_files_hold_every_field_the_hand_built_fixtures_feed_the_importers():
+    """The hand-built fixtures' fields the importers read exist, with the same shape, in the tools' own files."""
+    real, hand = _json(REAL_GUIDELLM)["benchmarks"][0], _json(GUIDELLM)["benchmarks"][0]
+    for path in (("config", "strategy", "type_"), ("config", "backend", "model"), ("scheduler_metrics",
+                 "measure_start_time"), ("metrics", "request_totals", "incomplete"),
+                 ("metrics", "inter_token_latency_ms", "successful", "percentiles", "p99"),
+                 ("metrics", "prompt_token_count", "successful", "total_sum"),
+                 ("metrics", "request_concurrency", "successful", "max")):
+        assert type(_at(real, path)) is type(_at(hand, path)) or {type(_at(real, path)), type(_at(hand, path))} \
+            <= {int, float}, path
+    assert set(real["metrics"]["time_to_first_token_ms"]["successful"]["percentiles"]) == set(
+        hand["metrics"]["time_to_first_token_ms"]["successful"]["percentiles"])
+    real_stage = _json(REAL_INFERENCE_PERF / "stage_0_lifecycle_metrics.json")
+    hand_stage = _json(INFERENCE_PERF / "stage_0_lifecycle_metrics.json")
+    assert set(hand_stage["successes"]["latency"]) <= set(real_stage["successes"]["latency"])
+    assert set(hand_stage["successes"]["latency"]["time_to_first_token"]) == set(
+        real_stage["successes"]["latency"]["time_to_first_token"])
+
+
+def _at(data, path):
+    for key in path:
+        data = data[key]
+    return data
